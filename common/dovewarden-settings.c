@@ -1,0 +1,111 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "settings-parser.h"
+#include "dovewarden-settings.h"
+
+#undef DEF
+#define DEF(type, name) \
+	SETTING_DEFINE_STRUCT_##type(#name, name, struct dovewarden_settings)
+
+static const struct setting_define dovewarden_setting_defines[] = {
+	DEF(STR, dovewarden_replica),
+	DEF(STR, mail_replica),
+	DEF(BOOL, dovewarden_noreplicate),
+	DEF(BOOL, noreplicate),
+	DEF(STR, dovewarden_notify_socket_path),
+	DEF(STR, dovewarden_doveadm_socket_path),
+	DEF(STR, dovewarden_auth_socket_path),
+	DEF(UINT, dovewarden_max_syncs),
+	DEF(TIME, dovewarden_lock_timeout),
+	DEF(TIME, dovewarden_sync_timeout),
+	DEF(TIME, dovewarden_retry_min_interval),
+	DEF(TIME, dovewarden_retry_max_interval),
+	SETTING_DEFINE_LIST_END
+};
+
+static const struct dovewarden_settings dovewarden_default_settings = {
+	.dovewarden_replica = "",
+	.mail_replica = "",
+	.dovewarden_noreplicate = FALSE,
+	.noreplicate = FALSE,
+	.dovewarden_notify_socket_path = "dovewarden-notify",
+	.dovewarden_doveadm_socket_path = "doveadm-server",
+	.dovewarden_auth_socket_path = "auth-userdb",
+	.dovewarden_max_syncs = 10,
+	.dovewarden_lock_timeout = 30,
+	.dovewarden_sync_timeout = 10 * 60,
+	.dovewarden_retry_min_interval = 5,
+	.dovewarden_retry_max_interval = 10 * 60,
+};
+
+static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
+				      const char **error_r)
+{
+	struct dovewarden_settings *set = _set;
+	const char *dest;
+
+	if (set->dovewarden_max_syncs == 0) {
+		*error_r = "dovewarden_max_syncs must not be 0";
+		return FALSE;
+	}
+	if (set->dovewarden_retry_min_interval == 0 ||
+	    set->dovewarden_retry_min_interval >
+	    set->dovewarden_retry_max_interval) {
+		*error_r = "dovewarden_retry_min_interval must be >0 and "
+			"<= dovewarden_retry_max_interval";
+		return FALSE;
+	}
+	if (dovewarden_replica_parse(dovewarden_settings_get_replica(set),
+				     &dest, error_r) < 0)
+		return FALSE;
+	return TRUE;
+}
+
+const struct setting_parser_info dovewarden_setting_parser_info = {
+	.name = "dovewarden",
+	.defines = dovewarden_setting_defines,
+	.defaults = &dovewarden_default_settings,
+	.struct_size = sizeof(struct dovewarden_settings),
+	.pool_offset1 = 1 + offsetof(struct dovewarden_settings, pool),
+	.check_func = dovewarden_settings_check,
+};
+
+const char *dovewarden_settings_get_replica(const struct dovewarden_settings *set)
+{
+	if (set->dovewarden_replica[0] != '\0')
+		return set->dovewarden_replica;
+	return set->mail_replica;
+}
+
+bool dovewarden_settings_is_noreplicate(const struct dovewarden_settings *set)
+{
+	return set->dovewarden_noreplicate || set->noreplicate;
+}
+
+int dovewarden_replica_parse(const char *replica, const char **dsync_dest_r,
+			     const char **error_r)
+{
+	const char *host;
+
+	*dsync_dest_r = replica;
+	if (replica[0] == '\0')
+		return 0;
+	if (replica[0] == '/') {
+		*dsync_dest_r = t_strconcat("tcp:", replica, NULL);
+		return 0;
+	}
+	if (str_begins(replica, "tcp:", &host) ||
+	    str_begins(replica, "tcps:", &host)) {
+		if (host[0] == '\0') {
+			*error_r = t_strdup_printf(
+				"Replica '%s' has no host", replica);
+			return -1;
+		}
+		return 0;
+	}
+	*error_r = t_strdup_printf("Replica '%s' is not tcp:host[:port], "
+				   "tcps:host[:port] or a socket path",
+				   replica);
+	return -1;
+}

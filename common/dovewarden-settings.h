@@ -1,0 +1,60 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+#ifndef DOVEWARDEN_SETTINGS_H
+#define DOVEWARDEN_SETTINGS_H
+
+#include "settings-parser.h"
+
+/* All dovewarden settings, written at the top level of dovecot.conf and
+   read with settings_get(event, &dovewarden_setting_parser_info, ...).
+   The config process learns them from libdovewarden_settings.so (see
+   plugin/dovewarden-settings-module.c); without that module Dovecot
+   rejects them as unknown. Mail processes see per-user overrides from
+   userdb fields of the same name; the service, which has no mail user,
+   reads those fields itself (see dovewarden_userdb_fields_apply()). */
+struct dovewarden_settings {
+	pool_t pool;
+
+	/* Where to replicate to: tcp:host[:port], tcps:host[:port] or the
+	   path of a doveadm-server unix socket. Empty means: use
+	   mail_replica. */
+	const char *dovewarden_replica;
+	/* The Dovecot 2.3 name, so that 2.3 userdbs keep working */
+	const char *mail_replica;
+	/* Replication off for this user (noreplicate is the 2.3 name) */
+	bool dovewarden_noreplicate;
+	bool noreplicate;
+
+	/* Plugin: the service's notify socket, relative to base_dir */
+	const char *dovewarden_notify_socket_path;
+
+	/* Service: doveadm-server and auth-userdb sockets, relative to
+	   base_dir */
+	const char *dovewarden_doveadm_socket_path;
+	const char *dovewarden_auth_socket_path;
+	/* Service: at most this many syncs at once */
+	unsigned int dovewarden_max_syncs;
+	/* Service: dsync's -l <secs> lock timeout */
+	unsigned int dovewarden_lock_timeout;
+	/* Service: a sync that takes longer than this is aborted and
+	   counted as failed */
+	unsigned int dovewarden_sync_timeout;
+	/* Service: first and largest retry delay after a failed sync */
+	unsigned int dovewarden_retry_min_interval;
+	unsigned int dovewarden_retry_max_interval;
+};
+
+extern const struct setting_parser_info dovewarden_setting_parser_info;
+
+/* Returns the effective replica destination: dovewarden_replica, or else
+   mail_replica, or "" when neither is set. */
+const char *dovewarden_settings_get_replica(const struct dovewarden_settings *set);
+/* Returns TRUE when replication is turned off for the settings' user. */
+bool dovewarden_settings_is_noreplicate(const struct dovewarden_settings *set);
+
+/* Check that a replica destination has a form dsync accepts here:
+   tcp:host[:port], tcps:host[:port] or an absolute unix socket path
+   (given to dsync as tcp:/path). Returns 0, or -1 with error_r. */
+int dovewarden_replica_parse(const char *replica, const char **dsync_dest_r,
+			     const char **error_r);
+
+#endif

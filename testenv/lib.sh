@@ -1,0 +1,38 @@
+# Shared by testenv/setup, demo, check and teardown. Sourced, not run.
+# The trixie chroot lives at $DW_CHROOT (short, because host tools reach
+# unix sockets inside it); the source tree is bind-mounted read-only at
+# /src/dovewarden inside it and built in /srv/build.
+
+DW_CHROOT=${DW_CHROOT:-/var/tmp/dw24}
+DW_MIRROR=${DW_MIRROR:-http://deb.debian.org/debian}
+DW_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DW_CHROOT_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
+ dovecot-dev gcc libc6-dev meson ninja-build pkg-config libhiredis-dev
+ libjson-c-dev libcriterion-dev redis-server python3 iproute2 procps"
+
+dw_log() { printf '[testenv] %s\n' "$*" >&2; }
+
+# Run a command inside the chroot with a clean environment
+dw_chroot() {
+	chroot "$DW_CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+		LANG=C.UTF-8 HOME=/root TERM=dumb "$@"
+}
+
+dw_mount() {
+	mountpoint -q "$DW_CHROOT/proc" || mount -t proc proc "$DW_CHROOT/proc"
+	mkdir -p "$DW_CHROOT/src/dovewarden"
+	if ! mountpoint -q "$DW_CHROOT/src/dovewarden"; then
+		mount --bind "$DW_SRC" "$DW_CHROOT/src/dovewarden"
+		mount -o remount,bind,ro "$DW_CHROOT/src/dovewarden"
+	fi
+}
+
+dw_umount() {
+	local m
+	for m in "$DW_CHROOT/src/dovewarden" "$DW_CHROOT/proc"; do
+		if mountpoint -q "$m"; then
+			umount "$m" || umount -l "$m"
+		fi
+	done
+	return 0
+}
