@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""Live demo, run inside the chroot by testenv/demo: two Dovecot 2.4
+servers with dovewarden on 127.0.0.1. A message delivered to A over LMTP is
+shown arriving on B, a message appended to B over IMAP is shown arriving on
+A, and the service's state is printed."""
+import email.utils
+import imaplib
+import os
+import smtplib
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAIR = os.path.join(HERE, "pair")
+DW_DIR = os.environ.get("DW_DIR", "/srv/dt")
+
+
+def pair(*args):
+    return subprocess.run([PAIR, *args], check=True, text=True,
+                          capture_output=True).stdout
+
+
+def env():
+    return dict(line.split("=", 1) for line in pair("env").split())
+
+
+def message(subject):
+    return ("From: demo@example.org\r\nTo: alice@example.org\r\n"
+            "Subject: %s\r\nDate: %s\r\nMessage-ID: <%s@demo>\r\n\r\n"
+            "Hello from dovewarden.\r\n"
+            % (subject, email.utils.formatdate(), time.time())).encode()
+
+
+def wait_for_subject(port, subject, timeout=10.0):
+    """Poll INBOX of alice on the given server until the subject shows up.
+    Returns the seconds it took, or None."""
+    start = time.monotonic()
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    imap.login("alice", "alicepass")
+    try:
+        while time.monotonic() - start < timeout:
+            imap.select("INBOX", readonly=True)
+            typ, data = imap.search(None, "SUBJECT", '"%s"' % subject)
+            if typ == "OK" and data[0].split():
+                return time.monotonic() - start
+            imap.close()
+            time.sleep(0.02)
+        return None
+    finally:
+        imap.logout()
+
+
+def service_log(name):
+    path = os.path.join(DW_DIR, name, "log", "dovecot.log")
+    with open(path, errors="replace") as f:
+        return [l.rstrip() for l in f if "dovewarden" in l]
+
+
+def doveadm(name, *args):
+    host = name.lower() + ".test"
+    return subprocess.run(
+        ["doveadm", "-c", os.path.join(DW_DIR, name, "dovecot.conf"), *args],
+        env=dict(os.environ, DOVECOT_HOSTNAME=host), text=True,
+        capture_output=True)
+
+
+def main():
+    print("== starting Dovecot 2.4 instances A and B with dovewarden")
+    pair("start")
+    ok = True
+    try:
+        e = env()
+        print("   A: IMAP %s  LMTP %s  doveadm %s" %
+              (e["A_IMAP"], e["A_LMTP"], e["A_DOVEADM"]))
+        print("   B: IMAP %s  LMTP %s  doveadm %s" %
+              (e["B_IMAP"], e["B_LMTP"], e["B_DOVEADM"]))
+
+        subject = "demo A to B %d" % time.time()
+        print("\n== delivering '%s' to alice on A over LMTP" % subject)
+        lmtp = smtplib.LMTP("127.0.0.1", int(e["A_LMTP"]))
+        lmtp.sendmail("demo@example.org", ["alice"], message(subject))
+        lmtp.quit()
+        took = wait_for_subject(int(e["B_IMAP"]), subject)
+        if took is None:
+            print("   NOT on B after 10 s")
+            ok = False
+        else:
+            print("   readable on B over IMAP after %.3f s" % took)
+
+        subject = "demo B to A %d" % time.time()
+        print("\n== appending '%s' to alice's INBOX on B over IMAP" % subject)
+        imap = imaplib.IMAP4("127.0.0.1", int(e["B_IMAP"]))
+        imap.login("alice", "alicepass")
+        imap.append("INBOX", None, None, message(subject))
+        imap.logout()
+        took = wait_for_subject(int(e["A_IMAP"]), subject)
+        if took is None:
+            print("   NOT on A after 10 s")
+            ok = False
+        else:
+            print("   readable on A over IMAP after %.3f s" % took)
+
+        for name in ("A", "B"):
+            print("\n== service state on %s" % name)
+            st = doveadm(name, "dovewarden", "status", "*")
+            if st.returncode == 0:
+                print(st.stdout.rstrip())
+            for line in service_log(name)[-8:]:
+                print("   " + line)
+    finally:
+        print("\n== stopping A and B")
+        pair("stop")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
