@@ -15,12 +15,34 @@
    failure back-off. Among due users, higher priority goes first, but a
    lower priority change gains a head start the longer it waits, so no
    priority starves: the sort key is last_update minus a per-priority
-   boost (see DOVEWARDEN_QUEUE_*_BOOST_SECS). */
+   boost (see DOVEWARDEN_QUEUE_*_BOOST_SECS).
+
+   In detail, a queued user is either waiting (not yet due: in failure
+   back-off, or an idle user before its next full sync) or ready (due).
+   Waiting users are ordered by due time; once due (checked by
+   dovewarden_queue_pop()), a user moves to the ready users, which are
+   ordered by sort key alone:
+
+     - pending changes: the smallest "time of change minus its priority's
+       boost" among the changes merged since the last sync started (so a
+       repeated or raised notification never moves a user backwards, and
+       a failed sync keeps the key of the changes it did not replicate)
+     - idle user due for its periodic full sync: the time it became due
+       (no boost)
+
+   A user with pending changes is due at once, or at next_try while in
+   failure back-off. An idle user is due at its next full sync:
+   last_full_sync + full_sync_interval_secs, or, if it was never fully
+   synced and was made known by dovewarden_queue_add(), at a time spread
+   over the interval by a hash of its username. With
+   full_sync_interval_secs = 0 idle users are never due. */
 
 /* How much earlier than its real time a change of this priority sorts */
 #define DOVEWARDEN_QUEUE_SYNC_BOOST_SECS (45 * 60)
 #define DOVEWARDEN_QUEUE_HIGH_BOOST_SECS (30 * 60)
 #define DOVEWARDEN_QUEUE_LOW_BOOST_SECS (15 * 60)
+/* A sync that ended with CHANGED runs again after this long */
+#define DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS 2
 
 enum dovewarden_sync_result {
 	/* dsync succeeded; the new state replaces the old one */
@@ -63,7 +85,8 @@ struct dovewarden_user {
 	/* When the pending priority was last raised */
 	time_t last_update;
 	/* When a sync (of any kind) / full sync / successful sync started
-	   (last_fast_sync >= last_full_sync) */
+	   (last_fast_sync >= last_full_sync). A change made before
+	   last_successful_sync has been replicated. */
 	time_t last_fast_sync, last_full_sync, last_successful_sync;
 	/* Not before this: failure back-off (0 = no back-off) */
 	time_t next_try;
@@ -71,17 +94,38 @@ struct dovewarden_user {
 	/* Reason of the last failure, NULL after a success */
 	char *last_error;
 
+	/* While syncing: the pending priority the sync was started for
+	   (NONE for a periodic full sync) */
+	enum dovewarden_priority syncing_priority;
+
 	/* Popped by dovewarden_queue_pop(), sync running */
 	bool syncing:1;
 	/* The running sync is a full sync */
 	bool syncing_full:1;
-	/* The admin asked for a full sync: the next sync sends -f */
+	/* The admin asked for a full sync, or a full sync failed: the next
+	   sync sends -f */
 	bool force_full_sync:1;
+
+	/* private to the queue */
+	struct dovewarden_user *prev, *next;
+	/* Sort key of the pending changes (see the top of this file) */
+	time_t pending_key;
+	/* The user's position, fixed while it is queued */
+	time_t queue_due, queue_key;
+	/* Scheduled first full sync of a user added by
+	   dovewarden_queue_add() (0 = none) */
+	time_t first_full_sync;
+	/* pending_key when the running sync was popped */
+	time_t syncing_pending_key;
+	bool queued:1;
+	bool queued_ready:1;
+	bool removed:1;
 };
 
 struct dovewarden_queue *
 dovewarden_queue_init(const struct dovewarden_queue_settings *set);
-/* Frees all users. Pointers to them become invalid. */
+/* Frees all users, including syncing and removed-while-syncing ones.
+   Pointers to them become invalid. */
 void dovewarden_queue_deinit(struct dovewarden_queue **queue);
 
 /* Returns the user or NULL when unknown. */
@@ -105,14 +149,22 @@ void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
 				      enum dovewarden_priority priority,
 				      time_t now);
 /* Forget the user. If it is syncing, it is freed when the sync
-   finishes; the caller must not touch it after this call. */
+   finishes (the pointer stays valid until the caller's
+   dovewarden_queue_sync_finished() for it, which then only frees it);
+   otherwise it is freed at once. Apart from that, the caller must not
+   touch it after this call. A later notify of the same username creates
+   a new user. */
 void dovewarden_queue_remove(struct dovewarden_queue *queue,
 			     struct dovewarden_user *user);
 
 /* Return the user whose sync is due first at now, or NULL. The user is
    marked syncing and leaves the priority queue; its pending priority is
    reset to NONE, and syncing_full tells whether this sync must be a full
-   one. The caller must call dovewarden_queue_sync_finished() for it. */
+   one (force_full_sync was set, or its next full sync is due). pop sets
+   last_fast_sync (and for a full sync last_full_sync) to now and clears
+   force_full_sync; a full sync that does not end with OK sets
+   force_full_sync again, so the retry is full too. The caller must call
+   dovewarden_queue_sync_finished() for it. */
 struct dovewarden_user *
 dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now);
 /* When the next queued user becomes due; 0 when nothing is queued.
@@ -120,34 +172,58 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now);
 time_t dovewarden_queue_next_due(struct dovewarden_queue *queue);
 /* Finish the sync that dovewarden_queue_pop() started. new_state is used
    only on OK (NULL or "" keeps the old state); error is stored as
-   last_error on failures. Re-queues the user as the result asks. */
+   last_error on failures. Re-queues the user as the result asks:
+
+     OK       success; queued again only if a change arrived meanwhile
+     CHANGED  not a failure: the changes the sync started with (at least
+              LOW) are due again after DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS
+     TEMPFAIL consecutive_failures++, next_try = now + back-off; the
+              unreplicated changes (at least LOW) stay pending
+     CONFIG   like TEMPFAIL, but the back-off is retry_max_secs (plus
+              jitter)
+     NOUSER   the user is removed and freed
+
+   The user must not be used after NOUSER, nor after any result when it
+   was removed during the sync (it is freed then). */
 void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 				    struct dovewarden_user *user,
 				    enum dovewarden_sync_result result,
 				    const char *new_state, const char *error,
 				    time_t now);
 
-/* Counts for status output */
+/* Re-position a user after the caller changed its fields directly (for
+   example restored priority, last_full_sync or next_try from a saved
+   state). Queued users keep their position until this is called. No-op
+   for a syncing user. */
+void dovewarden_queue_requeue(struct dovewarden_queue *queue,
+			      struct dovewarden_user *user, time_t now);
+
+/* Counts for status output. O(1): kept up to date as users change. */
 struct dovewarden_queue_stats {
 	unsigned int users;
 	unsigned int syncing;
 	/* pending (or syncing with pending changes) by priority */
 	unsigned int pending[DOVEWARDEN_PRIORITY_COUNT];
-	/* users in failure back-off */
+	/* users whose last sync failed (consecutive_failures > 0): in
+	   failure back-off or due for their retry */
 	unsigned int failed;
 };
 void dovewarden_queue_get_stats(struct dovewarden_queue *queue, time_t now,
 				struct dovewarden_queue_stats *stats_r);
 
-/* Iterate all known users, in no particular order. The queue must not be
-   changed during the iteration. */
+/* Iterate all known users, in no particular order (users removed while
+   syncing are no longer known). The queue must not be changed during the
+   iteration. */
 struct dovewarden_queue_iter *
 dovewarden_queue_iter_init(struct dovewarden_queue *queue);
 struct dovewarden_user *
 dovewarden_queue_iter_next(struct dovewarden_queue_iter *iter);
 void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **iter);
 
-/* The result of a doveadm-server status line ("+", "-NOUSER", ...) */
+/* The result of a doveadm-server status line: "+" is OK; "-CHANGED"
+   CHANGED; "-NOUSER" (and 2.3's "-NOREPLICATE") NOUSER; "-USAGE",
+   "-NOTFOUND", "-NOPERM" and "-REFERRAL" CONFIG; any other line, and NULL
+   (the connection closed before a status line), TEMPFAIL. */
 enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line);
 const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result);
 

@@ -1,0 +1,607 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "hash.h"
+#include "llist.h"
+#include "priorityq.h"
+#include "dovewarden-queue.h"
+
+struct dovewarden_queue {
+	struct dovewarden_queue_settings set;
+
+	HASH_TABLE(char *, struct dovewarden_user *) users;
+	/* Users not due yet, ordered by queue_due */
+	struct priorityq *waiting;
+	/* Due users, ordered by queue_key */
+	struct priorityq *ready;
+	/* Removed while syncing: freed by sync_finished() or deinit() */
+	struct dovewarden_user *removed_users;
+
+	unsigned int syncing_count, failed_count;
+	unsigned int priority_counts[DOVEWARDEN_PRIORITY_COUNT];
+};
+
+struct dovewarden_queue_iter {
+	struct dovewarden_queue *queue;
+	struct hash_iterate_context *iter;
+};
+
+static int user_cmp_due(const void *p1, const void *p2)
+{
+	const struct dovewarden_user *u1 = p1, *u2 = p2;
+
+	if (u1->queue_due < u2->queue_due)
+		return -1;
+	if (u1->queue_due > u2->queue_due)
+		return 1;
+	return 0;
+}
+
+static int user_cmp_key(const void *p1, const void *p2)
+{
+	const struct dovewarden_user *u1 = p1, *u2 = p2;
+
+	if (u1->queue_key < u2->queue_key)
+		return -1;
+	if (u1->queue_key > u2->queue_key)
+		return 1;
+	/* equal keys: the more urgent change first */
+	if (u1->priority > u2->priority)
+		return -1;
+	if (u1->priority < u2->priority)
+		return 1;
+	return 0;
+}
+
+static time_t priority_boost(enum dovewarden_priority priority)
+{
+	switch (priority) {
+	case DOVEWARDEN_PRIORITY_NONE:
+		return 0;
+	case DOVEWARDEN_PRIORITY_LOW:
+		return DOVEWARDEN_QUEUE_LOW_BOOST_SECS;
+	case DOVEWARDEN_PRIORITY_HIGH:
+		return DOVEWARDEN_QUEUE_HIGH_BOOST_SECS;
+	case DOVEWARDEN_PRIORITY_SYNC:
+		return DOVEWARDEN_QUEUE_SYNC_BOOST_SECS;
+	}
+	i_unreached();
+}
+
+struct dovewarden_queue *
+dovewarden_queue_init(const struct dovewarden_queue_settings *set)
+{
+	struct dovewarden_queue *queue;
+
+	queue = i_new(struct dovewarden_queue, 1);
+	queue->set = *set;
+	/* a zero minimum would turn a failing user into a hot loop */
+	if (queue->set.retry_min_secs == 0)
+		queue->set.retry_min_secs = 1;
+	if (queue->set.retry_max_secs < queue->set.retry_min_secs)
+		queue->set.retry_max_secs = queue->set.retry_min_secs;
+	hash_table_create(&queue->users, default_pool, 0, str_hash, strcmp);
+	queue->waiting = priorityq_init(user_cmp_due, 1024);
+	queue->ready = priorityq_init(user_cmp_key, 1024);
+	return queue;
+}
+
+static void user_free(struct dovewarden_user *user)
+{
+	i_free(user->username);
+	i_free(user->state);
+	i_free(user->last_error);
+	i_free(user);
+}
+
+void dovewarden_queue_deinit(struct dovewarden_queue **_queue)
+{
+	struct dovewarden_queue *queue = *_queue;
+	struct hash_iterate_context *iter;
+	struct dovewarden_user *user;
+	char *username;
+
+	*_queue = NULL;
+
+	iter = hash_table_iterate_init(queue->users);
+	while (hash_table_iterate(iter, queue->users, &username, &user))
+		user_free(user);
+	hash_table_iterate_deinit(&iter);
+	hash_table_destroy(&queue->users);
+
+	while (queue->removed_users != NULL) {
+		user = queue->removed_users;
+		DLLIST_REMOVE(&queue->removed_users, user);
+		user_free(user);
+	}
+	priorityq_deinit(&queue->waiting);
+	priorityq_deinit(&queue->ready);
+	i_free(queue);
+}
+
+struct dovewarden_user *
+dovewarden_queue_lookup(struct dovewarden_queue *queue, const char *username)
+{
+	return hash_table_lookup(queue->users, username);
+}
+
+static void
+user_set_priority(struct dovewarden_queue *queue, struct dovewarden_user *user,
+		  enum dovewarden_priority priority)
+{
+	i_assert(priority < DOVEWARDEN_PRIORITY_COUNT);
+	i_assert(queue->priority_counts[user->priority] > 0);
+
+	queue->priority_counts[user->priority]--;
+	queue->priority_counts[priority]++;
+	user->priority = priority;
+}
+
+static void
+user_set_failures(struct dovewarden_queue *queue, struct dovewarden_user *user,
+		  unsigned int failures)
+{
+	if (user->consecutive_failures > 0)
+		queue->failed_count--;
+	if (failures > 0)
+		queue->failed_count++;
+	user->consecutive_failures = failures;
+}
+
+/* Merge a change into the pending ones. The key only ever moves forward
+   in the queue; last_update tells when the priority was last raised. */
+static void
+user_add_change(struct dovewarden_queue *queue, struct dovewarden_user *user,
+		enum dovewarden_priority priority, time_t change_time,
+		time_t change_key)
+{
+	if (priority == DOVEWARDEN_PRIORITY_NONE)
+		return;
+	if (user->priority == DOVEWARDEN_PRIORITY_NONE)
+		user->pending_key = change_key;
+	else if (change_key < user->pending_key)
+		user->pending_key = change_key;
+	if (priority > user->priority) {
+		user_set_priority(queue, user, priority);
+		user->last_update = change_time;
+	}
+}
+
+static time_t
+user_next_full_sync(struct dovewarden_queue *queue,
+		    const struct dovewarden_user *user)
+{
+	i_assert(queue->set.full_sync_interval_secs > 0);
+
+	if (user->last_full_sync == 0 && user->first_full_sync != 0)
+		return user->first_full_sync;
+	return user->last_full_sync + queue->set.full_sync_interval_secs;
+}
+
+static void
+queue_unlink(struct dovewarden_queue *queue, struct dovewarden_user *user)
+{
+	if (!user->queued)
+		return;
+	priorityq_remove(user->queued_ready ? queue->ready : queue->waiting,
+			 &user->item);
+	user->queued = FALSE;
+	user->queued_ready = FALSE;
+}
+
+static void
+queue_add_ready(struct dovewarden_queue *queue, struct dovewarden_user *user)
+{
+	if (user->priority != DOVEWARDEN_PRIORITY_NONE)
+		user->queue_key = user->pending_key;
+	else
+		user->queue_key = user->queue_due;
+	user->queued = TRUE;
+	user->queued_ready = TRUE;
+	priorityq_add(queue->ready, &user->item);
+}
+
+/* Computes the user's position from its fields. Every field the position
+   depends on must be set before this: the heaps compare only the stored
+   queue_due and queue_key, which stay fixed while the user is queued. */
+static void
+queue_link(struct dovewarden_queue *queue, struct dovewarden_user *user,
+	   time_t now)
+{
+	time_t due;
+
+	i_assert(!user->queued);
+	i_assert(!user->syncing);
+	i_assert(!user->removed);
+
+	if (user->priority != DOVEWARDEN_PRIORITY_NONE ||
+	    user->consecutive_failures > 0)
+		due = user->next_try;
+	else if (queue->set.full_sync_interval_secs > 0)
+		due = user_next_full_sync(queue, user);
+	else
+		return;
+
+	if (due <= now) {
+		/* next_due() reports it as due since now, or since when it
+		   became due if that is known */
+		user->queue_due = due > 0 ? due : I_MAX(now, 1);
+		queue_add_ready(queue, user);
+	} else {
+		user->queue_due = due;
+		user->queued = TRUE;
+		user->queued_ready = FALSE;
+		priorityq_add(queue->waiting, &user->item);
+	}
+}
+
+static void
+queue_relink(struct dovewarden_queue *queue, struct dovewarden_user *user,
+	     time_t now)
+{
+	if (user->syncing)
+		return;
+	queue_unlink(queue, user);
+	queue_link(queue, user, now);
+}
+
+void dovewarden_queue_requeue(struct dovewarden_queue *queue,
+			      struct dovewarden_user *user, time_t now)
+{
+	queue_relink(queue, user, now);
+}
+
+static struct dovewarden_user *
+queue_get_user(struct dovewarden_queue *queue, const char *username,
+	       bool *created_r)
+{
+	struct dovewarden_user *user;
+
+	user = hash_table_lookup(queue->users, username);
+	if (user != NULL) {
+		*created_r = FALSE;
+		return user;
+	}
+	user = i_new(struct dovewarden_user, 1);
+	user->username = i_strdup(username);
+	user->state = i_strdup("");
+	user->priority = DOVEWARDEN_PRIORITY_NONE;
+	queue->priority_counts[DOVEWARDEN_PRIORITY_NONE]++;
+	hash_table_insert(queue->users, user->username, user);
+	*created_r = TRUE;
+	return user;
+}
+
+struct dovewarden_user *
+dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
+			enum dovewarden_priority priority, time_t now)
+{
+	struct dovewarden_user *user;
+	enum dovewarden_priority old_priority;
+	time_t old_key;
+	bool created;
+
+	user = queue_get_user(queue, username, &created);
+	old_priority = user->priority;
+	old_key = user->pending_key;
+	user_add_change(queue, user, priority, now,
+			now - priority_boost(priority));
+
+	if (user->syncing) {
+		/* sync_finished() queues it again */
+		return user;
+	}
+	if (created || user->priority != old_priority ||
+	    user->pending_key != old_key)
+		queue_relink(queue, user, now);
+	return user;
+}
+
+/* A stable spread: the same user gets the same slot after a restart */
+static time_t
+user_spread_offset(const char *username, unsigned int interval)
+{
+	return str_hash(username) % interval;
+}
+
+struct dovewarden_user *
+dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
+		     time_t now)
+{
+	struct dovewarden_user *user;
+	unsigned int interval = queue->set.full_sync_interval_secs;
+	bool created;
+
+	user = queue_get_user(queue, username, &created);
+	if (!created)
+		return user;
+	if (interval > 0) {
+		user->first_full_sync =
+			now + 1 + user_spread_offset(username, interval);
+	}
+	queue_link(queue, user, now);
+	return user;
+}
+
+void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
+				      struct dovewarden_user *user,
+				      enum dovewarden_priority priority,
+				      time_t now)
+{
+	i_assert(!user->removed);
+
+	if (priority < DOVEWARDEN_PRIORITY_LOW)
+		priority = DOVEWARDEN_PRIORITY_LOW;
+	user->force_full_sync = TRUE;
+	user_add_change(queue, user, priority, now,
+			now - priority_boost(priority));
+	queue_relink(queue, user, now);
+}
+
+static void
+queue_forget(struct dovewarden_queue *queue, struct dovewarden_user *user)
+{
+	queue_unlink(queue, user);
+	hash_table_remove(queue->users, user->username);
+	i_assert(queue->priority_counts[user->priority] > 0);
+	queue->priority_counts[user->priority]--;
+	if (user->consecutive_failures > 0)
+		queue->failed_count--;
+}
+
+void dovewarden_queue_remove(struct dovewarden_queue *queue,
+			     struct dovewarden_user *user)
+{
+	i_assert(!user->removed);
+
+	queue_forget(queue, user);
+	if (user->syncing) {
+		queue->syncing_count--;
+		user->removed = TRUE;
+		DLLIST_PREPEND(&queue->removed_users, user);
+		return;
+	}
+	user_free(user);
+}
+
+/* Move the users whose due time has come to the ready heap */
+static void queue_promote_due(struct dovewarden_queue *queue, time_t now)
+{
+	struct priorityq_item *item;
+	struct dovewarden_user *user;
+
+	while ((item = priorityq_peek(queue->waiting)) != NULL) {
+		user = (struct dovewarden_user *)item;
+		if (user->queue_due > now)
+			break;
+		(void)priorityq_pop(queue->waiting);
+		queue_add_ready(queue, user);
+	}
+}
+
+struct dovewarden_user *
+dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
+{
+	struct priorityq_item *item;
+	struct dovewarden_user *user;
+	unsigned int interval = queue->set.full_sync_interval_secs;
+
+	queue_promote_due(queue, now);
+	item = priorityq_pop(queue->ready);
+	if (item == NULL)
+		return NULL;
+	user = (struct dovewarden_user *)item;
+	i_assert(user->queued && user->queued_ready && !user->syncing);
+	user->queued = FALSE;
+	user->queued_ready = FALSE;
+
+	user->syncing = TRUE;
+	queue->syncing_count++;
+	user->syncing_full = user->force_full_sync ||
+		(interval > 0 && user_next_full_sync(queue, user) <= now);
+	user->force_full_sync = FALSE;
+	user->last_fast_sync = now;
+	if (user->syncing_full) {
+		user->last_full_sync = now;
+		user->first_full_sync = 0;
+	}
+	user->syncing_priority = user->priority;
+	user->syncing_pending_key = user->pending_key;
+	user_set_priority(queue, user, DOVEWARDEN_PRIORITY_NONE);
+	return user;
+}
+
+time_t dovewarden_queue_next_due(struct dovewarden_queue *queue)
+{
+	struct priorityq_item *item;
+
+	item = priorityq_peek(queue->ready);
+	if (item == NULL)
+		item = priorityq_peek(queue->waiting);
+	if (item == NULL)
+		return 0;
+	return ((struct dovewarden_user *)item)->queue_due;
+}
+
+static time_t queue_backoff(struct dovewarden_queue *queue,
+			    unsigned int failures)
+{
+	unsigned long long secs = queue->set.retry_min_secs;
+	unsigned int i;
+
+	for (i = 1; i < failures && secs < queue->set.retry_max_secs; i++)
+		secs *= 2;
+	if (secs > queue->set.retry_max_secs)
+		secs = queue->set.retry_max_secs;
+	return secs + i_rand_limit(secs / 4 + 1);
+}
+
+/* The sync did not replicate the changes it started with: keep them
+   pending (at least LOW), and a failed full sync stays a full one. */
+static void
+user_restore_changes(struct dovewarden_queue *queue,
+		     struct dovewarden_user *user, time_t now)
+{
+	enum dovewarden_priority priority = user->syncing_priority;
+	time_t key = user->syncing_pending_key;
+	/* pop() left last_update alone; a change during the sync moved it */
+	time_t change_time = user->priority == DOVEWARDEN_PRIORITY_NONE ?
+		user->last_update : user->last_fast_sync;
+
+	if (priority == DOVEWARDEN_PRIORITY_NONE) {
+		priority = DOVEWARDEN_PRIORITY_LOW;
+		key = now - priority_boost(priority);
+		change_time = now;
+	}
+	user_add_change(queue, user, priority, change_time, key);
+	if (user->syncing_full)
+		user->force_full_sync = TRUE;
+}
+
+static void
+user_set_error(struct dovewarden_user *user, const char *error)
+{
+	i_free(user->last_error);
+	user->last_error = i_strdup(error == NULL ? "" : error);
+}
+
+void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
+				    struct dovewarden_user *user,
+				    enum dovewarden_sync_result result,
+				    const char *new_state, const char *error,
+				    time_t now)
+{
+	i_assert(user->syncing);
+	i_assert(!user->queued);
+
+	if (user->removed) {
+		DLLIST_REMOVE(&queue->removed_users, user);
+		user_free(user);
+		return;
+	}
+	user->syncing = FALSE;
+	queue->syncing_count--;
+
+	switch (result) {
+	case DOVEWARDEN_SYNC_RESULT_OK:
+		if (new_state != NULL && new_state[0] != '\0') {
+			i_free(user->state);
+			user->state = i_strdup(new_state);
+		}
+		user->last_successful_sync = user->last_fast_sync;
+		user_set_failures(queue, user, 0);
+		i_free(user->last_error);
+		user->next_try = 0;
+		break;
+	case DOVEWARDEN_SYNC_RESULT_CHANGED:
+		user_restore_changes(queue, user, now);
+		user->next_try = now + DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
+		break;
+	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
+		user_restore_changes(queue, user, now);
+		user_set_failures(queue, user, user->consecutive_failures + 1);
+		user_set_error(user, error);
+		user->next_try = now +
+			queue_backoff(queue, user->consecutive_failures);
+		break;
+	case DOVEWARDEN_SYNC_RESULT_CONFIG:
+		user_restore_changes(queue, user, now);
+		user_set_failures(queue, user, user->consecutive_failures + 1);
+		user_set_error(user, error);
+		user->next_try = now + queue->set.retry_max_secs +
+			i_rand_limit(queue->set.retry_max_secs / 4 + 1);
+		break;
+	case DOVEWARDEN_SYNC_RESULT_NOUSER:
+		queue_forget(queue, user);
+		user_free(user);
+		return;
+	}
+	user->syncing_full = FALSE;
+	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
+	queue_link(queue, user, now);
+}
+
+void dovewarden_queue_get_stats(struct dovewarden_queue *queue, time_t now,
+				struct dovewarden_queue_stats *stats_r)
+{
+	unsigned int i;
+
+	i_zero(stats_r);
+	stats_r->users = hash_table_count(queue->users);
+	stats_r->syncing = queue->syncing_count;
+	for (i = 0; i < DOVEWARDEN_PRIORITY_COUNT; i++)
+		stats_r->pending[i] = queue->priority_counts[i];
+	stats_r->failed = queue->failed_count;
+}
+
+struct dovewarden_queue_iter *
+dovewarden_queue_iter_init(struct dovewarden_queue *queue)
+{
+	struct dovewarden_queue_iter *iter;
+
+	iter = i_new(struct dovewarden_queue_iter, 1);
+	iter->queue = queue;
+	iter->iter = hash_table_iterate_init(queue->users);
+	return iter;
+}
+
+struct dovewarden_user *
+dovewarden_queue_iter_next(struct dovewarden_queue_iter *iter)
+{
+	struct dovewarden_user *user;
+	char *username;
+
+	if (!hash_table_iterate(iter->iter, iter->queue->users,
+				&username, &user))
+		return NULL;
+	return user;
+}
+
+void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **_iter)
+{
+	struct dovewarden_queue_iter *iter = *_iter;
+
+	*_iter = NULL;
+	hash_table_iterate_deinit(&iter->iter);
+	i_free(iter);
+}
+
+enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
+{
+	const char *code;
+
+	if (line == NULL)
+		return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+	if (line[0] == '+' && (line[1] == '\0' || line[1] == '\t'))
+		return DOVEWARDEN_SYNC_RESULT_OK;
+	if (line[0] != '-')
+		return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+
+	code = t_strcut(line + 1, '\t');
+	if (strcmp(code, "CHANGED") == 0)
+		return DOVEWARDEN_SYNC_RESULT_CHANGED;
+	if (strcmp(code, "NOUSER") == 0 || strcmp(code, "NOREPLICATE") == 0)
+		return DOVEWARDEN_SYNC_RESULT_NOUSER;
+	/* retrying these soon cannot help: the setup is wrong */
+	if (strcmp(code, "USAGE") == 0 || strcmp(code, "NOTFOUND") == 0 ||
+	    strcmp(code, "NOPERM") == 0 || strcmp(code, "REFERRAL") == 0)
+		return DOVEWARDEN_SYNC_RESULT_CONFIG;
+	return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+}
+
+const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result)
+{
+	switch (result) {
+	case DOVEWARDEN_SYNC_RESULT_OK:
+		return "ok";
+	case DOVEWARDEN_SYNC_RESULT_CHANGED:
+		return "changed";
+	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
+		return "tempfail";
+	case DOVEWARDEN_SYNC_RESULT_NOUSER:
+		return "nouser";
+	case DOVEWARDEN_SYNC_RESULT_CONFIG:
+		return "config";
+	}
+	i_unreached();
+}
