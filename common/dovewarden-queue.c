@@ -323,6 +323,41 @@ dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
 	return user;
 }
 
+struct dovewarden_user *
+dovewarden_queue_restore(struct dovewarden_queue *queue,
+			 const struct dovewarden_user *fields, time_t now)
+{
+	struct dovewarden_user *user;
+	enum dovewarden_priority priority = fields->priority;
+	unsigned int interval = queue->set.full_sync_interval_secs;
+	bool created;
+
+	user = queue_get_user(queue, fields->username, &created);
+	i_assert(created);
+
+	i_free(user->state);
+	user->state = i_strdup(fields->state == NULL ? "" : fields->state);
+	if (fields->last_error != NULL && fields->last_error[0] != '\0')
+		user->last_error = i_strdup(fields->last_error);
+	user->last_fast_sync = fields->last_fast_sync;
+	user->last_full_sync = fields->last_full_sync;
+	user->last_successful_sync = fields->last_successful_sync;
+	user->next_try = fields->next_try;
+	user->force_full_sync = fields->force_full_sync;
+	user_set_failures(queue, user, fields->consecutive_failures);
+	if (user->force_full_sync && priority < DOVEWARDEN_PRIORITY_LOW)
+		priority = DOVEWARDEN_PRIORITY_LOW;
+	user_add_change(queue, user, priority, fields->last_update,
+			fields->last_update - priority_boost(priority));
+	user->last_update = fields->last_update;
+	if (user->last_full_sync == 0 && interval > 0) {
+		user->first_full_sync =
+			now + 1 + user_spread_offset(user->username, interval);
+	}
+	queue_link(queue, user, now);
+	return user;
+}
+
 void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
 				      struct dovewarden_user *user,
 				      enum dovewarden_priority priority,

@@ -143,6 +143,19 @@ dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 struct dovewarden_user *
 dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
 		     time_t now);
+/* Re-create a user from saved fields (see dovewarden-store.h): the
+   username must not be known yet. Copies priority, last_update,
+   last_fast_sync, last_full_sync, last_successful_sync, next_try,
+   consecutive_failures, force_full_sync, state (NULL = "") and
+   last_error (NULL or "" = none), keeps the counters right and queues the
+   user as sync_finished() would: pending (sort key last_update minus its
+   priority's boost) due at once or at next_try; idle at its next full
+   sync, spread like dovewarden_queue_add() if it never had one.
+   force_full_sync with priority NONE is queued at LOW. Other fields of
+   *fields are ignored; its strings are copied. Returns the user. */
+struct dovewarden_user *
+dovewarden_queue_restore(struct dovewarden_queue *queue,
+			 const struct dovewarden_user *fields, time_t now);
 /* Ask for a full sync of the user as soon as possible (at priority). */
 void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
 				      struct dovewarden_user *user,

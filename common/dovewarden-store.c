@@ -1,0 +1,629 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "str.h"
+#include "strescape.h"
+#include "strnum.h"
+#include "istream.h"
+#include "ostream.h"
+#include "eacces-error.h"
+#include "fdatasync-path.h"
+#include "mkdir-parents.h"
+#include "dovewarden-protocol.h"
+#include "dovewarden-store.h"
+
+#include <stdio.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#define STORE_HEADER_NAME "dovewarden-db"
+#define STORE_HEADER_VERSION "1"
+#define STORE_USER_FIELD_COUNT 11
+#define STORE_JOURNAL_FIELD_COUNT 3
+
+struct dovewarden_store {
+	char *path, *tmp_path, *journal_path, *corrupt_path, *dir;
+
+	int journal_fd;
+	/* An append failed half-way: start the next one on a new line */
+	bool journal_need_lf;
+};
+
+struct store_reader {
+	struct istream *input;
+	unsigned int line_num;
+	/* Dropping the rest of a line that did not fit the buffer */
+	bool skipping;
+	/* The file ended without LF */
+	bool unterminated;
+};
+
+struct dovewarden_store *dovewarden_store_init(const char *path)
+{
+	struct dovewarden_store *store;
+	const char *p;
+
+	store = i_new(struct dovewarden_store, 1);
+	store->path = i_strdup(path);
+	store->tmp_path = i_strconcat(path, ".tmp", NULL);
+	store->journal_path = i_strconcat(path, ".journal", NULL);
+	store->corrupt_path = i_strconcat(path, ".corrupt", NULL);
+	p = strrchr(path, '/');
+	if (p == NULL)
+		store->dir = i_strdup(".");
+	else if (p == path)
+		store->dir = i_strdup("/");
+	else
+		store->dir = i_strdup_until(path, p);
+	store->journal_fd = -1;
+	return store;
+}
+
+void dovewarden_store_deinit(struct dovewarden_store **_store)
+{
+	struct dovewarden_store *store = *_store;
+
+	if (store == NULL)
+		return;
+	*_store = NULL;
+
+	i_close_fd(&store->journal_fd);
+	i_free(store->path);
+	i_free(store->tmp_path);
+	i_free(store->journal_path);
+	i_free(store->corrupt_path);
+	i_free(store->dir);
+	i_free(store);
+}
+
+static const char *store_syscall_error(const char *func, const char *path)
+{
+	if (errno == EACCES)
+		return eacces_error_get(func, path);
+	return t_strdup_printf("%s(%s) failed: %m", func, path);
+}
+
+static int store_mkdir(struct dovewarden_store *store, const char **error_r)
+{
+	if (mkdir_parents(store->dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = errno == EACCES ?
+			eacces_error_get_creating("mkdir", store->dir) :
+			t_strdup_printf("mkdir(%s) failed: %m", store->dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* Open path for writing with the given flags, creating the directory
+   if it is missing. */
+static int
+store_open_create(struct dovewarden_store *store, const char *path,
+		  int flags, int *fd_r, const char **error_r)
+{
+	unsigned int attempt;
+	int fd;
+
+	for (attempt = 0;; attempt++) {
+		fd = open(path, flags, 0600);
+		if (fd != -1) {
+			*fd_r = fd;
+			return 0;
+		}
+		if (attempt < 2 && errno == EEXIST && (flags & O_EXCL) != 0) {
+			/* left behind by a save that was killed */
+			if (unlink(path) < 0 && errno != ENOENT) {
+				*error_r = store_syscall_error("unlink", path);
+				return -1;
+			}
+			continue;
+		}
+		if (attempt < 2 && errno == ENOENT) {
+			if (store_mkdir(store, error_r) < 0)
+				return -1;
+			continue;
+		}
+		*error_r = errno == EACCES ?
+			eacces_error_get_creating("open", path) :
+			t_strdup_printf("open(%s) failed: %m", path);
+		return -1;
+	}
+}
+
+static void
+store_append_user(string_t *dest, const struct dovewarden_user *user,
+		  bool with_state)
+{
+	enum dovewarden_priority priority = user->priority;
+	bool force_full_sync = user->force_full_sync;
+
+	if (user->syncing) {
+		/* nobody knows whether the running sync will finish */
+		if (priority < DOVEWARDEN_PRIORITY_LOW)
+			priority = DOVEWARDEN_PRIORITY_LOW;
+		if (user->syncing_full)
+			force_full_sync = TRUE;
+	}
+
+	str_append_tabescaped(dest, user->username);
+	str_printfa(dest, "\t%s\t%"PRIdTIME_T"\t%"PRIdTIME_T"\t%"PRIdTIME_T
+		    "\t%"PRIdTIME_T"\t%u\t%"PRIdTIME_T"\t%c\t",
+		    dovewarden_priority_to_str(priority), user->last_update,
+		    user->last_fast_sync, user->last_full_sync,
+		    user->last_successful_sync, user->consecutive_failures,
+		    user->next_try, force_full_sync ? '1' : '0');
+	if (with_state && user->state != NULL)
+		str_append_tabescaped(dest, user->state);
+	str_append_c(dest, '\t');
+	if (with_state && user->last_error != NULL)
+		str_append_tabescaped(dest, user->last_error);
+	str_append_c(dest, '\n');
+}
+
+static int
+store_write_snapshot(struct dovewarden_store *store,
+		     struct dovewarden_queue *queue, int fd,
+		     const char **error_r)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	struct ostream *output;
+	string_t *line;
+	int ret = 0;
+
+	output = o_stream_create_fd_file(fd, 0, FALSE);
+	o_stream_cork(output);
+	o_stream_nsend_str(output, STORE_HEADER_NAME"\t"
+			   STORE_HEADER_VERSION"\n");
+
+	line = t_str_new(256);
+	iter = dovewarden_queue_iter_init(queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		str_truncate(line, 0);
+		store_append_user(line, user, TRUE);
+		if (str_len(line) > DOVEWARDEN_STORE_MAX_LINE_LENGTH) {
+			/* loading would skip it: keep the user at least */
+			str_truncate(line, 0);
+			store_append_user(line, user, FALSE);
+		}
+		o_stream_nsend(output, str_data(line), str_len(line));
+	}
+	dovewarden_queue_iter_deinit(&iter);
+
+	if (o_stream_finish(output) < 0) {
+		*error_r = t_strdup_printf("write(%s) failed: %s",
+					   store->tmp_path,
+					   o_stream_get_error(output));
+		ret = -1;
+	}
+	o_stream_destroy(&output);
+	if (ret == 0 && fsync(fd) < 0) {
+		*error_r = t_strdup_printf("fsync(%s) failed: %m",
+					   store->tmp_path);
+		ret = -1;
+	}
+	return ret;
+}
+
+static int store_journal_open(struct dovewarden_store *store,
+			      const char **error_r)
+{
+	if (store->journal_fd != -1)
+		return 0;
+	return store_open_create(store, store->journal_path,
+				 O_WRONLY | O_APPEND | O_CREAT,
+				 &store->journal_fd, error_r);
+}
+
+static int
+store_journal_truncate(struct dovewarden_store *store, const char **error_r)
+{
+	if (store->journal_fd != -1) {
+		if (ftruncate(store->journal_fd, 0) < 0) {
+			*error_r = t_strdup_printf("ftruncate(%s) failed: %m",
+						   store->journal_path);
+			return -1;
+		}
+	} else if (truncate(store->journal_path, 0) < 0 && errno != ENOENT) {
+		*error_r = store_syscall_error("truncate", store->journal_path);
+		return -1;
+	}
+	store->journal_need_lf = FALSE;
+	return 0;
+}
+
+static int
+store_save(struct dovewarden_store *store, struct dovewarden_queue *queue,
+	   const char **error_r)
+{
+	int fd;
+
+	if (store_open_create(store, store->tmp_path,
+			      O_WRONLY | O_CREAT | O_EXCL, &fd, error_r) < 0)
+		return -1;
+	if (store_write_snapshot(store, queue, fd, error_r) < 0) {
+		i_close_fd(&fd);
+		(void)unlink(store->tmp_path);
+		return -1;
+	}
+	if (close(fd) < 0) {
+		*error_r = t_strdup_printf("close(%s) failed: %m",
+					   store->tmp_path);
+		(void)unlink(store->tmp_path);
+		return -1;
+	}
+	if (rename(store->tmp_path, store->path) < 0) {
+		*error_r = t_strdup_printf("rename(%s, %s) failed: %m",
+					   store->tmp_path, store->path);
+		(void)unlink(store->tmp_path);
+		return -1;
+	}
+	/* the rename must be durable before the journal is emptied */
+	if (fdatasync_path(store->dir) < 0) {
+		*error_r = t_strdup_printf("fdatasync(%s) failed: %m",
+					   store->dir);
+		return -1;
+	}
+	return store_journal_truncate(store, error_r);
+}
+
+int dovewarden_store_save(struct dovewarden_store *store,
+			  struct dovewarden_queue *queue,
+			  const char **error_r)
+{
+	int ret;
+
+	T_BEGIN {
+		ret = store_save(store, queue, error_r);
+	} T_END_PASS_STR_IF(ret < 0, error_r);
+	return ret;
+}
+
+static int
+store_journal_append(struct dovewarden_store *store, char cmd,
+		     const char *username, enum dovewarden_priority priority,
+		     const char **error_r)
+{
+	string_t *line;
+	const unsigned char *data;
+	size_t size;
+	ssize_t ret;
+
+	if (store_journal_open(store, error_r) < 0)
+		return -1;
+
+	line = t_str_new(128);
+	if (store->journal_need_lf)
+		str_append_c(line, '\n');
+	str_append_c(line, cmd);
+	str_append_c(line, '\t');
+	str_append_tabescaped(line, username);
+	str_append_c(line, '\t');
+	str_append(line, dovewarden_priority_to_str(priority));
+	str_append_c(line, '\n');
+
+	data = str_data(line);
+	size = str_len(line);
+	while (size > 0) {
+		ret = write(store->journal_fd, data, size);
+		if (ret < 0 && errno == EINTR)
+			continue;
+		if (ret <= 0) {
+			if (ret == 0)
+				errno = ENOSPC;
+			*error_r = t_strdup_printf("write(%s) failed: %m",
+						   store->journal_path);
+			/* a partial line would swallow the next one */
+			if (size != str_len(line))
+				store->journal_need_lf = TRUE;
+			return -1;
+		}
+		data += ret;
+		size -= ret;
+	}
+	store->journal_need_lf = FALSE;
+	return 0;
+}
+
+int dovewarden_store_journal_notify(struct dovewarden_store *store,
+				    struct dovewarden_queue *queue,
+				    const char *username,
+				    enum dovewarden_priority priority,
+				    const char **error_r)
+{
+	struct dovewarden_user *user;
+	int ret;
+
+	user = dovewarden_queue_lookup(queue, username);
+	if (user != NULL && user->priority >= priority)
+		return 0;
+	T_BEGIN {
+		ret = store_journal_append(store, 'N', username, priority,
+					   error_r);
+	} T_END_PASS_STR_IF(ret < 0, error_r);
+	return ret;
+}
+
+int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
+					     struct dovewarden_queue *queue,
+					     const char *username,
+					     enum dovewarden_priority priority,
+					     const char **error_r)
+{
+	struct dovewarden_user *user;
+	int ret;
+
+	user = dovewarden_queue_lookup(queue, username);
+	if (user != NULL && user->force_full_sync &&
+	    user->priority >= I_MAX(priority, DOVEWARDEN_PRIORITY_LOW))
+		return 0;
+	T_BEGIN {
+		ret = store_journal_append(store, 'F', username, priority,
+					   error_r);
+	} T_END_PASS_STR_IF(ret < 0, error_r);
+	return ret;
+}
+
+/* Returns 1 with the next line in line_r, or with NULL when the line is
+   unusable (longer than the buffer, or the last one and without LF);
+   0 at the end of the file; -1 on a read error. */
+static int store_read_line(struct store_reader *reader, char **line_r)
+{
+	struct istream *input = reader->input;
+	char *line;
+	ssize_t ret;
+
+	for (;;) {
+		line = i_stream_next_line(input);
+		if (line != NULL) {
+			reader->line_num++;
+			*line_r = reader->skipping ? NULL : line;
+			reader->skipping = FALSE;
+			return 1;
+		}
+		ret = i_stream_read(input);
+		if (ret > 0)
+			continue;
+		if (ret == -2) {
+			i_stream_skip(input, i_stream_get_data_size(input));
+			reader->skipping = TRUE;
+			continue;
+		}
+		i_assert(ret == -1);
+		if (input->stream_errno != 0)
+			return -1;
+		if (!reader->skipping && i_stream_get_data_size(input) == 0)
+			return 0;
+		i_stream_skip(input, i_stream_get_data_size(input));
+		reader->skipping = FALSE;
+		reader->unterminated = TRUE;
+		reader->line_num++;
+		*line_r = NULL;
+		return 1;
+	}
+}
+
+static int
+store_open_read(const char *path, struct store_reader *reader_r,
+		const char **error_r)
+{
+	int fd;
+
+	i_zero(reader_r);
+	fd = open(path, O_RDONLY);
+	if (fd == -1) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = store_syscall_error("open", path);
+		return -1;
+	}
+	reader_r->input = i_stream_create_fd_autoclose(
+		&fd, DOVEWARDEN_STORE_MAX_LINE_LENGTH);
+	return 1;
+}
+
+static int
+store_read_error(struct store_reader *reader, const char **error_r)
+{
+	*error_r = t_strdup_printf("read(%s) failed: %s",
+				   i_stream_get_name(reader->input),
+				   i_stream_get_error(reader->input));
+	return -1;
+}
+
+static bool store_parse_time(const char *str, time_t *time_r)
+{
+	return str_to_time(str, time_r) == 0 && *time_r >= 0;
+}
+
+static bool
+store_parse_user(char *line, struct dovewarden_user *fields_r)
+{
+	char **args = p_strsplit_tabescaped(pool_datastack_create(), line);
+
+	i_zero(fields_r);
+	if (str_array_length((const char *const *)args) !=
+	    STORE_USER_FIELD_COUNT)
+		return FALSE;
+	fields_r->username = args[0];
+	fields_r->state = args[9];
+	fields_r->last_error = args[10][0] == '\0' ? NULL : args[10];
+	if (!dovewarden_username_is_valid(args[0]) ||
+	    !dovewarden_priority_parse(args[1], &fields_r->priority) ||
+	    !store_parse_time(args[2], &fields_r->last_update) ||
+	    !store_parse_time(args[3], &fields_r->last_fast_sync) ||
+	    !store_parse_time(args[4], &fields_r->last_full_sync) ||
+	    !store_parse_time(args[5], &fields_r->last_successful_sync) ||
+	    str_to_uint(args[6], &fields_r->consecutive_failures) < 0 ||
+	    !store_parse_time(args[7], &fields_r->next_try))
+		return FALSE;
+	if (strcmp(args[8], "1") == 0)
+		fields_r->force_full_sync = TRUE;
+	else if (strcmp(args[8], "0") != 0)
+		return FALSE;
+	return TRUE;
+}
+
+static bool
+store_restore_line(struct dovewarden_queue *queue, char *line, time_t now)
+{
+	struct dovewarden_user fields;
+
+	if (!store_parse_user(line, &fields) ||
+	    dovewarden_queue_lookup(queue, fields.username) != NULL)
+		return FALSE;
+	(void)dovewarden_queue_restore(queue, &fields, now);
+	return TRUE;
+}
+
+static bool store_header_is_valid(const char *line)
+{
+	const char *const *args;
+
+	if (line == NULL)
+		return FALSE;
+	args = t_strsplit_tabescaped(line);
+	return str_array_length(args) == 2 &&
+		strcmp(args[0], STORE_HEADER_NAME) == 0 &&
+		strcmp(args[1], STORE_HEADER_VERSION) == 0;
+}
+
+static int
+store_snapshot_corrupt(struct dovewarden_store *store, const char *reason,
+		       struct dovewarden_store_load_result *result,
+		       const char **error_r)
+{
+	/* keep it for a human; a later save must not overwrite it */
+	if (rename(store->path, store->corrupt_path) < 0) {
+		*error_r = t_strdup_printf(
+			"%s is corrupt (%s), and rename(%s, %s) failed: %m",
+			store->path, reason, store->path,
+			store->corrupt_path);
+		return -1;
+	}
+	result->snapshot_corrupt_error = t_strdup_printf(
+		"%s is corrupt (%s)", store->path, reason);
+	result->snapshot_corrupt_path = t_strdup(store->corrupt_path);
+	return 0;
+}
+
+static int
+store_load_snapshot(struct dovewarden_store *store,
+		    struct dovewarden_queue *queue, time_t now,
+		    struct dovewarden_store_load_result *result,
+		    const char **error_r)
+{
+	struct store_reader reader;
+	const char *reason = NULL;
+	char *line;
+	bool valid;
+	int ret;
+
+	if ((ret = store_open_read(store->path, &reader, error_r)) <= 0)
+		return ret;
+
+	ret = store_read_line(&reader, &line);
+	if (ret < 0) {
+		ret = store_read_error(&reader, error_r);
+		i_stream_destroy(&reader.input);
+		return ret;
+	}
+	if (ret == 0)
+		reason = "empty file";
+	else if (!store_header_is_valid(line))
+		reason = "missing or unknown header";
+	if (reason != NULL) {
+		i_stream_destroy(&reader.input);
+		return store_snapshot_corrupt(store, reason, result, error_r);
+	}
+
+	while ((ret = store_read_line(&reader, &line)) > 0) {
+		T_BEGIN {
+			valid = line != NULL &&
+				store_restore_line(queue, line, now);
+		} T_END;
+		if (valid)
+			result->users_loaded++;
+		else {
+			if (result->snapshot_lines_skipped++ == 0) {
+				result->snapshot_first_skipped_line =
+					reader.line_num;
+			}
+		}
+	}
+	if (ret < 0)
+		ret = store_read_error(&reader, error_r);
+	i_stream_destroy(&reader.input);
+	return ret;
+}
+
+static bool
+store_replay_line(struct dovewarden_queue *queue, char *line, time_t now)
+{
+	const char *const *args = t_strsplit_tabescaped(line);
+	struct dovewarden_user *user;
+	enum dovewarden_priority priority;
+
+	if (str_array_length(args) != STORE_JOURNAL_FIELD_COUNT ||
+	    !dovewarden_username_is_valid(args[1]) ||
+	    !dovewarden_priority_parse(args[2], &priority))
+		return FALSE;
+
+	if (strcmp(args[0], "N") == 0)
+		(void)dovewarden_queue_notify(queue, args[1], priority, now);
+	else if (strcmp(args[0], "F") == 0) {
+		user = dovewarden_queue_lookup(queue, args[1]);
+		if (user == NULL)
+			user = dovewarden_queue_add(queue, args[1], now);
+		dovewarden_queue_force_full_sync(queue, user, priority, now);
+	} else
+		return FALSE;
+	return TRUE;
+}
+
+static int
+store_load_journal(struct dovewarden_store *store,
+		   struct dovewarden_queue *queue, time_t now,
+		   struct dovewarden_store_load_result *result,
+		   const char **error_r)
+{
+	struct store_reader reader;
+	char *line;
+	bool valid;
+	int ret;
+
+	if ((ret = store_open_read(store->journal_path, &reader,
+				   error_r)) <= 0)
+		return ret;
+
+	while ((ret = store_read_line(&reader, &line)) > 0) {
+		T_BEGIN {
+			valid = line != NULL &&
+				store_replay_line(queue, line, now);
+		} T_END;
+		if (valid)
+			result->journal_lines_replayed++;
+		else {
+			if (result->journal_lines_skipped++ == 0) {
+				result->journal_first_skipped_line =
+					reader.line_num;
+			}
+		}
+	}
+	if (ret < 0)
+		ret = store_read_error(&reader, error_r);
+	i_stream_destroy(&reader.input);
+	/* appends must not continue a partial last line */
+	store->journal_need_lf = reader.unterminated;
+	return ret;
+}
+
+int dovewarden_store_load(struct dovewarden_store *store,
+			  struct dovewarden_queue *queue, time_t now,
+			  struct dovewarden_store_load_result *result_r,
+			  const char **error_r)
+{
+	i_zero(result_r);
+	if (store_load_snapshot(store, queue, now, result_r, error_r) < 0)
+		return -1;
+	return store_load_journal(store, queue, now, result_r, error_r);
+}

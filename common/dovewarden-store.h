@@ -1,0 +1,143 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+#ifndef DOVEWARDEN_STORE_H
+#define DOVEWARDEN_STORE_H
+
+#include "dovewarden-queue.h"
+
+/* Persistence of the queue: every known user with its pending priority,
+   sync times, failure count, dsync state and last error survives a
+   restart of the service. Two files, both under the caller's path:
+
+   <path> (the snapshot) holds the whole queue. It is rewritten by
+   dovewarden_store_save(): written to <path>.tmp, fsync()ed, renamed over
+   <path>, and the directory fsync()ed, so a reader sees either the old
+   or the new snapshot, never a mix. Format: lines ending in LF, fields
+   separated by TAB and escaped with str_append_tabescaped() (so a
+   username or error may contain TAB, LF or any byte). The first line is
+   the header
+
+     dovewarden-db\t1
+
+   and every further line is one user:
+
+     <username>\t<priority>\t<last_update>\t<last_fast_sync>\t
+     <last_full_sync>\t<last_successful_sync>\t<consecutive_failures>\t
+     <next_try>\t<force_full_sync>\t<state>\t<last_error>
+
+   (one line; wrapped here) with <priority> as dovewarden_priority_to_str()
+   names it, the times as decimal UNIX times (0 = never),
+   <force_full_sync> 0 or 1, <state> the dsync state ("" = none) and
+   <last_error> "" after a success. A user that was syncing when the
+   snapshot was taken is saved with at least LOW priority (and, if its
+   sync was a full one, with force_full_sync), because nobody knows
+   whether that sync finished.
+
+   <path>.journal is the write-ahead part: one line per accepted change
+   that the snapshot does not cover yet,
+
+     N\t<username>\t<priority>		a notification
+     F\t<username>\t<priority>		an admin's forced full sync
+
+   appended with a single write() on an O_APPEND descriptor, before the
+   change is applied to the queue. Appends are not fsync()ed: after a
+   kill -9 (or a crash) of the service the kernel still has them, which is
+   the case this journal is for. A power loss or kernel crash can lose the
+   last seconds of appends; the periodic full sync of every user covers
+   those. A save truncates the journal only after the new snapshot has
+   been renamed into place; a crash between the two makes the next start
+   replay changes that the snapshot already has as pending, which is
+   harmless.
+
+   Changes are journaled only when they raise what the snapshot would
+   save (a new user, a higher pending priority, a new forced full sync),
+   so a busy user costs one line per sync, not one per message. Sync
+   results are not journaled: after a crash a replayed notification
+   causes at most one more sync, and dsync's incremental sync of a user
+   that is already in sync is cheap.
+
+   Loading reads the snapshot, then replays the journal as
+   notifications. A corrupt snapshot or journal line (wrong field count,
+   bad number, invalid username, unknown priority, a duplicate user, a
+   line longer than DOVEWARDEN_STORE_MAX_LINE_LENGTH, a last line without
+   LF) is skipped and counted; the rest loads. A snapshot with a missing or
+   unknown header is unusable: it is renamed to <path>.corrupt (so no
+   later save overwrites it) and loading goes on as if there were no
+   snapshot.
+
+   The store keeps no pointer to the queue or its users between calls.
+   It is not thread safe; saving is synchronous, so no journal append can
+   happen during a save. */
+
+/* Lines longer than this are skipped when loading. A user whose snapshot
+   line would be longer is saved without its dsync state (its next sync
+   is then a normal one without state). */
+#define DOVEWARDEN_STORE_MAX_LINE_LENGTH (16 * 1024 * 1024)
+
+struct dovewarden_store_load_result {
+	/* Users restored from the snapshot */
+	unsigned int users_loaded;
+	/* Snapshot lines skipped as corrupt, and the line number (the
+	   header is line 1) of the first one, 0 if none */
+	unsigned int snapshot_lines_skipped;
+	unsigned int snapshot_first_skipped_line;
+	/* Journal lines replayed, and skipped as corrupt (with the line
+	   number of the first one, 0 if none) */
+	unsigned int journal_lines_replayed;
+	unsigned int journal_lines_skipped;
+	unsigned int journal_first_skipped_line;
+	/* Non-NULL when the snapshot was unusable: why, and where it was
+	   moved to. Allocated from the data stack. */
+	const char *snapshot_corrupt_error;
+	const char *snapshot_corrupt_path;
+};
+
+/* path is the snapshot's file name; its directory is created (0700) by
+   the first save if it does not exist. No I/O happens here. */
+struct dovewarden_store *dovewarden_store_init(const char *path);
+/* Closes the journal. Does not save. */
+void dovewarden_store_deinit(struct dovewarden_store **store);
+
+/* Load the snapshot and replay the journal into queue (normally empty:
+   users it already knows are skipped as duplicates). now is passed to
+   the queue: users with a pending priority are due at once, or at
+   next_try while in failure back-off. A missing snapshot or journal is
+   not an error. Fills result_r (also on failure) and returns 0, also
+   when lines were skipped or the snapshot was moved aside as corrupt;
+   the caller logs those from result_r. Returns -1 with error_r when a
+   file could not be read or the corrupt snapshot could not be moved
+   aside: the queue may then be partly loaded, and the caller must not
+   save over the file it could not read (the service should fail to
+   start). */
+int dovewarden_store_load(struct dovewarden_store *store,
+			  struct dovewarden_queue *queue, time_t now,
+			  struct dovewarden_store_load_result *result_r,
+			  const char **error_r);
+
+/* Write a snapshot of every user in queue and then empty the journal.
+   Returns 0, or -1 with error_r; on failure the previous snapshot and the
+   journal stay as they were (nothing is lost, the journal only keeps
+   growing until a save succeeds). */
+int dovewarden_store_save(struct dovewarden_store *store,
+			  struct dovewarden_queue *queue,
+			  const char **error_r);
+
+/* Call for every accepted notification, before
+   dovewarden_queue_notify(queue, username, priority, ...). Appends a
+   journal line unless the queue already has the user pending at priority
+   or higher (then the snapshot or an earlier line covers it). Returns 0,
+   or -1 with error_r when the append failed; the notification should be
+   queued anyway (log the error, rate-limited). */
+int dovewarden_store_journal_notify(struct dovewarden_store *store,
+				    struct dovewarden_queue *queue,
+				    const char *username,
+				    enum dovewarden_priority priority,
+				    const char **error_r);
+/* Like dovewarden_store_journal_notify(), for
+   dovewarden_queue_force_full_sync() (call it before that). */
+int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
+					     struct dovewarden_queue *queue,
+					     const char *username,
+					     enum dovewarden_priority priority,
+					     const char **error_r);
+
+#endif
