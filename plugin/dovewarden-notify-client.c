@@ -1,0 +1,445 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "llist.h"
+#include "str.h"
+#include "str-sanitize.h"
+#include "ioloop.h"
+#include "istream.h"
+#include "ostream.h"
+#include "connection.h"
+#include "dovewarden-notify-client.h"
+
+/* Long enough to coalesce the mails of one command into one line, short
+   enough that the service hears of it at once */
+#define DOVEWARDEN_NOTIFY_FLUSH_MSECS 30
+#define DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS 1000
+#define DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS 5000
+#define DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE (64 * 1024)
+
+struct dovewarden_notify_conn {
+	struct connection conn;
+	struct dovewarden_notify_client *client;
+};
+
+struct dovewarden_notify_client {
+	char *path;
+	struct event *event;
+
+	struct connection_list *conn_list;
+	/* NULL while disconnected */
+	struct dovewarden_notify_conn *conn;
+	/* The ioloop that conn and the timeouts were added to */
+	struct ioloop *ioloop;
+	/* Coalescing delay before sending the pending users */
+	struct timeout *to_flush;
+	/* Set while waiting before the next connect attempt */
+	struct timeout *to_reconnect;
+	unsigned int reconnect_msecs;
+
+	/* Users with a pending notification, oldest first */
+	struct dovewarden_notify_user *pending_head, *pending_tail;
+
+	/* A connection failure was logged; the next success is logged too */
+	bool failure_logged:1;
+};
+
+struct event_category dovewarden_event_category = {
+	.name = "dovewarden",
+};
+
+/* Only one client exists per process; the ioloop destroy callback needs
+   to find it. */
+static struct dovewarden_notify_client *dovewarden_notify_client_global;
+
+static const char *const reason_names[] = {
+	"save", "copy", "expunge", "flags", "keywords", "changes",
+	"mailbox-create", "mailbox-delete", "mailbox-rename",
+	"mailbox-update", "subscribe", "unsubscribe",
+};
+
+static void client_flush(struct dovewarden_notify_client *client);
+
+static const char *reasons_to_str(enum dovewarden_notify_reason reasons)
+{
+	string_t *str = t_str_new(64);
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(reason_names); i++) {
+		if ((reasons & (1U << i)) == 0)
+			continue;
+		if (str_len(str) > 0)
+			str_append_c(str, ',');
+		str_append(str, reason_names[i]);
+	}
+	return str_len(str) == 0 ? "none" : str_c(str);
+}
+
+static void client_dequeue(struct dovewarden_notify_client *client,
+			   struct dovewarden_notify_user *user)
+{
+	i_assert(user->queued);
+
+	DLLIST2_REMOVE(&client->pending_head, &client->pending_tail, user);
+	user->queued = FALSE;
+	user->priority = DOVEWARDEN_PRIORITY_NONE;
+	user->reasons = 0;
+	if (client->pending_head == NULL) {
+		timeout_remove(&client->to_flush);
+		timeout_remove(&client->to_reconnect);
+	}
+}
+
+static void client_conn_free(struct dovewarden_notify_client *client)
+{
+	struct dovewarden_notify_conn *conn = client->conn;
+	struct istream *input = conn->conn.input;
+
+	/* Closing a unix socket with unread input resets the service's
+	   side of it; its VERSION line may still be unread. */
+	if (input != NULL && i_stream_read(input) > 0)
+		i_stream_skip(input, i_stream_get_data_size(input));
+
+	client->conn = NULL;
+	connection_deinit(&conn->conn);
+	i_free(conn);
+}
+
+/* The connection and the timeouts all live in client->ioloop: the first
+   ioloop that needed them, normally the process's main one. Writes work
+   from any ioloop; only the callbacks wait for it to run. */
+static struct ioloop *client_ioloop(struct dovewarden_notify_client *client)
+{
+	if (client->ioloop == NULL)
+		client->ioloop = current_ioloop;
+	return client->ioloop;
+}
+
+static void client_reconnect_timeout(struct dovewarden_notify_client *client)
+{
+	timeout_remove(&client->to_reconnect);
+	client_flush(client);
+}
+
+static void client_schedule_reconnect(struct dovewarden_notify_client *client)
+{
+	if (client->pending_head == NULL || client->to_reconnect != NULL)
+		return;
+	timeout_remove(&client->to_flush);
+	client->to_reconnect = timeout_add_to(client_ioloop(client),
+					      client->reconnect_msecs,
+					      client_reconnect_timeout, client);
+	client->reconnect_msecs = I_MIN(client->reconnect_msecs * 2,
+					DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS);
+}
+
+static void client_disconnect(struct dovewarden_notify_client *client,
+			      const char *error)
+{
+	struct ostream *output = client->conn->conn.output;
+	size_t unsent = output == NULL ? 0 :
+		o_stream_get_buffer_used_size(output);
+
+	client_conn_free(client);
+	if (unsent > 0) {
+		e_warning(client->event, "Lost connection to %s: %s - "
+			  "%zu bytes of notifications were lost",
+			  client->path, error, unsent);
+		client->failure_logged = TRUE;
+	} else if (client->pending_head != NULL && !client->failure_logged) {
+		e_warning(client->event, "Lost connection to %s: %s - "
+			  "keeping notifications pending and reconnecting",
+			  client->path, error);
+		client->failure_logged = TRUE;
+	} else {
+		e_debug(client->event, "Disconnected from %s: %s",
+			client->path, error);
+	}
+	client_schedule_reconnect(client);
+}
+
+static void client_conn_destroy(struct connection *_conn)
+{
+	struct dovewarden_notify_conn *conn =
+		container_of(_conn, struct dovewarden_notify_conn, conn);
+
+	client_disconnect(conn->client, connection_disconnect_reason(_conn));
+}
+
+static void client_conn_handshake_ready(struct connection *_conn)
+{
+	struct dovewarden_notify_conn *conn =
+		container_of(_conn, struct dovewarden_notify_conn, conn);
+	struct dovewarden_notify_client *client = conn->client;
+
+	/* Only a service that answered counts as recovered; one that
+	   accepts and closes at once keeps backing off quietly. */
+	client->reconnect_msecs = DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS;
+	if (client->failure_logged) {
+		e_info(client->event, "Reconnected to %s", client->path);
+		client->failure_logged = FALSE;
+	}
+}
+
+static int
+client_conn_input_args(struct connection *conn ATTR_UNUSED,
+		       const char *const *args ATTR_UNUSED)
+{
+	/* Only wait requests get replies, and this client sends none */
+	return 1;
+}
+
+static int client_output(struct dovewarden_notify_client *client)
+{
+	struct ostream *output = client->conn->conn.output;
+	int ret;
+
+	if ((ret = o_stream_flush(output)) < 0) {
+		client_disconnect(client, o_stream_get_error(output));
+		return -1;
+	}
+	if (ret > 0 && client->pending_head != NULL)
+		client_flush(client);
+	return 1;
+}
+
+static int client_connect(struct dovewarden_notify_client *client)
+{
+	struct dovewarden_notify_conn *conn;
+	const char *error;
+
+	i_assert(client->conn == NULL);
+
+	conn = i_new(struct dovewarden_notify_conn, 1);
+	conn->client = client;
+	conn->conn.event_parent = client->event;
+	connection_init_client_unix(client->conn_list, &conn->conn,
+				    client->path);
+	connection_switch_ioloop_to(&conn->conn, client_ioloop(client));
+	if (connection_client_connect(&conn->conn) < 0) {
+		error = t_strdup_printf("connect(%s) failed: %m", client->path);
+		connection_deinit(&conn->conn);
+		i_free(conn);
+		if (!client->failure_logged) {
+			e_warning(client->event, "%s - keeping notifications "
+				  "pending and retrying", error);
+			client->failure_logged = TRUE;
+		} else {
+			e_debug(client->event, "%s", error);
+		}
+		return -1;
+	}
+	client->conn = conn;
+	o_stream_set_flush_callback(conn->conn.output, client_output, client);
+	timeout_remove(&client->to_reconnect);
+	e_debug(client->event, "Connected to %s", client->path);
+	return 0;
+}
+
+/* Returns 1 when the line was queued, 0 when the output buffer has no room
+   for it, -1 when the connection failed (and is gone). */
+static int client_send_user(struct dovewarden_notify_client *client,
+			    struct dovewarden_notify_user *user)
+{
+	struct ostream *output = client->conn->conn.output;
+	string_t *line;
+	int ret = 1;
+
+	T_BEGIN {
+		line = t_str_new(128);
+		dovewarden_notify_append_notify(line, user->username,
+						user->priority);
+		if (o_stream_get_buffer_avail_size(output) < str_len(line))
+			ret = 0;
+		else if (o_stream_send(output, str_data(line),
+				       str_len(line)) < 0) {
+			client_disconnect(client, o_stream_get_error(output));
+			ret = -1;
+		} else {
+			const char *priority =
+				dovewarden_priority_to_str(user->priority);
+			const char *reasons = reasons_to_str(user->reasons);
+
+			e_debug(event_create_passthrough(user->event)->
+				set_name("dovewarden_notification_sent")->
+				add_str("priority", priority)->
+				add_str("reason", reasons)->event(),
+				"Notified %s: user=%s priority=%s reason=%s",
+				client->path,
+				str_sanitize(user->username, 256),
+				priority, reasons);
+		}
+	} T_END;
+	return ret;
+}
+
+static void client_flush(struct dovewarden_notify_client *client)
+{
+	struct dovewarden_notify_user *user;
+
+	timeout_remove(&client->to_flush);
+	if (client->pending_head == NULL)
+		return;
+	if (client->conn == NULL) {
+		if (client->to_reconnect != NULL)
+			return;
+		if (client_connect(client) < 0) {
+			client_schedule_reconnect(client);
+			return;
+		}
+	}
+	while ((user = client->pending_head) != NULL) {
+		/* When the buffer is full, the output's flush callback
+		   brings us back here once it drains. */
+		if (client_send_user(client, user) <= 0)
+			break;
+		client_dequeue(client, user);
+	}
+}
+
+static void client_ioloop_destroyed(struct ioloop *ioloop)
+{
+	struct dovewarden_notify_client *client =
+		dovewarden_notify_client_global;
+
+	if (client == NULL || client->ioloop != ioloop)
+		return;
+	/* There is no way to move to the outer ioloop from here. Pending
+	   users stay pending and are sent by the next change or at their
+	   deinit at the latest. */
+	timeout_remove(&client->to_flush);
+	timeout_remove(&client->to_reconnect);
+	if (client->conn != NULL) {
+		struct ostream *output = client->conn->conn.output;
+		size_t unsent = 0;
+
+		if (o_stream_flush(output) >= 0)
+			unsent = o_stream_get_buffer_used_size(output);
+		if (unsent > 0) {
+			e_warning(client->event, "%s: %zu bytes of "
+				  "notifications were lost", client->path,
+				  unsent);
+		}
+		client_conn_free(client);
+	}
+	client->ioloop = NULL;
+}
+
+static const struct connection_settings client_conn_set = {
+	.service_name_in = DOVEWARDEN_NOTIFY_SERVICE_NAME,
+	.service_name_out = DOVEWARDEN_NOTIFY_SERVICE_NAME,
+	.major_version = DOVEWARDEN_NOTIFY_MAJOR_VERSION,
+	.minor_version = DOVEWARDEN_NOTIFY_MINOR_VERSION,
+	.input_max_size = DOVEWARDEN_NOTIFY_MAX_LINE_LENGTH,
+	.output_max_size = DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE,
+	.client = TRUE,
+};
+
+static const struct connection_vfuncs client_conn_vfuncs = {
+	.destroy = client_conn_destroy,
+	.handshake_ready = client_conn_handshake_ready,
+	.input_args = client_conn_input_args,
+};
+
+struct dovewarden_notify_client *
+dovewarden_notify_client_init(const char *socket_path)
+{
+	struct dovewarden_notify_client *client;
+
+	i_assert(dovewarden_notify_client_global == NULL);
+
+	client = i_new(struct dovewarden_notify_client, 1);
+	client->path = i_strdup(socket_path);
+	client->event = event_create(NULL);
+	event_add_category(client->event, &dovewarden_event_category);
+	event_set_append_log_prefix(client->event, "dovewarden: ");
+	client->conn_list = connection_list_init(&client_conn_set,
+						 &client_conn_vfuncs);
+	client->reconnect_msecs = DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS;
+	dovewarden_notify_client_global = client;
+	io_loop_add_destroy_callback(client_ioloop_destroyed);
+	return client;
+}
+
+void dovewarden_notify_client_deinit(struct dovewarden_notify_client **_client)
+{
+	struct dovewarden_notify_client *client = *_client;
+	struct dovewarden_notify_user *user;
+	size_t unsent;
+
+	*_client = NULL;
+
+	io_loop_remove_destroy_callback(client_ioloop_destroyed);
+	dovewarden_notify_client_global = NULL;
+
+	while ((user = client->pending_head) != NULL)
+		client_dequeue(client, user);
+	timeout_remove(&client->to_flush);
+	timeout_remove(&client->to_reconnect);
+	if (client->conn != NULL) {
+		struct ostream *output = client->conn->conn.output;
+
+		if (o_stream_flush(output) >= 0 &&
+		    (unsent = o_stream_get_buffer_used_size(output)) > 0) {
+			e_warning(client->event, "%s: %zu bytes of "
+				  "notifications could not be sent and are "
+				  "lost", client->path, unsent);
+		}
+		client_conn_free(client);
+	}
+	connection_list_deinit(&client->conn_list);
+	event_unref(&client->event);
+	i_free(client->path);
+	i_free(client);
+}
+
+void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
+				  struct dovewarden_notify_user *user,
+				  enum dovewarden_priority priority,
+				  enum dovewarden_notify_reason reasons)
+{
+	i_assert(priority > DOVEWARDEN_PRIORITY_NONE &&
+		 priority < DOVEWARDEN_PRIORITY_COUNT);
+
+	if (!user->queued) {
+		DLLIST2_APPEND(&client->pending_head, &client->pending_tail,
+			       user);
+		user->queued = TRUE;
+	}
+	user->priority = I_MAX(user->priority, priority);
+	user->reasons |= reasons;
+
+	if (client->to_flush == NULL && client->to_reconnect == NULL &&
+	    (client->conn == NULL ||
+	     o_stream_get_buffer_used_size(client->conn->conn.output) == 0)) {
+		client->to_flush =
+			timeout_add_short_to(client_ioloop(client),
+					     DOVEWARDEN_NOTIFY_FLUSH_MSECS,
+					     client_flush, client);
+	}
+}
+
+void
+dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
+				     struct dovewarden_notify_user *user)
+{
+	const char *priority;
+
+	if (!user->queued)
+		return;
+
+	/* The last chance: connect now even while backing off */
+	if (client->conn == NULL) {
+		timeout_remove(&client->to_reconnect);
+		if (client_connect(client) < 0)
+			client_schedule_reconnect(client);
+	}
+	if (client->conn != NULL && client_send_user(client, user) > 0) {
+		client_dequeue(client, user);
+		return;
+	}
+	priority = dovewarden_priority_to_str(user->priority);
+	e_warning(user->event, "Couldn't notify %s before the session ended - "
+		  "notification lost (priority=%s)", client->path, priority);
+	client_dequeue(client, user);
+}

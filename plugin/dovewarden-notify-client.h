@@ -1,0 +1,74 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+#ifndef DOVEWARDEN_NOTIFY_CLIENT_H
+#define DOVEWARDEN_NOTIFY_CLIENT_H
+
+#include "dovewarden-protocol.h"
+
+/* The mail plugin's side of the notify protocol: one connection per
+   process to the service's notify socket, shared by all mail users of the
+   process, and the users' pending (coalesced) notifications.
+
+   Nothing here ever blocks: connect() and writes are nonblocking, the
+   output buffer is bounded, and while the service can't take more the
+   users just keep their pending priority. A pending user is sent shortly
+   after its first change (so a command that changes many mails sends one
+   line), when the output drains, after a reconnect, or at the latest by
+   dovewarden_notify_client_user_deinit(). */
+
+/* Category "dovewarden" of all the plugin's events */
+extern struct event_category dovewarden_event_category;
+
+/* Why a user's mail changed. Only used for debug logging. */
+enum dovewarden_notify_reason {
+	DOVEWARDEN_NOTIFY_REASON_SAVE = BIT(0),
+	DOVEWARDEN_NOTIFY_REASON_COPY = BIT(1),
+	DOVEWARDEN_NOTIFY_REASON_EXPUNGE = BIT(2),
+	DOVEWARDEN_NOTIFY_REASON_FLAGS = BIT(3),
+	DOVEWARDEN_NOTIFY_REASON_KEYWORDS = BIT(4),
+	/* Other committed changes, seen only in the commit's changes */
+	DOVEWARDEN_NOTIFY_REASON_CHANGES = BIT(5),
+	DOVEWARDEN_NOTIFY_REASON_MAILBOX_CREATE = BIT(6),
+	DOVEWARDEN_NOTIFY_REASON_MAILBOX_DELETE = BIT(7),
+	DOVEWARDEN_NOTIFY_REASON_MAILBOX_RENAME = BIT(8),
+	DOVEWARDEN_NOTIFY_REASON_MAILBOX_UPDATE = BIT(9),
+	DOVEWARDEN_NOTIFY_REASON_SUBSCRIBE = BIT(10),
+	DOVEWARDEN_NOTIFY_REASON_UNSUBSCRIBE = BIT(11),
+};
+
+/* One user's pending notification. The caller embeds it (e.g. in its
+   mail_user module context), sets username and event, and keeps both
+   valid until dovewarden_notify_client_user_deinit() has returned. The
+   other fields belong to the client. */
+struct dovewarden_notify_user {
+	const char *username;
+	/* Log through this (the user's dovewarden event) */
+	struct event *event;
+
+	struct dovewarden_notify_user *prev, *next;
+	enum dovewarden_priority priority;
+	enum dovewarden_notify_reason reasons;
+	bool queued;
+};
+
+/* socket_path is copied. Nothing is connected until the first
+   notification. */
+struct dovewarden_notify_client *
+dovewarden_notify_client_init(const char *socket_path);
+/* Flushes what it can without waiting and warns about what is lost. All
+   users must have been deinitialized first. */
+void dovewarden_notify_client_deinit(struct dovewarden_notify_client **client);
+
+/* Merge a change into the user's pending notification (the higher
+   priority wins) and schedule sending it. */
+void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
+				  struct dovewarden_notify_user *user,
+				  enum dovewarden_priority priority,
+				  enum dovewarden_notify_reason reasons);
+/* The user's session ends: if a notification is still pending, make one
+   last nonblocking attempt to send it, and log a warning if it is lost.
+   The client forgets the user. */
+void
+dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
+				     struct dovewarden_notify_user *user);
+
+#endif

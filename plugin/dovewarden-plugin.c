@@ -1,0 +1,313 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "module-context.h"
+#include "settings.h"
+#include "mail-user.h"
+#include "mail-storage-private.h"
+#include "notify-plugin.h"
+#include "dovewarden-settings.h"
+#include "dovewarden-notify-client.h"
+#include "dovewarden-plugin.h"
+
+#define DOVEWARDEN_USER_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, dovewarden_user_module)
+#define DOVEWARDEN_USER_CONTEXT_REQUIRE(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, dovewarden_user_module)
+
+#define DOVEWARDEN_NEW_MAIL_REASONS \
+	(DOVEWARDEN_NOTIFY_REASON_SAVE | DOVEWARDEN_NOTIFY_REASON_COPY)
+
+struct dovewarden_user {
+	union mail_user_module_context module_ctx;
+	struct event *event;
+	const struct dovewarden_settings *set;
+	struct dovewarden_notify_user nuser;
+
+	/* Replication is on for the user */
+	bool enabled:1;
+	bool dsync_logged:1;
+};
+
+struct dovewarden_mail_txn {
+	struct mail_user *user;
+	enum dovewarden_notify_reason reasons;
+	/* dsync's own transaction */
+	bool sync:1;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(dovewarden_user_module,
+				  &mail_user_module_register);
+
+static struct notify_context *dovewarden_notify_ctx;
+static struct dovewarden_notify_client *dovewarden_client;
+
+const char *dovewarden_plugin_version = DOVECOT_ABI_VERSION;
+const char *dovewarden_plugin_dependencies[] = { "notify", NULL };
+
+static void dovewarden_log_dsync_skip(struct dovewarden_user *duser)
+{
+	if (duser->dsync_logged)
+		return;
+	duser->dsync_logged = TRUE;
+	e_debug(duser->event, "Ignoring changes made by dsync");
+}
+
+static void dovewarden_notify(struct mail_user *user,
+			      enum dovewarden_priority priority,
+			      enum dovewarden_notify_reason reasons)
+{
+	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT(user);
+
+	if (duser == NULL || !duser->enabled)
+		return;
+	/* doveadm sets dsyncing only after the user was created, so this
+	   is checked at the time of each change */
+	if (user->dsyncing) {
+		dovewarden_log_dsync_skip(duser);
+		return;
+	}
+	dovewarden_notify_client_add(dovewarden_client, &duser->nuser,
+				     priority, reasons);
+}
+
+static void *
+dovewarden_mail_transaction_begin(struct mailbox_transaction_context *t)
+{
+	struct mail_user *user = t->box->storage->user;
+	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT(user);
+	struct dovewarden_mail_txn *txn;
+
+	if (duser == NULL || !duser->enabled)
+		return NULL;
+	txn = i_new(struct dovewarden_mail_txn, 1);
+	txn->user = user;
+	txn->sync = (t->flags & MAILBOX_TRANSACTION_FLAG_SYNC) != 0;
+	return txn;
+}
+
+static void dovewarden_txn_add(void *_txn, enum dovewarden_notify_reason reason)
+{
+	struct dovewarden_mail_txn *txn = _txn;
+
+	if (txn != NULL)
+		txn->reasons |= reason;
+}
+
+static void dovewarden_mail_save(void *txn, struct mail *mail ATTR_UNUSED)
+{
+	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_SAVE);
+}
+
+static void dovewarden_mail_copy(void *txn, struct mail *src ATTR_UNUSED,
+				 struct mail *dst ATTR_UNUSED)
+{
+	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_COPY);
+}
+
+static void dovewarden_mail_expunge(void *txn, struct mail *mail ATTR_UNUSED)
+{
+	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_EXPUNGE);
+}
+
+static void
+dovewarden_mail_update_flags(void *txn, struct mail *mail ATTR_UNUSED,
+			     enum mail_flags old_flags ATTR_UNUSED)
+{
+	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_FLAGS);
+}
+
+static void
+dovewarden_mail_update_keywords(void *txn, struct mail *mail ATTR_UNUSED,
+				const char *const *old_keywords ATTR_UNUSED)
+{
+	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_KEYWORDS);
+}
+
+static void
+dovewarden_mail_transaction_commit(void *_txn,
+	struct mail_transaction_commit_changes *changes)
+{
+	struct dovewarden_mail_txn *txn = _txn;
+	struct dovewarden_user *duser;
+	enum dovewarden_priority priority;
+
+	if (txn == NULL)
+		return;
+	if (txn->sync) {
+		duser = DOVEWARDEN_USER_CONTEXT_REQUIRE(txn->user);
+		dovewarden_log_dsync_skip(duser);
+		i_free(txn);
+		return;
+	}
+	/* Changes that only touched caches and the like are not worth a
+	   sync */
+	if (txn->reasons == 0 &&
+	    (changes->changes_mask &
+	     ENUM_NEGATE(MAIL_INDEX_TRANSACTION_CHANGE_OTHERS)) != 0)
+		txn->reasons = DOVEWARDEN_NOTIFY_REASON_CHANGES;
+	if (txn->reasons != 0) {
+		priority = (txn->reasons & DOVEWARDEN_NEW_MAIL_REASONS) != 0 ?
+			DOVEWARDEN_PRIORITY_HIGH : DOVEWARDEN_PRIORITY_LOW;
+		dovewarden_notify(txn->user, priority, txn->reasons);
+	}
+	i_free(txn);
+}
+
+static void dovewarden_mail_transaction_rollback(void *_txn)
+{
+	struct dovewarden_mail_txn *txn = _txn;
+
+	i_free(txn);
+}
+
+static void dovewarden_mailbox_create(struct mailbox *box)
+{
+	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
+			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_CREATE);
+}
+
+static void dovewarden_mailbox_update(struct mailbox *box)
+{
+	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
+			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_UPDATE);
+}
+
+static void
+dovewarden_mailbox_delete_commit(void *txn ATTR_UNUSED, struct mailbox *box)
+{
+	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
+			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_DELETE);
+}
+
+static void
+dovewarden_mailbox_rename(struct mailbox *src, struct mailbox *dest ATTR_UNUSED)
+{
+	dovewarden_notify(src->storage->user, DOVEWARDEN_PRIORITY_LOW,
+			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_RENAME);
+}
+
+static void
+dovewarden_mailbox_set_subscribed(struct mailbox *box, bool subscribed)
+{
+	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
+			  subscribed ? DOVEWARDEN_NOTIFY_REASON_SUBSCRIBE :
+			  DOVEWARDEN_NOTIFY_REASON_UNSUBSCRIBE);
+}
+
+static const char *
+dovewarden_socket_path(struct mail_user *user,
+		       const struct dovewarden_settings *set)
+{
+	const char *path = set->dovewarden_notify_socket_path;
+
+	if (path[0] == '/')
+		return path;
+	return t_strconcat(user->set->base_dir, "/", path, NULL);
+}
+
+static void dovewarden_user_deinit(struct mail_user *user)
+{
+	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT_REQUIRE(user);
+
+	/* Closing the namespaces may still commit changes; send after */
+	duser->module_ctx.super.deinit(user);
+
+	if (duser->enabled) {
+		dovewarden_notify_client_user_deinit(dovewarden_client,
+						     &duser->nuser);
+		duser->enabled = FALSE;
+	}
+	settings_free(duser->set);
+	event_unref(&duser->event);
+}
+
+static bool dovewarden_user_init(struct mail_user *user,
+				 struct dovewarden_user *duser)
+{
+	const char *error;
+
+	if (settings_get(user->event, &dovewarden_setting_parser_info, 0,
+			 &duser->set, &error) < 0) {
+		e_error(duser->event, "%s - replication disabled", error);
+		return FALSE;
+	}
+	if (dovewarden_settings_get_replica(duser->set)[0] == '\0') {
+		e_debug(duser->event, "No dovewarden_replica or mail_replica "
+			"setting - replication disabled");
+		return FALSE;
+	}
+	if (dovewarden_settings_is_noreplicate(duser->set)) {
+		e_debug(duser->event, "noreplicate is set - "
+			"replication disabled");
+		return FALSE;
+	}
+	if (!dovewarden_username_is_valid(user->username)) {
+		e_warning(duser->event, "Username can't be replicated "
+			  "(empty, too long or not UTF-8) - "
+			  "replication disabled");
+		return FALSE;
+	}
+	return TRUE;
+}
+
+static void dovewarden_mail_user_created(struct mail_user *user)
+{
+	struct mail_user_vfuncs *v = user->vlast;
+	struct dovewarden_user *duser;
+
+	duser = p_new(user->pool, struct dovewarden_user, 1);
+	duser->module_ctx.super = *v;
+	user->vlast = &duser->module_ctx.super;
+	v->deinit = dovewarden_user_deinit;
+	MODULE_CONTEXT_SET(user, dovewarden_user_module, duser);
+
+	duser->event = event_create(user->event);
+	event_add_category(duser->event, &dovewarden_event_category);
+	event_set_append_log_prefix(duser->event, "dovewarden: ");
+
+	if (!dovewarden_user_init(user, duser))
+		return;
+	duser->enabled = TRUE;
+	duser->nuser.username = user->username;
+	duser->nuser.event = duser->event;
+	/* One connection per process: the first user decides the path */
+	if (dovewarden_client == NULL) {
+		dovewarden_client = dovewarden_notify_client_init(
+			dovewarden_socket_path(user, duser->set));
+	}
+}
+
+static const struct notify_vfuncs dovewarden_notify_vfuncs = {
+	.mail_transaction_begin = dovewarden_mail_transaction_begin,
+	.mail_save = dovewarden_mail_save,
+	.mail_copy = dovewarden_mail_copy,
+	.mail_expunge = dovewarden_mail_expunge,
+	.mail_update_flags = dovewarden_mail_update_flags,
+	.mail_update_keywords = dovewarden_mail_update_keywords,
+	.mail_transaction_commit = dovewarden_mail_transaction_commit,
+	.mail_transaction_rollback = dovewarden_mail_transaction_rollback,
+	.mailbox_create = dovewarden_mailbox_create,
+	.mailbox_update = dovewarden_mailbox_update,
+	.mailbox_delete_commit = dovewarden_mailbox_delete_commit,
+	.mailbox_rename = dovewarden_mailbox_rename,
+	.mailbox_set_subscribed = dovewarden_mailbox_set_subscribed,
+};
+
+static struct mail_storage_hooks dovewarden_mail_storage_hooks = {
+	.mail_user_created = dovewarden_mail_user_created,
+};
+
+void dovewarden_plugin_init(struct module *module)
+{
+	dovewarden_notify_ctx = notify_register(&dovewarden_notify_vfuncs);
+	mail_storage_hooks_add(module, &dovewarden_mail_storage_hooks);
+}
+
+void dovewarden_plugin_deinit(void)
+{
+	mail_storage_hooks_remove(&dovewarden_mail_storage_hooks);
+	notify_unregister(&dovewarden_notify_ctx);
+	if (dovewarden_client != NULL)
+		dovewarden_notify_client_deinit(&dovewarden_client);
+}
