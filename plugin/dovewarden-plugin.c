@@ -53,9 +53,10 @@ static void dovewarden_log_dsync_skip(struct dovewarden_user *duser)
 	e_debug(duser->event, "Ignoring changes made by dsync");
 }
 
-static void dovewarden_notify(struct mail_user *user,
-			      enum dovewarden_priority priority,
-			      enum dovewarden_notify_reason reasons)
+static void dovewarden_notify_full(struct mail_user *user,
+				   enum dovewarden_priority priority,
+				   enum dovewarden_notify_reason reasons,
+				   bool even_from_dsync)
 {
 	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT(user);
 
@@ -63,12 +64,29 @@ static void dovewarden_notify(struct mail_user *user,
 		return;
 	/* doveadm sets dsyncing only after the user was created, so this
 	   is checked at the time of each change */
-	if (user->dsyncing) {
+	if (user->dsyncing && !even_from_dsync) {
 		dovewarden_log_dsync_skip(duser);
 		return;
 	}
 	dovewarden_notify_client_add(dovewarden_client, &duser->nuser,
 				     priority, reasons);
+}
+
+static void dovewarden_notify(struct mail_user *user,
+			      enum dovewarden_priority priority,
+			      enum dovewarden_notify_reason reasons)
+{
+	dovewarden_notify_full(user, priority, reasons, FALSE);
+}
+
+/* Mailbox list changes made by dsync still notify, as in Dovecot 2.3:
+   dsync creates a missing \Noselect parent (a of a/b) as a real mailbox
+   on the other side, and only a sync back makes the two sides equal. The
+   echo is bounded, because the sync back changes nothing more. */
+static void dovewarden_notify_mailbox_list(struct mail_user *user,
+					   enum dovewarden_notify_reason reason)
+{
+	dovewarden_notify_full(user, DOVEWARDEN_PRIORITY_LOW, reason, TRUE);
 }
 
 static void *
@@ -163,8 +181,8 @@ static void dovewarden_mail_transaction_rollback(void *_txn)
 
 static void dovewarden_mailbox_create(struct mailbox *box)
 {
-	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
-			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_CREATE);
+	dovewarden_notify_mailbox_list(box->storage->user,
+				       DOVEWARDEN_NOTIFY_REASON_MAILBOX_CREATE);
 }
 
 static void dovewarden_mailbox_update(struct mailbox *box)
@@ -176,23 +194,23 @@ static void dovewarden_mailbox_update(struct mailbox *box)
 static void
 dovewarden_mailbox_delete_commit(void *txn ATTR_UNUSED, struct mailbox *box)
 {
-	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
-			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_DELETE);
+	dovewarden_notify_mailbox_list(box->storage->user,
+				       DOVEWARDEN_NOTIFY_REASON_MAILBOX_DELETE);
 }
 
 static void
 dovewarden_mailbox_rename(struct mailbox *src, struct mailbox *dest ATTR_UNUSED)
 {
-	dovewarden_notify(src->storage->user, DOVEWARDEN_PRIORITY_LOW,
-			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_RENAME);
+	dovewarden_notify_mailbox_list(src->storage->user,
+				       DOVEWARDEN_NOTIFY_REASON_MAILBOX_RENAME);
 }
 
 static void
 dovewarden_mailbox_set_subscribed(struct mailbox *box, bool subscribed)
 {
-	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
-			  subscribed ? DOVEWARDEN_NOTIFY_REASON_SUBSCRIBE :
-			  DOVEWARDEN_NOTIFY_REASON_UNSUBSCRIBE);
+	dovewarden_notify_mailbox_list(box->storage->user,
+		subscribed ? DOVEWARDEN_NOTIFY_REASON_SUBSCRIBE :
+		DOVEWARDEN_NOTIFY_REASON_UNSUBSCRIBE);
 }
 
 static const char *
