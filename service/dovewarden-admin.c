@@ -1,0 +1,412 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "str.h"
+#include "ostream.h"
+#include "connection.h"
+#include "wildcard-match.h"
+#include "master-service.h"
+#include "auth-master.h"
+#include "dovewarden-admin-protocol.h"
+#include "dovewarden-admin.h"
+
+/* Admin clients are root tools that send a command or two; one that stays
+   silent this long is gone. */
+#define ADMIN_INPUT_IDLE_TIMEOUT_SECS 60
+
+struct admin_client {
+	struct connection conn;
+};
+
+struct admin_server {
+	struct dovewarden_queue *queue;
+	struct dovewarden_queue_settings queue_set;
+	struct dovewarden_admin_callbacks callbacks;
+	struct event *event;
+	struct connection_list *clients;
+};
+
+static struct event_category event_category_dovewarden = {
+	.name = "dovewarden",
+};
+
+static struct admin_server *admin_server = NULL;
+
+static void admin_reply_error(struct admin_client *client, const char *error)
+{
+	string_t *str = t_str_new(128);
+
+	dovewarden_admin_append_error(str, error);
+	o_stream_nsend(client->conn.output, str_data(str), str_len(str));
+}
+
+static void admin_reply_ok(struct admin_client *client, int count)
+{
+	string_t *str = t_str_new(16);
+
+	dovewarden_admin_append_ok(str, count);
+	o_stream_nsend(client->conn.output, str_data(str), str_len(str));
+}
+
+static void admin_cmd_status(struct admin_client *client)
+{
+	struct dovewarden_queue_stats stats;
+	string_t *str = t_str_new(128);
+
+	dovewarden_queue_get_stats(admin_server->queue, ioloop_time, &stats);
+	dovewarden_admin_append_stats(str, &stats);
+	o_stream_nsend(client->conn.output, str_data(str), str_len(str));
+}
+
+static int
+admin_user_cmp(struct dovewarden_user *const *user1,
+	       struct dovewarden_user *const *user2)
+{
+	return strcmp((*user1)->username, (*user2)->username);
+}
+
+static void admin_cmd_status_users(struct admin_client *client,
+				   const char *mask)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	struct dovewarden_admin_user_status status;
+	ARRAY(struct dovewarden_user *) users;
+	string_t *str = t_str_new(256);
+
+	t_array_init(&users, 64);
+	iter = dovewarden_queue_iter_init(admin_server->queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		if (wildcard_match(user->username, mask))
+			array_push_back(&users, &user);
+	}
+	dovewarden_queue_iter_deinit(&iter);
+	array_sort(&users, admin_user_cmp);
+
+	array_foreach_elem(&users, user) {
+		dovewarden_admin_user_status_init(&status, user,
+			admin_server->queue_set.full_sync_interval_secs,
+			ioloop_time);
+		str_truncate(str, 0);
+		dovewarden_admin_append_user_status(str, &status);
+		o_stream_nsend(client->conn.output, str_data(str),
+			       str_len(str));
+	}
+	o_stream_nsend_str(client->conn.output, "\n");
+}
+
+static const char *admin_sync_type(const struct dovewarden_user *user)
+{
+	if (user->syncing_full)
+		return "full";
+	return user->state != NULL && user->state[0] != '\0' ?
+		"incremental" : "normal";
+}
+
+static void admin_cmd_status_dsync(struct admin_client *client)
+{
+	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	struct dovewarden_admin_dsync_status status;
+	string_t *str = t_str_new(256);
+
+	iter = dovewarden_queue_iter_init(admin_server->queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		if (!user->syncing)
+			continue;
+		i_zero(&status);
+		status.username = user->username;
+		status.type = admin_sync_type(user);
+		if (cb->sync_state != NULL)
+			status.state = cb->sync_state(user, cb->context);
+		if (status.state == NULL)
+			status.state = "syncing";
+		status.running_secs = ioloop_time <= user->last_fast_sync ? 0 :
+			(unsigned int)(ioloop_time - user->last_fast_sync);
+		str_truncate(str, 0);
+		dovewarden_admin_append_dsync_status(str, &status);
+		o_stream_nsend(client->conn.output, str_data(str),
+			       str_len(str));
+	}
+	dovewarden_queue_iter_deinit(&iter);
+	o_stream_nsend_str(client->conn.output, "\n");
+}
+
+static void
+admin_replicate_user(struct dovewarden_user *user, const char *username,
+		     const struct dovewarden_admin_request *req)
+{
+	struct dovewarden_queue *queue = admin_server->queue;
+
+	if (!req->full_sync) {
+		(void)dovewarden_queue_notify(queue, username, req->priority,
+					      ioloop_time);
+		return;
+	}
+	if (user == NULL)
+		user = dovewarden_queue_add(queue, username, ioloop_time);
+	dovewarden_queue_force_full_sync(queue, user, req->priority,
+					 ioloop_time);
+}
+
+static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
+{
+	struct dovewarden_queue *queue = admin_server->queue;
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	ARRAY_TYPE(const_string) usernames;
+	const char *username;
+
+	if (!dovewarden_admin_is_mask(req->mask)) {
+		user = dovewarden_queue_lookup(queue, req->mask);
+		admin_replicate_user(user, req->mask, req);
+		return 1;
+	}
+
+	/* the queue must not change while it is iterated */
+	t_array_init(&usernames, 64);
+	iter = dovewarden_queue_iter_init(queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		if (wildcard_match(user->username, req->mask)) {
+			username = t_strdup(user->username);
+			array_push_back(&usernames, &username);
+		}
+	}
+	dovewarden_queue_iter_deinit(&iter);
+
+	array_foreach_elem(&usernames, username) {
+		user = dovewarden_queue_lookup(queue, username);
+		i_assert(user != NULL);
+		admin_replicate_user(user, username, req);
+	}
+	return (int)I_MIN(array_count(&usernames), INT_MAX);
+}
+
+static int admin_cmd_add(const char *mask, const char **error_r)
+{
+	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
+
+	if (!dovewarden_admin_is_mask(mask)) {
+		(void)dovewarden_queue_add(admin_server->queue, mask,
+					   ioloop_time);
+		return 1;
+	}
+	if (cb->add_users == NULL) {
+		*error_r = "User masks are not supported yet";
+		return -1;
+	}
+	return cb->add_users(mask, error_r, cb->context);
+}
+
+static int admin_cmd_remove(const char *username, const char **error_r)
+{
+	struct dovewarden_user *user;
+
+	user = dovewarden_queue_lookup(admin_server->queue, username);
+	if (user == NULL) {
+		*error_r = DOVEWARDEN_ADMIN_ERROR_USER_NOT_FOUND;
+		return -1;
+	}
+	dovewarden_queue_remove(admin_server->queue, user);
+	return 0;
+}
+
+static void admin_queue_changed(void)
+{
+	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
+
+	cb->queue_changed(cb->context);
+}
+
+static void
+admin_client_handle(struct admin_client *client,
+		    const struct dovewarden_admin_request *req)
+{
+	const char *error;
+	int count;
+
+	switch (req->cmd) {
+	case DOVEWARDEN_ADMIN_CMD_STATUS:
+		admin_cmd_status(client);
+		return;
+	case DOVEWARDEN_ADMIN_CMD_STATUS_USERS:
+		admin_cmd_status_users(client, req->mask);
+		return;
+	case DOVEWARDEN_ADMIN_CMD_STATUS_DSYNC:
+		admin_cmd_status_dsync(client);
+		return;
+	case DOVEWARDEN_ADMIN_CMD_REPLICATE:
+		count = admin_cmd_replicate(req);
+		e_info(client->conn.event,
+		       "Replication requested for %d user(s) "
+		       "(priority=%s%s)", count,
+		       dovewarden_priority_to_str(req->priority),
+		       req->full_sync ? ", full sync" : "");
+		admin_reply_ok(client, count);
+		if (count > 0)
+			admin_queue_changed();
+		return;
+	case DOVEWARDEN_ADMIN_CMD_ADD:
+		if ((count = admin_cmd_add(req->mask, &error)) < 0) {
+			e_error(client->conn.event, "ADD failed: %s", error);
+			admin_reply_error(client, error);
+			return;
+		}
+		e_info(client->conn.event, "Added %d user(s)", count);
+		admin_reply_ok(client, count);
+		if (count > 0)
+			admin_queue_changed();
+		return;
+	case DOVEWARDEN_ADMIN_CMD_REMOVE:
+		if (admin_cmd_remove(req->mask, &error) < 0) {
+			e_info(client->conn.event, "REMOVE: %s", error);
+			admin_reply_error(client, error);
+			return;
+		}
+		e_info(client->conn.event, "Removed user %s", req->mask);
+		admin_reply_ok(client, -1);
+		admin_queue_changed();
+		return;
+	}
+	i_unreached();
+}
+
+static int
+admin_client_input_args(struct connection *conn, const char *const *args)
+{
+	struct admin_client *client =
+		container_of(conn, struct admin_client, conn);
+	struct dovewarden_admin_request req;
+	const char *error;
+
+	o_stream_cork(conn->output);
+	if (dovewarden_admin_parse_request(args, &req, &error) < 0) {
+		e_error(conn->event, "Invalid request: %s", error);
+		admin_reply_error(client, error);
+	} else
+		admin_client_handle(client, &req);
+	o_stream_uncork(conn->output);
+	return 1;
+}
+
+static void admin_client_destroy(struct connection *conn)
+{
+	struct admin_client *client =
+		container_of(conn, struct admin_client, conn);
+
+	if (conn->disconnect_reason == CONNECTION_DISCONNECT_BUFFER_FULL) {
+		e_error(conn->event, "Invalid request: Line longer than %u "
+			"bytes, disconnecting",
+			DOVEWARDEN_ADMIN_MAX_LINE_LENGTH);
+		/* best effort: the client may not be reading */
+		admin_reply_error(client, "Request line too long");
+	}
+	connection_deinit(&client->conn);
+	i_free(client);
+	master_service_client_connection_destroyed(master_service);
+}
+
+static const struct connection_settings admin_conn_set = {
+	.service_name_in = DOVEWARDEN_ADMIN_CLIENT_NAME,
+	.service_name_out = DOVEWARDEN_ADMIN_SERVER_NAME,
+	.major_version = DOVEWARDEN_ADMIN_MAJOR_VERSION,
+	.minor_version = DOVEWARDEN_ADMIN_MINOR_VERSION,
+	.input_idle_timeout_secs = ADMIN_INPUT_IDLE_TIMEOUT_SECS,
+	.input_max_size = DOVEWARDEN_ADMIN_MAX_LINE_LENGTH,
+	.output_max_size = SIZE_MAX,
+	.allow_empty_args_input = TRUE,
+	.client = FALSE,
+};
+
+static const struct connection_vfuncs admin_conn_vfuncs = {
+	.destroy = admin_client_destroy,
+	.input_args = admin_client_input_args,
+};
+
+int dovewarden_admin_add_userdb_users(struct dovewarden_queue *queue,
+				      const char *auth_socket_path,
+				      const char *mask, const char **error_r)
+{
+	struct auth_master_connection *auth_conn;
+	struct auth_master_user_list_ctx *ctx;
+	struct auth_user_info info;
+	const char *username;
+	unsigned int count = 0, invalid = 0;
+	int ret;
+
+	i_zero(&info);
+	info.protocol = "dovewarden";
+
+	auth_conn = auth_master_init(auth_socket_path, 0);
+	ctx = auth_master_user_list_init(auth_conn, mask, &info);
+	while ((username = auth_master_user_list_next(ctx)) != NULL) {
+		/* the userdb may ignore the mask */
+		if (!wildcard_match(username, mask))
+			continue;
+		if (!dovewarden_username_is_valid(username)) {
+			invalid++;
+			continue;
+		}
+		(void)dovewarden_queue_add(queue, username, ioloop_time);
+		count++;
+	}
+	ret = auth_master_user_list_deinit(&ctx);
+	auth_master_deinit(&auth_conn);
+	if (invalid > 0 && admin_server != NULL) {
+		e_warning(admin_server->event, "Userdb iteration: skipped %u "
+			  "invalid username(s)", invalid);
+	}
+	if (ret < 0) {
+		*error_r = t_strdup_printf(
+			"Userdb iteration failed (%u users added before "
+			"the failure)", count);
+		return -1;
+	}
+	return (int)I_MIN(count, INT_MAX);
+}
+
+void dovewarden_admin_client_create(int fd)
+{
+	struct admin_client *client;
+
+	i_assert(admin_server != NULL);
+
+	client = i_new(struct admin_client, 1);
+	client->conn.event_parent = admin_server->event;
+	connection_init_server(admin_server->clients, &client->conn,
+			       NULL, fd, fd);
+	e_debug(client->conn.event, "Admin client connected");
+}
+
+void
+dovewarden_admin_server_init(struct dovewarden_queue *queue,
+			     const struct dovewarden_queue_settings *queue_set,
+			     const struct dovewarden_admin_callbacks *callbacks,
+			     struct event *event_parent)
+{
+	i_assert(admin_server == NULL);
+	i_assert(callbacks->queue_changed != NULL);
+
+	admin_server = i_new(struct admin_server, 1);
+	admin_server->queue = queue;
+	admin_server->queue_set = *queue_set;
+	admin_server->callbacks = *callbacks;
+	admin_server->event = event_create(event_parent);
+	event_add_category(admin_server->event, &event_category_dovewarden);
+	event_set_append_log_prefix(admin_server->event, "admin: ");
+	admin_server->clients = connection_list_init(&admin_conn_set,
+						     &admin_conn_vfuncs);
+}
+
+void dovewarden_admin_server_deinit(void)
+{
+	if (admin_server == NULL)
+		return;
+	/* destroys every client through admin_client_destroy() */
+	connection_list_deinit(&admin_server->clients);
+	event_unref(&admin_server->event);
+	i_free(admin_server);
+}

@@ -1,0 +1,321 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "istream.h"
+#include "ostream.h"
+#include "str.h"
+#include "str-sanitize.h"
+#include "strnum.h"
+#include "connection.h"
+#include "master-service.h"
+#include "dovewarden-protocol.h"
+#include "dovewarden-replicator.h"
+#include "dovewarden-notify-server.h"
+
+#define NOTIFY_OUTPUT_MAX_SIZE (128 * 1024)
+/* Pending wait requests per client */
+#define NOTIFY_MAX_WAITS_PER_CLIENT 1000
+/* Longest wait a client may ask for */
+#define NOTIFY_MAX_WAIT_MSECS (60 * 60 * 1000)
+/* How much of a bad line is quoted (escaped) in the log */
+#define NOTIFY_LOG_PREFIX_MAX 16
+/* At most this many protocol errors are logged per window */
+#define NOTIFY_ERROR_LOG_WINDOW_SECS 60
+#define NOTIFY_ERROR_LOG_MAX_PER_WINDOW 10
+
+struct notify_client;
+
+struct notify_wait {
+	struct notify_client *client;
+	unsigned int id;
+	struct dovewarden_replicator_wait *wait;
+};
+
+struct notify_client {
+	struct connection conn;
+	struct dovewarden_notify_server *server;
+	ARRAY(struct notify_wait *) waits;
+};
+
+struct dovewarden_notify_server {
+	struct connection_list *clients;
+	struct dovewarden_replicator *replicator;
+	struct event *event;
+
+	time_t error_window_start;
+	unsigned int error_window_count;
+	unsigned int errors_suppressed;
+};
+
+static void ATTR_FORMAT(3, 4)
+notify_client_error(struct notify_client *client, const char *what,
+		    const char *fmt, ...)
+{
+	struct dovewarden_notify_server *server = client->server;
+	va_list args;
+
+	if (server->error_window_start + NOTIFY_ERROR_LOG_WINDOW_SECS <=
+	    ioloop_time) {
+		if (server->errors_suppressed > 0) {
+			e_error(server->event, "%u more notify protocol "
+				"errors were not logged",
+				server->errors_suppressed);
+		}
+		server->error_window_start = ioloop_time;
+		server->error_window_count = 0;
+		server->errors_suppressed = 0;
+	}
+	if (++server->error_window_count > NOTIFY_ERROR_LOG_MAX_PER_WINDOW) {
+		server->errors_suppressed++;
+		return;
+	}
+	va_start(args, fmt);
+	e_error(client->conn.event, "%s: %s - disconnecting client", what,
+		t_strdup_vprintf(fmt, args));
+	va_end(args);
+}
+
+/* A short, escaped prefix of untrusted input for the log: printable
+   ASCII as is, everything else as \t, \n or \xNN. */
+static const char *notify_log_prefix(const unsigned char *data, size_t size)
+{
+	string_t *str = t_str_new(NOTIFY_LOG_PREFIX_MAX * 4 + 8);
+	size_t i, len = I_MIN(size, NOTIFY_LOG_PREFIX_MAX);
+
+	str_append_c(str, '\'');
+	for (i = 0; i < len; i++) {
+		if (data[i] == '\t')
+			str_append(str, "\\t");
+		else if (data[i] == '\n')
+			str_append(str, "\\n");
+		else if (data[i] < 0x20 || data[i] >= 0x7f ||
+			 data[i] == '\\' || data[i] == '\'')
+			str_printfa(str, "\\x%02x", data[i]);
+		else
+			str_append_c(str, data[i]);
+	}
+	str_append_c(str, '\'');
+	if (size > len)
+		str_append(str, "...");
+	return str_c(str);
+}
+
+static void notify_wait_free(struct notify_wait *nwait)
+{
+	struct notify_client *client = nwait->client;
+	struct notify_wait *const *nwaitp;
+
+	array_foreach(&client->waits, nwaitp) {
+		if (*nwaitp == nwait) {
+			array_delete(&client->waits,
+				     array_foreach_idx(&client->waits, nwaitp),
+				     1);
+			break;
+		}
+	}
+	i_free(nwait);
+}
+
+static void notify_wait_callback(bool success, const char *reason,
+				 void *context)
+{
+	struct notify_wait *nwait = context;
+	struct notify_client *client = nwait->client;
+	string_t *str = t_str_new(64);
+
+	nwait->wait = NULL;
+	dovewarden_notify_append_reply(str, nwait->id, success, reason);
+	o_stream_nsend(client->conn.output, str_data(str), str_len(str));
+	notify_wait_free(nwait);
+}
+
+static void
+notify_client_wait(struct notify_client *client,
+		   const struct dovewarden_notify_request *req)
+{
+	struct notify_wait *nwait;
+	string_t *str;
+
+	if (array_count(&client->waits) >= NOTIFY_MAX_WAITS_PER_CLIENT) {
+		str = t_str_new(64);
+		dovewarden_notify_append_reply(str, req->id, FALSE,
+					       "Too many pending waits");
+		o_stream_nsend(client->conn.output, str_data(str),
+			       str_len(str));
+		dovewarden_replicator_notify(client->server->replicator,
+					     req->username,
+					     DOVEWARDEN_PRIORITY_SYNC);
+		return;
+	}
+	nwait = i_new(struct notify_wait, 1);
+	nwait->client = client;
+	nwait->id = req->id;
+	array_push_back(&client->waits, &nwait);
+	nwait->wait = dovewarden_replicator_wait(
+		client->server->replicator, req->username,
+		I_MIN(req->timeout_msecs, NOTIFY_MAX_WAIT_MSECS),
+		notify_wait_callback, nwait);
+}
+
+static int notify_client_input_args(struct connection *conn,
+				    const char *const *args)
+{
+	struct notify_client *client =
+		container_of(conn, struct notify_client, conn);
+	struct dovewarden_notify_request req;
+	const char *error;
+
+	if (dovewarden_notify_parse_request(args, &req, &error) < 0) {
+		notify_client_error(client, "Invalid request",
+			"%s (command %s, %u fields)", error,
+			args[0] == NULL ? "''" :
+			notify_log_prefix((const void *)args[0],
+					  strlen(args[0])),
+			str_array_length(args));
+		return -1;
+	}
+	switch (req.cmd) {
+	case DOVEWARDEN_NOTIFY_CMD_NOTIFY:
+		e_debug(conn->event, "Notify: user %s priority %s",
+			str_sanitize(req.username, 100),
+			dovewarden_priority_to_str(req.priority));
+		dovewarden_replicator_notify(client->server->replicator,
+					     req.username, req.priority);
+		return 1;
+	case DOVEWARDEN_NOTIFY_CMD_WAIT:
+		e_debug(conn->event, "Wait %u: user %s timeout %u ms",
+			req.id, str_sanitize(req.username, 100),
+			req.timeout_msecs);
+		notify_client_wait(client, &req);
+		return 1;
+	}
+	i_unreached();
+}
+
+static int notify_client_handshake_args(struct connection *conn,
+					const char *const *args)
+{
+	struct notify_client *client =
+		container_of(conn, struct notify_client, conn);
+	unsigned int major, minor;
+
+	if (str_array_length(args) != 4 || strcmp(args[0], "VERSION") != 0 ||
+	    str_to_uint(args[2], &major) < 0 ||
+	    str_to_uint(args[3], &minor) < 0) {
+		notify_client_error(client, "Invalid handshake",
+			"Expected VERSION\\t%s\\t%u\\t<minor>",
+			DOVEWARDEN_NOTIFY_SERVICE_NAME,
+			DOVEWARDEN_NOTIFY_MAJOR_VERSION);
+		return -1;
+	}
+	if (strcmp(args[1], DOVEWARDEN_NOTIFY_SERVICE_NAME) != 0) {
+		notify_client_error(client, "Invalid handshake",
+			"Wrong service name %s (wrong socket?)",
+			notify_log_prefix((const void *)args[1],
+					  strlen(args[1])));
+		return -1;
+	}
+	if (major != DOVEWARDEN_NOTIFY_MAJOR_VERSION) {
+		notify_client_error(client, "Invalid handshake",
+			"Client speaks major version %u, we speak %u "
+			"(mixed old and new binaries?)", major,
+			DOVEWARDEN_NOTIFY_MAJOR_VERSION);
+		return -1;
+	}
+	if (connection_verify_version(conn, args[1], major, minor) < 0)
+		return -1;
+	return 1;
+}
+
+static void notify_client_destroy(struct connection *conn)
+{
+	struct notify_client *client =
+		container_of(conn, struct notify_client, conn);
+	struct notify_wait *nwait;
+	const unsigned char *data;
+	size_t size;
+
+	if (conn->disconnect_reason == CONNECTION_DISCONNECT_BUFFER_FULL) {
+		data = i_stream_get_data(conn->input, &size);
+		notify_client_error(client, "Invalid request",
+			"Line longer than %u bytes: %s",
+			DOVEWARDEN_NOTIFY_MAX_LINE_LENGTH,
+			notify_log_prefix(data, size));
+	}
+
+	while (array_count(&client->waits) > 0) {
+		nwait = array_idx_elem(&client->waits, 0);
+		dovewarden_replicator_wait_cancel(&nwait->wait);
+		notify_wait_free(nwait);
+	}
+	array_free(&client->waits);
+	connection_deinit(conn);
+	i_free(client);
+	master_service_client_connection_destroyed(master_service);
+}
+
+static const struct connection_settings notify_conn_set = {
+	.service_name_in = DOVEWARDEN_NOTIFY_SERVICE_NAME,
+	.service_name_out = DOVEWARDEN_NOTIFY_SERVICE_NAME,
+	.major_version = DOVEWARDEN_NOTIFY_MAJOR_VERSION,
+	.minor_version = DOVEWARDEN_NOTIFY_MINOR_VERSION,
+	.input_max_size = DOVEWARDEN_NOTIFY_MAX_LINE_LENGTH,
+	.output_max_size = NOTIFY_OUTPUT_MAX_SIZE,
+	.allow_empty_args_input = TRUE,
+	.client = FALSE,
+};
+
+static const struct connection_vfuncs notify_conn_vfuncs = {
+	.destroy = notify_client_destroy,
+	.input_args = notify_client_input_args,
+	.handshake_args = notify_client_handshake_args,
+};
+
+struct dovewarden_notify_server *
+dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
+			      struct event *event_parent)
+{
+	struct dovewarden_notify_server *server;
+
+	server = i_new(struct dovewarden_notify_server, 1);
+	server->replicator = replicator;
+	server->event = event_create(event_parent);
+	server->clients = connection_list_init(&notify_conn_set,
+					       &notify_conn_vfuncs);
+	return server;
+}
+
+void dovewarden_notify_server_deinit(struct dovewarden_notify_server **_server)
+{
+	struct dovewarden_notify_server *server = *_server;
+	struct connection *conn;
+
+	if (server == NULL)
+		return;
+	*_server = NULL;
+
+	while (server->clients->connections != NULL) {
+		conn = server->clients->connections;
+		conn->disconnect_reason = CONNECTION_DISCONNECT_DEINIT;
+		conn->v.destroy(conn);
+	}
+	connection_list_deinit(&server->clients);
+	event_unref(&server->event);
+	i_free(server);
+}
+
+void dovewarden_notify_server_accept(
+	struct dovewarden_notify_server *server,
+	const struct master_service_connection *conn)
+{
+	struct notify_client *client;
+
+	client = i_new(struct notify_client, 1);
+	client->server = server;
+	i_array_init(&client->waits, 4);
+	client->conn.event_parent = server->event;
+	connection_init_server(server->clients, &client->conn, conn->name,
+			       conn->fd, conn->fd);
+}

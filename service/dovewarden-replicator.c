@@ -1,0 +1,662 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "llist.h"
+#include "ioloop.h"
+#include "str-sanitize.h"
+#include "time-util.h"
+#include "dovewarden-settings.h"
+#include "dovewarden-queue.h"
+#include "dovewarden-store.h"
+#include "dovewarden-doveadm.h"
+#include "dovewarden-userdb.h"
+#include "dovewarden-replicator.h"
+
+/* The longest a fill timer sleeps; the queue is checked again then */
+#define REPLICATOR_FILL_MAX_SECS (60 * 60)
+/* How much of a username goes into log prefixes */
+#define REPLICATOR_LOG_USERNAME_MAX 100
+/* At most this many sync failures are logged per window, whatever the
+   users: a dead peer fails every user at once */
+#define REPLICATOR_FAILURE_LOG_WINDOW_SECS 60
+#define REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW 20
+
+struct replicator_sync {
+	struct dovewarden_replicator *replicator;
+	struct dovewarden_user *user;
+	struct event *event;
+	struct dovewarden_doveadm_sync *dsync;
+
+	/* Sequence number of this sync's start, for waits */
+	uint64_t seq;
+	struct timeval start_time;
+	enum dovewarden_priority priority;
+	bool full:1;
+	bool incremental:1;
+};
+
+struct dovewarden_replicator_wait {
+	struct dovewarden_replicator_wait *prev, *next;
+	struct dovewarden_replicator *replicator;
+
+	char *username;
+	/* Answered by a sync with a higher sequence number */
+	uint64_t registered_seq;
+	struct timeout *to;
+	dovewarden_replicator_wait_callback_t *callback;
+	void *context;
+};
+
+struct dovewarden_replicator {
+	const struct dovewarden_settings *set;
+	struct event *event;
+	char *doveadm_socket_path;
+
+	struct dovewarden_queue_settings queue_set;
+	struct dovewarden_queue *queue;
+	/* NULL when the state is not kept */
+	struct dovewarden_store *store;
+	struct timeout *to_save;
+	time_t journal_error_logged;
+	struct dovewarden_doveadm *doveadm;
+	struct dovewarden_userdb *userdb;
+
+	ARRAY(struct replicator_sync *) syncs;
+	struct dovewarden_replicator_wait *waits;
+	uint64_t sync_seq;
+
+	time_t failure_log_window_start;
+	unsigned int failure_log_count;
+	unsigned int failure_log_suppressed;
+
+	struct timeout *to_fill;
+	/* to_fill is a 0-ms timeout */
+	bool fill_now:1;
+	/* "No replica configured" was already logged */
+	bool no_replica_logged:1;
+	bool deinitializing:1;
+};
+
+static void replicator_fill(struct dovewarden_replicator *replicator);
+
+static const char *
+replicator_socket_path(const char *base_dir, const char *path)
+{
+	if (path[0] == '/')
+		return path;
+	return t_strconcat(base_dir, "/", path, NULL);
+}
+
+static void replicator_save(struct dovewarden_replicator *replicator)
+{
+	const char *error;
+
+	if (dovewarden_store_save(replicator->store, replicator->queue,
+				  &error) < 0) {
+		e_error(replicator->event, "Couldn't save the queue state "
+			"(the journal keeps the changes): %s", error);
+	}
+}
+
+static void
+replicator_load(struct dovewarden_replicator *replicator, const char *path)
+{
+	struct dovewarden_store_load_result result;
+	const char *error;
+
+	replicator->store = dovewarden_store_init(path);
+	if (dovewarden_store_load(replicator->store, replicator->queue,
+				  ioloop_time, &result, &error) < 0)
+		i_fatal("Couldn't load the queue state: %s", error);
+	if (result.snapshot_corrupt_error != NULL) {
+		e_error(replicator->event, "%s - moved it to %s and started "
+			"without it (the periodic full syncs repair what it "
+			"had)", result.snapshot_corrupt_error,
+			result.snapshot_corrupt_path);
+	}
+	if (result.snapshot_lines_skipped > 0) {
+		e_warning(replicator->event, "%s: Skipped %u corrupt records "
+			  "(first at line %u)", path,
+			  result.snapshot_lines_skipped,
+			  result.snapshot_first_skipped_line);
+	}
+	if (result.journal_lines_skipped > 0) {
+		e_warning(replicator->event, "%s.journal: Skipped %u corrupt "
+			  "lines (first at line %u)", path,
+			  result.journal_lines_skipped,
+			  result.journal_first_skipped_line);
+	}
+	e_info(replicator->event, "Loaded %u users from %s and %u pending "
+	       "changes from its journal", result.users_loaded, path,
+	       result.journal_lines_replayed);
+	/* compact the journal into the snapshot */
+	replicator_save(replicator);
+	replicator->to_save = timeout_add(
+		DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS * 1000,
+		replicator_save, replicator);
+}
+
+struct dovewarden_replicator *
+dovewarden_replicator_init(const struct dovewarden_settings *set,
+			   const char *base_dir, const char *state_path,
+			   struct event *event_parent)
+{
+	struct dovewarden_replicator *replicator;
+
+	replicator = i_new(struct dovewarden_replicator, 1);
+	replicator->set = set;
+	replicator->event = event_create(event_parent);
+	replicator->doveadm_socket_path = i_strdup(replicator_socket_path(
+		base_dir, set->dovewarden_doveadm_socket_path));
+
+	replicator->queue_set.full_sync_interval_secs =
+		DOVEWARDEN_REPLICATOR_FULL_SYNC_INTERVAL_SECS;
+	replicator->queue_set.retry_min_secs =
+		set->dovewarden_retry_min_interval;
+	replicator->queue_set.retry_max_secs =
+		set->dovewarden_retry_max_interval;
+	replicator->queue = dovewarden_queue_init(&replicator->queue_set);
+	replicator->doveadm = dovewarden_doveadm_init();
+	replicator->userdb = dovewarden_userdb_init(
+		replicator_socket_path(base_dir,
+				       set->dovewarden_auth_socket_path),
+		DOVEWARDEN_REPLICATOR_USERDB_TIMEOUT_MSECS,
+		DOVEWARDEN_REPLICATOR_USERDB_CACHE_SECS, replicator->event);
+	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
+	if (state_path != NULL)
+		replicator_load(replicator, state_path);
+	return replicator;
+}
+
+static void replicator_wait_free(struct dovewarden_replicator_wait *wait)
+{
+	DLLIST_REMOVE(&wait->replicator->waits, wait);
+	timeout_remove(&wait->to);
+	i_free(wait->username);
+	i_free(wait);
+}
+
+static void
+replicator_wait_answer(struct dovewarden_replicator_wait *wait, bool success,
+		       const char *reason)
+{
+	dovewarden_replicator_wait_callback_t *callback = wait->callback;
+	void *context = wait->context;
+
+	replicator_wait_free(wait);
+	callback(success, reason, context);
+}
+
+static void
+replicator_waits_answer(struct dovewarden_replicator *replicator,
+			const char *username, uint64_t sync_seq,
+			bool success, const char *reason)
+{
+	struct dovewarden_replicator_wait *wait, *next;
+
+	for (wait = replicator->waits; wait != NULL; wait = next) {
+		next = wait->next;
+		if (wait->registered_seq < sync_seq &&
+		    strcmp(wait->username, username) == 0)
+			replicator_wait_answer(wait, success, reason);
+	}
+}
+
+static void replicator_sync_free(struct replicator_sync *sync)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+	struct replicator_sync *const *syncp;
+
+	array_foreach(&replicator->syncs, syncp) {
+		if (*syncp == sync) {
+			array_delete(&replicator->syncs,
+				     array_foreach_idx(&replicator->syncs,
+						       syncp), 1);
+			break;
+		}
+	}
+	event_unref(&sync->event);
+	i_free(sync);
+}
+
+void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
+{
+	struct dovewarden_replicator *replicator = *_replicator;
+	struct replicator_sync *sync;
+
+	if (replicator == NULL)
+		return;
+	*_replicator = NULL;
+
+	replicator->deinitializing = TRUE;
+	timeout_remove(&replicator->to_fill);
+	while (array_count(&replicator->syncs) > 0) {
+		sync = array_idx_elem(&replicator->syncs, 0);
+		e_debug(sync->event, "Aborting sync: shutting down");
+		dovewarden_doveadm_sync_abort(&sync->dsync);
+		/* not a failure: the user is synced again soon after the
+		   restart, without back-off */
+		dovewarden_queue_sync_finished(replicator->queue, sync->user,
+					       DOVEWARDEN_SYNC_RESULT_CHANGED,
+					       NULL, NULL, ioloop_time);
+		replicator_sync_free(sync);
+	}
+	while (replicator->waits != NULL)
+		replicator_wait_answer(replicator->waits, FALSE,
+				       "Replication service shutting down");
+
+	timeout_remove(&replicator->to_save);
+	if (replicator->store != NULL) {
+		replicator_save(replicator);
+		dovewarden_store_deinit(&replicator->store);
+	}
+	dovewarden_doveadm_deinit(&replicator->doveadm);
+	dovewarden_userdb_deinit(&replicator->userdb);
+	dovewarden_queue_deinit(&replicator->queue);
+	array_free(&replicator->syncs);
+	event_unref(&replicator->event);
+	i_free(replicator->doveadm_socket_path);
+	i_free(replicator);
+}
+
+static void replicator_fill_soon(struct dovewarden_replicator *replicator)
+{
+	if (replicator->fill_now || replicator->deinitializing)
+		return;
+	timeout_remove(&replicator->to_fill);
+	replicator->to_fill = timeout_add_short(0, replicator_fill, replicator);
+	replicator->fill_now = TRUE;
+}
+
+static bool
+replicator_failure_log_allowed(struct dovewarden_replicator *replicator)
+{
+	if (replicator->failure_log_window_start +
+	    REPLICATOR_FAILURE_LOG_WINDOW_SECS <= ioloop_time) {
+		if (replicator->failure_log_suppressed > 0) {
+			e_warning(replicator->event, "%u more sync failures "
+				  "were logged only at debug level",
+				  replicator->failure_log_suppressed);
+		}
+		replicator->failure_log_window_start = ioloop_time;
+		replicator->failure_log_count = 0;
+		replicator->failure_log_suppressed = 0;
+	}
+	if (replicator->failure_log_count >=
+	    REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW) {
+		replicator->failure_log_suppressed++;
+		return FALSE;
+	}
+	replicator->failure_log_count++;
+	return TRUE;
+}
+
+/* Log the first failure of a user, a change of its reason, and every
+   Nth repetition, within the global limit */
+static bool
+replicator_sync_should_log_failure(struct replicator_sync *sync,
+				   const char *error)
+{
+	const struct dovewarden_user *user = sync->user;
+
+	if (user->last_error != NULL && user->consecutive_failures > 0 &&
+	    strcmp(user->last_error, error) == 0 &&
+	    (user->consecutive_failures + 1) %
+	    DOVEWARDEN_REPLICATOR_FAILURE_LOG_INTERVAL != 0)
+		return FALSE;
+	return replicator_failure_log_allowed(sync->replicator);
+}
+
+static void
+replicator_sync_log(struct replicator_sync *sync,
+		    enum dovewarden_sync_result result, const char *error,
+		    long long duration_usecs)
+{
+	struct dovewarden_user *user = sync->user;
+	const char *what;
+	unsigned int failures = user->consecutive_failures + 1;
+
+	struct event_passthrough *e = event_create_passthrough(sync->event)->
+		set_name("dovewarden_sync_finished")->
+		add_str("priority",
+			dovewarden_priority_to_str(sync->priority))->
+		add_str("full", sync->full ? "yes" : "no")->
+		add_str("incremental", sync->incremental ? "yes" : "no")->
+		add_int("duration_usecs", duration_usecs)->
+		add_str("result", dovewarden_sync_result_to_str(result));
+	if (error != NULL)
+		e->add_str("error", error);
+
+	what = t_strdup_printf(
+		"%s sync (priority %s) %s after %lld.%03lld secs",
+		sync->full ? "Full" :
+		(sync->incremental ? "Incremental" : "Normal"),
+		dovewarden_priority_to_str(sync->priority),
+		result == DOVEWARDEN_SYNC_RESULT_OK ? "finished" :
+		(result == DOVEWARDEN_SYNC_RESULT_CHANGED ?
+		 "finished with changes during the sync" : "failed"),
+		duration_usecs / 1000000, (duration_usecs / 1000) % 1000);
+
+	switch (result) {
+	case DOVEWARDEN_SYNC_RESULT_OK:
+	case DOVEWARDEN_SYNC_RESULT_CHANGED:
+		e_debug(e->event(), "%s", what);
+		break;
+	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
+		if (replicator_sync_should_log_failure(sync, error)) {
+			e_warning(e->event(), "%s: %s (%u failures in a row, "
+				  "retrying with back-off)",
+				  what, error, failures);
+		} else {
+			e_debug(e->event(), "%s: %s", what, error);
+		}
+		break;
+	case DOVEWARDEN_SYNC_RESULT_NOUSER:
+		if (replicator_failure_log_allowed(sync->replicator)) {
+			e_warning(e->event(), "%s: %s (forgetting the user)",
+				  what, error);
+		} else {
+			e_debug(e->event(), "%s: %s", what, error);
+		}
+		break;
+	case DOVEWARDEN_SYNC_RESULT_CONFIG:
+		if (replicator_sync_should_log_failure(sync, error)) {
+			e_error(e->event(), "%s: %s (%u failures in a row)",
+				what, error, failures);
+		} else {
+			e_debug(e->event(), "%s: %s", what, error);
+		}
+		break;
+	}
+}
+
+/* Finish a sync that was started; frees it. */
+static void
+replicator_sync_finish(struct replicator_sync *sync,
+		       enum dovewarden_sync_result result,
+		       const char *new_state, const char *error)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+	struct dovewarden_user *user = sync->user;
+	long long duration_usecs;
+	const char *username;
+
+	if (result != DOVEWARDEN_SYNC_RESULT_OK && error == NULL)
+		error = dovewarden_sync_result_to_str(result);
+	duration_usecs = timeval_diff_usecs(&ioloop_timeval, &sync->start_time);
+	replicator_sync_log(sync, result, error, duration_usecs);
+
+	username = t_strdup(user->username);
+	dovewarden_queue_sync_finished(replicator->queue, user, result,
+				       new_state, error, ioloop_time);
+	/* the user may be freed now. After CHANGED the queue runs the
+	   sync again soon: the waits are answered by that one. */
+	if (result != DOVEWARDEN_SYNC_RESULT_CHANGED) {
+		replicator_waits_answer(replicator, username, sync->seq,
+					result == DOVEWARDEN_SYNC_RESULT_OK,
+					error);
+	}
+	replicator_sync_free(sync);
+	replicator_fill_soon(replicator);
+}
+
+/* The user is dropped without a sync: replication is off for it. */
+static void replicator_sync_skip(struct replicator_sync *sync,
+				 const char *reason)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+	const char *username = t_strdup(sync->user->username);
+
+	e_debug(sync->event, "Not replicating: %s", reason);
+	dovewarden_queue_sync_finished(replicator->queue, sync->user,
+				       DOVEWARDEN_SYNC_RESULT_NOUSER,
+				       NULL, reason, ioloop_time);
+	replicator_waits_answer(replicator, username, sync->seq, FALSE, reason);
+	replicator_sync_free(sync);
+}
+
+static void
+replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
+			  void *context)
+{
+	struct replicator_sync *sync = context;
+
+	sync->dsync = NULL;
+	replicator_sync_finish(sync, reply->result, reply->state,
+			       reply->error);
+}
+
+static void
+replicator_sync_begin(struct dovewarden_replicator *replicator,
+		      struct replicator_sync *sync)
+{
+	struct dovewarden_user *user = sync->user;
+	struct dovewarden_userdb_info info;
+	struct dovewarden_doveadm_sync_settings dset;
+	const char *replica, *dest, *error;
+	int ret;
+
+	ret = dovewarden_userdb_lookup(replicator->userdb, user->username,
+				       &info, &error);
+	if (ret < 0) {
+		replicator_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
+				       NULL, error);
+		return;
+	}
+	if (ret == 0) {
+		replicator_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_NOUSER,
+				       NULL, "User not found in userdb");
+		return;
+	}
+	if (info.noreplicate) {
+		replicator_sync_skip(sync, "noreplicate set in userdb");
+		return;
+	}
+
+	replica = info.replica != NULL ? info.replica :
+		dovewarden_settings_get_replica(replicator->set);
+	if (replica[0] == '\0') {
+		if (!replicator->no_replica_logged) {
+			e_error(replicator->event, "No replica configured: "
+				"set dovewarden_replica (or mail_replica) "
+				"globally or in the userdb");
+			replicator->no_replica_logged = TRUE;
+		}
+		replicator_sync_skip(sync, "No replica configured");
+		return;
+	}
+	if (dovewarden_replica_parse(replica, &dest, &error) < 0) {
+		replicator_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_CONFIG,
+				       NULL, error);
+		return;
+	}
+
+	i_zero(&dset);
+	dset.socket_path = replicator->doveadm_socket_path;
+	dset.username = user->username;
+	dset.state = user->state == NULL ? "" : user->state;
+	dset.destination = dest;
+	dset.lock_timeout_secs = replicator->set->dovewarden_lock_timeout;
+	dset.timeout_msecs = replicator->set->dovewarden_sync_timeout * 1000;
+	dset.io_timeout_secs = replicator->set->dovewarden_sync_timeout;
+	dset.full = sync->full;
+	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
+		sync->full ? "full" :
+		(sync->incremental ? "incremental" : "normal"),
+		dovewarden_priority_to_str(sync->priority), dest);
+	sync->dsync = dovewarden_doveadm_sync_start(replicator->doveadm, &dset,
+						    sync->event,
+						    replicator_dsync_callback,
+						    sync);
+}
+
+static void
+replicator_sync_start(struct dovewarden_replicator *replicator,
+		      struct dovewarden_user *user,
+		      enum dovewarden_priority priority)
+{
+	struct replicator_sync *sync;
+
+	sync = i_new(struct replicator_sync, 1);
+	sync->replicator = replicator;
+	sync->user = user;
+	sync->seq = ++replicator->sync_seq;
+	sync->start_time = ioloop_timeval;
+	sync->priority = priority;
+	sync->full = user->syncing_full;
+	sync->incremental = user->state != NULL && user->state[0] != '\0';
+	sync->event = event_create(replicator->event);
+	event_add_str(sync->event, "user", user->username);
+	event_set_append_log_prefix(sync->event, t_strdup_printf(
+		"%s: ", str_sanitize(user->username,
+				     REPLICATOR_LOG_USERNAME_MAX)));
+	array_push_back(&replicator->syncs, &sync);
+
+	replicator_sync_begin(replicator, sync);
+}
+
+static void replicator_fill(struct dovewarden_replicator *replicator)
+{
+	struct dovewarden_user *user;
+	enum dovewarden_priority priority;
+	time_t next_due;
+	unsigned int secs;
+
+	timeout_remove(&replicator->to_fill);
+	replicator->fill_now = FALSE;
+
+	while (array_count(&replicator->syncs) <
+	       replicator->set->dovewarden_max_syncs) {
+		user = dovewarden_queue_pop(replicator->queue, ioloop_time);
+		if (user == NULL)
+			break;
+		priority = user->syncing_priority;
+		T_BEGIN {
+			replicator_sync_start(replicator, user, priority);
+		} T_END;
+		if (replicator->fill_now) {
+			/* a sync finished at once and asked for a refill:
+			   keep going in this loop instead */
+			timeout_remove(&replicator->to_fill);
+			replicator->fill_now = FALSE;
+		}
+	}
+	if (array_count(&replicator->syncs) >=
+	    replicator->set->dovewarden_max_syncs) {
+		/* a finishing sync calls us again */
+		return;
+	}
+
+	next_due = dovewarden_queue_next_due(replicator->queue);
+	if (next_due == 0)
+		return;
+	/* a user due now that pop() did not return would make this a busy
+	   loop: wait at least a second */
+	secs = next_due <= ioloop_time ? 1 :
+		I_MIN(next_due - ioloop_time, REPLICATOR_FILL_MAX_SECS);
+	replicator->to_fill = timeout_add(secs * 1000, replicator_fill,
+					  replicator);
+}
+
+void dovewarden_replicator_notify(struct dovewarden_replicator *replicator,
+				  const char *username,
+				  enum dovewarden_priority priority)
+{
+	const char *error;
+
+	i_assert(dovewarden_username_is_valid(username));
+
+	/* journal first: after a kill -9 the change is replayed at start */
+	if (replicator->store != NULL &&
+	    dovewarden_store_journal_notify(replicator->store,
+					    replicator->queue, username,
+					    priority, &error) < 0 &&
+	    replicator->journal_error_logged != ioloop_time) {
+		replicator->journal_error_logged = ioloop_time;
+		e_error(replicator->event, "%s", error);
+	}
+	(void)dovewarden_queue_notify(replicator->queue, username, priority,
+				      ioloop_time);
+	replicator_fill_soon(replicator);
+}
+
+static void replicator_wait_timeout(struct dovewarden_replicator_wait *wait)
+{
+	replicator_wait_answer(wait, FALSE, "Timed out waiting for sync");
+}
+
+struct dovewarden_replicator_wait *
+dovewarden_replicator_wait(struct dovewarden_replicator *replicator,
+			   const char *username, unsigned int timeout_msecs,
+			   dovewarden_replicator_wait_callback_t *callback,
+			   void *context)
+{
+	struct dovewarden_replicator_wait *wait;
+
+	wait = i_new(struct dovewarden_replicator_wait, 1);
+	wait->replicator = replicator;
+	wait->username = i_strdup(username);
+	wait->registered_seq = replicator->sync_seq;
+	wait->callback = callback;
+	wait->context = context;
+	wait->to = timeout_add(timeout_msecs, replicator_wait_timeout, wait);
+	DLLIST_PREPEND(&replicator->waits, wait);
+
+	dovewarden_replicator_notify(replicator, username,
+				     DOVEWARDEN_PRIORITY_SYNC);
+	return wait;
+}
+
+void
+dovewarden_replicator_wait_cancel(struct dovewarden_replicator_wait **_wait)
+{
+	struct dovewarden_replicator_wait *wait = *_wait;
+
+	if (wait == NULL)
+		return;
+	*_wait = NULL;
+	replicator_wait_free(wait);
+}
+
+struct dovewarden_queue *
+dovewarden_replicator_get_queue(struct dovewarden_replicator *replicator)
+{
+	return replicator->queue;
+}
+
+const struct dovewarden_queue_settings *
+dovewarden_replicator_get_queue_settings(
+	struct dovewarden_replicator *replicator)
+{
+	return &replicator->queue_set;
+}
+
+void
+dovewarden_replicator_queue_changed(struct dovewarden_replicator *replicator)
+{
+	replicator_fill_soon(replicator);
+}
+
+unsigned int
+dovewarden_replicator_get_running_count(
+	struct dovewarden_replicator *replicator)
+{
+	return array_count(&replicator->syncs);
+}
+
+const char *
+dovewarden_replicator_get_sync_state(struct dovewarden_replicator *replicator,
+				     const struct dovewarden_user *user)
+{
+	struct replicator_sync *sync;
+
+	array_foreach_elem(&replicator->syncs, sync) {
+		if (sync->user != user)
+			continue;
+		if (sync->dsync == NULL)
+			return "looking up the user";
+		return dovewarden_doveadm_sync_get_state(sync->dsync);
+	}
+	return NULL;
+}
