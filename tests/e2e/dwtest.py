@@ -1,0 +1,813 @@
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""Harness for dovewarden's end-to-end tests.
+
+Each test program starts its own pair of Dovecot instances (A and B) with
+testenv/pair, runs its cases against them over 127.0.0.1 and stops the pair
+again, also when a case fails. The checker compares what a user sees over
+IMAP on A and on B.
+
+Environment: DW_DIR (default /srv/dt), DW_PORT_OFFSET (default 0) and
+DW_EXTRA_CONF are passed on to testenv/pair. DW_E2E_VERBOSE=1 prints the
+Dovecot log lines of every case, not only of failed ones.
+"""
+
+import collections
+import email.parser
+import hashlib
+import imaplib
+import os
+import poplib
+import re
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+PAIR = os.path.join(REPO, "testenv", "pair")
+
+DOVECOT = "/usr/sbin/dovecot"
+DOVEADM = "/usr/bin/doveadm"
+SERVICE_BIN = "/usr/lib/dovecot/dovewarden"
+PLUGIN_SO = "/usr/lib/dovecot/modules/lib20_dovewarden_plugin.so"
+SETTINGS_SO = "/usr/lib/dovecot/modules/settings/libdovewarden_settings.so"
+
+SIDES = ("A", "B")
+HOSTNAMES = {"A": "a.test", "B": "b.test"}
+EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
+
+# Users of testenv/pair (not "norepl", which has replication turned off)
+NAMED_USERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
+NUMBERED_USERS = ["user%02d" % i for i in range(1, 41)]
+ALL_USERS = NUMBERED_USERS + NAMED_USERS
+
+POLL_INTERVAL = 0.1
+
+class Skip(Exception):
+    pass
+
+
+def password(user):
+    return user + "pass" if user in NAMED_USERS else "pass"
+
+
+def peer(side):
+    return "B" if side == "A" else "A"
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def wait_until(pred, timeout, what, interval=POLL_INTERVAL):
+    """Poll pred() until it returns a true value; returns that value.
+    Raises AssertionError naming what after timeout seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= end:
+            raise AssertionError("timed out after %.1f s waiting for %s"
+                                 % (timeout, what))
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# Parsing IMAP responses as imaplib hands them over
+
+_TOKEN = re.compile(rb'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|(\{\d+\+?\})\s*$'
+                    rb'|([^\s()"]+))')
+
+
+class Literal(bytes):
+    pass
+
+
+def _tokenize_into(stack, text):
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            if text[pos:].strip() == b"":
+                break
+            raise ValueError("cannot parse IMAP response at %r" % text[pos:])
+        pos = m.end()
+        if m.group(1):
+            new = []
+            stack[-1].append(new)
+            stack.append(new)
+        elif m.group(2):
+            if len(stack) == 1:
+                raise ValueError("unbalanced ')' in %r" % text)
+            stack.pop()
+        elif m.group(3) is not None:
+            stack[-1].append(re.sub(rb'\\(.)', rb'\1', m.group(3))
+                             .decode("utf-8", "surrogateescape"))
+        elif m.group(4):
+            pass  # the literal follows as the second half of the tuple
+        else:
+            atom = m.group(5).decode("utf-8", "surrogateescape")
+            stack[-1].append(None if atom.upper() == "NIL" else atom)
+
+
+def parse_untagged(data):
+    """imaplib's data list -> one token list per untagged response.
+    Parenthesized lists become lists, strings become str, literals
+    become Literal (bytes). imaplib gives a response with a literal as a
+    (text up to the literal, literal) tuple followed by the rest of the
+    line as the next item."""
+    out = []
+    stack = None
+    for item in data:
+        if item is None:
+            continue
+        if stack is None:
+            stack = [[]]
+        if isinstance(item, tuple):
+            _tokenize_into(stack, item[0])
+            stack[-1].append(Literal(item[1]))
+            continue
+        _tokenize_into(stack, item)
+        if len(stack) == 1:
+            out.append(stack[0])
+            stack = None
+    if stack is not None:
+        out.append(stack[0])
+    return out
+
+
+def imap_quote(name):
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pairs(lst):
+    it = iter(lst)
+    return {str(k).upper(): v for k, v in zip(it, it)}
+
+
+def check_ok(resp, what):
+    typ, data = resp
+    if typ != "OK":
+        raise AssertionError("%s failed: %s %r" % (what, typ, data))
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Snapshots and their comparison
+
+# Mailbox attributes that follow from the existence of other mailboxes or
+# from \Recent; a real difference shows up as a missing mailbox instead.
+_DERIVED_ATTRS = {"\\haschildren", "\\hasnochildren", "\\marked",
+                  "\\unmarked"}
+
+
+def msg_hash(body):
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def msg_subject(body):
+    try:
+        hdr = email.parser.BytesHeaderParser().parsebytes(body)
+        return str(hdr.get("Subject", ""))
+    except Exception:
+        return ""
+
+
+class Snapshot:
+    """What one user sees on one server.
+
+    mailboxes: name -> frozenset of LIST attributes (derived ones removed)
+    delimiter: hierarchy separator
+    subscriptions: set of names
+    messages: name -> Counter of (hash, flags tuple), flags sorted, no
+              \\Recent; duplicates count
+    subjects: hash -> Subject header (for readable differences)
+    """
+
+    def __init__(self, side, user):
+        self.side = side
+        self.user = user
+        self.mailboxes = {}
+        self.delimiter = None
+        self.subscriptions = set()
+        self.messages = {}
+        self.subjects = {}
+
+    def hashes(self, mailbox="INBOX"):
+        return {h for (h, _f) in self.messages.get(mailbox, ())}
+
+    def flags_of(self, h, mailbox="INBOX"):
+        """The flag sets of all messages with hash h in mailbox."""
+        return [set(f) for (hh, f), n in
+                self.messages.get(mailbox, {}).items()
+                for _ in range(n) if hh == h]
+
+    def count(self, mailbox="INBOX"):
+        return sum(self.messages.get(mailbox, {}).values())
+
+    def add_message(self, mailbox, body, flags):
+        h = msg_hash(body)
+        self.subjects.setdefault(h, msg_subject(body))
+        key = (h, tuple(sorted(f for f in flags if f.lower() != "\\recent")))
+        self.messages.setdefault(mailbox, collections.Counter())[key] += 1
+
+    def __repr__(self):
+        return "<Snapshot %s %s: %d mailboxes, %d subscriptions, %d msgs>" % (
+            self.side, self.user, len(self.mailboxes),
+            len(self.subscriptions),
+            sum(sum(c.values()) for c in self.messages.values()))
+
+
+def _fmt_flags(flags):
+    return "(" + " ".join(flags) + ")"
+
+
+def compare_snapshots(a, b):
+    """Return a list of human-readable differences between two snapshots
+    of one user (empty when the user sees the same on both)."""
+    na, nb = a.side, b.side
+    diffs = []
+    for name in sorted(set(a.mailboxes) | set(b.mailboxes)):
+        if name not in b.mailboxes:
+            diffs.append("mailbox %r exists on %s only" % (name, na))
+        elif name not in a.mailboxes:
+            diffs.append("mailbox %r exists on %s only" % (name, nb))
+        elif a.mailboxes[name] != b.mailboxes[name]:
+            diffs.append("mailbox %r attributes differ: %s %s, %s %s" % (
+                name, na, _fmt_flags(sorted(a.mailboxes[name])),
+                nb, _fmt_flags(sorted(b.mailboxes[name]))))
+    if a.delimiter != b.delimiter and a.mailboxes and b.mailboxes:
+        diffs.append("hierarchy delimiter differs: %s %r, %s %r"
+                     % (na, a.delimiter, nb, b.delimiter))
+    for name in sorted(a.subscriptions - b.subscriptions):
+        diffs.append("subscription %r on %s only" % (name, na))
+    for name in sorted(b.subscriptions - a.subscriptions):
+        diffs.append("subscription %r on %s only" % (name, nb))
+    for name in sorted(set(a.messages) | set(b.messages)):
+        if name not in a.mailboxes or name not in b.mailboxes:
+            n_a = sum(a.messages.get(name, {}).values())
+            n_b = sum(b.messages.get(name, {}).values())
+            if n_a or n_b:
+                diffs.append("mailbox %r holds %d message(s) on %s, %d on %s"
+                             % (name, n_a, na, n_b, nb))
+            continue
+        ca = a.messages.get(name, collections.Counter())
+        cb = b.messages.get(name, collections.Counter())
+        if ca == cb:
+            continue
+        for h in sorted({k[0] for k in ca} | {k[0] for k in cb}):
+            la = sorted((f, n) for (hh, f), n in ca.items() if hh == h)
+            lb = sorted((f, n) for (hh, f), n in cb.items() if hh == h)
+            if la == lb:
+                continue
+            subj = a.subjects.get(h) or b.subjects.get(h) or ""
+            desc = "%r: message %s (Subject %r)" % (name, h, subj)
+
+            def fmt(lst):
+                return ", ".join(_fmt_flags(f) + ("x%d" % n if n > 1 else "")
+                                 for f, n in lst)
+            if not lb:
+                diffs.append("%s on %s only, flags %s" % (desc, na, fmt(la)))
+            elif not la:
+                diffs.append("%s on %s only, flags %s" % (desc, nb, fmt(lb)))
+            else:
+                ta = sum(n for _f, n in la)
+                tb = sum(n for _f, n in lb)
+                if ta != tb:
+                    diffs.append("%s: %d cop%s on %s %s, %d on %s %s" % (
+                        desc, ta, "y" if ta == 1 else "ies", na, fmt(la),
+                        tb, nb, fmt(lb)))
+                else:
+                    diffs.append("%s: flags differ: %s %s, %s %s" % (
+                        desc, na, fmt(la), nb, fmt(lb)))
+    return diffs
+
+
+# ---------------------------------------------------------------------------
+# The pair
+
+class Pair:
+    def __init__(self, no_plugin=False, extra_conf=None):
+        self.dw_dir = os.environ.get("DW_DIR", "/srv/dt")
+        self.port_offset = os.environ.get("DW_PORT_OFFSET", "0")
+        self.no_plugin = no_plugin
+        self.extra_conf = extra_conf
+        self.ports = {}
+        self.started = False
+        self.log_marks = {}
+        self.touched = set()
+        self.simulator = None
+
+    # -- lifecycle --
+
+    def _env(self):
+        env = dict(os.environ)
+        env["DW_DIR"] = self.dw_dir
+        env["DW_PORT_OFFSET"] = self.port_offset
+        if self.no_plugin:
+            env["DW_NO_PLUGIN"] = "1"
+        else:
+            env.pop("DW_NO_PLUGIN", None)
+        extra = [env.get("DW_EXTRA_CONF", "")]
+        if self.extra_conf:
+            extra.append(self.extra_conf)
+        env["DW_EXTRA_CONF"] = "\n".join(x for x in extra if x)
+        return env
+
+    def _pair(self, *args, timeout=60):
+        # Output goes to a file, not a pipe: the daemons that pair starts
+        # could keep a pipe open and make the wait for EOF hang.
+        with tempfile.TemporaryFile("w+") as out:
+            r = subprocess.run([PAIR] + list(args), env=self._env(),
+                               stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, text=True,
+                               timeout=timeout)
+            out.seek(0)
+            r.stdout = out.read()
+            r.stderr = ""
+            return r
+
+    def check_available(self, need_plugin):
+        for path in (PAIR, DOVECOT, DOVEADM):
+            if not os.access(path, os.X_OK):
+                raise Skip("%s is not available" % path)
+        try:
+            ver = subprocess.run([DOVECOT, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            raise Skip("cannot run %s: %s" % (DOVECOT, e))
+        if not re.match(r"2\.([4-9]|\d\d)|[3-9]\.", ver):
+            raise Skip("Dovecot 2.4 or later is needed, found %r" % ver)
+        if shutil.which("ss") is None:
+            raise Skip("ss (iproute2) is not available")
+        extra = os.environ.get("DW_EXTRA_CONF", "")
+        if (os.path.exists(SETTINGS_SO) and not os.access(SERVICE_BIN, os.X_OK)
+                and "executable" not in extra):
+            raise Skip("the dovewarden service is not installed (%s)"
+                       % SERVICE_BIN)
+        if need_plugin and not os.path.exists(PLUGIN_SO):
+            raise Skip("the dovewarden plugin is not installed (%s)"
+                       % PLUGIN_SO)
+
+    def start(self):
+        self.started = True
+        r = self._pair("start", timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("testenv/pair start failed (rc %d): %s%s"
+                               % (r.returncode, r.stdout, r.stderr))
+        r = self._pair("env")
+        if r.returncode != 0:
+            raise RuntimeError("testenv/pair env failed: " + r.stdout)
+        for line in r.stdout.splitlines():
+            k, _, v = line.partition("=")
+            self.ports[k] = v
+        for s in SIDES:
+            self.mark_log(s)
+
+    def stop(self):
+        if not self.started:
+            return
+        r = self._pair("stop", timeout=120)
+        if r.returncode != 0:
+            log("WARNING: testenv/pair stop failed: %s%s"
+                % (r.stdout, r.stderr))
+        self.started = False
+
+    def stop_one(self, side):
+        r = self._pair("stop-one", side, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("pair stop-one %s: %s" % (side, r.stdout))
+
+    def start_one(self, side):
+        r = self._pair("start-one", side, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("pair start-one %s: %s" % (side, r.stdout))
+
+    def port(self, side, proto):
+        return int(self.ports["%s_%s" % (side, proto.upper())])
+
+    # -- logs --
+
+    def log_path(self, side):
+        return os.path.join(self.dw_dir, side, "log", "dovecot.log")
+
+    def mark_log(self, side):
+        try:
+            self.log_marks[side] = os.path.getsize(self.log_path(side))
+        except OSError:
+            self.log_marks[side] = 0
+
+    def log_since_mark(self, side):
+        try:
+            with open(self.log_path(side), "rb") as f:
+                f.seek(self.log_marks.get(side, 0))
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    def log_tail(self, side, n=60):
+        try:
+            with open(self.log_path(side), "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return lines[-n:]
+        except OSError as e:
+            return ["(cannot read %s: %s)" % (self.log_path(side), e)]
+
+    def dump_logs(self, n=60, since_mark=False, header=""):
+        for s in SIDES:
+            lines = (self.log_since_mark(s) if since_mark
+                     else self.log_tail(s, n * 20))
+            lines = [l for l in lines if not _LOG_NOISE.search(l)][-n:]
+            log("----- %s%s %s (%s) -----" % (
+                header, s, "log lines of this case" if since_mark
+                else "log tail", self.log_path(s)))
+            for line in lines:
+                log("  " + line)
+
+    # -- clients --
+
+    def imap(self, side, user):
+        self.touched.add(user)
+        m = imaplib.IMAP4("127.0.0.1", self.port(side, "imap"), timeout=30)
+        check_ok(m.login(user, password(user)),
+                 "IMAP LOGIN %s on %s" % (user, side))
+        return m
+
+    def pop3(self, side, user):
+        self.touched.add(user)
+        p = poplib.POP3("127.0.0.1", self.port(side, "pop3"), timeout=30)
+        p.user(user)
+        p.pass_(password(user))
+        return p
+
+    def lmtp_deliver(self, side, user, msg):
+        self.touched.add(user)
+        if isinstance(msg, str):
+            msg = msg.encode()
+        c = smtplib.LMTP("127.0.0.1", self.port(side, "lmtp"), timeout=30)
+        try:
+            refused = c.sendmail("sender@example.test", [user], msg)
+            if refused:
+                raise AssertionError("LMTP refused %s: %r" % (user, refused))
+        finally:
+            try:
+                c.quit()
+            except Exception:
+                pass
+
+    def append(self, side, user, msg, mailbox="INBOX", flags=None, conn=None):
+        """APPEND msg; returns the seconds the command took."""
+        if isinstance(msg, str):
+            msg = msg.encode()
+        m = conn or self.imap(side, user)
+        try:
+            t0 = time.monotonic()
+            check_ok(m.append(imap_quote(mailbox),
+                              _fmt_flags(flags) if flags else None,
+                              None, msg), "APPEND on %s" % side)
+            return time.monotonic() - t0
+        finally:
+            if conn is None:
+                m.logout()
+
+    # -- doveadm --
+
+    def doveadm(self, side, *args, timeout=60, check=True):
+        env = dict(os.environ)
+        env["DOVECOT_HOSTNAME"] = HOSTNAMES[side]
+        cmd = [DOVEADM, "-c", os.path.join(self.dw_dir, side, "dovecot.conf")]
+        cmd += list(args)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError("%s failed (rc %d): %s%s" % (
+                " ".join(cmd), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def manual_sync(self, user, side="A"):
+        """Sync user between the instances with doveadm sync, run on
+        side, as the service would."""
+        dest = "tcp:127.0.0.1:%d" % self.port(peer(side), "doveadm")
+        return self.doveadm(side, "sync", "-l", "30", "-u", user, dest)
+
+    # -- the checker --
+
+    def snapshot(self, side, user):
+        snap = Snapshot(side, user)
+        m = self.imap(side, user)
+        try:
+            data = check_ok(m.list('""', '"*"'), "LIST on %s" % side)
+            for resp in parse_untagged(data):
+                attrs, delim, name = resp[0], resp[1], resp[2]
+                name = (name.decode("utf-8", "surrogateescape")
+                        if isinstance(name, bytes) else name)
+                snap.delimiter = delim
+                snap.mailboxes[name] = frozenset(
+                    a.lower() if a.lower() in _NORMALIZED else a
+                    for a in attrs if a.lower() not in _DERIVED_ATTRS)
+            data = check_ok(m.lsub('""', '"*"'), "LSUB on %s" % side)
+            for resp in parse_untagged(data):
+                name = resp[2]
+                name = (name.decode("utf-8", "surrogateescape")
+                        if isinstance(name, bytes) else name)
+                snap.subscriptions.add(name)
+            for name, attrs in sorted(snap.mailboxes.items()):
+                if attrs & {"\\noselect", "\\nonexistent"}:
+                    continue
+                typ, data = m.select(imap_quote(name), readonly=True)
+                if typ != "OK":
+                    # deleted between LIST and EXAMINE (sync running)
+                    continue
+                snap.messages[name] = collections.Counter()
+                if int(data[0]) == 0:
+                    continue
+                data = check_ok(m.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])"),
+                                "FETCH in %r on %s" % (name, side))
+                for resp in parse_untagged(data):
+                    # imaplib strips "* " and "FETCH": "<seq> (<items>)"
+                    if len(resp) != 2 or not isinstance(resp[1], list):
+                        continue
+                    items = _pairs(resp[1])
+                    body = items.get("BODY[]")
+                    if body is None:
+                        continue
+                    flags = items.get("FLAGS") or []
+                    snap.add_message(name, bytes(body), flags)
+        finally:
+            try:
+                m.logout()
+            except Exception:
+                pass
+        return snap
+
+    def snapshots(self, user):
+        return self.snapshot("A", user), self.snapshot("B", user)
+
+    def compare(self, user):
+        a, b = self.snapshots(user)
+        return compare_snapshots(a, b)
+
+    def wait_converged(self, users, timeout=10.0, what=""):
+        """Poll until every user looks the same on A and B. Returns the
+        seconds it took. Raises AssertionError listing the differences
+        after timeout seconds."""
+        if isinstance(users, str):
+            users = [users]
+        t0 = time.monotonic()
+        end = t0 + timeout
+        while True:
+            diffs = {}
+            for u in users:
+                try:
+                    d = self.compare(u)
+                except (AssertionError, imaplib.IMAP4.error, OSError) as e:
+                    # e.g. a mailbox deleted between EXAMINE and FETCH
+                    # while a sync runs: look again
+                    d = ["cannot take a snapshot: %s" % e]
+                if d:
+                    diffs[u] = d
+            if not diffs:
+                return time.monotonic() - t0
+            if time.monotonic() >= end:
+                lines = ["A and B did not converge within %.1f s%s:"
+                         % (timeout, " (" + what + ")" if what else "")]
+                for u, d in diffs.items():
+                    lines += ["  %s: %s" % (u, x) for x in d]
+                raise AssertionError("\n".join(lines))
+            time.sleep(POLL_INTERVAL)
+
+    def inbox_dir_exists(self, side, user):
+        return os.path.isdir(os.path.join(
+            self.dw_dir, side, "mail", user, "sdbox", "mailboxes", "INBOX"))
+
+    # -- the service process --
+
+    def master_pid(self, side):
+        with open(os.path.join(self.dw_dir, side, "run", "master.pid")) as f:
+            return int(f.read().strip())
+
+    def service_pids(self, side):
+        """PIDs of side's dovewarden service: children of that instance's
+        master whose executable or process title is dovewarden."""
+        master = self.master_pid(side)
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d, "rb") as f:
+                    stat = f.read()
+                ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+                if ppid != master:
+                    continue
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(
+                        "utf-8", "replace")
+                try:
+                    exe = os.readlink("/proc/%s/exe" % d)
+                except OSError:
+                    exe = ""
+            except (OSError, ValueError, IndexError):
+                continue
+            if (os.path.basename(exe) == "dovewarden"
+                    or re.search(r"(^|[/ ])dovewarden\b", cmdline)):
+                pids.append(int(d))
+        return pids
+
+    def service_pid(self, side, timeout=10.0):
+        def one():
+            p = self.service_pids(side)
+            return p[0] if len(p) == 1 else None
+        return wait_until(one, timeout,
+                          "exactly one dovewarden process of %s" % side)
+
+
+# Log lines that every IMAP/POP3 access writes and that explain nothing
+_LOG_NOISE = re.compile(r"-login: Info: Logged in: |"
+                        r": Info: Disconnected: Logged out ")
+
+_NORMALIZED = {"\\noselect", "\\nonexistent", "\\noinferiors"}
+
+
+# ---------------------------------------------------------------------------
+# Stand-in for the service while developing the tests: with
+# DW_E2E_SIMULATE_SYNC=1 the pair runs without the plugin and a thread
+# runs doveadm sync for every user the test has touched, over and over.
+# Not for judging dovewarden.
+
+class SyncSimulator:
+    def __init__(self, pair):
+        self.pair = pair
+        self.stopping = threading.Event()
+        self.paused = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stopping.is_set():
+            for user in sorted(self.pair.touched):
+                if self.stopping.is_set() or self.paused.is_set():
+                    break
+                try:
+                    self.pair.manual_sync(user)
+                except Exception as e:
+                    log("simulator: sync of %s failed: %s" % (user, e))
+            self.stopping.wait(0.2)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(60)
+
+
+# ---------------------------------------------------------------------------
+# Running a test program
+
+class Runner:
+    """Runs the cases of one test program against one pair.
+
+        r = Runner("replicate-ops")
+        @r.case("append A->B")
+        def _(pair): ...
+        sys.exit(r.main())
+    """
+
+    def __init__(self, name, no_plugin=False, need_plugin=True,
+                 extra_conf=None):
+        self.name = name
+        self.no_plugin = no_plugin
+        self.need_plugin = need_plugin and not no_plugin
+        self.extra_conf = extra_conf
+        self.cases = []
+        self.results = []
+        self.pair = None
+        self.simulator = None
+        if os.environ.get("DW_E2E_SIMULATE_SYNC") == "1":
+            self.no_plugin = True
+            self.need_plugin = False
+
+    def case(self, name):
+        def deco(fn):
+            self.cases.append((name, fn))
+            return fn
+        return deco
+
+    def _selected(self):
+        only = os.environ.get("DW_E2E_ONLY")
+        if not only:
+            return self.cases
+        pat = re.compile(only)
+        return [(n, f) for n, f in self.cases if pat.search(n)]
+
+    def main(self):
+        pair = Pair(no_plugin=self.no_plugin, extra_conf=self.extra_conf)
+        self.pair = pair
+        try:
+            pair.check_available(self.need_plugin)
+        except Skip as e:
+            log("SKIP %s: %s" % (self.name, e))
+            return EXIT_SKIP
+        failed = False
+        verbose = os.environ.get("DW_E2E_VERBOSE") == "1"
+        try:
+            t0 = time.monotonic()
+            pair.start()
+            log("# %s: pair started in %.2f s (DW_DIR=%s, A imap %d, "
+                "B imap %d)" % (self.name, time.monotonic() - t0,
+                                pair.dw_dir, pair.port("A", "imap"),
+                                pair.port("B", "imap")))
+            if os.environ.get("DW_E2E_SIMULATE_SYNC") == "1":
+                log("# WARNING: DW_E2E_SIMULATE_SYNC=1: no plugin, doveadm "
+                    "sync stands in for dovewarden")
+                self.simulator = SyncSimulator(pair)
+                pair.simulator = self.simulator
+                self.simulator.start()
+            for name, fn in self._selected():
+                for s in SIDES:
+                    pair.mark_log(s)
+                t0 = time.monotonic()
+                status, detail = "PASS", ""
+                try:
+                    note = fn(pair)
+                    if note:
+                        detail = str(note)
+                except AssertionError as e:
+                    status, detail = "FAIL", str(e)
+                except Exception:
+                    status, detail = "ERROR", traceback.format_exc()
+                dt = time.monotonic() - t0
+                self.results.append((name, status, dt, detail))
+                line = "%-5s %s (%.2f s)" % (status, name, dt)
+                if status == "PASS":
+                    log(line + (": " + detail if detail else ""))
+                    if verbose:
+                        pair.dump_logs(n=40, since_mark=True)
+                else:
+                    failed = True
+                    log(line)
+                    for l in detail.rstrip().splitlines():
+                        log("      " + l)
+                    pair.dump_logs(n=80, since_mark=True,
+                                   header="[%s] " % name)
+        except Exception:
+            failed = True
+            log("ERROR %s: %s" % (self.name, traceback.format_exc()))
+            pair.dump_logs(n=40)
+        finally:
+            if self.simulator:
+                self.simulator.stop()
+            if failed and self.results:
+                pair.dump_logs(n=30)
+            pair.stop()
+        n_pass = sum(1 for r in self.results if r[1] == "PASS")
+        log("# %s: %d/%d cases passed" % (self.name, n_pass,
+                                          len(self.results)))
+        for name, status, dt, _d in self.results:
+            if status != "PASS":
+                log("#   %s: %s" % (status, name))
+        return EXIT_FAIL if failed else EXIT_PASS
+
+
+def run(runner):
+    # a SIGTERM from meson's timeout still stops the pair
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        code = runner.main()
+    except KeyboardInterrupt:
+        if runner.pair is not None:
+            runner.pair.stop()
+        code = EXIT_FAIL
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------
+# Messages
+
+_counter = [0]
+
+
+def make_message(tag, size=0):
+    """A message unique in this run; tag goes into the Subject."""
+    _counter[0] += 1
+    uniq = "%s.%d.%d.%d" % (tag, os.getpid(), _counter[0], time.time_ns())
+    body = "This is test message %s.\r\n" % uniq
+    if size:
+        line = ("x" * 74) + "\r\n"
+        body += line * (size // len(line) + 1)
+    return ("From: sender@example.test\r\n"
+            "To: recipient@example.test\r\n"
+            "Subject: %s\r\n"
+            "Message-ID: <%s@dovewarden.test>\r\n"
+            "Date: Sun, 29 Nov 2026 07:00:00 +0000\r\n"
+            "\r\n%s" % (tag, uniq, body)).encode()
