@@ -6,6 +6,7 @@ A, and the service's state is printed."""
 import email.utils
 import imaplib
 import os
+import re
 import smtplib
 import subprocess
 import sys
@@ -52,9 +53,12 @@ def wait_for_subject(port, subject, timeout=10.0):
 
 
 def service_log(name):
+    """The service's own log lines about syncs and its queue."""
     path = os.path.join(DW_DIR, name, "log", "dovecot.log")
     with open(path, errors="replace") as f:
-        return [l.rstrip() for l in f if "dovewarden" in l]
+        return [l.rstrip() for l in f
+                if re.match(r"\w+ +\d+ [\d:]+ dovewarden: ", l)
+                and "conn unix" not in l and "admin" not in l]
 
 
 def doveadm(name, *args):
@@ -102,11 +106,13 @@ def main():
             print("   readable on A over IMAP after %.3f s" % took)
 
         for name in ("A", "B"):
-            print("\n== service state on %s" % name)
-            st = doveadm(name, "dovewarden", "status", "*")
-            if st.returncode == 0:
-                print(st.stdout.rstrip())
-            for line in service_log(name)[-8:]:
+            print("\n== service state on %s: doveadm dovewarden status" % name)
+            for args in (("status",), ("status", "alice")):
+                st = doveadm(name, "dovewarden", *args)
+                out = st.stdout if st.returncode == 0 else st.stderr
+                print("\n".join("   " + l for l in out.rstrip().split("\n")))
+            print("   -- its log:")
+            for line in service_log(name)[-6:]:
                 print("   " + line)
     finally:
         print("\n== stopping A and B")
