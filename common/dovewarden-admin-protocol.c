@@ -9,12 +9,14 @@
 #include "dovewarden-admin-protocol.h"
 
 const char *const dovewarden_admin_status_keys[] = {
-	[DOVEWARDEN_ADMIN_STATUS_USERS] = "users",
-	[DOVEWARDEN_ADMIN_STATUS_SYNCING] = "syncing",
 	[DOVEWARDEN_ADMIN_STATUS_PENDING_SYNC] = "pending_sync",
 	[DOVEWARDEN_ADMIN_STATUS_PENDING_HIGH] = "pending_high",
 	[DOVEWARDEN_ADMIN_STATUS_PENDING_LOW] = "pending_low",
+	[DOVEWARDEN_ADMIN_STATUS_FULL_SYNC_DUE] = "full_sync_due",
 	[DOVEWARDEN_ADMIN_STATUS_FAILED] = "failed",
+	[DOVEWARDEN_ADMIN_STATUS_FAILED_WAITING] = "failed_waiting",
+	[DOVEWARDEN_ADMIN_STATUS_SYNCING] = "syncing",
+	[DOVEWARDEN_ADMIN_STATUS_USERS] = "users",
 };
 static_assert_array_size(dovewarden_admin_status_keys,
 			 DOVEWARDEN_ADMIN_STATUS_COUNT);
@@ -190,7 +192,11 @@ void dovewarden_admin_append_stats(string_t *dest,
 			stats->pending[DOVEWARDEN_PRIORITY_HIGH],
 		[DOVEWARDEN_ADMIN_STATUS_PENDING_LOW] =
 			stats->pending[DOVEWARDEN_PRIORITY_LOW],
+		[DOVEWARDEN_ADMIN_STATUS_FULL_SYNC_DUE] =
+			stats->full_sync_due,
 		[DOVEWARDEN_ADMIN_STATUS_FAILED] = stats->failed,
+		[DOVEWARDEN_ADMIN_STATUS_FAILED_WAITING] =
+			stats->failed_waiting,
 	};
 	unsigned int i;
 
@@ -253,12 +259,14 @@ user_next_sync_secs(const struct dovewarden_user *user,
 
 	if (user->syncing)
 		return 0;
+	due = dovewarden_queue_user_get_next_sync(user);
+	if (due != 0)
+		return due <= now ? 0 : (long long)(due - now);
 	if (user->priority != DOVEWARDEN_PRIORITY_NONE ||
 	    user->force_full_sync || user->consecutive_failures > 0)
 		due = user->next_try;
 	else if (full_sync_interval_secs == 0 || user->last_full_sync == 0) {
-		/* never, or at a time spread over the interval that only
-		   the queue knows */
+		/* never, or at its slot, which only the queue knows */
 		return -1;
 	} else {
 		due = I_MAX(user->last_full_sync +
@@ -276,6 +284,9 @@ dovewarden_admin_user_status_init(struct dovewarden_admin_user_status *status_r,
 	i_zero(status_r);
 	status_r->username = user->username;
 	status_r->priority = user->priority;
+	/* a running sync still works for its priority */
+	if (user->syncing && user->syncing_priority > status_r->priority)
+		status_r->priority = user->syncing_priority;
 	status_r->last_fast_sync = user->last_fast_sync;
 	status_r->last_full_sync = user->last_full_sync;
 	status_r->last_successful_sync = user->last_successful_sync;

@@ -20,10 +20,12 @@ struct dovewarden_queue_stats;
 
      STATUS
 	queue totals, one "<key>\t<number>" line per key of
-	dovewarden_admin_status_keys[], then an empty line
+	dovewarden_admin_status_keys[] (in that order; a client should
+	show keys it does not know as they are), then an empty line
      STATUS\t<mask>
 	one line per known user matching mask ('*' and '?' wildcards),
-	sorted by username:
+	sorted by username (priority: of the pending changes, for a user
+	being synced at least that of the running sync):
 	<user>\t<priority>\t<last fast sync>\t<last full sync>\t
 	<last successful sync>\t<consecutive failures>\t<next sync secs>\t
 	<last error>
@@ -40,7 +42,10 @@ struct dovewarden_queue_stats;
 	a mask selects the matching known users. Reply: +\t<count>
      ADD\t<user or mask>
 	make the user known, or every userdb user matching the mask (if the
-	service supports masks). Reply: +\t<count>
+	service supports masks; the reply then comes after the userdb
+	listing ended, and later commands on the connection wait for it).
+	Reply: +\t<count>, for a mask the number of users that were not
+	known before (1 for a username)
      REMOVE\t<user>
 	forget the user (exact name). Reply: +
 
@@ -90,17 +95,24 @@ struct dovewarden_admin_request {
 
 /* The keys of the STATUS reply, in the order the service sends them */
 enum dovewarden_admin_status_key {
-	DOVEWARDEN_ADMIN_STATUS_USERS,
-	DOVEWARDEN_ADMIN_STATUS_SYNCING,
+	/* users with pending changes of each priority (also those in
+	   failure back-off) */
 	DOVEWARDEN_ADMIN_STATUS_PENDING_SYNC,
 	DOVEWARDEN_ADMIN_STATUS_PENDING_HIGH,
 	DOVEWARDEN_ADMIN_STATUS_PENDING_LOW,
+	/* idle users whose periodic full sync is due now */
+	DOVEWARDEN_ADMIN_STATUS_FULL_SYNC_DUE,
+	/* users whose last sync failed, and those of them still waiting
+	   for their retry */
 	DOVEWARDEN_ADMIN_STATUS_FAILED,
+	DOVEWARDEN_ADMIN_STATUS_FAILED_WAITING,
+	DOVEWARDEN_ADMIN_STATUS_SYNCING,
+	DOVEWARDEN_ADMIN_STATUS_USERS,
 
 	DOVEWARDEN_ADMIN_STATUS_COUNT
 };
-/* "users", "syncing", "pending_sync", "pending_high", "pending_low",
-   "failed" */
+/* "pending_sync", "pending_high", "pending_low", "full_sync_due",
+   "failed", "failed_waiting", "syncing", "users" */
 extern const char *const dovewarden_admin_status_keys[];
 
 /* A STATUS <mask> line */
@@ -156,8 +168,10 @@ void dovewarden_admin_append_ok(string_t *dest, int count);
 void dovewarden_admin_append_error(string_t *dest, const char *error);
 
 /* Fill a user's status line from the queue's view of it. The strings
-   point into user. full_sync_interval_secs is the queue's setting; it
-   gives the next sync of an idle user. */
+   point into user. The next sync is the queue's schedule
+   (dovewarden_queue_user_get_next_sync()); for a user that is not in a
+   queue it is computed from its fields and full_sync_interval_secs (the
+   queue's setting). */
 void
 dovewarden_admin_user_status_init(struct dovewarden_admin_user_status *status_r,
 				  const struct dovewarden_user *user,

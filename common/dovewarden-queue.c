@@ -4,6 +4,7 @@
 #include "hash.h"
 #include "llist.h"
 #include "priorityq.h"
+#include "md5.h"
 #include "dovewarden-queue.h"
 
 struct dovewarden_queue {
@@ -19,6 +20,8 @@ struct dovewarden_queue {
 
 	unsigned int syncing_count, failed_count;
 	unsigned int priority_counts[DOVEWARDEN_PRIORITY_COUNT];
+	/* Users with unreplicated changes, ordered by pending_age_key */
+	struct priorityq *pending_age;
 };
 
 struct dovewarden_queue_iter {
@@ -53,6 +56,46 @@ static int user_cmp_key(const void *p1, const void *p2)
 	return 0;
 }
 
+static int user_cmp_pending_age(const void *p1, const void *p2)
+{
+	const struct dovewarden_user *u1 =
+		container_of((struct priorityq_item *)p1,
+			     struct dovewarden_user, pending_age_item);
+	const struct dovewarden_user *u2 =
+		container_of((struct priorityq_item *)p2,
+			     struct dovewarden_user, pending_age_item);
+
+	if (u1->pending_age_key < u2->pending_age_key)
+		return -1;
+	if (u1->pending_age_key > u2->pending_age_key)
+		return 1;
+	return 0;
+}
+
+/* Keep the user's place among the users with unreplicated changes:
+   the oldest of pending_since and syncing_pending_since */
+static void
+user_update_pending_age(struct dovewarden_queue *queue,
+			struct dovewarden_user *user)
+{
+	time_t key = user->pending_since;
+
+	if (user->syncing_pending_since != 0 &&
+	    (key == 0 || user->syncing_pending_since < key))
+		key = user->syncing_pending_since;
+	if (user->pending_age_queued) {
+		if (key == user->pending_age_key)
+			return;
+		priorityq_remove(queue->pending_age, &user->pending_age_item);
+		user->pending_age_queued = FALSE;
+	}
+	user->pending_age_key = key;
+	if (key != 0 && !user->removed) {
+		priorityq_add(queue->pending_age, &user->pending_age_item);
+		user->pending_age_queued = TRUE;
+	}
+}
+
 static time_t priority_boost(enum dovewarden_priority priority)
 {
 	switch (priority) {
@@ -83,6 +126,7 @@ dovewarden_queue_init(const struct dovewarden_queue_settings *set)
 	hash_table_create(&queue->users, default_pool, 0, str_hash, strcmp);
 	queue->waiting = priorityq_init(user_cmp_due, 1024);
 	queue->ready = priorityq_init(user_cmp_key, 1024);
+	queue->pending_age = priorityq_init(user_cmp_pending_age, 1024);
 	return queue;
 }
 
@@ -116,6 +160,7 @@ void dovewarden_queue_deinit(struct dovewarden_queue **_queue)
 	}
 	priorityq_deinit(&queue->waiting);
 	priorityq_deinit(&queue->ready);
+	priorityq_deinit(&queue->pending_age);
 	i_free(queue);
 }
 
@@ -157,6 +202,10 @@ user_add_change(struct dovewarden_queue *queue, struct dovewarden_user *user,
 {
 	if (priority == DOVEWARDEN_PRIORITY_NONE)
 		return;
+	if (user->pending_since == 0) {
+		user->pending_since = change_time;
+		user_update_pending_age(queue, user);
+	}
 	if (user->priority == DOVEWARDEN_PRIORITY_NONE)
 		user->pending_key = change_key;
 	else if (change_key < user->pending_key)
@@ -173,9 +222,30 @@ user_next_full_sync(struct dovewarden_queue *queue,
 {
 	i_assert(queue->set.full_sync_interval_secs > 0);
 
-	if (user->last_full_sync == 0 && user->first_full_sync != 0)
+	if (user->first_full_sync != 0)
 		return user->first_full_sync;
 	return user->last_full_sync + queue->set.full_sync_interval_secs;
+}
+
+/* A user's slot is a fixed phase of the wall clock within the interval,
+   picked by a hash of its name: users spread evenly, and a restart
+   neither moves the slot nor postpones it. Returns the first time after
+   now in the slot. */
+static time_t
+user_spread_time(const char *username, unsigned int interval, time_t now)
+{
+	unsigned char digest[MD5_RESULTLEN];
+	uint32_t hash;
+	time_t phase, first = now + 1;
+
+	/* not str_hash(): it is keyed randomly per process. MD5 also
+	   spreads similar names (user1, user2, ...) well. */
+	md5_get_digest(username, strlen(username), digest);
+	hash = ((uint32_t)digest[0] << 24) | ((uint32_t)digest[1] << 16) |
+		((uint32_t)digest[2] << 8) | digest[3];
+	phase = hash % interval;
+
+	return first + (phase - first % interval + interval) % interval;
 }
 
 static void
@@ -253,9 +323,10 @@ void dovewarden_queue_requeue(struct dovewarden_queue *queue,
 
 static struct dovewarden_user *
 queue_get_user(struct dovewarden_queue *queue, const char *username,
-	       bool *created_r)
+	       time_t now, bool *created_r)
 {
 	struct dovewarden_user *user;
+	unsigned int interval = queue->set.full_sync_interval_secs;
 
 	user = hash_table_lookup(queue->users, username);
 	if (user != NULL) {
@@ -266,6 +337,11 @@ queue_get_user(struct dovewarden_queue *queue, const char *username,
 	user->username = i_strdup(username);
 	user->state = i_strdup("");
 	user->priority = DOVEWARDEN_PRIORITY_NONE;
+	/* when it is due without a change: spread, so that a first start
+	   does not fully sync every user at once */
+	if (interval > 0)
+		user->first_full_sync = user_spread_time(username, interval,
+							 now);
 	queue->priority_counts[DOVEWARDEN_PRIORITY_NONE]++;
 	hash_table_insert(queue->users, user->username, user);
 	*created_r = TRUE;
@@ -281,7 +357,7 @@ dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 	time_t old_key;
 	bool created;
 
-	user = queue_get_user(queue, username, &created);
+	user = queue_get_user(queue, username, now, &created);
 	old_priority = user->priority;
 	old_key = user->pending_key;
 	user_add_change(queue, user, priority, now,
@@ -297,28 +373,16 @@ dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 	return user;
 }
 
-/* A stable spread: the same user gets the same slot after a restart */
-static time_t
-user_spread_offset(const char *username, unsigned int interval)
-{
-	return str_hash(username) % interval;
-}
-
 struct dovewarden_user *
 dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
 		     time_t now)
 {
 	struct dovewarden_user *user;
-	unsigned int interval = queue->set.full_sync_interval_secs;
 	bool created;
 
-	user = queue_get_user(queue, username, &created);
+	user = queue_get_user(queue, username, now, &created);
 	if (!created)
 		return user;
-	if (interval > 0) {
-		user->first_full_sync =
-			now + 1 + user_spread_offset(username, interval);
-	}
 	queue_link(queue, user, now);
 	return user;
 }
@@ -332,7 +396,7 @@ dovewarden_queue_restore(struct dovewarden_queue *queue,
 	unsigned int interval = queue->set.full_sync_interval_secs;
 	bool created;
 
-	user = queue_get_user(queue, fields->username, &created);
+	user = queue_get_user(queue, fields->username, now, &created);
 	i_assert(created);
 
 	i_free(user->state);
@@ -350,10 +414,13 @@ dovewarden_queue_restore(struct dovewarden_queue *queue,
 	user_add_change(queue, user, priority, fields->last_update,
 			fields->last_update - priority_boost(priority));
 	user->last_update = fields->last_update;
-	if (user->last_full_sync == 0 && interval > 0) {
-		user->first_full_sync =
-			now + 1 + user_spread_offset(user->username, interval);
-	}
+	/* queue_get_user() gave the user its slot. It keeps it if it
+	   never had a full sync, or if the next one is overdue already
+	   (after a downtime): all of those at once would go before every
+	   new change. */
+	if (interval > 0 && user->last_full_sync != 0 &&
+	    user->last_full_sync + interval > now)
+		user->first_full_sync = 0;
 	queue_link(queue, user, now);
 	return user;
 }
@@ -382,6 +449,10 @@ queue_forget(struct dovewarden_queue *queue, struct dovewarden_user *user)
 	queue->priority_counts[user->priority]--;
 	if (user->consecutive_failures > 0)
 		queue->failed_count--;
+	if (user->pending_age_queued) {
+		priorityq_remove(queue->pending_age, &user->pending_age_item);
+		user->pending_age_queued = FALSE;
+	}
 }
 
 void dovewarden_queue_remove(struct dovewarden_queue *queue,
@@ -432,8 +503,12 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 
 	user->syncing = TRUE;
 	queue->syncing_count++;
+	/* a user never fully synced gets a full sync first, whenever its
+	   first sync runs: without -f, dsync does not merge mailboxes
+	   that were created on both sides independently */
 	user->syncing_full = user->force_full_sync ||
-		(interval > 0 && user_next_full_sync(queue, user) <= now);
+		(interval > 0 && (user->last_full_sync == 0 ||
+				  user_next_full_sync(queue, user) <= now));
 	user->force_full_sync = FALSE;
 	user->last_fast_sync = now;
 	if (user->syncing_full) {
@@ -443,7 +518,16 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 	user->syncing_priority = user->priority;
 	user->syncing_pending_key = user->pending_key;
 	user_set_priority(queue, user, DOVEWARDEN_PRIORITY_NONE);
+	/* changes that arrive from now on are not covered by this sync */
+	user->syncing_pending_since = user->pending_since;
+	user->pending_since = 0;
+	user_update_pending_age(queue, user);
 	return user;
+}
+
+time_t dovewarden_queue_user_get_next_sync(const struct dovewarden_user *user)
+{
+	return user->queued ? user->queue_due : 0;
 }
 
 time_t dovewarden_queue_next_due(struct dovewarden_queue *queue)
@@ -488,6 +572,10 @@ user_restore_changes(struct dovewarden_queue *queue,
 		key = now - priority_boost(priority);
 		change_time = now;
 	}
+	if (user->syncing_pending_since != 0 &&
+	    (user->pending_since == 0 ||
+	     user->syncing_pending_since < user->pending_since))
+		user->pending_since = user->syncing_pending_since;
 	user_add_change(queue, user, priority, change_time, key);
 	if (user->syncing_full)
 		user->force_full_sync = TRUE;
@@ -553,11 +641,25 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 	}
 	user->syncing_full = FALSE;
 	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
+	user->syncing_pending_since = 0;
+	user_update_pending_age(queue, user);
 	queue_link(queue, user, now);
 }
 
-void dovewarden_queue_get_stats(struct dovewarden_queue *queue, time_t now,
-				struct dovewarden_queue_stats *stats_r)
+time_t dovewarden_queue_get_oldest_pending(struct dovewarden_queue *queue)
+{
+	struct priorityq_item *item;
+	const struct dovewarden_user *user;
+
+	item = priorityq_peek(queue->pending_age);
+	if (item == NULL)
+		return 0;
+	user = container_of(item, struct dovewarden_user, pending_age_item);
+	return user->pending_age_key;
+}
+
+void dovewarden_queue_get_counts(struct dovewarden_queue *queue,
+				 struct dovewarden_queue_stats *stats_r)
 {
 	unsigned int i;
 
@@ -567,6 +669,36 @@ void dovewarden_queue_get_stats(struct dovewarden_queue *queue, time_t now,
 	for (i = 0; i < DOVEWARDEN_PRIORITY_COUNT; i++)
 		stats_r->pending[i] = queue->priority_counts[i];
 	stats_r->failed = queue->failed_count;
+}
+
+void dovewarden_queue_get_stats(struct dovewarden_queue *queue, time_t now,
+				struct dovewarden_queue_stats *stats_r)
+{
+	unsigned int i;
+
+	struct hash_iterate_context *iter;
+	struct dovewarden_user *user;
+	char *username;
+
+	i_zero(stats_r);
+	stats_r->users = hash_table_count(queue->users);
+	stats_r->syncing = queue->syncing_count;
+	for (i = 0; i < DOVEWARDEN_PRIORITY_COUNT; i++)
+		stats_r->pending[i] = queue->priority_counts[i];
+	stats_r->failed = queue->failed_count;
+
+	iter = hash_table_iterate_init(queue->users);
+	while (hash_table_iterate(iter, queue->users, &username, &user)) {
+		if (!user->queued)
+			continue;
+		if (user->consecutive_failures > 0) {
+			if (user->queue_due > now)
+				stats_r->failed_waiting++;
+		} else if (user->priority == DOVEWARDEN_PRIORITY_NONE &&
+			   user->queue_due <= now)
+			stats_r->full_sync_due++;
+	}
+	hash_table_iterate_deinit(&iter);
 }
 
 struct dovewarden_queue_iter *

@@ -33,9 +33,16 @@
    A user with pending changes is due at once, or at next_try while in
    failure back-off. An idle user is due at its next full sync:
    last_full_sync + full_sync_interval_secs, or, if it was never fully
-   synced and was made known by dovewarden_queue_add(), at a time spread
-   over the interval by a hash of its username. With
-   full_sync_interval_secs = 0 idle users are never due. */
+   synced (however it became known) or restore() found its full sync
+   overdue, at its slot: the first time after it became known (or was
+   restored) whose phase within the interval matches a hash of its
+   username. Slots spread users evenly over the interval and stay the
+   same across restarts. Whatever makes it run, the first sync of a user
+   that was never fully synced is a full one (dsync without -f does not
+   merge mailboxes created on both sides independently); an idle user
+   runs it at its slot, a user with a change at once. With
+   full_sync_interval_secs = 0 idle users are never due, and no sync is
+   a full one unless forced. */
 
 /* How much earlier than its real time a change of this priority sorts */
 #define DOVEWARDEN_QUEUE_SYNC_BOOST_SECS (45 * 60)
@@ -112,11 +119,18 @@ struct dovewarden_user {
 	time_t pending_key;
 	/* The user's position, fixed while it is queued */
 	time_t queue_due, queue_key;
-	/* Scheduled first full sync of a user added by
-	   dovewarden_queue_add() (0 = none) */
+	/* Scheduled full sync that replaces last_full_sync + interval: the
+	   user's slot (see the top of this file) while it was never fully
+	   synced or after restore() found it overdue (0 = none) */
 	time_t first_full_sync;
 	/* pending_key when the running sync was popped */
 	time_t syncing_pending_key;
+	/* Time of the oldest change not replicated yet (0 = none), and of
+	   the changes the running sync started with; the user's place in
+	   the queue's pending age heap */
+	time_t pending_since, syncing_pending_since, pending_age_key;
+	struct priorityq_item pending_age_item;
+	bool pending_age_queued:1;
 	bool queued:1;
 	bool queued_ready:1;
 	bool removed:1;
@@ -138,8 +152,9 @@ dovewarden_queue_lookup(struct dovewarden_queue *queue, const char *username);
 struct dovewarden_user *
 dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 			enum dovewarden_priority priority, time_t now);
-/* Like notify with NONE: make the user known, with its first full sync
-   spread over the full sync interval. Returns the user. */
+/* Like notify with NONE: make the user known (its first full sync at its
+   slot, like every new user). A known user is not changed. Returns the
+   user. */
 struct dovewarden_user *
 dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
 		     time_t now);
@@ -150,7 +165,9 @@ dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
    last_error (NULL or "" = none), keeps the counters right and queues the
    user as sync_finished() would: pending (sort key last_update minus its
    priority's boost) due at once or at next_try; idle at its next full
-   sync, spread like dovewarden_queue_add() if it never had one.
+   sync, or at its slot if it never had one or that is overdue already
+   (so a restart after a long downtime does not run every overdue full
+   sync before the new changes).
    force_full_sync with priority NONE is queued at LOW. Other fields of
    *fields are ignored; its strings are copied. Returns the user. */
 struct dovewarden_user *
@@ -180,6 +197,10 @@ void dovewarden_queue_remove(struct dovewarden_queue *queue,
    dovewarden_queue_sync_finished() for it. */
 struct dovewarden_user *
 dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now);
+/* When the user's next sync is due as the queue has it scheduled (a time
+   in the past: due now), or 0 when the user is not queued (syncing, or
+   idle with full syncs off). */
+time_t dovewarden_queue_user_get_next_sync(const struct dovewarden_user *user);
 /* When the next queued user becomes due; 0 when nothing is queued.
    The value may be in the past: then a user is due now. */
 time_t dovewarden_queue_next_due(struct dovewarden_queue *queue);
@@ -211,7 +232,9 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 void dovewarden_queue_requeue(struct dovewarden_queue *queue,
 			      struct dovewarden_user *user, time_t now);
 
-/* Counts for status output. O(1): kept up to date as users change. */
+/* Counts for status output. users, syncing, pending and failed are kept
+   up to date as users change; full_sync_due and failed_waiting depend on
+   now and are counted over all users (O(n)). */
 struct dovewarden_queue_stats {
 	unsigned int users;
 	unsigned int syncing;
@@ -220,9 +243,23 @@ struct dovewarden_queue_stats {
 	/* users whose last sync failed (consecutive_failures > 0): in
 	   failure back-off or due for their retry */
 	unsigned int failed;
+	/* of failed: those still waiting for their retry (in back-off) */
+	unsigned int failed_waiting;
+	/* idle users whose periodic full sync is due now (a backlog) */
+	unsigned int full_sync_due;
 };
 void dovewarden_queue_get_stats(struct dovewarden_queue *queue, time_t now,
 				struct dovewarden_queue_stats *stats_r);
+
+/* Like dovewarden_queue_get_stats(), but only the fields kept up to date
+   (users, syncing, pending, failed) in O(1); the others are 0. */
+void dovewarden_queue_get_counts(struct dovewarden_queue *queue,
+				 struct dovewarden_queue_stats *stats_r);
+/* When the oldest change that is not replicated yet was made (a change
+   is replicated once a sync that started after it succeeded), or 0 when
+   there is none; O(1). A user restored from saved state counts its
+   pending changes from their last_update. */
+time_t dovewarden_queue_get_oldest_pending(struct dovewarden_queue *queue);
 
 /* Iterate all known users, in no particular order (users removed while
    syncing are no longer known). The queue must not be changed during the

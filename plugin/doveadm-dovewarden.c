@@ -44,13 +44,18 @@ struct admin_client {
 
 const char *doveadm_dovewarden_plugin_version = DOVECOT_ABI_VERSION;
 
+/* 2.3's replicator labels where the meaning is the same */
 static const char *const status_labels[] = {
-	[DOVEWARDEN_ADMIN_STATUS_USERS] = "Total number of known users",
-	[DOVEWARDEN_ADMIN_STATUS_SYNCING] = "Syncs running",
 	[DOVEWARDEN_ADMIN_STATUS_PENDING_SYNC] = "Queued 'sync' requests",
 	[DOVEWARDEN_ADMIN_STATUS_PENDING_HIGH] = "Queued 'high' requests",
 	[DOVEWARDEN_ADMIN_STATUS_PENDING_LOW] = "Queued 'low' requests",
-	[DOVEWARDEN_ADMIN_STATUS_FAILED] = "Users with failed syncs",
+	[DOVEWARDEN_ADMIN_STATUS_FULL_SYNC_DUE] =
+		"Queued 'full resync' requests",
+	[DOVEWARDEN_ADMIN_STATUS_FAILED] = "Users whose last sync failed",
+	[DOVEWARDEN_ADMIN_STATUS_FAILED_WAITING] =
+		"Failed users waiting to retry",
+	[DOVEWARDEN_ADMIN_STATUS_SYNCING] = "Syncs running",
+	[DOVEWARDEN_ADMIN_STATUS_USERS] = "Total number of known users",
 };
 static_assert_array_size(status_labels, DOVEWARDEN_ADMIN_STATUS_COUNT);
 

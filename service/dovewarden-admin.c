@@ -8,9 +8,9 @@
 #include "connection.h"
 #include "wildcard-match.h"
 #include "master-service.h"
-#include "auth-master.h"
 #include "dovewarden-admin-protocol.h"
 #include "dovewarden-admin.h"
+#include "dovewarden-metrics.h"
 
 /* Admin clients are root tools that send a command or two; one that stays
    silent this long is gone. */
@@ -18,6 +18,9 @@
 
 struct admin_client {
 	struct connection conn;
+	/* ADD <mask> running; input waits until it has been answered */
+	struct dovewarden_sweep *add_sweep;
+	char *add_mask;
 };
 
 struct admin_server {
@@ -77,13 +80,20 @@ static void admin_cmd_status_users(struct admin_client *client,
 	string_t *str = t_str_new(256);
 
 	t_array_init(&users, 64);
-	iter = dovewarden_queue_iter_init(admin_server->queue);
-	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
-		if (wildcard_match(user->username, mask))
+	if (strpbrk(mask, "*?") == NULL) {
+		/* one user: no need to walk them all */
+		user = dovewarden_queue_lookup(admin_server->queue, mask);
+		if (user != NULL)
 			array_push_back(&users, &user);
+	} else {
+		iter = dovewarden_queue_iter_init(admin_server->queue);
+		while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+			if (wildcard_match(user->username, mask))
+				array_push_back(&users, &user);
+		}
+		dovewarden_queue_iter_deinit(&iter);
+		array_sort(&users, admin_user_cmp);
 	}
-	dovewarden_queue_iter_deinit(&iter);
-	array_sort(&users, admin_user_cmp);
 
 	array_foreach_elem(&users, user) {
 		dovewarden_admin_user_status_init(&status, user,
@@ -136,20 +146,12 @@ static void admin_cmd_status_dsync(struct admin_client *client)
 }
 
 static void
-admin_replicate_user(struct dovewarden_user *user, const char *username,
+admin_replicate_user(const char *username,
 		     const struct dovewarden_admin_request *req)
 {
-	struct dovewarden_queue *queue = admin_server->queue;
+	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
 
-	if (!req->full_sync) {
-		(void)dovewarden_queue_notify(queue, username, req->priority,
-					      ioloop_time);
-		return;
-	}
-	if (user == NULL)
-		user = dovewarden_queue_add(queue, username, ioloop_time);
-	dovewarden_queue_force_full_sync(queue, user, req->priority,
-					 ioloop_time);
+	cb->replicate(username, req->priority, req->full_sync, cb->context);
 }
 
 static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
@@ -161,8 +163,7 @@ static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
 	const char *username;
 
 	if (!dovewarden_admin_is_mask(req->mask)) {
-		user = dovewarden_queue_lookup(queue, req->mask);
-		admin_replicate_user(user, req->mask, req);
+		admin_replicate_user(req->mask, req);
 		return 1;
 	}
 
@@ -177,28 +178,72 @@ static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
 	}
 	dovewarden_queue_iter_deinit(&iter);
 
-	array_foreach_elem(&usernames, username) {
-		user = dovewarden_queue_lookup(queue, username);
-		i_assert(user != NULL);
-		admin_replicate_user(user, username, req);
-	}
+	array_foreach_elem(&usernames, username)
+		admin_replicate_user(username, req);
 	return (int)I_MIN(array_count(&usernames), INT_MAX);
 }
 
-static int admin_cmd_add(const char *mask, const char **error_r)
+static void admin_queue_changed(void)
+{
+	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
+
+	cb->queue_changed(cb->context);
+}
+
+static void
+admin_add_users_finished(const struct dovewarden_sweep_result *result,
+			 void *context)
+{
+	struct admin_client *client = context;
+
+	client->add_sweep = NULL;
+	o_stream_cork(client->conn.output);
+	if (result->error != NULL) {
+		e_error(client->conn.event, "ADD %s failed (%u users added "
+			"before the failure): %s", client->add_mask,
+			result->added, result->error);
+		admin_reply_error(client, t_strdup_printf(
+			"Userdb iteration failed (%u users added before the "
+			"failure): %s", result->added, result->error));
+	} else {
+		e_info(client->conn.event, "ADD %s: %u users listed, %u of "
+		       "them new%s", client->add_mask, result->listed,
+		       result->added, result->invalid == 0 ? "" :
+		       t_strdup_printf(" (%u invalid names skipped)",
+				       result->invalid));
+		admin_reply_ok(client, (int)I_MIN(result->added, INT_MAX));
+	}
+	o_stream_uncork(client->conn.output);
+	i_free(client->add_mask);
+	if (result->added > 0)
+		admin_queue_changed();
+	connection_input_resume(&client->conn);
+}
+
+/* Returns TRUE when the reply was sent, FALSE when it is sent later */
+static bool admin_cmd_add(struct admin_client *client, const char *mask)
 {
 	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
 
 	if (!dovewarden_admin_is_mask(mask)) {
 		(void)dovewarden_queue_add(admin_server->queue, mask,
 					   ioloop_time);
-		return 1;
+		e_info(client->conn.event, "Added user %s", mask);
+		admin_reply_ok(client, 1);
+		admin_queue_changed();
+		return TRUE;
 	}
 	if (cb->add_users == NULL) {
-		*error_r = "User masks are not supported yet";
-		return -1;
+		admin_reply_error(client, "User masks are not supported");
+		return TRUE;
 	}
-	return cb->add_users(mask, error_r, cb->context);
+	i_assert(client->add_sweep == NULL);
+	client->add_mask = i_strdup(mask);
+	client->add_sweep = cb->add_users(mask, admin_add_users_finished,
+					  client, cb->context);
+	/* the following commands are answered after this one */
+	connection_input_halt(&client->conn);
+	return FALSE;
 }
 
 static int admin_cmd_remove(const char *username, const char **error_r)
@@ -214,14 +259,8 @@ static int admin_cmd_remove(const char *username, const char **error_r)
 	return 0;
 }
 
-static void admin_queue_changed(void)
-{
-	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
-
-	cb->queue_changed(cb->context);
-}
-
-static void
+/* Returns FALSE when the reply comes later (input must stop) */
+static bool
 admin_client_handle(struct admin_client *client,
 		    const struct dovewarden_admin_request *req)
 {
@@ -231,14 +270,15 @@ admin_client_handle(struct admin_client *client,
 	switch (req->cmd) {
 	case DOVEWARDEN_ADMIN_CMD_STATUS:
 		admin_cmd_status(client);
-		return;
+		return TRUE;
 	case DOVEWARDEN_ADMIN_CMD_STATUS_USERS:
 		admin_cmd_status_users(client, req->mask);
-		return;
+		return TRUE;
 	case DOVEWARDEN_ADMIN_CMD_STATUS_DSYNC:
 		admin_cmd_status_dsync(client);
-		return;
+		return TRUE;
 	case DOVEWARDEN_ADMIN_CMD_REPLICATE:
+		/* the replicate callback journals and schedules */
 		count = admin_cmd_replicate(req);
 		e_info(client->conn.event,
 		       "Replication requested for %d user(s) "
@@ -246,30 +286,19 @@ admin_client_handle(struct admin_client *client,
 		       dovewarden_priority_to_str(req->priority),
 		       req->full_sync ? ", full sync" : "");
 		admin_reply_ok(client, count);
-		if (count > 0)
-			admin_queue_changed();
-		return;
+		return TRUE;
 	case DOVEWARDEN_ADMIN_CMD_ADD:
-		if ((count = admin_cmd_add(req->mask, &error)) < 0) {
-			e_error(client->conn.event, "ADD failed: %s", error);
-			admin_reply_error(client, error);
-			return;
-		}
-		e_info(client->conn.event, "Added %d user(s)", count);
-		admin_reply_ok(client, count);
-		if (count > 0)
-			admin_queue_changed();
-		return;
+		return admin_cmd_add(client, req->mask);
 	case DOVEWARDEN_ADMIN_CMD_REMOVE:
 		if (admin_cmd_remove(req->mask, &error) < 0) {
 			e_info(client->conn.event, "REMOVE: %s", error);
 			admin_reply_error(client, error);
-			return;
+			return TRUE;
 		}
 		e_info(client->conn.event, "Removed user %s", req->mask);
 		admin_reply_ok(client, -1);
 		admin_queue_changed();
-		return;
+		return TRUE;
 	}
 	i_unreached();
 }
@@ -281,15 +310,18 @@ admin_client_input_args(struct connection *conn, const char *const *args)
 		container_of(conn, struct admin_client, conn);
 	struct dovewarden_admin_request req;
 	const char *error;
+	bool replied = TRUE;
 
 	o_stream_cork(conn->output);
 	if (dovewarden_admin_parse_request(args, &req, &error) < 0) {
+		dovewarden_metrics_rejected(DOVEWARDEN_METRICS_SOURCE_ADMIN);
 		e_error(conn->event, "Invalid request: %s", error);
 		admin_reply_error(client, error);
 	} else
-		admin_client_handle(client, &req);
+		replied = admin_client_handle(client, &req);
 	o_stream_uncork(conn->output);
-	return 1;
+	/* 0 stops reading the buffered lines too, until input resumes */
+	return replied ? 1 : 0;
 }
 
 static void admin_client_destroy(struct connection *conn)
@@ -298,12 +330,15 @@ static void admin_client_destroy(struct connection *conn)
 		container_of(conn, struct admin_client, conn);
 
 	if (conn->disconnect_reason == CONNECTION_DISCONNECT_BUFFER_FULL) {
+		dovewarden_metrics_rejected(DOVEWARDEN_METRICS_SOURCE_ADMIN);
 		e_error(conn->event, "Invalid request: Line longer than %u "
 			"bytes, disconnecting",
 			DOVEWARDEN_ADMIN_MAX_LINE_LENGTH);
 		/* best effort: the client may not be reading */
 		admin_reply_error(client, "Request line too long");
 	}
+	dovewarden_sweep_abort(&client->add_sweep);
+	i_free(client->add_mask);
 	connection_deinit(&client->conn);
 	i_free(client);
 	master_service_client_connection_destroyed(master_service);
@@ -325,48 +360,6 @@ static const struct connection_vfuncs admin_conn_vfuncs = {
 	.destroy = admin_client_destroy,
 	.input_args = admin_client_input_args,
 };
-
-int dovewarden_admin_add_userdb_users(struct dovewarden_queue *queue,
-				      const char *auth_socket_path,
-				      const char *mask, const char **error_r)
-{
-	struct auth_master_connection *auth_conn;
-	struct auth_master_user_list_ctx *ctx;
-	struct auth_user_info info;
-	const char *username;
-	unsigned int count = 0, invalid = 0;
-	int ret;
-
-	i_zero(&info);
-	info.protocol = "dovewarden";
-
-	auth_conn = auth_master_init(auth_socket_path, 0);
-	ctx = auth_master_user_list_init(auth_conn, mask, &info);
-	while ((username = auth_master_user_list_next(ctx)) != NULL) {
-		/* the userdb may ignore the mask */
-		if (!wildcard_match(username, mask))
-			continue;
-		if (!dovewarden_username_is_valid(username)) {
-			invalid++;
-			continue;
-		}
-		(void)dovewarden_queue_add(queue, username, ioloop_time);
-		count++;
-	}
-	ret = auth_master_user_list_deinit(&ctx);
-	auth_master_deinit(&auth_conn);
-	if (invalid > 0 && admin_server != NULL) {
-		e_warning(admin_server->event, "Userdb iteration: skipped %u "
-			  "invalid username(s)", invalid);
-	}
-	if (ret < 0) {
-		*error_r = t_strdup_printf(
-			"Userdb iteration failed (%u users added before "
-			"the failure)", count);
-		return -1;
-	}
-	return (int)I_MIN(count, INT_MAX);
-}
 
 void dovewarden_admin_client_create(int fd)
 {

@@ -3,6 +3,7 @@
 #define DOVEWARDEN_ADMIN_H
 
 #include "dovewarden-queue.h"
+#include "dovewarden-sweep.h"
 
 /* The server side of the admin protocol (see dovewarden-admin-protocol.h)
    on the service's "dovewarden-admin" listener. It reads and changes the
@@ -32,16 +33,28 @@ struct dovewarden_admin_callbacks {
 	   returned: "syncing". */
 	const char *(*sync_state)(const struct dovewarden_user *user,
 				  void *context);
-	/* REPLICATE, ADD or REMOVE changed the queue: re-check
+	/* ADD or REMOVE changed the queue: re-check
 	   dovewarden_queue_next_due() and start syncs that are due. Called
 	   after the reply was queued for sending. Must not be NULL. */
 	void (*queue_changed)(void *context);
-	/* ADD <mask>: make every userdb user matching mask known with
-	   dovewarden_queue_add(). Runs synchronously; returns the number of
-	   users, or -1 with error_r. NULL: masks are answered with an
+	/* REPLICATE for one user (called once per matching user): queue a
+	   change at priority, or with full_sync a full sync (the next sync
+	   sends -f), making the user known if needed; e.g.
+	   dovewarden_replicator_notify() or
+	   dovewarden_replicator_force_full_sync(), which journal the
+	   request and start the sync. Must not be NULL. */
+	void (*replicate)(const char *username,
+			  enum dovewarden_priority priority, bool full_sync,
+			  void *context);
+	/* ADD <mask>: start making every userdb user matching mask known,
+	   e.g. with dovewarden_sweep_start(); the admin code aborts the
+	   sweep with dovewarden_sweep_abort() if the client disconnects
+	   first. The reply is sent from the callback, and the client's
+	   further commands wait for it. NULL: masks are answered with an
 	   error. */
-	int (*add_users)(const char *mask, const char **error_r,
-			 void *context);
+	struct dovewarden_sweep *
+	(*add_users)(const char *mask, dovewarden_sweep_callback_t *callback,
+		     void *callback_context, void *context);
 	void *context;
 };
 
@@ -57,16 +70,6 @@ dovewarden_admin_server_init(struct dovewarden_queue *queue,
 			     struct event *event_parent);
 /* Close all admin connections and free the server. */
 void dovewarden_admin_server_deinit(void);
-
-/* A ready implementation for the add_users callback: iterate the userdb
-   through the auth-userdb socket at auth_socket_path (absolute) and
-   dovewarden_queue_add() every valid username matching mask. Blocks
-   until the iteration ends (auth-master runs its own ioloop). Returns
-   the number of users, or -1 with error_r (users found before the
-   failure stay added). Does not call queue_changed. */
-int dovewarden_admin_add_userdb_users(struct dovewarden_queue *queue,
-				      const char *auth_socket_path,
-				      const char *mask, const char **error_r);
 
 /* Serve an accepted admin connection; takes ownership of fd. */
 void dovewarden_admin_client_create(int fd);

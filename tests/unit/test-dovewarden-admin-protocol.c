@@ -190,9 +190,11 @@ Test(admin_protocol, stats_lines)
 		.users = 42,
 		.syncing = 2,
 		.pending = { 0, 3, 4, 5 },
-		.failed = 1,
+		.failed = 7,
+		.failed_waiting = 6,
+		.full_sync_due = 8,
 	};
-	const unsigned int expected[] = { 42, 2, 5, 4, 3, 1 };
+	const unsigned int expected[] = { 5, 4, 3, 8, 7, 6, 2, 42 };
 	const char *const *lines, *key, *value, *error;
 	string_t *str = t_str_new(256);
 	unsigned int i;
@@ -395,8 +397,47 @@ Test(admin_protocol, user_status_next_sync)
 	cr_assert_eq(status.consecutive_failures, 2);
 	cr_assert_str_eq(status.last_error, "timeout");
 
-	/* syncing */
+	/* syncing: shows the priority the sync runs for */
 	user->syncing = TRUE;
+	user->priority = DOVEWARDEN_PRIORITY_NONE;
+	user->syncing_priority = DOVEWARDEN_PRIORITY_SYNC;
 	dovewarden_admin_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, 0);
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_SYNC);
+	user->priority = DOVEWARDEN_PRIORITY_LOW;
+	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
+	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_LOW);
+}
+
+Test(admin_protocol, user_status_next_sync_from_queue)
+{
+	const struct dovewarden_queue_settings set = {
+		.full_sync_interval_secs = 3600,
+		.retry_min_secs = 10,
+		.retry_max_secs = 600,
+	};
+	struct dovewarden_admin_user_status status;
+	struct dovewarden_queue *queue;
+	struct dovewarden_user *user;
+	const time_t now = 1000000;
+
+	/* a user whose first full sync is at its slot: the queue knows
+	   when */
+	queue = dovewarden_queue_init(&set);
+	user = dovewarden_queue_add(queue, "alice", now);
+	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	cr_assert_eq(status.next_sync_secs,
+		     dovewarden_queue_user_get_next_sync(user) - now);
+	cr_assert_gt(status.next_sync_secs, 0);
+	cr_assert_leq(status.next_sync_secs, 3600);
+	dovewarden_admin_user_status_init(&status, user, 3600, now + 7200);
+	cr_assert_eq(status.next_sync_secs, 0);
+
+	/* pending: now */
+	user = dovewarden_queue_notify(queue, "bob", DOVEWARDEN_PRIORITY_HIGH,
+				       now);
+	dovewarden_admin_user_status_init(&status, user, 3600, now + 1);
+	cr_assert_eq(status.next_sync_secs, 0);
+	dovewarden_queue_deinit(&queue);
 }

@@ -537,6 +537,7 @@ Test(queue, full_sync_after_interval)
 	finish_ok(user, T0 + 10);
 	cr_assert(!user->syncing_full);
 	cr_assert_eq(dovewarden_queue_next_due(queue), T0 + 3600);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 3600);
 
 	/* a change: incremental */
 	dovewarden_queue_notify(queue, "alice", HIGH, T0 + 100);
@@ -544,6 +545,7 @@ Test(queue, full_sync_after_interval)
 	cr_assert(!user->syncing_full);
 	cr_assert_eq(user->last_full_sync, T0);
 	cr_assert_eq(user->last_fast_sync, T0 + 100);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), 0);
 	finish_ok(user, T0 + 110);
 
 	pop_none(T0 + 3599);
@@ -552,6 +554,131 @@ Test(queue, full_sync_after_interval)
 	cr_assert_eq(user->last_full_sync, T0 + 3600);
 	finish_ok(user, T0 + 3600);
 	cr_assert_eq(dovewarden_queue_next_due(queue), T0 + 7200);
+}
+
+Test(queue, first_full_sync_of_idle_user_at_its_slot)
+{
+	struct dovewarden_user *user;
+	time_t slot;
+
+	queue_new(3600, 10, 3600);
+	user = dovewarden_queue_add(queue, "alice", T0);
+	slot = dovewarden_queue_user_get_next_sync(user);
+	cr_assert_gt(slot, T0);
+	cr_assert_leq(slot, T0 + 3600);
+	pop_none(slot - 1);
+	user = pop_name(slot, "alice");
+	cr_assert(user->syncing_full);
+	finish_ok(user, slot);
+	cr_assert_eq(dovewarden_queue_next_due(queue), slot + 3600);
+}
+
+static struct dovewarden_user *
+restore_user(const char *name, time_t last_full_sync, time_t now)
+{
+	struct dovewarden_user fields;
+
+	i_zero(&fields);
+	fields.username = t_strdup_noconst(name);
+	fields.priority = NONE;
+	fields.last_update = last_full_sync;
+	fields.last_fast_sync = last_full_sync;
+	fields.last_full_sync = last_full_sync;
+	fields.last_successful_sync = last_full_sync;
+	return dovewarden_queue_restore(queue, &fields, now);
+}
+
+Test(queue, slot_survives_restarts)
+{
+	const unsigned int interval = 86400;
+	struct dovewarden_user *user;
+	time_t slot;
+
+	/* a user never fully synced keeps its slot over restarts, so
+	   frequent restarts do not postpone its first full sync */
+	queue_new(interval, 10, 3600);
+	slot = dovewarden_queue_user_get_next_sync(
+		dovewarden_queue_add(queue, "alice", T0));
+	/* the same in every process: MD5 of the name, not str_hash() */
+	cr_assert_eq(slot, T0 + 65970);
+
+	queue_new(interval, 10, 3600);
+	user = restore_user("alice", 0, T0 + (slot - T0) / 2);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), slot);
+	queue_new(interval, 10, 3600);
+	user = dovewarden_queue_notify(queue, "alice", NONE, slot - 1);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), slot);
+	/* restarted right after the slot: the next day */
+	queue_new(interval, 10, 3600);
+	user = restore_user("alice", 0, slot);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user),
+		     slot + interval);
+}
+
+Test(queue, restored_overdue_full_syncs_spread)
+{
+	const unsigned int interval = 86400, count = 5000;
+	struct dovewarden_user *user;
+	unsigned int i, popped = 0;
+	time_t now;
+
+	queue_new(interval, 10, 3600);
+	/* full sync not overdue yet: at last_full_sync + interval */
+	user = restore_user("fresh", T0 - 100, T0);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user),
+		     T0 - 100 + interval);
+	dovewarden_queue_remove(queue, user);
+
+	/* down for two days: every full sync is overdue */
+	for (i = 0; i < count; i++) {
+		restore_user(t_strdup_printf("user%05u", i),
+			     T0 - 3 * (time_t)interval, T0);
+	}
+	pop_none(T0);
+	now = T0 + interval / 100;
+	/* a new change goes before the backlog */
+	dovewarden_queue_notify(queue, "new", LOW, now);
+	pop_name(now, "new");
+	while ((user = dovewarden_queue_pop(queue, now)) != NULL) {
+		cr_assert(user->syncing_full);
+		popped++;
+	}
+	cr_assert_gt(popped, 0);
+	cr_assert_leq(popped, count / 100 * 3);
+	now = T0 + interval;
+	while ((user = dovewarden_queue_pop(queue, now)) != NULL) {
+		cr_assert(user->syncing_full);
+		popped++;
+	}
+	cr_assert_eq(popped, count);
+}
+
+Test(queue, stats_due_and_waiting)
+{
+	struct dovewarden_queue_stats stats;
+	struct dovewarden_user *user;
+
+	queue_new(3600, 30, 3600);
+	restore_user("idle", T0 - 100, T0);
+	restore_user("due", T0 - 3000, T0);
+	dovewarden_queue_notify(queue, "fails", HIGH, T0);
+	user = pop_name(T0, "fails");
+	dovewarden_queue_sync_finished(queue, user,
+		DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL, "x", T0);
+	dovewarden_queue_get_stats(queue, T0, &stats);
+	cr_assert_eq(stats.failed, 1);
+	cr_assert_eq(stats.failed_waiting, 1);
+	cr_assert_eq(stats.full_sync_due, 0);
+	cr_assert_eq(stats.pending[HIGH], 1);
+
+	dovewarden_queue_get_stats(queue, T0 + 700, &stats);
+	cr_assert_eq(stats.full_sync_due, 1);
+	dovewarden_queue_get_stats(queue, user->next_try, &stats);
+	cr_assert_eq(stats.failed, 1);
+	cr_assert_eq(stats.failed_waiting, 0);
+	dovewarden_queue_get_stats(queue, T0 + 3600, &stats);
+	cr_assert_eq(stats.full_sync_due, 2);
+	cr_assert_eq(stats.users, 3);
 }
 
 Test(queue, no_full_sync_without_interval)
@@ -641,19 +768,21 @@ Test(queue, added_users_spread_over_interval)
 	cr_assert_eq(popped, count);
 }
 
-Test(queue, added_user_syncs_incrementally_before_its_full_sync)
+Test(queue, added_user_with_a_change_syncs_fully_at_once)
 {
 	struct dovewarden_user *user;
 
 	queue_new(86400, 10, 3600);
 	user = dovewarden_queue_add(queue, "alice", T0);
-	if (user->first_full_sync <= T0 + 10)
-		return;
+	cr_assert_gt(dovewarden_queue_user_get_next_sync(user), T0);
+	/* a change before its slot: the first sync runs now, and it is
+	   full, because the user was never fully synced */
 	dovewarden_queue_notify(queue, "alice", HIGH, T0 + 10);
 	user = pop_name(T0 + 10, "alice");
-	cr_assert(!user->syncing_full);
+	cr_assert(user->syncing_full);
 	finish_ok(user, T0 + 10);
-	cr_assert_eq(dovewarden_queue_next_due(queue), user->first_full_sync);
+	/* then the periodic full sync follows the last one */
+	cr_assert_eq(dovewarden_queue_next_due(queue), T0 + 10 + 86400);
 }
 
 Test(queue, next_due)
@@ -864,7 +993,7 @@ static time_t soak_due(const struct dovewarden_user *user)
 		return user->next_try;
 	if (soak_interval == 0)
 		return 0;
-	if (user->last_full_sync == 0 && user->first_full_sync != 0)
+	if (user->first_full_sync != 0)
 		return user->first_full_sync;
 	return user->last_full_sync + soak_interval;
 }
