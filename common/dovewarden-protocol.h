@@ -16,13 +16,16 @@
 	A change of <user>'s mail. No reply.
      W\t<id>\t<user>\t<timeout msecs>
 	New mail that the client waits for: reply after a sync that began
-	after this line was received has finished, or after the timeout.
+	after this line was received has succeeded (a temporary failure
+	is not an answer: the retry is), after a failure that retrying
+	won't fix, or after the timeout.
 	<id> is a client-chosen nonzero number, unique per connection.
 
    Service to client:
 
      +\t<id>		the wait request <id> ended with a successful sync
-     -\t<id>\t<reason>	it did not (timeout, failure, replication off)
+     -\t<id>\t<reason>	it did not (timeout, permanent failure,
+			replication off)
 
    Unknown commands are an error that closes the connection; a client must
    not send them before the version's minor number says the service knows

@@ -4,6 +4,7 @@
 #include "llist.h"
 #include "str.h"
 #include "str-sanitize.h"
+#include "time-util.h"
 #include "ioloop.h"
 #include "istream.h"
 #include "ostream.h"
@@ -16,6 +17,27 @@
 #define DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS 1000
 #define DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS 5000
 #define DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE (64 * 1024)
+/* The longest wait the service accepts */
+#define DOVEWARDEN_NOTIFY_WAIT_MAX_MSECS (60 * 60 * 1000)
+
+enum client_wait_result {
+	CLIENT_WAIT_RESULT_OK,
+	CLIENT_WAIT_RESULT_FAILED,
+	CLIENT_WAIT_RESULT_TIMEOUT,
+	CLIENT_WAIT_RESULT_LOST,
+};
+
+struct dovewarden_notify_wait {
+	struct dovewarden_notify_wait *prev, *next;
+	unsigned int id;
+	/* Copies: the wait may outlive the user's session */
+	char *username;
+	struct event *event;
+	/* NULL once the user's session has ended */
+	struct dovewarden_notify_user *user;
+	unsigned int timeout_msecs;
+	struct timeval start, deadline;
+};
 
 struct dovewarden_notify_conn {
 	struct connection conn;
@@ -40,6 +62,12 @@ struct dovewarden_notify_client {
 	/* Users with a pending notification, oldest first */
 	struct dovewarden_notify_user *pending_head, *pending_tail;
 
+	/* Sent wait requests that have not ended, oldest first */
+	struct dovewarden_notify_wait *waits_head, *waits_tail;
+	unsigned int last_wait_id;
+	/* Set while dovewarden_notify_client_wait_run() runs */
+	struct ioloop *wait_ioloop;
+
 	/* A connection failure was logged; the next success is logged too */
 	bool failure_logged:1;
 };
@@ -59,6 +87,8 @@ static const char *const reason_names[] = {
 };
 
 static void client_flush(struct dovewarden_notify_client *client);
+static void client_waits_lost(struct dovewarden_notify_client *client,
+			      const char *error);
 
 static const char *reasons_to_str(enum dovewarden_notify_reason reasons)
 {
@@ -141,6 +171,7 @@ static void client_disconnect(struct dovewarden_notify_client *client,
 		o_stream_get_buffer_used_size(output);
 
 	client_conn_free(client);
+	client_waits_lost(client, error);
 	if (unsent > 0) {
 		e_warning(client->event, "Lost connection to %s: %s - "
 			  "%zu bytes of notifications were lost",
@@ -181,11 +212,137 @@ static void client_conn_handshake_ready(struct connection *_conn)
 	}
 }
 
-static int
-client_conn_input_args(struct connection *conn ATTR_UNUSED,
-		       const char *const *args ATTR_UNUSED)
+static const char *const client_wait_result_names[] = {
+	"ok", "failed", "timeout", "lost",
+};
+
+static void client_wait_free(struct dovewarden_notify_client *client,
+			     struct dovewarden_notify_wait *wait)
 {
-	/* Only wait requests get replies, and this client sends none */
+	DLLIST2_REMOVE(&client->waits_head, &client->waits_tail, wait);
+	event_unref(&wait->event);
+	i_free(wait->username);
+	i_free(wait);
+}
+
+static void client_wait_log(struct dovewarden_notify_wait *wait,
+			    enum client_wait_result result, const char *reason)
+{
+	const char *username = str_sanitize(wait->username, 256);
+	long long msecs = timeval_diff_msecs(&ioloop_timeval, &wait->start);
+	struct event_passthrough *e;
+	const char *msg;
+
+	e = event_create_passthrough(wait->event)->
+		set_name("dovewarden_sync_wait_finished")->
+		add_str("result", client_wait_result_names[result])->
+		add_int("duration_msecs", msecs);
+	if (reason != NULL)
+		e->add_str("error", reason);
+
+	switch (result) {
+	case CLIENT_WAIT_RESULT_OK:
+		e_debug(e->event(), "Sync wait for user %s: replicated after "
+			"%lld ms", username, msecs);
+		return;
+	case CLIENT_WAIT_RESULT_TIMEOUT:
+		msg = t_strdup_printf("Sync wait for user %s timed out after "
+				      "%u ms - replicating in the background",
+				      username, wait->timeout_msecs);
+		break;
+	case CLIENT_WAIT_RESULT_FAILED:
+	case CLIENT_WAIT_RESULT_LOST:
+		msg = t_strdup_printf("Sync wait for user %s failed after "
+				      "%lld ms: %s - replicating in the "
+				      "background", username, msecs,
+				      str_sanitize(reason, 256));
+		break;
+	default:
+		i_unreached();
+	}
+	/* Once per session: a dead peer would otherwise log every mail */
+	if (wait->user != NULL && wait->user->sync_wait_logged) {
+		e_debug(e->event(), "%s", msg);
+		return;
+	}
+	e_warning(e->event(), "%s", msg);
+	if (wait->user != NULL)
+		wait->user->sync_wait_logged = TRUE;
+}
+
+static void client_wait_finish(struct dovewarden_notify_client *client,
+			       struct dovewarden_notify_wait *wait,
+			       enum client_wait_result result,
+			       const char *reason)
+{
+	T_BEGIN {
+		client_wait_log(wait, result, reason);
+	} T_END;
+	if (result == CLIENT_WAIT_RESULT_LOST && wait->user != NULL) {
+		/* The service may not have read the request: notify again
+		   once it is back */
+		dovewarden_notify_client_add(client, wait->user,
+					     DOVEWARDEN_PRIORITY_HIGH,
+					     DOVEWARDEN_NOTIFY_REASON_SAVE);
+	}
+	client_wait_free(client, wait);
+	if (client->wait_ioloop != NULL)
+		io_loop_stop(client->wait_ioloop);
+}
+
+static void client_waits_lost(struct dovewarden_notify_client *client,
+			      const char *error)
+{
+	const char *reason;
+
+	if (client->waits_head == NULL)
+		return;
+	reason = t_strdup_printf("Lost connection to %s: %s", client->path,
+				 error);
+	while (client->waits_head != NULL) {
+		client_wait_finish(client, client->waits_head,
+				   CLIENT_WAIT_RESULT_LOST, reason);
+	}
+}
+
+static struct dovewarden_notify_wait *
+client_wait_find(struct dovewarden_notify_client *client, unsigned int id)
+{
+	struct dovewarden_notify_wait *wait;
+
+	for (wait = client->waits_head; wait != NULL; wait = wait->next) {
+		if (wait->id == id)
+			return wait;
+	}
+	return NULL;
+}
+
+static int
+client_conn_input_args(struct connection *_conn, const char *const *args)
+{
+	struct dovewarden_notify_conn *conn =
+		container_of(_conn, struct dovewarden_notify_conn, conn);
+	struct dovewarden_notify_client *client = conn->client;
+	struct dovewarden_notify_wait *wait;
+	const char *reason, *error;
+	unsigned int id;
+	bool success;
+
+	if (dovewarden_notify_parse_reply(args, &id, &success, &reason,
+					  &error) < 0) {
+		e_error(client->event, "%s: Invalid reply: %s", client->path,
+			error);
+		return -1;
+	}
+	wait = client_wait_find(client, id);
+	if (wait == NULL) {
+		/* it timed out here already */
+		e_debug(client->event, "Reply to sync wait %u that ended "
+			"already", id);
+		return 1;
+	}
+	client_wait_finish(client, wait, success ? CLIENT_WAIT_RESULT_OK :
+			   CLIENT_WAIT_RESULT_FAILED, reason);
 	return 1;
 }
 
@@ -374,6 +531,8 @@ void dovewarden_notify_client_deinit(struct dovewarden_notify_client **_client)
 
 	while ((user = client->pending_head) != NULL)
 		client_dequeue(client, user);
+	while (client->waits_head != NULL)
+		client_wait_free(client, client->waits_head);
 	timeout_remove(&client->to_flush);
 	timeout_remove(&client->to_reconnect);
 	if (client->conn != NULL) {
@@ -423,8 +582,13 @@ void
 dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 				     struct dovewarden_notify_user *user)
 {
+	struct dovewarden_notify_wait *wait;
 	const char *priority;
 
+	for (wait = client->waits_head; wait != NULL; wait = wait->next) {
+		if (wait->user == user)
+			wait->user = NULL;
+	}
 	if (!user->queued)
 		return;
 
@@ -442,4 +606,123 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 	e_warning(user->event, "Couldn't notify %s before the session ended - "
 		  "notification lost (priority=%s)", client->path, priority);
 	client_dequeue(client, user);
+}
+
+bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
+					struct dovewarden_notify_user *user,
+					unsigned int timeout_msecs)
+{
+	struct dovewarden_notify_wait *wait;
+	struct ostream *output;
+	unsigned int id;
+	bool sent = FALSE;
+
+	i_assert(timeout_msecs > 0);
+	timeout_msecs = I_MIN(timeout_msecs, DOVEWARDEN_NOTIFY_WAIT_MAX_MSECS);
+
+	if (client->conn == NULL) {
+		/* Try at once even while backing off: a failed connect()
+		   to a unix socket costs little, and a service that is
+		   back should be waited for. */
+		if (client_connect(client) < 0)
+			return FALSE;
+		if (client->pending_head != NULL)
+			client_flush(client);
+		if (client->conn == NULL)
+			return FALSE;
+	}
+	output = client->conn->conn.output;
+	if (++client->last_wait_id == 0)
+		client->last_wait_id++;
+	id = client->last_wait_id;
+
+	T_BEGIN {
+		string_t *line = t_str_new(128);
+
+		dovewarden_notify_append_wait(line, id, user->username,
+					      timeout_msecs);
+		if (o_stream_get_buffer_avail_size(output) < str_len(line))
+			e_debug(user->event, "%s: Output buffer full - "
+				"not waiting for the sync", client->path);
+		else if (o_stream_send(output, str_data(line),
+				       str_len(line)) < 0)
+			client_disconnect(client, o_stream_get_error(output));
+		else
+			sent = TRUE;
+	} T_END;
+	if (!sent)
+		return FALSE;
+
+	wait = i_new(struct dovewarden_notify_wait, 1);
+	wait->id = id;
+	wait->username = i_strdup(user->username);
+	wait->event = user->event;
+	event_ref(wait->event);
+	wait->user = user;
+	wait->timeout_msecs = timeout_msecs;
+	io_loop_time_refresh();
+	wait->start = ioloop_timeval;
+	wait->deadline = ioloop_timeval;
+	timeval_add_msecs(&wait->deadline, timeout_msecs);
+	DLLIST2_APPEND(&client->waits_head, &client->waits_tail, wait);
+
+	/* the requested sync covers the pending changes too */
+	if (user->queued)
+		client_dequeue(client, user);
+	e_debug(user->event, "Waiting up to %u ms for a sync of user %s "
+		"(request %u)", timeout_msecs,
+		str_sanitize(user->username, 256), id);
+	return TRUE;
+}
+
+/* Ends the waits whose deadline has passed. Returns the milliseconds
+   until the next deadline, or 0 when no wait is left. */
+static unsigned int client_waits_expire(struct dovewarden_notify_client *client)
+{
+	struct dovewarden_notify_wait *wait, *next;
+	long long left, min_left = -1;
+
+	io_loop_time_refresh();
+	for (wait = client->waits_head; wait != NULL; wait = next) {
+		next = wait->next;
+		left = timeval_diff_msecs(&wait->deadline, &ioloop_timeval);
+		if (left <= 0) {
+			client_wait_finish(client, wait,
+					   CLIENT_WAIT_RESULT_TIMEOUT, NULL);
+		} else if (min_left < 0 || left < min_left) {
+			min_left = left;
+		}
+	}
+	return min_left < 0 ? 0 : (unsigned int)min_left;
+}
+
+void dovewarden_notify_client_wait_run(struct dovewarden_notify_client *client)
+{
+	struct ioloop *main_ioloop, *ioloop;
+	struct timeout *to;
+	unsigned int msecs;
+
+	if (client->waits_head == NULL)
+		return;
+	i_assert(client->wait_ioloop == NULL);
+	/* the waits were sent, so the connection exists and lives here */
+	i_assert(client->conn != NULL);
+	main_ioloop = client_ioloop(client);
+
+	/* Only the service connection is served meanwhile. The other I/O
+	   of the process (the client of the mail command itself, other
+	   sessions) waits, which keeps the command's reply back. */
+	ioloop = io_loop_create();
+	client->wait_ioloop = ioloop;
+	connection_switch_ioloop_to(&client->conn->conn, ioloop);
+	while ((msecs = client_waits_expire(client)) > 0) {
+		to = timeout_add_to(ioloop, msecs, io_loop_stop, ioloop);
+		io_loop_run(ioloop);
+		timeout_remove(&to);
+	}
+	/* a lost connection was freed, and failed the waits */
+	if (client->conn != NULL)
+		connection_switch_ioloop_to(&client->conn->conn, main_ioloop);
+	client->wait_ioloop = NULL;
+	io_loop_destroy(&ioloop);
 }

@@ -48,6 +48,9 @@ struct dovewarden_notify_user {
 	enum dovewarden_priority priority;
 	enum dovewarden_notify_reason reasons;
 	bool queued;
+	/* A failed or timed out sync wait was logged as a warning; the
+	   session's later ones are logged at debug level only */
+	bool sync_wait_logged;
 };
 
 /* socket_path is copied. Nothing is connected until the first
@@ -66,9 +69,35 @@ void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
 				  enum dovewarden_notify_reason reasons);
 /* The user's session ends: if a notification is still pending, make one
    last nonblocking attempt to send it, and log a warning if it is lost.
-   The client forgets the user. */
+   The client forgets the user; its sent waits go on without it. */
 void
 dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 				     struct dovewarden_notify_user *user);
+
+/* Synchronous replication of new mail (dovewarden_sync_wait).
+
+   dovewarden_notify_client_wait_send() sends a wait request (W) for the
+   user's new mail, which also makes the service sync the user at once.
+   Several may be sent before dovewarden_notify_client_wait_run()
+   collects their answers together: each wait ends when the service
+   reports a successful sync of the user that started after the request,
+   or when its own timeout (counted from the send) has passed, or when the
+   connection is lost. A failure or a timeout is logged once per user
+   session as a warning and the mail stays queued in the service, so it is
+   replicated in the background. */
+
+/* Returns TRUE when the request was sent. FALSE when the service can't be
+   reached right now or its connection can't take more output: nothing
+   was sent and the caller notifies the change as usual instead. Never
+   blocks. timeout_msecs must be > 0. The user's pending notification, if
+   any, is covered by the request and dropped. */
+bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
+					struct dovewarden_notify_user *user,
+					unsigned int timeout_msecs);
+/* Block until every sent wait has ended. This runs a nested ioloop that
+   only serves the service connection: nothing else in the process runs
+   meanwhile, for at most the longest remaining wait timeout. Returns at
+   once when nothing is waited for. */
+void dovewarden_notify_client_wait_run(struct dovewarden_notify_client *client);
 
 #endif

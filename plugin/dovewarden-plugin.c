@@ -27,6 +27,8 @@ struct dovewarden_user {
 	/* Replication is on for the user */
 	bool enabled:1;
 	bool dsync_logged:1;
+	/* Counted in dovewarden_session_users */
+	bool session_user:1;
 };
 
 struct dovewarden_mail_txn {
@@ -34,6 +36,8 @@ struct dovewarden_mail_txn {
 	enum dovewarden_notify_reason reasons;
 	/* dsync's own transaction */
 	bool sync:1;
+	/* Saved or delivered new mail: dovewarden_sync_wait applies */
+	bool new_mail:1;
 };
 
 static MODULE_CONTEXT_DEFINE_INIT(dovewarden_user_module,
@@ -41,6 +45,9 @@ static MODULE_CONTEXT_DEFINE_INIT(dovewarden_user_module,
 
 static struct notify_context *dovewarden_notify_ctx;
 static struct dovewarden_notify_client *dovewarden_client;
+/* Mail users of sessions (not raw or shared-namespace ones) alive in the
+   process */
+static unsigned int dovewarden_session_users;
 
 const char *dovewarden_plugin_version = DOVECOT_ABI_VERSION;
 const char *dovewarden_plugin_dependencies[] = { "notify", NULL };
@@ -79,6 +86,36 @@ static void dovewarden_notify(struct mail_user *user,
 	dovewarden_notify_full(user, priority, reasons, FALSE);
 }
 
+/* LMTP delivers one mail to its recipients one after the other, and sends
+   the replies only once all are done. Their waits are collected when the
+   last of their mail users is freed, so the recipients' syncs run
+   together and the delivery waits one timeout at most, not one per
+   recipient. */
+static bool dovewarden_wait_deferred(struct mail_user *user)
+{
+	return null_strcmp(user->service, "lmtp") == 0;
+}
+
+/* New mail committed: with dovewarden_sync_wait, return only when it is
+   replicated or the wait timed out. */
+static void dovewarden_notify_new_mail(struct mail_user *user,
+				       enum dovewarden_notify_reason reasons)
+{
+	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT(user);
+	unsigned int msecs;
+
+	msecs = duser == NULL || !duser->enabled || user->dsyncing ? 0 :
+		duser->set->dovewarden_sync_wait;
+	if (msecs == 0 ||
+	    !dovewarden_notify_client_wait_send(dovewarden_client,
+						&duser->nuser, msecs)) {
+		dovewarden_notify(user, DOVEWARDEN_PRIORITY_HIGH, reasons);
+		return;
+	}
+	if (!dovewarden_wait_deferred(user))
+		dovewarden_notify_client_wait_run(dovewarden_client);
+}
+
 /* Mailbox list changes made by dsync still notify, as in Dovecot 2.3:
    dsync creates a missing \Noselect parent (a of a/b) as a real mailbox
    on the other side, and only a sync back makes the two sides equal. The
@@ -112,15 +149,27 @@ static void dovewarden_txn_add(void *_txn, enum dovewarden_notify_reason reason)
 		txn->reasons |= reason;
 }
 
-static void dovewarden_mail_save(void *txn, struct mail *mail ATTR_UNUSED)
+static void dovewarden_mail_save(void *_txn, struct mail *mail ATTR_UNUSED)
 {
+	struct dovewarden_mail_txn *txn = _txn;
+
 	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_SAVE);
+	if (txn != NULL)
+		txn->new_mail = TRUE;
 }
 
-static void dovewarden_mail_copy(void *txn, struct mail *src ATTR_UNUSED,
-				 struct mail *dst ATTR_UNUSED)
+static void dovewarden_mail_copy(void *_txn, struct mail *src,
+				 struct mail *dst)
 {
+	struct dovewarden_mail_txn *txn = _txn;
+
 	dovewarden_txn_add(txn, DOVEWARDEN_NOTIFY_REASON_COPY);
+	/* A copy from another storage (a delivery, a copy from another
+	   user) brings new mail. One within the user's storage (IMAP COPY
+	   or MOVE) leaves the original on the replica, so it doesn't
+	   wait. */
+	if (txn != NULL && src->box->storage != dst->box->storage)
+		txn->new_mail = TRUE;
 }
 
 static void dovewarden_mail_expunge(void *txn, struct mail *mail ATTR_UNUSED)
@@ -164,7 +213,9 @@ dovewarden_mail_transaction_commit(void *_txn,
 	    (changes->changes_mask &
 	     ENUM_NEGATE(MAIL_INDEX_TRANSACTION_CHANGE_OTHERS)) != 0)
 		txn->reasons = DOVEWARDEN_NOTIFY_REASON_CHANGES;
-	if (txn->reasons != 0) {
+	if (txn->new_mail)
+		dovewarden_notify_new_mail(txn->user, txn->reasons);
+	else if (txn->reasons != 0) {
 		priority = (txn->reasons & DOVEWARDEN_NEW_MAIL_REASONS) != 0 ?
 			DOVEWARDEN_PRIORITY_HIGH : DOVEWARDEN_PRIORITY_LOW;
 		dovewarden_notify(txn->user, priority, txn->reasons);
@@ -238,6 +289,15 @@ static void dovewarden_user_deinit(struct mail_user *user)
 	}
 	settings_free(duser->set);
 	event_unref(&duser->event);
+
+	if (duser->session_user) {
+		i_assert(dovewarden_session_users > 0);
+		if (--dovewarden_session_users == 0 &&
+		    dovewarden_client != NULL) {
+			/* the deferred (LMTP) waits */
+			dovewarden_notify_client_wait_run(dovewarden_client);
+		}
+	}
 }
 
 static bool dovewarden_user_init(struct mail_user *user,
@@ -283,6 +343,10 @@ static void dovewarden_mail_user_created(struct mail_user *user)
 	duser->event = event_create(user->event);
 	event_add_category(duser->event, &dovewarden_event_category);
 	event_set_append_log_prefix(duser->event, "dovewarden: ");
+	if (user->service_user != NULL && !user->autocreated) {
+		duser->session_user = TRUE;
+		dovewarden_session_users++;
+	}
 
 	if (!dovewarden_user_init(user, duser))
 		return;
