@@ -14,6 +14,7 @@ static const struct setting_define dovewarden_setting_defines[] = {
 	DEF(BOOL, dovewarden_noreplicate),
 	DEF(BOOL, noreplicate),
 	DEF(STR, dovewarden_notify_socket_path),
+	DEF(TIME_MSECS, dovewarden_sync_wait),
 	DEF(STR, dovewarden_doveadm_socket_path),
 	DEF(STR, dovewarden_auth_socket_path),
 	DEF(UINT, dovewarden_max_syncs),
@@ -21,6 +22,9 @@ static const struct setting_define dovewarden_setting_defines[] = {
 	DEF(TIME, dovewarden_sync_timeout),
 	DEF(TIME, dovewarden_retry_min_interval),
 	DEF(TIME, dovewarden_retry_max_interval),
+	DEF(TIME, dovewarden_full_sync_interval),
+	DEF(TIME, dovewarden_userdb_sweep_interval),
+	DEF(STR, dovewarden_http_secret),
 	SETTING_DEFINE_LIST_END
 };
 
@@ -30,6 +34,7 @@ static const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_noreplicate = FALSE,
 	.noreplicate = FALSE,
 	.dovewarden_notify_socket_path = "dovewarden-notify",
+	.dovewarden_sync_wait = 0,
 	.dovewarden_doveadm_socket_path = "doveadm-server",
 	.dovewarden_auth_socket_path = "auth-userdb",
 	.dovewarden_max_syncs = 10,
@@ -37,6 +42,9 @@ static const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_sync_timeout = 10 * 60,
 	.dovewarden_retry_min_interval = 5,
 	.dovewarden_retry_max_interval = 10 * 60,
+	.dovewarden_full_sync_interval = 24 * 60 * 60,
+	.dovewarden_userdb_sweep_interval = 24 * 60 * 60,
+	.dovewarden_http_secret = "",
 };
 
 static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,

@@ -26,6 +26,10 @@ struct dovewarden_settings {
 
 	/* Plugin: the service's notify socket, relative to base_dir */
 	const char *dovewarden_notify_socket_path;
+	/* Plugin: new mail (save, delivery) is acknowledged only after a
+	   sync of the user that started after it was saved succeeded, or
+	   after this many milliseconds. 0 = don't wait (asynchronous). */
+	unsigned int dovewarden_sync_wait;
 
 	/* Service: doveadm-server and auth-userdb sockets, relative to
 	   base_dir */
@@ -41,6 +45,15 @@ struct dovewarden_settings {
 	/* Service: first and largest retry delay after a failed sync */
 	unsigned int dovewarden_retry_min_interval;
 	unsigned int dovewarden_retry_max_interval;
+	/* Service: every user gets a full sync (dsync -f) at least this
+	   often (0 = never) */
+	unsigned int dovewarden_full_sync_interval;
+	/* Service: list all userdb users at start and then this often, to
+	   learn users that have not notified yet (0 = never) */
+	unsigned int dovewarden_userdb_sweep_interval;
+	/* Service: with this set, POST /events on the HTTP listener needs
+	   it as the Basic auth password or Bearer token (empty = none) */
+	const char *dovewarden_http_secret;
 };
 
 extern const struct setting_parser_info dovewarden_setting_parser_info;

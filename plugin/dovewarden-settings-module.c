@@ -54,6 +54,10 @@ struct service_settings dovewarden_settings_service_settings = {
 };
 
 const struct setting_keyvalue dovewarden_settings_service_settings_defaults[] = {
+	/* the queue keeps every known user in memory, about 450 bytes
+	   each: 256M (default_vsz_limit) holds only about 600,000 users */
+	{ "vsz_limit", "2G" },
+
 	{ "unix_listener", "dovewarden-notify dovewarden-admin" },
 
 	/* mail processes of any uid notify through it */
@@ -65,6 +69,16 @@ const struct setting_keyvalue dovewarden_settings_service_settings_defaults[] = 
 	{ "unix_listener/dovewarden-admin/path", "dovewarden-admin" },
 	{ "unix_listener/dovewarden-admin/type", "admin" },
 	{ "unix_listener/dovewarden-admin/mode", "0600" },
+
+	/* Dovecot's event exporter (http-post) and Prometheus: off until
+	   a port is set, then on loopback. A global listen setting in
+	   dovecot.conf overrides this default (defaults rank below any
+	   configured setting); one inside the listener overrides both. */
+	{ "inet_listener", "dovewarden-http" },
+	{ "inet_listener/dovewarden-http/name", "dovewarden-http" },
+	{ "inet_listener/dovewarden-http/type", "http" },
+	{ "inet_listener/dovewarden-http/port", "0" },
+	{ "inet_listener/dovewarden-http/listen", "127.0.0.1" },
 
 	{ NULL, NULL }
 };

@@ -12,6 +12,7 @@
 #include "master-service.h"
 #include "dovewarden-protocol.h"
 #include "dovewarden-replicator.h"
+#include "dovewarden-metrics.h"
 #include "dovewarden-notify-server.h"
 
 #define NOTIFY_OUTPUT_MAX_SIZE (128 * 1024)
@@ -56,6 +57,7 @@ notify_client_error(struct notify_client *client, const char *what,
 	struct dovewarden_notify_server *server = client->server;
 	va_list args;
 
+	dovewarden_metrics_rejected(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	if (server->error_window_start + NOTIFY_ERROR_LOG_WINDOW_SECS <=
 	    ioloop_time) {
 		if (server->errors_suppressed > 0) {
@@ -176,6 +178,7 @@ static int notify_client_input_args(struct connection *conn,
 			str_array_length(args));
 		return -1;
 	}
+	dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	switch (req.cmd) {
 	case DOVEWARDEN_NOTIFY_CMD_NOTIFY:
 		e_debug(conn->event, "Notify: user %s priority %s",

@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "array.h"
+#include "hash.h"
 #include "llist.h"
 #include "ioloop.h"
 #include "str-sanitize.h"
@@ -11,6 +12,8 @@
 #include "dovewarden-store.h"
 #include "dovewarden-doveadm.h"
 #include "dovewarden-userdb.h"
+#include "dovewarden-sweep.h"
+#include "dovewarden-metrics.h"
 #include "dovewarden-replicator.h"
 
 /* The longest a fill timer sleeps; the queue is checked again then */
@@ -61,10 +64,19 @@ struct dovewarden_replicator {
 	time_t journal_error_logged;
 	struct dovewarden_doveadm *doveadm;
 	struct dovewarden_userdb *userdb;
+	char *auth_socket_path;
+
+	/* the running userdb sweep, or the timer of the next one */
+	struct dovewarden_sweep *sweep;
+	struct timeout *to_sweep;
+	time_t next_sweep;
 
 	ARRAY(struct replicator_sync *) syncs;
 	struct dovewarden_replicator_wait *waits;
 	uint64_t sync_seq;
+
+	/* username -> when its NOUSER was logged as a warning */
+	HASH_TABLE(char *, void *) nouser_logged;
 
 	time_t failure_log_window_start;
 	unsigned int failure_log_count;
@@ -79,6 +91,8 @@ struct dovewarden_replicator {
 };
 
 static void replicator_fill(struct dovewarden_replicator *replicator);
+static void replicator_fill_soon(struct dovewarden_replicator *replicator);
+static void replicator_sweep_start(struct dovewarden_replicator *replicator);
 
 static const char *
 replicator_socket_path(const char *base_dir, const char *path)
@@ -130,11 +144,104 @@ replicator_load(struct dovewarden_replicator *replicator, const char *path)
 	e_info(replicator->event, "Loaded %u users from %s and %u pending "
 	       "changes from its journal", result.users_loaded, path,
 	       result.journal_lines_replayed);
-	/* compact the journal into the snapshot */
-	replicator_save(replicator);
+	/* compact the journal into the snapshot; with nothing replayed the
+	   snapshot is already current (saving a million users takes a
+	   second) */
+	if (result.journal_lines_replayed > 0 ||
+	    result.journal_lines_skipped > 0 ||
+	    result.snapshot_corrupt_error != NULL)
+		replicator_save(replicator);
 	replicator->to_save = timeout_add(
 		DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS * 1000,
 		replicator_save, replicator);
+}
+
+static void replicator_sweep_timeout(struct dovewarden_replicator *replicator)
+{
+	timeout_remove(&replicator->to_sweep);
+	if (replicator->next_sweep > ioloop_time) {
+		/* a long interval is waited for in steps */
+		replicator->to_sweep = timeout_add(
+			I_MIN(replicator->next_sweep - ioloop_time,
+			      REPLICATOR_FILL_MAX_SECS) * 1000,
+			replicator_sweep_timeout, replicator);
+		return;
+	}
+	replicator_sweep_start(replicator);
+}
+
+static void
+replicator_sweep_schedule(struct dovewarden_replicator *replicator,
+			  unsigned int secs)
+{
+	timeout_remove(&replicator->to_sweep);
+	replicator->next_sweep = ioloop_time + secs;
+	replicator->to_sweep = timeout_add(
+		I_MIN(secs, REPLICATOR_FILL_MAX_SECS) * 1000,
+		replicator_sweep_timeout, replicator);
+}
+
+static void
+replicator_sweep_finished(const struct dovewarden_sweep_result *result,
+			  void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+	unsigned int interval =
+		replicator->set->dovewarden_userdb_sweep_interval;
+	unsigned int retry_secs =
+		I_MIN(interval, DOVEWARDEN_REPLICATOR_SWEEP_RETRY_SECS);
+
+	replicator->sweep = NULL;
+	if (result->invalid > 0) {
+		e_warning(replicator->event, "Userdb sweep: Skipped %u users "
+			  "with invalid names (longer than %u bytes or not "
+			  "UTF-8)", result->invalid,
+			  DOVEWARDEN_USERNAME_MAX_LENGTH);
+	}
+	if (result->error != NULL) {
+		e_error(replicator->event, "Userdb sweep failed after "
+			"%lld.%03lld secs (%u users listed, %u new): %s - "
+			"retrying in %u secs (dovewarden_userdb_sweep_interval"
+			"=0 turns sweeps off)", result->duration_msecs / 1000,
+			result->duration_msecs % 1000, result->listed,
+			result->added, result->error, retry_secs);
+		replicator_sweep_schedule(replicator, retry_secs);
+	} else {
+		e_info(replicator->event, "Userdb sweep finished in "
+		       "%lld.%03lld secs: %u users listed, %u of them new "
+		       "(first full syncs spread over %u secs)",
+		       result->duration_msecs / 1000,
+		       result->duration_msecs % 1000, result->listed,
+		       result->added,
+		       replicator->queue_set.full_sync_interval_secs);
+		replicator_sweep_schedule(replicator, interval);
+	}
+	replicator_fill_soon(replicator);
+}
+
+static void replicator_sweep_start(struct dovewarden_replicator *replicator)
+{
+	i_assert(replicator->sweep == NULL);
+
+	timeout_remove(&replicator->to_sweep);
+	e_debug(replicator->event, "Userdb sweep started");
+	replicator->sweep = dovewarden_sweep_start(
+		replicator->queue, replicator->auth_socket_path, "*",
+		replicator->event, replicator_sweep_finished, replicator);
+}
+
+static void replicator_nouser_clear(struct dovewarden_replicator *replicator)
+{
+	struct hash_iterate_context *iter;
+	char *username;
+	void *value;
+
+	iter = hash_table_iterate_init(replicator->nouser_logged);
+	while (hash_table_iterate(iter, replicator->nouser_logged,
+				  &username, &value))
+		i_free(username);
+	hash_table_iterate_deinit(&iter);
+	hash_table_clear(replicator->nouser_logged, FALSE);
 }
 
 struct dovewarden_replicator *
@@ -151,21 +258,30 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 		base_dir, set->dovewarden_doveadm_socket_path));
 
 	replicator->queue_set.full_sync_interval_secs =
-		DOVEWARDEN_REPLICATOR_FULL_SYNC_INTERVAL_SECS;
+		set->dovewarden_full_sync_interval;
 	replicator->queue_set.retry_min_secs =
 		set->dovewarden_retry_min_interval;
 	replicator->queue_set.retry_max_secs =
 		set->dovewarden_retry_max_interval;
 	replicator->queue = dovewarden_queue_init(&replicator->queue_set);
 	replicator->doveadm = dovewarden_doveadm_init();
+	replicator->auth_socket_path = i_strdup(replicator_socket_path(
+		base_dir, set->dovewarden_auth_socket_path));
 	replicator->userdb = dovewarden_userdb_init(
-		replicator_socket_path(base_dir,
-				       set->dovewarden_auth_socket_path),
+		replicator->auth_socket_path,
 		DOVEWARDEN_REPLICATOR_USERDB_TIMEOUT_MSECS,
 		DOVEWARDEN_REPLICATOR_USERDB_CACHE_SECS, replicator->event);
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
+	hash_table_create(&replicator->nouser_logged, default_pool, 0,
+			  str_hash, strcmp);
 	if (state_path != NULL)
 		replicator_load(replicator, state_path);
+	/* the loaded users may be due already */
+	replicator_fill_soon(replicator);
+	if (set->dovewarden_userdb_sweep_interval > 0) {
+		replicator->to_sweep = timeout_add_short(
+			0, replicator_sweep_timeout, replicator);
+	}
 	return replicator;
 }
 
@@ -231,6 +347,8 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 
 	replicator->deinitializing = TRUE;
 	timeout_remove(&replicator->to_fill);
+	dovewarden_sweep_abort(&replicator->sweep);
+	timeout_remove(&replicator->to_sweep);
 	while (array_count(&replicator->syncs) > 0) {
 		sync = array_idx_elem(&replicator->syncs, 0);
 		e_debug(sync->event, "Aborting sync: shutting down");
@@ -255,7 +373,10 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 	dovewarden_userdb_deinit(&replicator->userdb);
 	dovewarden_queue_deinit(&replicator->queue);
 	array_free(&replicator->syncs);
+	replicator_nouser_clear(replicator);
+	hash_table_destroy(&replicator->nouser_logged);
 	event_unref(&replicator->event);
+	i_free(replicator->auth_socket_path);
 	i_free(replicator->doveadm_socket_path);
 	i_free(replicator);
 }
@@ -289,6 +410,34 @@ replicator_failure_log_allowed(struct dovewarden_replicator *replicator)
 		return FALSE;
 	}
 	replicator->failure_log_count++;
+	return TRUE;
+}
+
+/* NOUSER makes the queue forget the user, so a user that exists here but
+   not in the replica would be warned about at every notification */
+static bool
+replicator_nouser_log_allowed(struct dovewarden_replicator *replicator,
+			      const char *username)
+{
+	char *key;
+	void *value;
+	time_t logged;
+
+	if (hash_table_lookup_full(replicator->nouser_logged, username,
+				   &key, &value)) {
+		logged = (time_t)POINTER_CAST_TO(value, uintptr_t);
+		if (logged + DOVEWARDEN_REPLICATOR_NOUSER_LOG_SECS >
+		    ioloop_time)
+			return FALSE;
+		hash_table_update(replicator->nouser_logged, key,
+				  POINTER_CAST(ioloop_time));
+		return TRUE;
+	}
+	if (hash_table_count(replicator->nouser_logged) >=
+	    DOVEWARDEN_REPLICATOR_NOUSER_LOG_MAX_USERS)
+		replicator_nouser_clear(replicator);
+	hash_table_insert(replicator->nouser_logged, i_strdup(username),
+			  POINTER_CAST(ioloop_time));
 	return TRUE;
 }
 
@@ -353,7 +502,9 @@ replicator_sync_log(struct replicator_sync *sync,
 		}
 		break;
 	case DOVEWARDEN_SYNC_RESULT_NOUSER:
-		if (replicator_failure_log_allowed(sync->replicator)) {
+		if (replicator_nouser_log_allowed(sync->replicator,
+						  sync->user->username) &&
+		    replicator_failure_log_allowed(sync->replicator)) {
 			e_warning(e->event(), "%s: %s (forgetting the user)",
 				  what, error);
 		} else {
@@ -386,13 +537,18 @@ replicator_sync_finish(struct replicator_sync *sync,
 		error = dovewarden_sync_result_to_str(result);
 	duration_usecs = timeval_diff_usecs(&ioloop_timeval, &sync->start_time);
 	replicator_sync_log(sync, result, error, duration_usecs);
+	dovewarden_metrics_sync_finished(result, duration_usecs, ioloop_time);
 
 	username = t_strdup(user->username);
 	dovewarden_queue_sync_finished(replicator->queue, user, result,
 				       new_state, error, ioloop_time);
 	/* the user may be freed now. After CHANGED the queue runs the
-	   sync again soon: the waits are answered by that one. */
-	if (result != DOVEWARDEN_SYNC_RESULT_CHANGED) {
+	   sync again soon: the waits are answered by that one. After
+	   TEMPFAIL they wait on for the retry or their timeout: new mail is
+	   acknowledged only once replicated or after the timeout, also
+	   while the peer is down. */
+	if (result != DOVEWARDEN_SYNC_RESULT_CHANGED &&
+	    result != DOVEWARDEN_SYNC_RESULT_TEMPFAIL) {
 		replicator_waits_answer(replicator, username, sync->seq,
 					result == DOVEWARDEN_SYNC_RESULT_OK,
 					error);
@@ -559,6 +715,16 @@ static void replicator_fill(struct dovewarden_replicator *replicator)
 					  replicator);
 }
 
+static void
+replicator_journal_error(struct dovewarden_replicator *replicator,
+			 const char *error)
+{
+	if (replicator->journal_error_logged != ioloop_time) {
+		replicator->journal_error_logged = ioloop_time;
+		e_error(replicator->event, "%s", error);
+	}
+}
+
 void dovewarden_replicator_notify(struct dovewarden_replicator *replicator,
 				  const char *username,
 				  enum dovewarden_priority priority)
@@ -571,13 +737,36 @@ void dovewarden_replicator_notify(struct dovewarden_replicator *replicator,
 	if (replicator->store != NULL &&
 	    dovewarden_store_journal_notify(replicator->store,
 					    replicator->queue, username,
-					    priority, &error) < 0 &&
-	    replicator->journal_error_logged != ioloop_time) {
-		replicator->journal_error_logged = ioloop_time;
-		e_error(replicator->event, "%s", error);
-	}
+					    priority, &error) < 0)
+		replicator_journal_error(replicator, error);
 	(void)dovewarden_queue_notify(replicator->queue, username, priority,
 				      ioloop_time);
+	replicator_fill_soon(replicator);
+}
+
+void
+dovewarden_replicator_force_full_sync(struct dovewarden_replicator *replicator,
+				      const char *username,
+				      enum dovewarden_priority priority)
+{
+	struct dovewarden_user *user;
+	const char *error;
+
+	i_assert(dovewarden_username_is_valid(username));
+
+	if (replicator->store != NULL &&
+	    dovewarden_store_journal_force_full_sync(replicator->store,
+						     replicator->queue,
+						     username, priority,
+						     &error) < 0)
+		replicator_journal_error(replicator, error);
+	user = dovewarden_queue_lookup(replicator->queue, username);
+	if (user == NULL) {
+		user = dovewarden_queue_add(replicator->queue, username,
+					    ioloop_time);
+	}
+	dovewarden_queue_force_full_sync(replicator->queue, user, priority,
+					 ioloop_time);
 	replicator_fill_soon(replicator);
 }
 

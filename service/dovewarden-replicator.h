@@ -10,20 +10,25 @@ struct dovewarden_settings;
    and runs at most dovewarden_max_syncs syncs through doveadm-server at
    once, one per user. */
 
-/* Every known user gets a full sync at least this often */
-#define DOVEWARDEN_REPLICATOR_FULL_SYNC_INTERVAL_SECS (24 * 60 * 60)
 /* How long userdb lookups may take and how long their results are used */
 #define DOVEWARDEN_REPLICATOR_USERDB_TIMEOUT_MSECS (3 * 1000)
 #define DOVEWARDEN_REPLICATOR_USERDB_CACHE_SECS 60
 /* A failure with the same reason as the previous one is logged only
    every this many times */
 #define DOVEWARDEN_REPLICATOR_FAILURE_LOG_INTERVAL 10
+/* A user forgotten because of NOUSER comes back with its next
+   notification or userdb sweep; its next NOUSER within this long is
+   logged only at debug level. At most ..._NOUSER_LOG_MAX_USERS are
+   remembered (then all are forgotten). */
+#define DOVEWARDEN_REPLICATOR_NOUSER_LOG_SECS (24 * 60 * 60)
+#define DOVEWARDEN_REPLICATOR_NOUSER_LOG_MAX_USERS 10000
 
 /* Called when a sync of the user that began after the wait was
    registered has finished (success=TRUE only for a successful sync; a
-   sync that ends with CHANGED is not an answer, its quick re-run is),
-   or with success=FALSE and a reason when the user is dropped, the
-   wait times out or the service shuts down. */
+   sync that ends with CHANGED or a temporary failure is not an answer,
+   its re-run is), or with success=FALSE and a reason when the sync
+   failed for good (user unknown, configuration), the user is dropped,
+   the wait times out or the service shuts down. */
 typedef void dovewarden_replicator_wait_callback_t(bool success,
 						   const char *reason,
 						   void *context);
@@ -31,11 +36,18 @@ typedef void dovewarden_replicator_wait_callback_t(bool success,
 /* How often the queue state is saved (the journal covers the time
    between) */
 #define DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS (5 * 60)
+/* A failed userdb sweep is retried after this long (or after
+   dovewarden_userdb_sweep_interval, if that is shorter) */
+#define DOVEWARDEN_REPLICATOR_SWEEP_RETRY_SECS (60 * 60)
 
 /* set must stay valid until deinit. base_dir resolves the relative
    socket paths in set. The queue state is loaded from state_path (and its
    journal), saved there periodically and at deinit; NULL keeps it in
-   memory only. A state file that can't be read is fatal. */
+   memory only. A state file that can't be read is fatal. Every known
+   user gets a full sync at least every dovewarden_full_sync_interval.
+   Unless dovewarden_userdb_sweep_interval is 0, a userdb sweep (see
+   dovewarden-sweep.h) of all users starts from the ioloop right away,
+   and again that long after each sweep ended. */
 struct dovewarden_replicator *
 dovewarden_replicator_init(const struct dovewarden_settings *set,
 			   const char *base_dir, const char *state_path,
@@ -50,6 +62,14 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **replicator);
 void dovewarden_replicator_notify(struct dovewarden_replicator *replicator,
 				  const char *username,
 				  enum dovewarden_priority priority);
+
+/* An admin asked for a full sync of the user (made known if it is not):
+   the next sync of it sends -f. Journaled like notify, so a restart
+   right after it loses nothing. The username must be valid. */
+void
+dovewarden_replicator_force_full_sync(struct dovewarden_replicator *replicator,
+				      const char *username,
+				      enum dovewarden_priority priority);
 
 /* Like notify with DOVEWARDEN_PRIORITY_SYNC, and call the callback once
    a sync that starts after now has finished, or when timeout_msecs has

@@ -9,6 +9,8 @@
 #include "dovewarden-replicator.h"
 #include "dovewarden-notify-server.h"
 #include "dovewarden-admin.h"
+#include "dovewarden-http.h"
+#include "dovewarden-metrics.h"
 
 /* The queue state, in state_dir */
 #define DOVEWARDEN_STATE_FNAME "dovewarden.db"
@@ -21,6 +23,7 @@ static struct event *dovewarden_event;
 static const struct dovewarden_settings *dovewarden_set;
 static struct dovewarden_replicator *replicator;
 static struct dovewarden_notify_server *notify_server;
+static struct dovewarden_http_server *http_server;
 static char *auth_socket_path;
 
 static void client_connected(struct master_service_connection *conn)
@@ -33,10 +36,13 @@ static void client_connected(struct master_service_connection *conn)
 	} else if (strcmp(type, "admin") == 0) {
 		master_service_client_connection_accept(conn);
 		dovewarden_admin_client_create(conn->fd);
+	} else if (strcmp(type, "http") == 0) {
+		master_service_client_connection_accept(conn);
+		dovewarden_http_server_accept(http_server, conn);
 	} else {
 		e_error(dovewarden_event, "Closing connection on listener "
-			"'%s': unknown listener type '%s' (expected notify "
-			"or admin)", conn->name, type);
+			"'%s': unknown listener type '%s' (expected notify, "
+			"admin or http)", conn->name, type);
 	}
 }
 
@@ -51,17 +57,31 @@ static void admin_queue_changed(void *context ATTR_UNUSED)
 	dovewarden_replicator_queue_changed(replicator);
 }
 
-static int admin_add_users(const char *mask, const char **error_r,
-			   void *context ATTR_UNUSED)
+static void admin_replicate(const char *username,
+			    enum dovewarden_priority priority, bool full_sync,
+			    void *context ATTR_UNUSED)
 {
-	return dovewarden_admin_add_userdb_users(
-		dovewarden_replicator_get_queue(replicator),
-		auth_socket_path, mask, error_r);
+	if (full_sync) {
+		dovewarden_replicator_force_full_sync(replicator, username,
+						      priority);
+	} else {
+		dovewarden_replicator_notify(replicator, username, priority);
+	}
+}
+
+static struct dovewarden_sweep *
+admin_add_users(const char *mask, dovewarden_sweep_callback_t *callback,
+		void *callback_context, void *context ATTR_UNUSED)
+{
+	return dovewarden_sweep_start(
+		dovewarden_replicator_get_queue(replicator), auth_socket_path,
+		mask, dovewarden_event, callback, callback_context);
 }
 
 static const struct dovewarden_admin_callbacks admin_callbacks = {
 	.sync_state = admin_sync_state,
 	.queue_changed = admin_queue_changed,
+	.replicate = admin_replicate,
 	.add_users = admin_add_users,
 };
 
@@ -78,6 +98,12 @@ static void main_init(void)
 		dovewarden_event);
 	notify_server = dovewarden_notify_server_init(replicator,
 						      dovewarden_event);
+	path = dovewarden_set->dovewarden_doveadm_socket_path;
+	http_server = dovewarden_http_server_init(dovewarden_set, replicator,
+		path[0] == '/' ? path :
+		t_strconcat(mset->base_dir, "/", path, NULL), dovewarden_event);
+	dovewarden_metrics_init_from_queue(
+		dovewarden_replicator_get_queue(replicator));
 	dovewarden_admin_server_init(
 		dovewarden_replicator_get_queue(replicator),
 		dovewarden_replicator_get_queue_settings(replicator),
@@ -87,6 +113,7 @@ static void main_init(void)
 static void main_deinit(void)
 {
 	dovewarden_admin_server_deinit();
+	dovewarden_http_server_deinit(&http_server);
 	dovewarden_notify_server_deinit(&notify_server);
 	dovewarden_replicator_deinit(&replicator);
 	i_free(auth_socket_path);

@@ -1,0 +1,217 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "str.h"
+#include "dovewarden-metrics.h"
+
+#define SYNC_RESULT_COUNT (DOVEWARDEN_SYNC_RESULT_CONFIG + 1)
+
+/* Upper bounds of the duration histogram's buckets, in microseconds;
+   the last bucket (+Inf) has none */
+static const long long duration_buckets_usecs[] = {
+	50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+	10000000, 30000000, 60000000, 300000000,
+};
+static const char *const duration_bucket_labels[] = {
+	"0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+	"10", "30", "60", "300",
+};
+#define DURATION_BUCKET_COUNT (N_ELEMENTS(duration_buckets_usecs) + 1)
+
+struct metrics {
+	uint64_t syncs[SYNC_RESULT_COUNT];
+	/* not cumulative; the last one is +Inf */
+	uint64_t duration_buckets[DURATION_BUCKET_COUNT];
+	uint64_t duration_sum_usecs;
+	uint64_t notifications[DOVEWARDEN_METRICS_SOURCE_COUNT];
+	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
+	time_t last_successful_sync;
+};
+
+static struct metrics metrics;
+
+static const char *const source_names[] = {
+	"plugin", "http", "admin",
+};
+static_assert_array_size(source_names, DOVEWARDEN_METRICS_SOURCE_COUNT);
+
+void dovewarden_metrics_notification(enum dovewarden_metrics_source source)
+{
+	i_assert(source < DOVEWARDEN_METRICS_SOURCE_COUNT);
+	metrics.notifications[source]++;
+}
+
+void dovewarden_metrics_rejected(enum dovewarden_metrics_source source)
+{
+	i_assert(source < DOVEWARDEN_METRICS_SOURCE_COUNT);
+	metrics.rejected[source]++;
+}
+
+void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
+				      long long duration_usecs, time_t now)
+{
+	unsigned int i;
+
+	i_assert(result < SYNC_RESULT_COUNT);
+	metrics.syncs[result]++;
+	if (duration_usecs < 0)
+		duration_usecs = 0;
+	for (i = 0; i < N_ELEMENTS(duration_buckets_usecs); i++) {
+		if (duration_usecs <= duration_buckets_usecs[i])
+			break;
+	}
+	metrics.duration_buckets[i]++;
+	metrics.duration_sum_usecs += duration_usecs;
+	if (result == DOVEWARDEN_SYNC_RESULT_OK &&
+	    now > metrics.last_successful_sync)
+		metrics.last_successful_sync = now;
+}
+
+void dovewarden_metrics_set_last_successful_sync(time_t when)
+{
+	if (when > metrics.last_successful_sync)
+		metrics.last_successful_sync = when;
+}
+
+void dovewarden_metrics_init_from_queue(struct dovewarden_queue *queue)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+
+	iter = dovewarden_queue_iter_init(queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL)
+		dovewarden_metrics_set_last_successful_sync(
+			user->last_successful_sync);
+	dovewarden_queue_iter_deinit(&iter);
+}
+
+void dovewarden_metrics_reset(void)
+{
+	i_zero(&metrics);
+}
+
+void dovewarden_metrics_gauges_from_queue(
+	struct dovewarden_queue *queue,
+	struct dovewarden_metrics_gauges *gauges_r)
+{
+	struct dovewarden_queue_stats stats;
+	unsigned int i;
+
+	dovewarden_queue_get_counts(queue, &stats);
+	i_zero(gauges_r);
+	for (i = 0; i < DOVEWARDEN_PRIORITY_COUNT; i++)
+		gauges_r->queue_users[i] = stats.pending[i];
+	gauges_r->oldest_pending = dovewarden_queue_get_oldest_pending(queue);
+	gauges_r->users = stats.users;
+	gauges_r->users_failing = stats.failed;
+	gauges_r->syncs_running = stats.syncing;
+}
+
+static void
+metric_header(string_t *dest, const char *name, const char *type,
+	      const char *help)
+{
+	str_printfa(dest, "# HELP %s %s\n# TYPE %s %s\n",
+		    name, help, name, type);
+}
+
+static void
+metric_value(string_t *dest, const char *name, long long value)
+{
+	str_printfa(dest, "%s %lld\n", name, value);
+}
+
+static void metrics_render_counters(string_t *dest)
+{
+	uint64_t cumulative = 0;
+	unsigned int i;
+
+	metric_header(dest, "dovewarden_syncs_total", "counter",
+		      "Syncs finished, by result.");
+	for (i = 0; i < SYNC_RESULT_COUNT; i++) {
+		str_printfa(dest, "dovewarden_syncs_total{result=\"%s\"} "
+			    "%"PRIu64"\n", dovewarden_sync_result_to_str(i),
+			    metrics.syncs[i]);
+	}
+
+	metric_header(dest, "dovewarden_sync_duration_seconds", "histogram",
+		      "How long syncs took, of any result.");
+	for (i = 0; i < DURATION_BUCKET_COUNT; i++) {
+		cumulative += metrics.duration_buckets[i];
+		str_printfa(dest, "dovewarden_sync_duration_seconds_bucket"
+			    "{le=\"%s\"} %"PRIu64"\n",
+			    i < N_ELEMENTS(duration_bucket_labels) ?
+			    duration_bucket_labels[i] : "+Inf", cumulative);
+	}
+	str_printfa(dest, "dovewarden_sync_duration_seconds_sum "
+		    "%"PRIu64".%06"PRIu64"\n",
+		    metrics.duration_sum_usecs / 1000000,
+		    metrics.duration_sum_usecs % 1000000);
+	str_printfa(dest, "dovewarden_sync_duration_seconds_count %"PRIu64"\n",
+		    cumulative);
+
+	metric_header(dest, "dovewarden_notifications_total", "counter",
+		      "Valid change notifications received, by source.");
+	for (i = 0; i <= DOVEWARDEN_METRICS_SOURCE_HTTP; i++) {
+		str_printfa(dest, "dovewarden_notifications_total"
+			    "{source=\"%s\"} %"PRIu64"\n", source_names[i],
+			    metrics.notifications[i]);
+	}
+	metric_header(dest, "dovewarden_rejected_inputs_total", "counter",
+		      "Inputs rejected as malformed, oversized, "
+		      "unauthorized or invalid, by source.");
+	for (i = 0; i < DOVEWARDEN_METRICS_SOURCE_COUNT; i++) {
+		str_printfa(dest, "dovewarden_rejected_inputs_total"
+			    "{source=\"%s\"} %"PRIu64"\n", source_names[i],
+			    metrics.rejected[i]);
+	}
+}
+
+void dovewarden_metrics_render(string_t *dest,
+			       const struct dovewarden_metrics_gauges *gauges,
+			       time_t now)
+{
+	static const enum dovewarden_priority priorities[] = {
+		DOVEWARDEN_PRIORITY_SYNC,
+		DOVEWARDEN_PRIORITY_HIGH,
+		DOVEWARDEN_PRIORITY_LOW,
+	};
+	unsigned int i;
+
+	metric_header(dest, "dovewarden_queue_users", "gauge",
+		      "Users with a pending change, by its priority.");
+	for (i = 0; i < N_ELEMENTS(priorities); i++) {
+		str_printfa(dest, "dovewarden_queue_users{priority=\"%s\"} "
+			    "%u\n", dovewarden_priority_to_str(priorities[i]),
+			    gauges->queue_users[priorities[i]]);
+	}
+	metric_header(dest, "dovewarden_oldest_pending_change_seconds",
+		      "gauge", "Age of the oldest change not replicated yet "
+		      "(0 if none).");
+	metric_value(dest, "dovewarden_oldest_pending_change_seconds",
+		     gauges->oldest_pending == 0 ? 0 :
+		     I_MAX(now - gauges->oldest_pending, 0));
+
+	metrics_render_counters(dest);
+
+	metric_header(dest, "dovewarden_syncs_running", "gauge",
+		      "Syncs running now.");
+	metric_value(dest, "dovewarden_syncs_running", gauges->syncs_running);
+	metric_header(dest, "dovewarden_users", "gauge", "Known users.");
+	metric_value(dest, "dovewarden_users", gauges->users);
+	metric_header(dest, "dovewarden_users_failing", "gauge",
+		      "Users whose last sync failed (retried with back-off).");
+	metric_value(dest, "dovewarden_users_failing", gauges->users_failing);
+
+	metric_header(dest, "dovewarden_last_successful_sync_timestamp_seconds",
+		      "gauge", "Unix time of the last successful sync of any "
+		      "user (0 if none).");
+	metric_value(dest, "dovewarden_last_successful_sync_timestamp_seconds",
+		     metrics.last_successful_sync);
+	metric_header(dest, "dovewarden_seconds_since_last_successful_sync",
+		      "gauge", "Seconds since the last successful sync of any "
+		      "user (-1 if none).");
+	metric_value(dest, "dovewarden_seconds_since_last_successful_sync",
+		     metrics.last_successful_sync == 0 ? -1 :
+		     I_MAX(now - metrics.last_successful_sync, 0));
+}

@@ -1,0 +1,66 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+#ifndef DOVEWARDEN_METRICS_H
+#define DOVEWARDEN_METRICS_H
+
+#include "dovewarden-queue.h"
+
+/* The service's counters, kept for the whole process (there is one
+   service process), and their rendering in the Prometheus text
+   exposition format (version 0.0.4), which OpenMetrics parsers accept
+   too. Updating a counter is O(1); rendering is O(1) in the number of
+   users (the gauges come from the queue's running counts). */
+
+#define DOVEWARDEN_METRICS_CONTENT_TYPE \
+	"text/plain; version=0.0.4; charset=utf-8"
+
+/* Where a notification or a rejected input came from */
+enum dovewarden_metrics_source {
+	/* the mail plugin, over the notify socket */
+	DOVEWARDEN_METRICS_SOURCE_PLUGIN,
+	/* Dovecot's event exporter, over the HTTP listener */
+	DOVEWARDEN_METRICS_SOURCE_HTTP,
+	/* doveadm dovewarden, over the admin socket */
+	DOVEWARDEN_METRICS_SOURCE_ADMIN,
+};
+#define DOVEWARDEN_METRICS_SOURCE_COUNT \
+	(DOVEWARDEN_METRICS_SOURCE_ADMIN + 1)
+
+/* The gauges, read from the queue and the replicator when rendering */
+struct dovewarden_metrics_gauges {
+	/* users with pending changes, by priority (NONE is not shown) */
+	unsigned int queue_users[DOVEWARDEN_PRIORITY_COUNT];
+	/* time of the oldest unreplicated change, 0 if none */
+	time_t oldest_pending;
+	unsigned int syncs_running;
+	unsigned int users;
+	unsigned int users_failing;
+};
+
+/* A valid notification was queued */
+void dovewarden_metrics_notification(enum dovewarden_metrics_source source);
+/* An input was rejected: malformed, oversized, unauthorized, invalid
+   username */
+void dovewarden_metrics_rejected(enum dovewarden_metrics_source source);
+/* A sync ended with result after duration_usecs; now is when. */
+void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
+				      long long duration_usecs, time_t now);
+/* Start from this last successful sync (e.g. the newest one in the
+   restored queue state) unless a newer one was counted already. */
+void dovewarden_metrics_set_last_successful_sync(time_t when);
+/* Take the last successful sync from a restored queue (O(users), once
+   at start), so that a restart does not reset it. */
+void dovewarden_metrics_init_from_queue(struct dovewarden_queue *queue);
+/* Forget all counters (for tests). */
+void dovewarden_metrics_reset(void);
+
+/* Fill gauges from the queue's O(1) counts. */
+void dovewarden_metrics_gauges_from_queue(
+	struct dovewarden_queue *queue,
+	struct dovewarden_metrics_gauges *gauges_r);
+
+/* Append all metrics at time now to dest. */
+void dovewarden_metrics_render(string_t *dest,
+			       const struct dovewarden_metrics_gauges *gauges,
+			       time_t now);
+
+#endif
