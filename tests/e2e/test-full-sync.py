@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""`doveadm dovewarden replicate -f` really runs a full sync.
+
+Each instance's service talks to doveadm-server through a recording
+proxy (dovewarden_doveadm_socket_path = dwtest-doveadm, which this
+program forwards to the real doveadm-server socket), so the test sees the
+sync commands the service sends.
+
+(a) An ordinary change after the first sync makes the service send a
+    sync without -f; then
+    `replicate -f <user>` makes it send one with -f, logged as a full
+    sync, the status shows a fresh full sync, and A and B are identical.
+(b) B is changed behind the services' backs (doveadm on B with
+    -o dovewarden_noreplicate=yes, so the plugin stays quiet): A and B
+    differ and stay so; `replicate -f <user>` on A repairs it."""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dwtest  # noqa: E402
+from dwtest import check_ok, hms_secs, make_message  # noqa: E402
+
+PROXY_NAME = "dwtest-doveadm"
+QUIET_WINDOW = 1.5
+
+r = dwtest.Runner("test-full-sync",
+                  extra_conf="dovewarden_doveadm_socket_path = "
+                             + PROXY_NAME)
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+class Proxy:
+    """Forwards unix connections from path to target and records what
+    the clients send."""
+
+    def __init__(self, path, target):
+        self.path = path
+        self.target = target
+        self.sent = []          # one bytes object per connection
+        self.lock = threading.Lock()
+        self.srv = None
+        self.stopping = False
+
+    def start(self):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.path)
+        os.chmod(self.path, 0o666)
+        self.srv.listen(64)
+        self.srv.settimeout(0.2)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self):
+        self.stopping = True
+        self.srv.close()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.target)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                idx = len(self.sent)
+                self.sent.append(b"")
+            threading.Thread(target=self._pump, args=(c, s, idx),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, None),
+                             daemon=True).start()
+
+    def _pump(self, src, dst, idx):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if idx is not None:
+                    with self.lock:
+                        self.sent[idx] += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def sync_commands(self, user):
+        """The argument lists of the sync commands sent for user."""
+        cmds = []
+        with self.lock:
+            data = list(self.sent)
+        for conn in data:
+            for line in conn.split(b"\n"):
+                f = line.decode("utf-8", "replace").split("\t")
+                if len(f) > 3 and f[1] == user and f[2] == "sync":
+                    cmds.append(f[3:])
+        return cmds
+
+
+proxies = {}
+
+
+def setup(pair):
+    if not proxies:
+        for s in dwtest.SIDES:
+            run = os.path.join(pair.dw_dir, s, "run")
+            p = Proxy(os.path.join(run, PROXY_NAME),
+                      os.path.join(run, "doveadm-server"))
+            p.start()
+            proxies[s] = p
+    return proxies["A"]
+
+
+def wait_sync_cmd(proxy, user, n_before, what):
+    return dwtest.wait_until(
+        lambda: proxy.sync_commands(user)[n_before:], 10, what)
+
+
+@r.case("(a) replicate -f sends a full sync (dsync -f)")
+def _(pair):
+    proxy = setup(pair)
+    user = "carol"
+    pair.append("A", user, make_message("full-a"))
+    pair.wait_converged(user, 15, "the first change")
+    cmds = proxy.sync_commands(user)
+    expect(cmds, "the service sent no sync command for %s through %s"
+           % (user, proxy.path))
+    # the first sync may be a full one; the next one is incremental
+    n = len(cmds)
+    m = pair.imap("A", user)
+    try:
+        check_ok(m.select("INBOX"), "SELECT")
+        check_ok(m.store("1", "+FLAGS", "\\Seen"), "STORE")
+    finally:
+        m.logout()
+    pair.wait_converged(user, 15, "the flag change")
+    cmds = wait_sync_cmd(proxy, user, n, "a sync for the flag change")
+    expect(all("-f" not in c for c in cmds), "a flag change made a full "
+           "sync: %r" % cmds)
+
+    n = len(proxy.sync_commands(user))
+    pair.mark_log("A")
+    out = pair.dw("A", "replicate", "-f", user).stdout.strip()
+    expect(out == "1 users updated", "replicate -f output %r" % out)
+    cmds = wait_sync_cmd(proxy, user, n, "the forced sync command")
+    expect(any("-f" in c for c in cmds), "replicate -f sent no -f: %r"
+           % cmds)
+    pair.wait_log("A", lambda l: "%s: Starting full sync" % user in l, 10,
+                  "the service's 'Starting full sync' line")
+    pair.wait_log("A", lambda l: "%s: Full sync" % user in l
+                  and "finished" in l, 10, "the full sync to finish")
+    st = pair.dw_users("A", user)[user]
+    age = hms_secs(st["full_sync"])
+    expect(age is not None and age <= 10, "status shows no fresh full "
+           "sync: %r" % st)
+    pair.wait_converged(user, 10, "after the full sync")
+    return "forced sync: dsync %s" % " ".join(
+        x for x in [c for c in cmds if "-f" in c][0] if len(x) < 40)
+
+
+@r.case("(b) B changed behind the services' backs: replicate -f repairs")
+def _(pair):
+    proxy = setup(pair)
+    user = "dave"
+    for i in range(3):
+        pair.append("A", user, make_message("full-b-%d" % i))
+    pair.wait_converged(user, 15, "seeding")
+    # the syncs of the seeding may echo one more sync: let them finish
+    pair.wait_service_idle(user)
+    pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "flags", "add",
+                 "-u", user, "\\Flagged", "mailbox", "INBOX", "ALL")
+    pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "mailbox",
+                 "create", "-u", user, "Behind")
+    end = time.monotonic() + QUIET_WINDOW
+    while True:
+        d = pair.compare(user)
+        expect(d, "A and B became identical without a sync: the change on "
+               "B was replicated after all")
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.3)
+    n = len(proxy.sync_commands(user))
+    out = pair.dw("A", "replicate", "-f", user).stdout.strip()
+    expect(out == "1 users updated", "replicate -f output %r" % out)
+    t = pair.wait_converged(user, 15, "after replicate -f")
+    cmds = proxy.sync_commands(user)[n:]
+    expect(any("-f" in c for c in cmds), "no -f sync was sent: %r" % cmds)
+    b = pair.snapshot("A", user)
+    expect("Behind" in b.mailboxes and all(
+        "\\Flagged" in f for h in b.hashes() for f in b.flags_of(h)),
+        "the change made on B is not on A")
+    return "differences before: %d; converged %.2f s after replicate -f" % (
+        len(d), t)
+
+
+def cleanup():
+    for p in proxies.values():
+        p.stop()
+
+
+if __name__ == "__main__":
+    try:
+        dwtest.run(r)
+    finally:
+        cleanup()
