@@ -222,7 +222,8 @@ void dovewarden_admin_append_user_status(string_t *dest,
 		str_printfa(dest, "%lld", status->next_sync_secs);
 	str_append_c(dest, '\t');
 	str_append_tabescaped(dest, status->last_error);
-	str_append_c(dest, '\n');
+	str_printfa(dest, "\t%lld\t%lld\n", (long long)status->last_verified,
+		    (long long)status->last_repaired);
 }
 
 void dovewarden_admin_append_dsync_status(string_t *dest,
@@ -290,6 +291,8 @@ dovewarden_admin_user_status_init(struct dovewarden_admin_user_status *status_r,
 	status_r->last_fast_sync = user->last_fast_sync;
 	status_r->last_full_sync = user->last_full_sync;
 	status_r->last_successful_sync = user->last_successful_sync;
+	status_r->last_verified = user->last_verified;
+	status_r->last_repaired = user->last_repaired;
 	status_r->consecutive_failures = user->consecutive_failures;
 	status_r->next_sync_secs =
 		user_next_sync_secs(user, full_sync_interval_secs, now);
@@ -324,8 +327,13 @@ int dovewarden_admin_parse_user_status(const char *const *args,
 		struct dovewarden_admin_user_status *status_r,
 		const char **error_r)
 {
+	unsigned int count = str_array_length(args);
+
 	i_zero(status_r);
-	if (str_array_length(args) != 8 ||
+	if ((count != 8 && count != 10) ||
+	    (count == 10 &&
+	     (parse_time(args[8], &status_r->last_verified) < 0 ||
+	      parse_time(args[9], &status_r->last_repaired) < 0)) ||
 	    !dovewarden_priority_parse(args[1], &status_r->priority) ||
 	    parse_time(args[2], &status_r->last_fast_sync) < 0 ||
 	    parse_time(args[3], &status_r->last_full_sync) < 0 ||

@@ -28,10 +28,13 @@ struct dovewarden_queue_stats;
 	being synced at least that of the running sync):
 	<user>\t<priority>\t<last fast sync>\t<last full sync>\t
 	<last successful sync>\t<consecutive failures>\t<next sync secs>\t
-	<last error>
+	<last error>\t<last verified>\t<last repaired>
 	then an empty line. Times are UNIX timestamps, 0 = never. next sync
 	secs is "" when unknown or never; the last error is "" after a
-	success.
+	success. last verified is the start of the last successful full
+	sync, last repaired of the last one that found the servers
+	different. A client accepts lines without the last two fields
+	(older services) and shows those times as never.
      STATUS-DSYNC
 	one line per running sync:
 	<user>\t<full|incremental|normal>\t<state text>\t<running secs>
@@ -120,6 +123,7 @@ struct dovewarden_admin_user_status {
 	const char *username;
 	enum dovewarden_priority priority;
 	time_t last_fast_sync, last_full_sync, last_successful_sync;
+	time_t last_verified, last_repaired;
 	unsigned int consecutive_failures;
 	/* -1 when unknown or never */
 	long long next_sync_secs;

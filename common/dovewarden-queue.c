@@ -123,6 +123,8 @@ dovewarden_queue_init(const struct dovewarden_queue_settings *set)
 		queue->set.retry_min_secs = 1;
 	if (queue->set.retry_max_secs < queue->set.retry_min_secs)
 		queue->set.retry_max_secs = queue->set.retry_min_secs;
+	if (queue->set.settle_max_secs < queue->set.settle_delay_secs)
+		queue->set.settle_max_secs = queue->set.settle_delay_secs;
 	hash_table_create(&queue->users, default_pool, 0, str_hash, strcmp);
 	queue->waiting = priorityq_init(user_cmp_due, 1024);
 	queue->ready = priorityq_init(user_cmp_key, 1024);
@@ -227,6 +229,30 @@ user_next_full_sync(struct dovewarden_queue *queue,
 	return user->last_full_sync + queue->set.full_sync_interval_secs;
 }
 
+/* When the user's settle is due, 0 when none is pending */
+static time_t
+user_settle_due(struct dovewarden_queue *queue,
+		const struct dovewarden_user *user)
+{
+	if (user->settle_first_change == 0)
+		return 0;
+	return I_MIN(user->settle_last_change + queue->set.settle_delay_secs,
+		     user->settle_first_change + queue->set.settle_max_secs);
+}
+
+static void
+user_settle_change(struct dovewarden_queue *queue,
+		   struct dovewarden_user *user, time_t now)
+{
+	if (queue->set.settle_delay_secs == 0)
+		return;
+	if (user->settle_first_change == 0)
+		user->settle_first_change = now;
+	user->settle_last_change = now;
+	if (user->syncing)
+		user->settle_changed_while_syncing = TRUE;
+}
+
 /* A user's slot is a fixed phase of the wall clock within the interval,
    picked by a hash of its name: users spread evenly, and a restart
    neither moves the slot nor postpones it. Returns the first time after
@@ -279,6 +305,7 @@ queue_link(struct dovewarden_queue *queue, struct dovewarden_user *user,
 	   time_t now)
 {
 	time_t due;
+	time_t settle_due;
 
 	i_assert(!user->queued);
 	i_assert(!user->syncing);
@@ -287,10 +314,15 @@ queue_link(struct dovewarden_queue *queue, struct dovewarden_user *user,
 	if (user->priority != DOVEWARDEN_PRIORITY_NONE ||
 	    user->consecutive_failures > 0)
 		due = user->next_try;
-	else if (queue->set.full_sync_interval_secs > 0)
-		due = user_next_full_sync(queue, user);
-	else
-		return;
+	else {
+		due = queue->set.full_sync_interval_secs == 0 ? 0 :
+			user_next_full_sync(queue, user);
+		settle_due = user_settle_due(queue, user);
+		if (settle_due != 0 && (due == 0 || settle_due < due))
+			due = settle_due;
+		if (due == 0)
+			return;
+	}
 
 	if (due <= now) {
 		/* next_due() reports it as due since now, or since when it
@@ -362,6 +394,8 @@ dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 	old_key = user->pending_key;
 	user_add_change(queue, user, priority, now,
 			now - priority_boost(priority));
+	if (priority != DOVEWARDEN_PRIORITY_NONE)
+		user_settle_change(queue, user, now);
 
 	if (user->syncing) {
 		/* sync_finished() queues it again */
@@ -408,6 +442,16 @@ dovewarden_queue_restore(struct dovewarden_queue *queue,
 	user->last_successful_sync = fields->last_successful_sync;
 	user->next_try = fields->next_try;
 	user->force_full_sync = fields->force_full_sync;
+	if (queue->set.settle_delay_secs > 0) {
+		user->settle_first_change = fields->settle_first_change;
+		user->settle_last_change = fields->settle_last_change;
+		if (user->settle_first_change == 0)
+			user->settle_last_change = 0;
+		else if (user->settle_last_change < user->settle_first_change)
+			user->settle_last_change = user->settle_first_change;
+	}
+	user->last_verified = fields->last_verified;
+	user->last_repaired = fields->last_repaired;
 	user_set_failures(queue, user, fields->consecutive_failures);
 	if (user->force_full_sync && priority < DOVEWARDEN_PRIORITY_LOW)
 		priority = DOVEWARDEN_PRIORITY_LOW;
@@ -485,12 +529,23 @@ static void queue_promote_due(struct dovewarden_queue *queue, time_t now)
 	}
 }
 
+const struct dovewarden_user *
+dovewarden_queue_peek(struct dovewarden_queue *queue, time_t now)
+{
+	struct priorityq_item *item;
+
+	queue_promote_due(queue, now);
+	item = priorityq_peek(queue->ready);
+	return item == NULL ? NULL : (const struct dovewarden_user *)item;
+}
+
 struct dovewarden_user *
 dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 {
 	struct priorityq_item *item;
 	struct dovewarden_user *user;
 	unsigned int interval = queue->set.full_sync_interval_secs;
+	time_t settle_due;
 
 	queue_promote_due(queue, now);
 	item = priorityq_pop(queue->ready);
@@ -506,7 +561,9 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 	/* a user never fully synced gets a full sync first, whenever its
 	   first sync runs: without -f, dsync does not merge mailboxes
 	   that were created on both sides independently */
-	user->syncing_full = user->force_full_sync ||
+	settle_due = user_settle_due(queue, user);
+	user->syncing_settle = settle_due != 0 && settle_due <= now;
+	user->syncing_full = user->force_full_sync || user->syncing_settle ||
 		(interval > 0 && (user->last_full_sync == 0 ||
 				  user_next_full_sync(queue, user) <= now));
 	user->force_full_sync = FALSE;
@@ -518,6 +575,7 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 	user->syncing_priority = user->priority;
 	user->syncing_pending_key = user->pending_key;
 	user_set_priority(queue, user, DOVEWARDEN_PRIORITY_NONE);
+	user->settle_changed_while_syncing = FALSE;
 	/* changes that arrive from now on are not covered by this sync */
 	user->syncing_pending_since = user->pending_since;
 	user->pending_since = 0;
@@ -581,6 +639,24 @@ user_restore_changes(struct dovewarden_queue *queue,
 		user->force_full_sync = TRUE;
 }
 
+/* A full sync succeeded: it covered every change made before it began */
+static void user_settle_verified(struct dovewarden_user *user)
+{
+	user->last_verified = user->last_full_sync;
+	if (!user->settle_changed_while_syncing) {
+		user->settle_first_change = 0;
+		user->settle_last_change = 0;
+	} else if (user->settle_first_change != 0) {
+		/* only the changes made during the sync are left; without
+		   this, a busy user would get only full syncs once the
+		   maximum delay has passed */
+		user->settle_first_change = I_MAX(user->settle_first_change,
+						  user->last_full_sync);
+		if (user->settle_last_change < user->settle_first_change)
+			user->settle_last_change = user->settle_first_change;
+	}
+}
+
 static void
 user_set_error(struct dovewarden_user *user, const char *error)
 {
@@ -612,6 +688,8 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 			user->state = i_strdup(new_state);
 		}
 		user->last_successful_sync = user->last_fast_sync;
+		if (user->syncing_full)
+			user_settle_verified(user);
 		user_set_failures(queue, user, 0);
 		i_free(user->last_error);
 		user->next_try = 0;
@@ -640,6 +718,8 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		return;
 	}
 	user->syncing_full = FALSE;
+	user->syncing_settle = FALSE;
+	user->settle_changed_while_syncing = FALSE;
 	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
 	user->syncing_pending_since = 0;
 	user_update_pending_age(queue, user);

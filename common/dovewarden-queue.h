@@ -42,7 +42,24 @@
    merge mailboxes created on both sides independently); an idle user
    runs it at its slot, a user with a change at once. With
    full_sync_interval_secs = 0 idle users are never due, and no sync is
-   a full one unless forced. */
+   a full one unless forced.
+
+   Settling (settle_delay_secs > 0): incremental syncs alone do not
+   always converge (dsync can leave flag differences behind when both
+   servers change a user at once, and its saved state then hides them),
+   so a user whose mail changed gets one full sync once it has been
+   quiet: notify() with a priority above NONE records the change
+   (settle_first_change, settle_last_change), and the user is due for
+   its settle at settle_last_change + settle_delay_secs, or at
+   settle_first_change + settle_max_secs if changes keep coming. A
+   change restarts the delay. An idle user waits for its settle like
+   for a periodic full sync, and sorts like one (by due time, without a
+   boost), so it goes after every interactive change made within the
+   last DOVEWARDEN_QUEUE_LOW_BOOST_SECS. When a sync is popped while
+   the settle is due, it is a full one. Any full sync that succeeds and
+   saw no new change while it ran ends the settle (so no settle runs
+   when a full sync already ran after the last change); one that saw a
+   change keeps it pending, counting the delay anew from that change. */
 
 /* How much earlier than its real time a change of this priority sorts */
 #define DOVEWARDEN_QUEUE_SYNC_BOOST_SECS (45 * 60)
@@ -74,6 +91,11 @@ struct dovewarden_queue_settings {
 	   plus up to 25% random jitter */
 	unsigned int retry_min_secs;
 	unsigned int retry_max_secs;
+	/* A user's settle full sync runs this long after its last change
+	   (0 = never), and at most settle_max_secs after the first change
+	   that it covers (raised to settle_delay_secs if lower) */
+	unsigned int settle_delay_secs;
+	unsigned int settle_max_secs;
 };
 
 struct dovewarden_user {
@@ -100,6 +122,15 @@ struct dovewarden_user {
 	unsigned int consecutive_failures;
 	/* Reason of the last failure, NULL after a success */
 	char *last_error;
+	/* Changes not covered by a full sync yet, for the settle: the first
+	   and the last one (0 = none) */
+	time_t settle_first_change, settle_last_change;
+	/* When the last successful full sync started (the user's mail was
+	   verified to be the same on both servers), and when the last one
+	   started that found and repaired a difference (0 = never). The
+	   queue sets last_verified; the caller sets last_repaired (see
+	   dovewarden_queue_sync_finished()). */
+	time_t last_verified, last_repaired;
 
 	/* While syncing: the pending priority the sync was started for
 	   (NONE for a periodic full sync) */
@@ -112,6 +143,8 @@ struct dovewarden_user {
 	/* The admin asked for a full sync, or a full sync failed: the next
 	   sync sends -f */
 	bool force_full_sync:1;
+	/* The running sync is (also) the settle */
+	bool syncing_settle:1;
 
 	/* private to the queue */
 	struct dovewarden_user *prev, *next;
@@ -131,6 +164,8 @@ struct dovewarden_user {
 	time_t pending_since, syncing_pending_since, pending_age_key;
 	struct priorityq_item pending_age_item;
 	bool pending_age_queued:1;
+	/* A change arrived while the user was syncing */
+	bool settle_changed_while_syncing:1;
 	bool queued:1;
 	bool queued_ready:1;
 	bool removed:1;
@@ -161,12 +196,14 @@ dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
 /* Re-create a user from saved fields (see dovewarden-store.h): the
    username must not be known yet. Copies priority, last_update,
    last_fast_sync, last_full_sync, last_successful_sync, next_try,
-   consecutive_failures, force_full_sync, state (NULL = "") and
-   last_error (NULL or "" = none), keeps the counters right and queues the
-   user as sync_finished() would: pending (sort key last_update minus its
-   priority's boost) due at once or at next_try; idle at its next full
-   sync, or at its slot if it never had one or that is overdue already
-   (so a restart after a long downtime does not run every overdue full
+   consecutive_failures, force_full_sync, settle_first_change,
+   settle_last_change, last_verified, last_repaired, state (NULL = "")
+   and last_error (NULL or "" = none), keeps the counters right and
+   queues the user as sync_finished() would: pending (sort key
+   last_update minus its priority's boost) due at once or at next_try;
+   idle at its settle or its next full sync, whichever is first (the
+   latter at its slot if it never had one or that is overdue already,
+   so a restart after a long downtime does not run every overdue full
    sync before the new changes).
    force_full_sync with priority NONE is queued at LOW. Other fields of
    *fields are ignored; its strings are copied. Returns the user. */
@@ -190,7 +227,8 @@ void dovewarden_queue_remove(struct dovewarden_queue *queue,
 /* Return the user whose sync is due first at now, or NULL. The user is
    marked syncing and leaves the priority queue; its pending priority is
    reset to NONE, and syncing_full tells whether this sync must be a full
-   one (force_full_sync was set, or its next full sync is due). pop sets
+   one (force_full_sync was set, or its next full sync or its settle is
+   due; syncing_settle tells the latter). pop sets
    last_fast_sync (and for a full sync last_full_sync) to now and clears
    force_full_sync; a full sync that does not end with OK sets
    force_full_sync again, so the retry is full too. The caller must call
@@ -201,6 +239,10 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now);
    in the past: due now), or 0 when the user is not queued (syncing, or
    idle with full syncs off). */
 time_t dovewarden_queue_user_get_next_sync(const struct dovewarden_user *user);
+/* Return the user that dovewarden_queue_pop() would return at now,
+   without popping it, or NULL. */
+const struct dovewarden_user *
+dovewarden_queue_peek(struct dovewarden_queue *queue, time_t now);
 /* When the next queued user becomes due; 0 when nothing is queued.
    The value may be in the past: then a user is due now. */
 time_t dovewarden_queue_next_due(struct dovewarden_queue *queue);
@@ -209,6 +251,10 @@ time_t dovewarden_queue_next_due(struct dovewarden_queue *queue);
    last_error on failures. Re-queues the user as the result asks:
 
      OK       success; queued again only if a change arrived meanwhile
+              (or a settle is pending). After a full sync, last_verified
+              is set to its start (last_full_sync); a caller that found
+              the full sync changed something sets user->last_repaired
+              before this call.
      CHANGED  not a failure: the changes the sync started with (at least
               LOW) are due again after DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS
      TEMPFAIL consecutive_failures++, next_try = now + back-off; the

@@ -23,6 +23,7 @@ static const struct setting_define dovewarden_setting_defines[] = {
 	DEF(TIME, dovewarden_retry_min_interval),
 	DEF(TIME, dovewarden_retry_max_interval),
 	DEF(TIME, dovewarden_full_sync_interval),
+	DEF(TIME, dovewarden_settle_delay),
 	DEF(TIME, dovewarden_userdb_sweep_interval),
 	DEF(STR, dovewarden_http_secret),
 	SETTING_DEFINE_LIST_END
@@ -43,6 +44,7 @@ static const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_retry_min_interval = 5,
 	.dovewarden_retry_max_interval = 10 * 60,
 	.dovewarden_full_sync_interval = 24 * 60 * 60,
+	.dovewarden_settle_delay = 10,
 	.dovewarden_userdb_sweep_interval = 24 * 60 * 60,
 	.dovewarden_http_secret = "",
 };

@@ -48,6 +48,9 @@ struct dovewarden_settings {
 	/* Service: every user gets a full sync (dsync -f) at least this
 	   often (0 = never) */
 	unsigned int dovewarden_full_sync_interval;
+	/* Service: a user whose mail changed gets one full sync once it has
+	   been quiet this long, so both servers converge (0 = never) */
+	unsigned int dovewarden_settle_delay;
 	/* Service: list all userdb users at start and then this often, to
 	   learn users that have not notified yet (0 = never) */
 	unsigned int dovewarden_userdb_sweep_interval;

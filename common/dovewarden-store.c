@@ -17,8 +17,11 @@
 #include <fcntl.h>
 
 #define STORE_HEADER_NAME "dovewarden-db"
-#define STORE_HEADER_VERSION "1"
-#define STORE_USER_FIELD_COUNT 11
+#define STORE_HEADER_VERSION "2"
+/* version 1 had no settle and verification times */
+#define STORE_HEADER_VERSION_1 "1"
+#define STORE_USER_FIELD_COUNT 15
+#define STORE_USER_FIELD_COUNT_V1 11
 #define STORE_JOURNAL_FIELD_COUNT 3
 
 struct dovewarden_store {
@@ -156,7 +159,10 @@ store_append_user(string_t *dest, const struct dovewarden_user *user,
 	str_append_c(dest, '\t');
 	if (with_state && user->last_error != NULL)
 		str_append_tabescaped(dest, user->last_error);
-	str_append_c(dest, '\n');
+	str_printfa(dest, "\t%"PRIdTIME_T"\t%"PRIdTIME_T"\t%"PRIdTIME_T
+		    "\t%"PRIdTIME_T"\n", user->settle_first_change,
+		    user->settle_last_change, user->last_verified,
+		    user->last_repaired);
 }
 
 static int
@@ -436,13 +442,21 @@ static bool store_parse_time(const char *str, time_t *time_r)
 }
 
 static bool
-store_parse_user(char *line, struct dovewarden_user *fields_r)
+store_parse_user(char *line, unsigned int version,
+		 struct dovewarden_user *fields_r)
 {
 	char **args = p_strsplit_tabescaped(pool_datastack_create(), line);
 
 	i_zero(fields_r);
 	if (str_array_length((const char *const *)args) !=
-	    STORE_USER_FIELD_COUNT)
+	    (version == 1 ? STORE_USER_FIELD_COUNT_V1 :
+	     STORE_USER_FIELD_COUNT))
+		return FALSE;
+	if (version > 1 &&
+	    (!store_parse_time(args[11], &fields_r->settle_first_change) ||
+	     !store_parse_time(args[12], &fields_r->settle_last_change) ||
+	     !store_parse_time(args[13], &fields_r->last_verified) ||
+	     !store_parse_time(args[14], &fields_r->last_repaired)))
 		return FALSE;
 	fields_r->username = args[0];
 	fields_r->state = args[9];
@@ -464,27 +478,34 @@ store_parse_user(char *line, struct dovewarden_user *fields_r)
 }
 
 static bool
-store_restore_line(struct dovewarden_queue *queue, char *line, time_t now)
+store_restore_line(struct dovewarden_queue *queue, char *line,
+		   unsigned int version, time_t now)
 {
 	struct dovewarden_user fields;
 
-	if (!store_parse_user(line, &fields) ||
+	if (!store_parse_user(line, version, &fields) ||
 	    dovewarden_queue_lookup(queue, fields.username) != NULL)
 		return FALSE;
 	(void)dovewarden_queue_restore(queue, &fields, now);
 	return TRUE;
 }
 
-static bool store_header_is_valid(const char *line)
+/* Returns the format version, 0 for an invalid header */
+static unsigned int store_header_parse(const char *line)
 {
 	const char *const *args;
 
 	if (line == NULL)
-		return FALSE;
+		return 0;
 	args = t_strsplit_tabescaped(line);
-	return str_array_length(args) == 2 &&
-		strcmp(args[0], STORE_HEADER_NAME) == 0 &&
-		strcmp(args[1], STORE_HEADER_VERSION) == 0;
+	if (str_array_length(args) != 2 ||
+	    strcmp(args[0], STORE_HEADER_NAME) != 0)
+		return 0;
+	if (strcmp(args[1], STORE_HEADER_VERSION) == 0)
+		return 2;
+	if (strcmp(args[1], STORE_HEADER_VERSION_1) == 0)
+		return 1;
+	return 0;
 }
 
 static int
@@ -515,6 +536,7 @@ store_load_snapshot(struct dovewarden_store *store,
 	struct store_reader reader;
 	const char *reason = NULL;
 	char *line;
+	unsigned int version = 0;
 	bool valid;
 	int ret;
 
@@ -529,7 +551,7 @@ store_load_snapshot(struct dovewarden_store *store,
 	}
 	if (ret == 0)
 		reason = "empty file";
-	else if (!store_header_is_valid(line))
+	else if ((version = store_header_parse(line)) == 0)
 		reason = "missing or unknown header";
 	if (reason != NULL) {
 		i_stream_destroy(&reader.input);
@@ -539,7 +561,8 @@ store_load_snapshot(struct dovewarden_store *store,
 	while ((ret = store_read_line(&reader, &line)) > 0) {
 		T_BEGIN {
 			valid = line != NULL &&
-				store_restore_line(queue, line, now);
+				store_restore_line(queue, line, version,
+						   now);
 		} T_END;
 		if (valid)
 			result->users_loaded++;

@@ -16,18 +16,22 @@
    username or error may contain TAB, LF or any byte). The first line is
    the header
 
-     dovewarden-db\t1
+     dovewarden-db\t2
 
    and every further line is one user:
 
      <username>\t<priority>\t<last_update>\t<last_fast_sync>\t
      <last_full_sync>\t<last_successful_sync>\t<consecutive_failures>\t
-     <next_try>\t<force_full_sync>\t<state>\t<last_error>
+     <next_try>\t<force_full_sync>\t<state>\t<last_error>\t
+     <settle_first_change>\t<settle_last_change>\t<last_verified>\t
+     <last_repaired>
 
    (one line; wrapped here) with <priority> as dovewarden_priority_to_str()
    names it, the times as decimal UNIX times (0 = never),
    <force_full_sync> 0 or 1, <state> the dsync state ("" = none) and
-   <last_error> "" after a success. A user that was syncing when the
+   <last_error> "" after a success. Version 1 files (header
+   "dovewarden-db\t1", user lines without the last four fields) load
+   with those times 0. A user that was syncing when the
    snapshot was taken is saved with at least LOW priority (and, if its
    sync was a full one, with force_full_sync), because nobody knows
    whether that sync finished.

@@ -273,6 +273,8 @@ status_users_line(struct admin_client *client, const char *const *args,
 		      time_hms(status.next_sync_secs));
 	doveadm_print(status.last_error[0] == '\0' ? "-" :
 		      status.last_error);
+	doveadm_print(time_ago(status.last_verified));
+	doveadm_print(time_ago(status.last_repaired));
 	return 1;
 }
 
@@ -304,6 +306,8 @@ static void cmd_dovewarden_status(struct doveadm_cmd_context *cctx)
 				     DOVEADM_PRINT_HEADER_FLAG_NUMBER);
 		doveadm_print_header("next_sync", "next sync", 0);
 		doveadm_print_header("last_error", "last error", 0);
+		doveadm_print_header_simple("verified");
+		doveadm_print_header_simple("repaired");
 	}
 	(void)admin_request(client, request);
 }

@@ -25,6 +25,7 @@ struct metrics {
 	uint64_t duration_sum_usecs;
 	uint64_t notifications[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
+	uint64_t verifications, repairs;
 	time_t last_successful_sync;
 };
 
@@ -65,6 +66,13 @@ void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 	if (result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    now > metrics.last_successful_sync)
 		metrics.last_successful_sync = now;
+}
+
+void dovewarden_metrics_verification(bool repaired)
+{
+	metrics.verifications++;
+	if (repaired)
+		metrics.repairs++;
 }
 
 void dovewarden_metrics_set_last_successful_sync(time_t when)
@@ -149,6 +157,17 @@ static void metrics_render_counters(string_t *dest)
 		    metrics.duration_sum_usecs % 1000000);
 	str_printfa(dest, "dovewarden_sync_duration_seconds_count %"PRIu64"\n",
 		    cumulative);
+
+	metric_header(dest, "dovewarden_verifications_total", "counter",
+		      "Successful full syncs of users that were synced "
+		      "before (settle, periodic or forced).");
+	str_printfa(dest, "dovewarden_verifications_total %"PRIu64"\n",
+		    metrics.verifications);
+	metric_header(dest, "dovewarden_repairs_total", "counter",
+		      "Verifications that found the servers different and "
+		      "repaired them.");
+	str_printfa(dest, "dovewarden_repairs_total %"PRIu64"\n",
+		    metrics.repairs);
 
 	metric_header(dest, "dovewarden_notifications_total", "counter",
 		      "Valid change notifications received, by source.");

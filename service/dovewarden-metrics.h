@@ -44,6 +44,9 @@ void dovewarden_metrics_rejected(enum dovewarden_metrics_source source);
 /* A sync ended with result after duration_usecs; now is when. */
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 				      long long duration_usecs, time_t now);
+/* A successful full sync of a user that had a dsync state finished;
+   repaired tells whether it changed something. */
+void dovewarden_metrics_verification(bool repaired);
 /* Start from this last successful sync (e.g. the newest one in the
    restored queue state) unless a newer one was counted already. */
 void dovewarden_metrics_set_last_successful_sync(time_t when);

@@ -35,8 +35,15 @@ struct replicator_sync {
 	uint64_t seq;
 	struct timeval start_time;
 	enum dovewarden_priority priority;
+	/* dsync destination, kept for the verification pass */
+	char *destination;
+	/* The state the full sync returned, while its verification pass
+	   runs (NULL otherwise) */
+	char *full_state;
 	bool full:1;
 	bool incremental:1;
+	/* The full sync is the user's settle */
+	bool settle:1;
 };
 
 struct dovewarden_replicator_wait {
@@ -263,6 +270,9 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 		set->dovewarden_retry_min_interval;
 	replicator->queue_set.retry_max_secs =
 		set->dovewarden_retry_max_interval;
+	replicator->queue_set.settle_delay_secs = set->dovewarden_settle_delay;
+	replicator->queue_set.settle_max_secs =
+		DOVEWARDEN_REPLICATOR_SETTLE_MAX_SECS;
 	replicator->queue = dovewarden_queue_init(&replicator->queue_set);
 	replicator->doveadm = dovewarden_doveadm_init();
 	replicator->auth_socket_path = i_strdup(replicator_socket_path(
@@ -333,6 +343,8 @@ static void replicator_sync_free(struct replicator_sync *sync)
 		}
 	}
 	event_unref(&sync->event);
+	i_free(sync->destination);
+	i_free(sync->full_state);
 	i_free(sync);
 }
 
@@ -472,6 +484,7 @@ replicator_sync_log(struct replicator_sync *sync,
 			dovewarden_priority_to_str(sync->priority))->
 		add_str("full", sync->full ? "yes" : "no")->
 		add_str("incremental", sync->incremental ? "yes" : "no")->
+		add_str("settle", sync->settle ? "yes" : "no")->
 		add_int("duration_usecs", duration_usecs)->
 		add_str("result", dovewarden_sync_result_to_str(result));
 	if (error != NULL)
@@ -479,7 +492,7 @@ replicator_sync_log(struct replicator_sync *sync,
 
 	what = t_strdup_printf(
 		"%s sync (priority %s) %s after %lld.%03lld secs",
-		sync->full ? "Full" :
+		sync->settle ? "Settle full" : sync->full ? "Full" :
 		(sync->incremental ? "Incremental" : "Normal"),
 		dovewarden_priority_to_str(sync->priority),
 		result == DOVEWARDEN_SYNC_RESULT_OK ? "finished" :
@@ -573,14 +586,86 @@ static void replicator_sync_skip(struct replicator_sync *sync,
 }
 
 static void
+replicator_dsync_start(struct replicator_sync *sync, const char *state,
+		       bool full);
+
+/* The verification pass after a full sync ended. dsync's state holds
+   the modseqs each side had when the sync began, so a full sync that
+   changed something returns the same state as before, and only the
+   next sync's state shows the change: an incremental sync that returns
+   the full sync's state unchanged proves that the full sync changed
+   nothing. */
+static void
+replicator_verify_callback(const struct dovewarden_doveadm_sync_reply *reply,
+			   void *context)
+{
+	struct replicator_sync *sync = context;
+	struct dovewarden_user *user = sync->user;
+	const char *state = sync->full_state;
+	bool repaired = FALSE;
+
+	sync->dsync = NULL;
+	if (reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
+	    reply->state[0] != '\0') {
+		/* a change notified meanwhile would move the state too */
+		repaired = strcmp(reply->state, sync->full_state) != 0 &&
+			user->priority == DOVEWARDEN_PRIORITY_NONE;
+		state = reply->state;
+	}
+	if (!user->removed) {
+		if (repaired)
+			user->last_repaired = user->last_full_sync;
+		dovewarden_metrics_verification(repaired);
+		if (repaired || sync->settle) {
+			e_debug(sync->event, "%s: %s",
+				sync->settle ? "Settle" : "Verification",
+				repaired ? "the servers differed and were "
+				"repaired" : "the servers were the same");
+		}
+	}
+	replicator_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_OK, state, NULL);
+}
+
+static void
 replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 			  void *context)
 {
 	struct replicator_sync *sync = context;
 
 	sync->dsync = NULL;
+	if (sync->full && sync->incremental &&
+	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
+	    reply->state[0] != '\0' && !sync->user->removed) {
+		/* a full sync of a user that was synced before: run the
+		   verification pass (a first sync always changes things) */
+		sync->full_state = i_strdup(reply->state);
+		replicator_dsync_start(sync, sync->full_state, FALSE);
+		return;
+	}
 	replicator_sync_finish(sync, reply->result, reply->state,
 			       reply->error);
+}
+
+static void
+replicator_dsync_start(struct replicator_sync *sync, const char *state,
+		       bool full)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+	struct dovewarden_doveadm_sync_settings dset;
+
+	i_zero(&dset);
+	dset.socket_path = replicator->doveadm_socket_path;
+	dset.username = sync->user->username;
+	dset.state = state;
+	dset.destination = sync->destination;
+	dset.lock_timeout_secs = replicator->set->dovewarden_lock_timeout;
+	dset.timeout_msecs = replicator->set->dovewarden_sync_timeout * 1000;
+	dset.io_timeout_secs = replicator->set->dovewarden_sync_timeout;
+	dset.full = full;
+	sync->dsync = dovewarden_doveadm_sync_start(
+		replicator->doveadm, &dset, sync->event,
+		sync->full_state != NULL ? replicator_verify_callback :
+		replicator_dsync_callback, sync);
 }
 
 static void
@@ -589,7 +674,6 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 {
 	struct dovewarden_user *user = sync->user;
 	struct dovewarden_userdb_info info;
-	struct dovewarden_doveadm_sync_settings dset;
 	const char *replica, *dest, *error;
 	int ret;
 
@@ -628,23 +712,13 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 		return;
 	}
 
-	i_zero(&dset);
-	dset.socket_path = replicator->doveadm_socket_path;
-	dset.username = user->username;
-	dset.state = user->state == NULL ? "" : user->state;
-	dset.destination = dest;
-	dset.lock_timeout_secs = replicator->set->dovewarden_lock_timeout;
-	dset.timeout_msecs = replicator->set->dovewarden_sync_timeout * 1000;
-	dset.io_timeout_secs = replicator->set->dovewarden_sync_timeout;
-	dset.full = sync->full;
+	sync->destination = i_strdup(dest);
 	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
-		sync->full ? "full" :
+		sync->settle ? "settle full" : sync->full ? "full" :
 		(sync->incremental ? "incremental" : "normal"),
 		dovewarden_priority_to_str(sync->priority), dest);
-	sync->dsync = dovewarden_doveadm_sync_start(replicator->doveadm, &dset,
-						    sync->event,
-						    replicator_dsync_callback,
-						    sync);
+	replicator_dsync_start(sync, user->state == NULL ? "" : user->state,
+			       sync->full);
 }
 
 static void
@@ -661,6 +735,7 @@ replicator_sync_start(struct dovewarden_replicator *replicator,
 	sync->start_time = ioloop_timeval;
 	sync->priority = priority;
 	sync->full = user->syncing_full;
+	sync->settle = user->syncing_settle;
 	sync->incremental = user->state != NULL && user->state[0] != '\0';
 	sync->event = event_create(replicator->event);
 	event_add_str(sync->event, "user", user->username);
@@ -672,8 +747,32 @@ replicator_sync_start(struct dovewarden_replicator *replicator,
 	replicator_sync_begin(replicator, sync);
 }
 
+/* Background work (periodic and settle full syncs) may take at most this
+   many sync slots, so that an interactive change never waits for it */
+static unsigned int
+replicator_background_limit(struct dovewarden_replicator *replicator)
+{
+	unsigned int max = replicator->set->dovewarden_max_syncs;
+
+	return max <= 1 ? max : max - I_MAX(1U, max / 4);
+}
+
+static unsigned int
+replicator_background_running(struct dovewarden_replicator *replicator)
+{
+	struct replicator_sync *sync;
+	unsigned int count = 0;
+
+	array_foreach_elem(&replicator->syncs, sync) {
+		if (sync->priority == DOVEWARDEN_PRIORITY_NONE)
+			count++;
+	}
+	return count;
+}
+
 static void replicator_fill(struct dovewarden_replicator *replicator)
 {
+	const struct dovewarden_user *next;
 	struct dovewarden_user *user;
 	enum dovewarden_priority priority;
 	time_t next_due;
@@ -684,9 +783,18 @@ static void replicator_fill(struct dovewarden_replicator *replicator)
 
 	while (array_count(&replicator->syncs) <
 	       replicator->set->dovewarden_max_syncs) {
-		user = dovewarden_queue_pop(replicator->queue, ioloop_time);
-		if (user == NULL)
+		next = dovewarden_queue_peek(replicator->queue, ioloop_time);
+		if (next == NULL)
 			break;
+		if (next->priority == DOVEWARDEN_PRIORITY_NONE &&
+		    replicator_background_running(replicator) >=
+		    replicator_background_limit(replicator)) {
+			/* the rest is background work: a finishing sync
+			   or a new change calls us again */
+			return;
+		}
+		user = dovewarden_queue_pop(replicator->queue, ioloop_time);
+		i_assert(user == next);
 		priority = user->syncing_priority;
 		T_BEGIN {
 			replicator_sync_start(replicator, user, priority);

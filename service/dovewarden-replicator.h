@@ -33,6 +33,11 @@ typedef void dovewarden_replicator_wait_callback_t(bool success,
 						   const char *reason,
 						   void *context);
 
+/* A user's settle full sync runs at most this long after the first
+   change it covers, also while changes keep coming (see
+   dovewarden-queue.h; dovewarden_settle_delay sets the normal delay) */
+#define DOVEWARDEN_REPLICATOR_SETTLE_MAX_SECS (5 * 60)
+
 /* How often the queue state is saved (the journal covers the time
    between) */
 #define DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS (5 * 60)

@@ -24,9 +24,11 @@ from dwtest import hms_secs, make_message, msg_hash  # noqa: E402
 
 EX_USAGE, EX_NOUSER, EX_TEMPFAIL = 64, 67, 75
 USER_COLUMNS = ["username", "priority", "fast sync", "full sync",
-                "success sync", "failed", "next sync", "last error"]
+                "success sync", "failed", "next sync", "last error",
+                "verified", "repaired"]
 USER_FIELDS = ["username", "priority", "fast_sync", "full_sync",
-               "success_sync", "failed", "next_sync", "last_error"]
+               "success_sync", "failed", "next_sync", "last_error",
+               "verified", "repaired"]
 DSYNC_FIELDS = ["username", "type", "status", "running"]
 
 r = dwtest.Runner(

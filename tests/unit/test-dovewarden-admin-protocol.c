@@ -232,6 +232,8 @@ Test(admin_protocol, user_status_round_trip)
 		in.last_fast_sync = 1700000000 + i;
 		in.last_full_sync = i == 0 ? 0 : 1600000000;
 		in.last_successful_sync = 1500000000;
+		in.last_verified = i == 0 ? 0 : 1400000000 + i;
+		in.last_repaired = i == 1 ? 0 : 1300000000 + i;
 		in.consecutive_failures = i;
 		in.next_sync_secs = i == 1 ? -1 : (long long)i * 100;
 		in.last_error = i == 2 ? "" : "Remote\tsaid:\nno";
@@ -251,7 +253,35 @@ Test(admin_protocol, user_status_round_trip)
 			     in.consecutive_failures);
 		cr_assert_eq(out.next_sync_secs, in.next_sync_secs);
 		cr_assert_str_eq(out.last_error, in.last_error);
+		cr_assert_eq(out.last_verified, in.last_verified);
+		cr_assert_eq(out.last_repaired, in.last_repaired);
 	}
+}
+
+Test(admin_protocol, user_status_from_older_service)
+{
+	struct dovewarden_admin_user_status out;
+	const char *error;
+
+	/* without last verified and last repaired */
+	cr_assert_eq(dovewarden_admin_parse_user_status(
+		(const char *const[]){ "u", "low", "1", "2", "3", "0", "",
+				       "", NULL }, &out, &error), 0);
+	cr_assert_eq(out.last_fast_sync, 1);
+	cr_assert_eq(out.last_verified, 0);
+	cr_assert_eq(out.last_repaired, 0);
+	cr_assert_eq(dovewarden_admin_parse_user_status(
+		(const char *const[]){ "u", "low", "1", "2", "3", "0", "",
+				       "", "4", "5", NULL }, &out, &error), 0);
+	cr_assert_eq(out.last_verified, 4);
+	cr_assert_eq(out.last_repaired, 5);
+	/* one of them alone, or a bad time */
+	cr_assert_eq(dovewarden_admin_parse_user_status(
+		(const char *const[]){ "u", "low", "1", "2", "3", "0", "",
+				       "", "4", NULL }, &out, &error), -1);
+	cr_assert_eq(dovewarden_admin_parse_user_status(
+		(const char *const[]){ "u", "low", "1", "2", "3", "0", "",
+				       "", "4", "x", NULL }, &out, &error), -1);
 }
 
 Test(admin_protocol, dsync_status_round_trip)

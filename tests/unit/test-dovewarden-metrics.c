@@ -100,6 +100,8 @@ Test(metrics, empty)
 		    "dovewarden_seconds_since_last_successful_sync -1");
 	assert_line(str_c(str),
 		    "dovewarden_rejected_inputs_total{source=\"admin\"} 0");
+	assert_line(str_c(str), "dovewarden_verifications_total 0");
+	assert_line(str_c(str), "dovewarden_repairs_total 0");
 	cr_assert_null(strstr(str_c(str), "# EOF"));
 }
 
@@ -120,6 +122,9 @@ Test(metrics, counters)
 	dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_HTTP);
 	dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	dovewarden_metrics_rejected(DOVEWARDEN_METRICS_SOURCE_ADMIN);
+	dovewarden_metrics_verification(FALSE);
+	dovewarden_metrics_verification(TRUE);
+	dovewarden_metrics_verification(FALSE);
 	/* older than what was counted: ignored */
 	dovewarden_metrics_set_last_successful_sync(100);
 
@@ -138,6 +143,8 @@ Test(metrics, counters)
 	assert_line(str_c(str), "dovewarden_oldest_pending_change_seconds 30");
 	assert_line(str_c(str), "dovewarden_syncs_total{result=\"ok\"} 2");
 	assert_line(str_c(str), "dovewarden_syncs_total{result=\"changed\"} 1");
+	assert_line(str_c(str), "dovewarden_verifications_total 3");
+	assert_line(str_c(str), "dovewarden_repairs_total 1");
 	assert_line(str_c(str),
 		    "dovewarden_syncs_total{result=\"tempfail\"} 1");
 	assert_line(str_c(str), "dovewarden_syncs_total{result=\"nouser\"} 0");

@@ -89,6 +89,23 @@ Test(queue, notify_twice_pops_once)
 	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
 }
 
+Test(queue, peek_returns_what_pop_would_without_popping)
+{
+	const struct dovewarden_user *next;
+
+	queue_new(0, 10, 3600);
+	cr_assert_null(dovewarden_queue_peek(queue, T0));
+	dovewarden_queue_notify(queue, "low", LOW, T0);
+	dovewarden_queue_notify(queue, "high", HIGH, T0);
+	next = dovewarden_queue_peek(queue, T0 + 1);
+	cr_assert_str_eq(next->username, "high");
+	cr_assert_eq(dovewarden_queue_peek(queue, T0 + 1), next);
+	cr_assert(!next->syncing);
+	cr_assert_eq(pop_name(T0 + 1, "high"), next);
+	cr_assert_str_eq(dovewarden_queue_peek(queue, T0 + 1)->username,
+			 "low");
+}
+
 Test(queue, priority_order)
 {
 	queue_new(0, 10, 3600);
@@ -1227,4 +1244,256 @@ Test(queue, soak_with_full_syncs)
 {
 	soak_run(3600, 3);
 	soak_run(600, 4);
+}
+
+static void
+queue_new_settle(unsigned int full_interval, unsigned int delay,
+		 unsigned int max)
+{
+	struct dovewarden_queue_settings set = {
+		.full_sync_interval_secs = full_interval,
+		.retry_min_secs = 10,
+		.retry_max_secs = 3600,
+		.settle_delay_secs = delay,
+		.settle_max_secs = max,
+	};
+
+	if (queue != NULL)
+		dovewarden_queue_deinit(&queue);
+	queue = dovewarden_queue_init(&set);
+}
+
+/* a change replicated by an incremental sync at now */
+static struct dovewarden_user *
+change_and_sync(const char *username, enum dovewarden_priority priority,
+		time_t now)
+{
+	struct dovewarden_user *user;
+
+	(void)dovewarden_queue_notify(queue, username, priority, now);
+	user = pop_name(now, username);
+	cr_assert(!user->syncing_full);
+	finish_ok(user, now);
+	return user;
+}
+
+Test(queue, settle_after_quiet_delay)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	user = change_and_sync("alice", LOW, T0);
+	cr_assert_eq(user->settle_first_change, T0);
+	cr_assert_eq(user->settle_last_change, T0);
+	cr_assert_eq(dovewarden_queue_next_due(queue), T0 + 10);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 10);
+	pop_none(T0 + 9);
+
+	user = pop_name(T0 + 10, "alice");
+	cr_assert(user->syncing_full);
+	cr_assert(user->syncing_settle);
+	cr_assert_eq(user->syncing_priority, NONE);
+	finish_ok(user, T0 + 11);
+	cr_assert_eq(user->last_verified, T0 + 10);
+	cr_assert_eq(user->last_full_sync, T0 + 10);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(user->settle_last_change, 0);
+	/* verified: nothing more to do */
+	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
+	pop_none(T0 + 1000);
+}
+
+Test(queue, settle_restarts_on_change)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	(void)change_and_sync("alice", LOW, T0);
+	user = change_and_sync("alice", HIGH, T0 + 8);
+	cr_assert_eq(user->settle_first_change, T0);
+	cr_assert_eq(user->settle_last_change, T0 + 8);
+	pop_none(T0 + 10);
+	pop_none(T0 + 17);
+	user = pop_name(T0 + 18, "alice");
+	cr_assert(user->syncing_settle && user->syncing_full);
+	finish_ok(user, T0 + 19);
+
+	/* a change to an idle user with a pending settle (no sync between)
+	   moves it too */
+	(void)dovewarden_queue_notify(queue, "bob", LOW, T0 + 20);
+	user = pop_name(T0 + 20, "bob");
+	finish_ok(user, T0 + 20);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 30);
+	user = dovewarden_queue_notify(queue, "bob", LOW, T0 + 25);
+	user = pop_name(T0 + 25, "bob");
+	cr_assert(!user->syncing_full);
+	finish_ok(user, T0 + 25);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 35);
+}
+
+Test(queue, settle_bounded_under_continuous_activity)
+{
+	struct dovewarden_user *user;
+	unsigned int full_count = 0;
+	time_t t, first_full = 0, second_full = 0;
+
+	queue_new_settle(0, 10, 60);
+	/* a change every 5 secs: never quiet for 10 secs */
+	for (t = T0; t < T0 + 200; t += 5) {
+		(void)dovewarden_queue_notify(queue, "alice", LOW, t);
+		user = pop_name(t, "alice");
+		if (user->syncing_full) {
+			cr_assert(user->syncing_settle);
+			full_count++;
+			if (first_full == 0)
+				first_full = t;
+			else if (second_full == 0)
+				second_full = t;
+		}
+		finish_ok(user, t);
+	}
+	/* at the maximum delay, not before and not at every sync after */
+	cr_assert_eq(first_full, T0 + 60);
+	cr_assert_eq(second_full, T0 + 125);
+	cr_assert_eq(full_count, 3);
+}
+
+Test(queue, settle_bounded_when_change_during_full_sync)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 60);
+	(void)change_and_sync("alice", LOW, T0);
+	user = pop_name(T0 + 10, "alice");
+	cr_assert(user->syncing_settle);
+	/* a change while the settle runs: it is not covered */
+	(void)dovewarden_queue_notify(queue, "alice", LOW, T0 + 11);
+	finish_ok(user, T0 + 12);
+	cr_assert_eq(user->last_verified, T0 + 10);
+	cr_assert_eq(user->settle_first_change, T0 + 10);
+	cr_assert_eq(user->settle_last_change, T0 + 11);
+	user = pop_name(T0 + 12, "alice");
+	cr_assert(!user->syncing_full);
+	finish_ok(user, T0 + 12);
+	pop_none(T0 + 20);
+	user = pop_name(T0 + 21, "alice");
+	cr_assert(user->syncing_settle);
+	finish_ok(user, T0 + 21);
+	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
+}
+
+Test(queue, no_settle_after_full_sync)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	user = change_and_sync("alice", LOW, T0);
+	/* a forced full sync after the last change covers it */
+	dovewarden_queue_force_full_sync(queue, user, LOW, T0 + 2);
+	user = pop_name(T0 + 2, "alice");
+	cr_assert(user->syncing_full);
+	cr_assert(!user->syncing_settle);
+	finish_ok(user, T0 + 3);
+	cr_assert_eq(user->last_verified, T0 + 2);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
+	pop_none(T0 + 100);
+
+	/* so does a user's first sync, which is a full one */
+	queue_new_settle(3600, 10, 300);
+	(void)dovewarden_queue_notify(queue, "bob", HIGH, T0);
+	user = pop_name(T0, "bob");
+	cr_assert(user->syncing_full);
+	finish_ok(user, T0 + 1);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 3600);
+}
+
+Test(queue, settle_goes_after_interactive_changes)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	(void)change_and_sync("alice", LOW, T0);
+	/* alice's settle is due at T0 + 10; bob and carol change later */
+	(void)dovewarden_queue_notify(queue, "bob", LOW, T0 + 20);
+	(void)dovewarden_queue_notify(queue, "carol", HIGH, T0 + 20);
+	user = pop_name(T0 + 20, "carol");
+	cr_assert(!user->syncing_settle);
+	user = pop_name(T0 + 20, "bob");
+	cr_assert(!user->syncing_settle);
+	user = pop_name(T0 + 20, "alice");
+	cr_assert(user->syncing_settle);
+}
+
+Test(queue, settle_before_periodic_full_sync)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(3600, 10, 300);
+	(void)dovewarden_queue_notify(queue, "alice", LOW, T0);
+	user = pop_name(T0, "alice");
+	cr_assert(user->syncing_full);
+	finish_ok(user, T0);
+	user = change_and_sync("alice", LOW, T0 + 100);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 110);
+	user = pop_name(T0 + 110, "alice");
+	cr_assert(user->syncing_settle);
+	finish_ok(user, T0 + 111);
+	/* the periodic full sync counts from the settle */
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user),
+		     T0 + 110 + 3600);
+}
+
+Test(queue, settle_failure_retried_as_full)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	(void)change_and_sync("alice", LOW, T0);
+	user = pop_name(T0 + 10, "alice");
+	cr_assert(user->syncing_settle);
+	dovewarden_queue_sync_finished(queue, user,
+				       DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
+				       NULL, "peer down", T0 + 11);
+	cr_assert_eq(user->last_verified, 0);
+	cr_assert_eq(user->settle_first_change, T0);
+	cr_assert(user->force_full_sync);
+	user = dovewarden_queue_pop(queue, T0 + 1000);
+	cr_assert_not_null(user);
+	cr_assert(user->syncing_full);
+	finish_ok(user, T0 + 1001);
+	cr_assert_eq(user->last_verified, T0 + 1000);
+	cr_assert_eq(user->settle_first_change, 0);
+}
+
+Test(queue, settle_off)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 0, 300);
+	user = change_and_sync("alice", LOW, T0);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
+	pop_none(T0 + 1000);
+}
+
+Test(queue, settle_restored)
+{
+	struct dovewarden_user fields, *user;
+
+	queue_new_settle(0, 10, 300);
+	i_zero(&fields);
+	fields.username = (char *)"alice";
+	fields.last_full_sync = T0 - 100;
+	fields.settle_first_change = T0;
+	fields.settle_last_change = T0 + 5;
+	fields.last_verified = T0 - 100;
+	fields.last_repaired = T0 - 50;
+	user = dovewarden_queue_restore(queue, &fields, T0 + 6);
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 15);
+	cr_assert_eq(user->last_repaired, T0 - 50);
+	pop_none(T0 + 14);
+	user = pop_name(T0 + 15, "alice");
+	cr_assert(user->syncing_settle);
 }

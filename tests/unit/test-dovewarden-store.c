@@ -27,6 +27,8 @@ static char tmpdir[] = "/tmp/dw-store-test.XXXXXX";
 static char *db_path, *journal_path, *tmp_path, *corrupt_path;
 static struct dovewarden_queue *queue;
 static struct dovewarden_store *store;
+/* settle delay of the queues queue_new() makes (0 = off) */
+static unsigned int settle_delay_secs;
 
 static struct dovewarden_queue *queue_new(void)
 {
@@ -34,6 +36,8 @@ static struct dovewarden_queue *queue_new(void)
 		.full_sync_interval_secs = FULL_INTERVAL,
 		.retry_min_secs = 60,
 		.retry_max_secs = 3600,
+		.settle_delay_secs = settle_delay_secs,
+		.settle_max_secs = 300,
 	};
 
 	return dovewarden_queue_init(&set);
@@ -42,6 +46,7 @@ static struct dovewarden_queue *queue_new(void)
 static void test_init(void)
 {
 	lib_init();
+	settle_delay_secs = 0;
 	cr_assert_not_null(mkdtemp(tmpdir));
 	db_path = i_strconcat(tmpdir, "/state/dovewarden.db", NULL);
 	journal_path = i_strconcat(db_path, ".journal", NULL);
@@ -192,6 +197,8 @@ static void make_fields(unsigned int i, const char *username,
 		(char *)t_strdup_printf("st\t\n\001\r%u\\x", i);
 	fields_r->last_error = fields_r->consecutive_failures == 0 ? NULL :
 		(char *)t_strdup_printf("err\t%u\nline2\001", i);
+	fields_r->last_verified = i % 3 == 0 ? 0 : T0 - 4000 - i;
+	fields_r->last_repaired = i % 9 == 0 ? 0 : T0 - 5000 - i;
 }
 
 static const char *user_name(unsigned int i)
@@ -216,6 +223,8 @@ static void check_fields(const struct dovewarden_user *user,
 		     fields->consecutive_failures);
 	cr_assert_eq(user->next_try, fields->next_try);
 	cr_assert_eq(user->force_full_sync, fields->force_full_sync);
+	cr_assert_eq(user->last_verified, fields->last_verified);
+	cr_assert_eq(user->last_repaired, fields->last_repaired);
 	cr_assert_str_eq(user->state, fields->state);
 	if (fields->last_error == NULL)
 		cr_assert(user->last_error == NULL ||
@@ -283,6 +292,54 @@ Test(store, round_trip_all_fields)
 		       user == NULL ? "" : user->username);
 }
 
+Test(store, settle_and_verification_round_trip)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_user *user;
+
+	settle_delay_secs = 10;
+	dovewarden_queue_deinit(&queue);
+	queue = queue_new();
+	/* the first sync is a full one: it ends the settle */
+	(void)dovewarden_queue_notify(queue, "alice", LOW, T0 - 100);
+	user = dovewarden_queue_pop(queue, T0 - 100);
+	cr_assert(user->syncing_full);
+	dovewarden_queue_sync_finished(queue, user, DOVEWARDEN_SYNC_RESULT_OK,
+				       "st0", NULL, T0 - 99);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(user->last_verified, T0 - 100);
+	/* an incremental sync leaves it pending */
+	(void)dovewarden_queue_notify(queue, "alice", LOW, T0);
+	(void)dovewarden_queue_notify(queue, "alice", LOW, T0 + 5);
+	user = dovewarden_queue_pop(queue, T0 + 5);
+	cr_assert_not_null(user);
+	cr_assert(!user->syncing_full);
+	dovewarden_queue_sync_finished(queue, user, DOVEWARDEN_SYNC_RESULT_OK,
+				       "st", NULL, T0 + 6);
+	user->last_repaired = T0 - 200;
+	save();
+	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t2\n"
+			 "alice\tnone\t1700000000\t1700000005\t1699999900\t"
+			 "1700000005\t0\t0\t0\tst\t\t1700000000\t"
+			 "1700000005\t1699999900\t1699999800\n");
+
+	restart(&result, T0 + 6);
+	cr_assert_eq(result.users_loaded, 1);
+	user = dovewarden_queue_lookup(queue, "alice");
+	cr_assert_not_null(user);
+	cr_assert_eq(user->settle_first_change, T0);
+	cr_assert_eq(user->settle_last_change, T0 + 5);
+	cr_assert_eq(user->last_verified, T0 - 100);
+	cr_assert_eq(user->last_repaired, T0 - 200);
+	/* the settle is still due after the restart */
+	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 15);
+	cr_assert_null(dovewarden_queue_pop(queue, T0 + 14));
+	user = dovewarden_queue_pop(queue, T0 + 15);
+	cr_assert_not_null(user);
+	cr_assert(user->syncing_full);
+	cr_assert(user->syncing_settle);
+}
+
 Test(store, long_username_and_state)
 {
 	struct dovewarden_store_load_result result;
@@ -347,7 +404,7 @@ Test(store, missing_file_is_empty)
 	cr_assert_eq(queue_count(), 0);
 	/* the first save creates the directory */
 	save();
-	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t1\n");
+	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t2\n");
 }
 
 #define LINE_ALICE "alice\thigh\t1700000000\t0\t0\t0\t0\t0\t0\tst\t\n"
@@ -397,6 +454,54 @@ Test(store, corrupt_lines_skipped)
 	user = dovewarden_queue_lookup(queue, "alice");
 	cr_assert_str_eq(user->state, "st");
 	cr_assert(user->last_error == NULL || user->last_error[0] == '\0');
+}
+
+Test(store, version_1_file_loads)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_user *user;
+
+	settle_delay_secs = 10;
+	write_str(db_path, "dovewarden-db\t1\n" LINE_ALICE LINE_BOB
+		  /* a version 2 line does not belong in a version 1 file */
+		  "carol\tnone\t0\t0\t0\t0\t0\t0\t0\t\t\t1\t2\t3\t4\n");
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 2);
+	cr_assert_eq(result.snapshot_lines_skipped, 1);
+	cr_assert_null(result.snapshot_corrupt_error);
+	user = dovewarden_queue_lookup(queue, "alice");
+	cr_assert_not_null(user);
+	cr_assert_str_eq(user->state, "st");
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(user->last_verified, 0);
+	cr_assert_eq(user->last_repaired, 0);
+	user = dovewarden_queue_lookup(queue, "bob");
+	cr_assert_not_null(user);
+	cr_assert_eq(user->consecutive_failures, 2);
+
+	/* the next save writes version 2 */
+	save();
+	cr_assert(str_begins_with(read_str(db_path), "dovewarden-db\t2\n"));
+}
+
+Test(store, version_2_bad_lines_skipped)
+{
+	struct dovewarden_store_load_result result;
+
+	write_str(db_path, "dovewarden-db\t2\n"
+		  /* version 1 field count */
+		  LINE_ALICE
+		  "bob\tnone\t0\t0\t0\t0\t0\t0\t0\t\t\tx\t0\t0\t0\n"
+		  "bob\tnone\t0\t0\t0\t0\t0\t0\t0\t\t\t0\t0\t0\t-1\n"
+		  "carol\tnone\t0\t0\t0\t0\t0\t0\t0\t\t\t0\t0\t5\t6\n");
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 1);
+	cr_assert_eq(result.snapshot_lines_skipped, 3);
+	cr_assert_eq(result.snapshot_first_skipped_line, 2);
+	cr_assert_eq(dovewarden_queue_lookup(queue, "carol")->last_verified,
+		     5);
+	cr_assert_eq(dovewarden_queue_lookup(queue, "carol")->last_repaired,
+		     6);
 }
 
 Test(store, truncated_last_line)
@@ -464,7 +569,7 @@ Test(store, bad_header)
 
 Test(store, future_version)
 {
-	check_corrupt_file("dovewarden-db\t2\n" LINE_ALICE);
+	check_corrupt_file("dovewarden-db\t3\n" LINE_ALICE);
 }
 
 Test(store, empty_file)
@@ -698,8 +803,9 @@ Test(store, save_error_keeps_old_snapshot)
 	(void)dovewarden_queue_notify(queue, "bob", HIGH, T0);
 	cr_assert_eq(dovewarden_store_save(store, queue, &error), -1);
 	cr_assert_not_null(error);
-	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t1\n"
-			 "alice\thigh\t1700000000\t0\t0\t0\t0\t0\t0\t\t\n");
+	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t2\n"
+			 "alice\thigh\t1700000000\t0\t0\t0\t0\t0\t0\t\t"
+			 "\t0\t0\t0\t0\n");
 }
 
 Test(store, unreadable_snapshot_fails)
