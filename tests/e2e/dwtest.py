@@ -18,6 +18,7 @@ import imaplib
 import json
 import os
 import poplib
+import random
 import re
 import shutil
 import signal
@@ -653,6 +654,96 @@ class Pair:
                 raise AssertionError("\n".join(lines))
             time.sleep(POLL_INTERVAL)
 
+    def diff_users(self, users, workers=4):
+        """One pass of the checker over users, in parallel: user ->
+        list of differences, for the users that differ only."""
+        import concurrent.futures
+
+        def one(u):
+            try:
+                return u, self.compare(u)
+            except (AssertionError, imaplib.IMAP4.error, OSError) as e:
+                return u, ["cannot take a snapshot: %s" % e]
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            return {u: d for u, d in ex.map(one, users) if d}
+
+    def converge_report(self, users, timeout, what="", workers=4):
+        """Like wait_converged, but never raises: polls until every user
+        looks the same on A and B or timeout seconds have passed.
+        Returns (seconds it took or None, {user: differences} of the
+        last pass, which is empty when they converged)."""
+        t0 = time.monotonic()
+        end = t0 + timeout
+        while True:
+            diffs = self.diff_users(users, workers)
+            if not diffs:
+                return time.monotonic() - t0, {}
+            if time.monotonic() >= end:
+                return None, diffs
+            time.sleep(POLL_INTERVAL)
+
+    def uidvalidity(self, side, user, mailbox="INBOX", conn=None):
+        """STATUS mailbox (UIDVALIDITY) on side, as int (None when the
+        mailbox does not exist)."""
+        m = conn or self.imap(side, user)
+        try:
+            typ, data = m.status(imap_quote(mailbox), "(UIDVALIDITY)")
+            if typ != "OK":
+                return None
+            for resp in parse_untagged(data):
+                for item in resp:
+                    if isinstance(item, list):
+                        return int(_pairs(item)["UIDVALIDITY"])
+            return None
+        finally:
+            if conn is None:
+                m.logout()
+
+    def message_ids(self, side, user, mailbox="INBOX"):
+        """The Message-ID headers of the messages in mailbox on side, as
+        a Counter of "<id>" strings."""
+        ids = collections.Counter()
+        m = self.imap(side, user)
+        try:
+            typ, data = m.select(imap_quote(mailbox), readonly=True)
+            if typ != "OK" or int(data[0]) == 0:
+                return ids
+            data = check_ok(m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS "
+                                    "(MESSAGE-ID)])"), "FETCH Message-ID")
+            for item in data:
+                if isinstance(item, tuple):
+                    mm = re.search(rb"<[^>]*>", item[1])
+                    if mm:
+                        ids[mm.group(0).decode()] += 1
+            return ids
+        finally:
+            m.logout()
+
+    def mailbox_guid(self, side, user, mailbox="INBOX"):
+        """The mailbox GUID from doveadm mailbox status (None when it
+        does not exist)."""
+        r = self.doveadm(side, "mailbox", "status", "-u", user, "guid",
+                         mailbox, check=False)
+        m = re.search(r"guid=([0-9a-f]+)", r.stdout)
+        return m.group(1) if m else None
+
+    def doveconf(self, side, name):
+        """doveconf -h name of side's configuration; None when the
+        setting is unknown."""
+        r = subprocess.run(["/usr/bin/doveconf", "-c",
+                            os.path.join(self.dw_dir, side, "dovecot.conf"),
+                            "-h", name], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=30)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    def queues_empty(self, side):
+        """True when side's service has nothing queued or running
+        (doveadm dovewarden status; periodic full syncs not counted)."""
+        ov = self.dw_overview(side)
+        return all(v == 0 for k, v in ov.items()
+                   if k.startswith("Queued '") and "full" not in k
+                   or k == "Syncs running")
+
     def inbox_dir_exists(self, side, user):
         return os.path.isdir(os.path.join(
             self.dw_dir, side, "mail", user, "sdbox", "mailboxes", "INBOX"))
@@ -862,6 +953,25 @@ def run(runner):
             runner.pair.stop()
         code = EXIT_FAIL
     sys.exit(code)
+
+
+_TIME_UNITS = {"": 1, "s": 1, "sec": 1, "secs": 1, "second": 1,
+               "seconds": 1, "m": 60, "min": 60, "mins": 60, "minute": 60,
+               "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600,
+               "d": 86400, "day": 86400, "days": 86400, "ms": 0.001,
+               "msec": 0.001, "msecs": 0.001}
+
+
+def time_secs(value):
+    """A Dovecot time setting as doveconf prints it ("10 secs", "10s",
+    "1min", "500ms", "0") -> seconds as float; None for None or an
+    unparsable value."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", value.lower())
+    if not m or m.group(2) not in _TIME_UNITS:
+        return None
+    return float(m.group(1)) * _TIME_UNITS[m.group(2)]
 
 
 def hms_secs(value):
@@ -1272,3 +1382,245 @@ def make_message(tag, size=0):
             "Message-ID: <%s@dovewarden.test>\r\n"
             "Date: Sun, 29 Nov 2026 07:00:00 +0000\r\n"
             "\r\n%s" % (tag, uniq, body)).encode()
+
+
+# ---------------------------------------------------------------------------
+# A mixed random workload on both sides at once
+
+class MixedLoad:
+    """Client threads on A and on B that, until a deadline, pick a user at
+    random (the same users on both sides), log in over IMAP and run a few
+    random operations: APPEND (to INBOX or a folder, with flags), LMTP
+    delivery, UID STORE +FLAGS/-FLAGS (system flags and keywords),
+    EXPUNGE and UID EXPUNGE, UID COPY and UID MOVE between INBOX and
+    folders, SELECT of another mailbox, CREATE, RENAME, DELETE,
+    SUBSCRIBE and UNSUBSCRIBE. Every choice comes from a random.Random
+    seeded with (seed, side, thread), so a seed fixes each thread's
+    sequence of choices; what the threads meet still depends on timing.
+
+    NO answers (a mailbox the other side just deleted, a CREATE of an
+    existing name, ...) and disconnects (the selected mailbox deleted by
+    another session) are expected and counted, not errors. A BAD answer
+    means the test sent something wrong: counted as "bad"."""
+
+    FOLDERS = ["F1", "F2", "Archive", "Work/Sub"]
+    TEMP = ["Tmp1", "Tmp2", "Work/Tmp"]
+    FLAGS = ["\\Seen", "\\Flagged", "\\Answered", "\\Deleted", "$Label1",
+             "kwx"]
+    OPS = (("append", 14), ("lmtp", 10), ("store", 22), ("expunge", 5),
+           ("uid_expunge", 4), ("copy", 8), ("move", 8), ("select", 8),
+           ("create", 4), ("rename", 3), ("delete", 3), ("subscribe", 3),
+           ("unsubscribe", 3))
+
+    def __init__(self, pair, users, seed, threads_per_side=3,
+                 duration=10.0, pause=0.0, max_ops=None):
+        """max_ops: each thread stops after this many operations (or at
+        the duration, whichever comes first), so that runs on machines of
+        different speed do the same work."""
+        self.pair = pair
+        self.max_ops = max_ops
+        self._tl = threading.local()
+        self.users = list(users)
+        self.seed = seed
+        self.threads_per_side = threads_per_side
+        self.duration = duration
+        self.pause = pause
+        self.lock = threading.Lock()
+        self.ops = collections.Counter()     # (side, op) -> done
+        self.no = collections.Counter()      # (side, op) -> NO answers
+        self.aborts = collections.Counter()  # side -> disconnects
+        self.bad = []                        # BAD answers / test errors
+        self._names = [n for n, _w in self.OPS]
+        self._weights = [w for _n, w in self.OPS]
+
+    # -- counters --
+
+    def total_ops(self):
+        return sum(self.ops.values())
+
+    def total_no(self):
+        return sum(self.no.values())
+
+    def total_aborts(self):
+        return sum(self.aborts.values())
+
+    def summary(self):
+        by_op = collections.Counter()
+        for (_s, op), n in self.ops.items():
+            by_op[op] += n
+        no_op = collections.Counter()
+        for (_s, op), n in self.no.items():
+            no_op[op] += n
+        return ", ".join("%s %d%s" % (op, by_op[op],
+                                      " (%d NO)" % no_op[op]
+                                      if no_op[op] else "")
+                         for op in self._names if by_op[op])
+
+    def _done(self):
+        return (time.monotonic() >= self.deadline or
+                (self.max_ops is not None and
+                 getattr(self._tl, "n", 0) >= self.max_ops))
+
+    def _count(self, side, op, typ):
+        self._tl.n = getattr(self._tl, "n", 0) + 1
+        with self.lock:
+            self.ops[(side, op)] += 1
+            if typ != "OK":
+                self.no[(side, op)] += 1
+
+    # -- running --
+
+    def run(self):
+        """Run the threads until the duration has passed; returns the
+        seconds the load ran."""
+        self.deadline = time.monotonic() + self.duration
+        threads = [threading.Thread(target=self._worker, args=(s, i),
+                                    daemon=True)
+                   for i in range(self.threads_per_side) for s in SIDES]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.duration + 120)
+        return time.monotonic() - t0
+
+    def _worker(self, side, idx):
+        rng = random.Random("%s/%s/%d" % (self.seed, side, idx))
+        while not self._done():
+            user = rng.choice(self.users)
+            try:
+                self._session(side, user, rng)
+            except (imaplib.IMAP4.abort, OSError, EOFError,
+                    smtplib.SMTPException):
+                with self.lock:
+                    self.aborts[side] += 1
+            except Exception as e:
+                with self.lock:
+                    self.bad.append("%s %s: %s: %s" % (
+                        side, user, type(e).__name__, e))
+
+    def _session(self, side, user, rng):
+        m = self.pair.imap(side, user)
+        st = {"box": None}
+        try:
+            self._select(m, side, rng, "INBOX", st)
+            for _ in range(rng.randint(3, 12)):
+                if self._done():
+                    break
+                op = rng.choices(self._names, self._weights)[0]
+                if op != "lmtp" and st["box"] is None:
+                    if not self._select(m, side, rng, "INBOX", st):
+                        break
+                getattr(self, "_op_" + op)(m, side, user, rng, st)
+                if self.pause:
+                    time.sleep(self.pause)
+        finally:
+            try:
+                m.logout()
+            except Exception:
+                pass
+
+    def _select(self, m, side, rng, box, st):
+        typ, _d = m.select(imap_quote(box))
+        self._count(side, "select", typ)
+        st["box"] = box if typ == "OK" else None
+        return st["box"] is not None
+
+    def _uid_set(self, m, rng):
+        typ, data = m.uid("SEARCH", "ALL")
+        if typ != "OK" or not data or not data[0]:
+            return None
+        uids = [int(x) for x in data[0].split()]
+        if not uids:
+            return None
+        if rng.random() < 0.3:
+            a = rng.randrange(len(uids))
+            b = min(len(uids) - 1, a + rng.randint(0, 4))
+            return "%d:%d" % (uids[a], uids[b])
+        return ",".join(str(u) for u in
+                        sorted(rng.sample(uids, min(len(uids),
+                                                    rng.randint(1, 3)))))
+
+    def _other_box(self, rng, st):
+        return rng.choice([b for b in ["INBOX"] * 3 + self.FOLDERS +
+                           self.TEMP if b != st["box"]])
+
+    def _op_append(self, m, side, user, rng, st):
+        box = rng.choice(["INBOX"] * 4 + self.FOLDERS + self.TEMP[:1])
+        flags = rng.sample(self.FLAGS, rng.randint(0, 2))
+        msg = make_message("mixed-%s-%s" % (side, user),
+                           rng.choice([0, 0, 0, 2000]))
+        typ, _d = m.append(imap_quote(box),
+                           _fmt_flags(flags) if flags else None, None, msg)
+        self._count(side, "append", typ)
+
+    def _op_lmtp(self, m, side, user, rng, st):
+        msg = make_message("lmtp-%s-%s" % (side, user))
+        try:
+            self.pair.lmtp_deliver(side, user, msg)
+            self._count(side, "lmtp", "OK")
+        except (AssertionError, smtplib.SMTPException, OSError):
+            self._count(side, "lmtp", "NO")
+
+    def _op_store(self, m, side, user, rng, st):
+        uids = self._uid_set(m, rng)
+        if uids is None:
+            return self._op_append(m, side, user, rng, st)
+        flags = rng.sample(self.FLAGS, rng.randint(1, 2))
+        typ, _d = m.uid("STORE", uids, rng.choice(["+FLAGS", "-FLAGS"]),
+                        _fmt_flags(flags))
+        self._count(side, "store", typ)
+
+    def _op_expunge(self, m, side, user, rng, st):
+        typ, _d = m.expunge()
+        self._count(side, "expunge", typ)
+
+    def _op_uid_expunge(self, m, side, user, rng, st):
+        uids = self._uid_set(m, rng)
+        if uids is None:
+            return
+        m.uid("STORE", uids, "+FLAGS.SILENT", "(\\Deleted)")
+        typ, _d = m.uid("EXPUNGE", uids)
+        self._count(side, "uid_expunge", typ)
+
+    def _op_copy(self, m, side, user, rng, st, cmd="COPY"):
+        uids = self._uid_set(m, rng)
+        if uids is None:
+            return
+        typ, _d = m.uid(cmd, uids, imap_quote(self._other_box(rng, st)))
+        self._count(side, cmd.lower(), typ)
+
+    def _op_move(self, m, side, user, rng, st):
+        self._op_copy(m, side, user, rng, st, cmd="MOVE")
+
+    def _op_select(self, m, side, user, rng, st):
+        if not self._select(m, side, rng, self._other_box(rng, st), st):
+            self._select(m, side, rng, "INBOX", st)
+
+    def _op_create(self, m, side, user, rng, st):
+        typ, _d = m.create(imap_quote(rng.choice(self.FOLDERS + self.TEMP)))
+        self._count(side, "create", typ)
+
+    def _op_rename(self, m, side, user, rng, st):
+        src, dst = rng.sample(self.TEMP, 2)
+        if st["box"] in (src, dst):
+            return
+        typ, _d = m.rename(imap_quote(src), imap_quote(dst))
+        self._count(side, "rename", typ)
+
+    def _op_delete(self, m, side, user, rng, st):
+        box = rng.choice(self.TEMP + ["F2"])
+        if box == st["box"]:
+            return
+        typ, _d = m.delete(imap_quote(box))
+        self._count(side, "delete", typ)
+
+    def _op_subscribe(self, m, side, user, rng, st):
+        typ, _d = m.subscribe(imap_quote(rng.choice(self.FOLDERS +
+                                                     self.TEMP)))
+        self._count(side, "subscribe", typ)
+
+    def _op_unsubscribe(self, m, side, user, rng, st):
+        typ, _d = m.unsubscribe(imap_quote(rng.choice(self.FOLDERS +
+                                                       self.TEMP)))
+        self._count(side, "unsubscribe", typ)
