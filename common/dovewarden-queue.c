@@ -688,6 +688,7 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 			user->state = i_strdup(new_state);
 		}
 		user->last_successful_sync = user->last_fast_sync;
+		user->consecutive_changed = 0;
 		if (user->syncing_full)
 			user_settle_verified(user);
 		user_set_failures(queue, user, 0);
@@ -697,6 +698,9 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 	case DOVEWARDEN_SYNC_RESULT_CHANGED:
 		user_restore_changes(queue, user, now);
 		user->next_try = now + DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
+		if (++user->consecutive_changed >=
+		    DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT)
+			user->force_full_sync = TRUE;
 		break;
 	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
 		user_restore_changes(queue, user, now);

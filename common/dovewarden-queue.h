@@ -67,6 +67,10 @@
 #define DOVEWARDEN_QUEUE_LOW_BOOST_SECS (15 * 60)
 /* A sync that ended with CHANGED runs again after this long */
 #define DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS 2
+/* After this many CHANGED results in a row the next sync is a full one:
+   dsync answers CHANGED also when an incremental sync can't work at all
+   ("retry with a full sync"), and retrying incrementally would loop */
+#define DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT 2
 
 enum dovewarden_sync_result {
 	/* dsync succeeded; the new state replaces the old one */
@@ -120,6 +124,8 @@ struct dovewarden_user {
 	/* Not before this: failure back-off (0 = no back-off) */
 	time_t next_try;
 	unsigned int consecutive_failures;
+	/* Syncs in a row that ended with CHANGED (not persisted) */
+	unsigned int consecutive_changed;
 	/* Reason of the last failure, NULL after a success */
 	char *last_error;
 	/* Changes not covered by a full sync yet, for the settle: the first

@@ -389,6 +389,40 @@ Test(queue, state_replaced_only_on_success)
 	cr_assert_str_eq(user->state, "state2");
 }
 
+Test(queue, repeated_changed_makes_the_next_sync_full)
+{
+	struct dovewarden_user *user;
+	time_t now = T0 + 100000;
+
+	/* no periodic full syncs: only the CHANGED rule can ask for -f */
+	queue_new(0, 1, 1);
+	dovewarden_queue_notify(queue, "alice", HIGH, now);
+	user = pop_name(now, "alice");
+	finish_ok(user, now);
+	dovewarden_queue_notify(queue, "alice", LOW, now);
+
+	/* one CHANGED retries incrementally */
+	user = pop_name(now, "alice");
+	cr_assert(!user->syncing_full);
+	dovewarden_queue_sync_finished(queue, user,
+		DOVEWARDEN_SYNC_RESULT_CHANGED, NULL, NULL, now);
+	now += DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
+	user = pop_name(now, "alice");
+	cr_assert(!user->syncing_full);
+	/* the second in a row: dsync can't sync incrementally */
+	dovewarden_queue_sync_finished(queue, user,
+		DOVEWARDEN_SYNC_RESULT_CHANGED, NULL, NULL, now);
+	now += DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
+	user = pop_name(now, "alice");
+	cr_assert(user->syncing_full);
+	finish_ok(user, now);
+	cr_assert_eq(user->consecutive_changed, 0);
+
+	dovewarden_queue_notify(queue, "alice", LOW, now);
+	user = pop_name(now, "alice");
+	cr_assert(!user->syncing_full);
+}
+
 Test(queue, changed_resyncs_soon_without_failure)
 {
 	struct dovewarden_user *user;
