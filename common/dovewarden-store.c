@@ -4,6 +4,8 @@
 #include "str.h"
 #include "strescape.h"
 #include "strnum.h"
+#include "ioloop.h"
+#include "fd-util.h"
 #include "istream.h"
 #include "ostream.h"
 #include "eacces-error.h"
@@ -15,6 +17,13 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#ifdef __linux__
+#  include <sys/prctl.h>
+#  include <sys/syscall.h>
+#endif
 
 #define STORE_HEADER_NAME "dovewarden-db"
 #define STORE_HEADER_VERSION "2"
@@ -23,13 +32,28 @@
 #define STORE_USER_FIELD_COUNT 15
 #define STORE_USER_FIELD_COUNT_V1 11
 #define STORE_JOURNAL_FIELD_COUNT 3
+/* What a background save's child reports through its pipe before it
+   exits: this, or '-' and the error */
+#define STORE_CHILD_SUCCESS '+'
+/* The longest child error kept */
+#define STORE_CHILD_ERROR_MAX_LEN 1024
 
 struct dovewarden_store {
-	char *path, *tmp_path, *journal_path, *corrupt_path, *dir;
+	char *path, *tmp_path, *journal_path, *journal_old_path;
+	char *corrupt_path, *dir;
 
 	int journal_fd;
 	/* An append failed half-way: start the next one on a new line */
 	bool journal_need_lf;
+
+	/* The running background save: its child (-1 if none), the read
+	   end of its status pipe and what came through it */
+	pid_t save_pid;
+	int save_fd;
+	struct io *save_io;
+	string_t *save_status;
+	dovewarden_store_save_callback_t *save_callback;
+	void *save_context;
 };
 
 struct store_reader {
@@ -50,6 +74,7 @@ struct dovewarden_store *dovewarden_store_init(const char *path)
 	store->path = i_strdup(path);
 	store->tmp_path = i_strconcat(path, ".tmp", NULL);
 	store->journal_path = i_strconcat(path, ".journal", NULL);
+	store->journal_old_path = i_strconcat(path, ".journal.old", NULL);
 	store->corrupt_path = i_strconcat(path, ".corrupt", NULL);
 	p = strrchr(path, '/');
 	if (p == NULL)
@@ -59,6 +84,8 @@ struct dovewarden_store *dovewarden_store_init(const char *path)
 	else
 		store->dir = i_strdup_until(path, p);
 	store->journal_fd = -1;
+	store->save_pid = -1;
+	store->save_fd = -1;
 	return store;
 }
 
@@ -70,10 +97,12 @@ void dovewarden_store_deinit(struct dovewarden_store **_store)
 		return;
 	*_store = NULL;
 
+	dovewarden_store_save_wait(store);
 	i_close_fd(&store->journal_fd);
 	i_free(store->path);
 	i_free(store->tmp_path);
 	i_free(store->journal_path);
+	i_free(store->journal_old_path);
 	i_free(store->corrupt_path);
 	i_free(store->dir);
 	i_free(store);
@@ -237,9 +266,10 @@ store_journal_truncate(struct dovewarden_store *store, const char **error_r)
 	return 0;
 }
 
+/* Write the snapshot and rename it into place, durably */
 static int
-store_save(struct dovewarden_store *store, struct dovewarden_queue *queue,
-	   const char **error_r)
+store_save_snapshot(struct dovewarden_store *store,
+		    struct dovewarden_queue *queue, const char **error_r)
 {
 	int fd;
 
@@ -269,6 +299,27 @@ store_save(struct dovewarden_store *store, struct dovewarden_queue *queue,
 					   store->dir);
 		return -1;
 	}
+	return 0;
+}
+
+static int
+store_journal_old_unlink(struct dovewarden_store *store, const char **error_r)
+{
+	if (unlink(store->journal_old_path) < 0 && errno != ENOENT) {
+		*error_r = store_syscall_error("unlink",
+					       store->journal_old_path);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+store_save(struct dovewarden_store *store, struct dovewarden_queue *queue,
+	   const char **error_r)
+{
+	if (store_save_snapshot(store, queue, error_r) < 0 ||
+	    store_journal_old_unlink(store, error_r) < 0)
+		return -1;
 	return store_journal_truncate(store, error_r);
 }
 
@@ -278,10 +329,242 @@ int dovewarden_store_save(struct dovewarden_store *store,
 {
 	int ret;
 
+	dovewarden_store_save_wait(store);
 	T_BEGIN {
 		ret = store_save(store, queue, error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret;
+}
+
+/* Returns NULL if the child saved the snapshot, else why not */
+static const char *
+store_child_error(pid_t pid, const char *status, int wstatus)
+{
+	if (WIFSIGNALED(wstatus)) {
+		return t_strdup_printf("Snapshot process %ld was killed by "
+				       "signal %d", (long)pid,
+				       WTERMSIG(wstatus));
+	}
+	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0 &&
+	    status[0] == STORE_CHILD_SUCCESS)
+		return NULL;
+	if (status[0] == '-' && status[1] != '\0')
+		return t_strdup(status + 1);
+	return t_strdup_printf("Snapshot process %ld failed without an "
+			       "error (wait status %d)", (long)pid, wstatus);
+}
+
+static void store_save_finish(struct dovewarden_store *store)
+{
+	dovewarden_store_save_callback_t *callback = store->save_callback;
+	void *context = store->save_context;
+	const char *status = str_c(store->save_status);
+	const char *error;
+	int wstatus, ret;
+
+	io_remove(&store->save_io);
+	i_close_fd(&store->save_fd);
+	/* the pipe's EOF means the child is exiting: this does not block
+	   for long */
+	while ((ret = waitpid(store->save_pid, &wstatus, 0)) < 0 &&
+	       errno == EINTR) ;
+	if (ret < 0 && errno != ECHILD) {
+		error = t_strdup_printf("waitpid(%ld) failed: %m",
+					(long)store->save_pid);
+	} else {
+		if (ret < 0) {
+			/* already reaped (SIGCHLD ignored?): trust the
+			   pipe */
+			wstatus = status[0] == STORE_CHILD_SUCCESS ? 0 : 1 << 8;
+		}
+		error = store_child_error(store->save_pid, status, wstatus);
+	}
+	/* the snapshot covers everything the old journal has */
+	if (error == NULL)
+		(void)store_journal_old_unlink(store, &error);
+
+	str_free(&store->save_status);
+	store->save_pid = -1;
+	store->save_callback = NULL;
+	store->save_context = NULL;
+	callback(error == NULL ? 0 : -1, error, context);
+}
+
+/* Returns FALSE at the pipe's EOF or on a read error */
+static bool store_save_read(struct dovewarden_store *store)
+{
+	char buf[256];
+	ssize_t ret;
+
+	ret = read(store->save_fd, buf, sizeof(buf));
+	if (ret > 0) {
+		if (str_len(store->save_status) < STORE_CHILD_ERROR_MAX_LEN)
+			str_append_data(store->save_status, buf, ret);
+		return TRUE;
+	}
+	if (ret < 0 && (errno == EAGAIN || errno == EINTR))
+		return TRUE;
+	/* after a read error the exit status tells what happened */
+	return FALSE;
+}
+
+static void store_save_input(struct dovewarden_store *store)
+{
+	if (!store_save_read(store)) T_BEGIN {
+		store_save_finish(store);
+	} T_END;
+}
+
+bool dovewarden_store_save_is_running(struct dovewarden_store *store)
+{
+	return store->save_pid != -1;
+}
+
+void dovewarden_store_save_wait(struct dovewarden_store *store)
+{
+	if (store->save_pid == -1)
+		return;
+	fd_set_nonblock(store->save_fd, FALSE);
+	while (store_save_read(store)) ;
+	T_BEGIN {
+		store_save_finish(store);
+	} T_END;
+}
+
+/* Start a new journal for the changes the snapshot will not have */
+static int
+store_journal_rotate(struct dovewarden_store *store, const char **error_r)
+{
+	struct stat st;
+
+	if (lstat(store->journal_old_path, &st) == 0) {
+		/* an earlier save did not finish: the journal stays, and
+		   this snapshot covers both */
+		return 0;
+	}
+	if (errno != ENOENT) {
+		*error_r = store_syscall_error("lstat",
+					       store->journal_old_path);
+		return -1;
+	}
+	if (rename(store->journal_path, store->journal_old_path) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = t_strdup_printf("rename(%s, %s) failed: %m",
+					   store->journal_path,
+					   store->journal_old_path);
+		return -1;
+	}
+	i_close_fd(&store->journal_fd);
+	store->journal_need_lf = FALSE;
+	return 0;
+}
+
+/* Close the descriptors first..last that are open */
+static void store_close_fds(int first, int last)
+{
+	int fd, max;
+
+	if (first > last)
+		return;
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, (unsigned int)first,
+		    (unsigned int)last, 0) == 0)
+		return;
+#endif
+	max = I_MIN(getdtablesize() - 1, last);
+	for (fd = first; fd <= max; fd++)
+		(void)close(fd);
+}
+
+static void ATTR_NORETURN
+store_save_child(struct dovewarden_store *store,
+		 struct dovewarden_queue *queue, pid_t parent_pid,
+		 int status_fd)
+{
+	string_t *status;
+	const char *error;
+	int ret;
+
+#ifdef __linux__
+	/* a snapshot process that outlived a killed service could rename
+	   its file over the one of the service's next instance */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent_pid)
+		_exit(1);
+#else
+	(void)parent_pid;
+#endif
+	/* the service's connections must close when the service closes
+	   them, not when this process is done */
+	store_close_fds(3, status_fd - 1);
+	store_close_fds(I_MAX(status_fd + 1, 3), INT_MAX);
+	/* the service's handlers would only write to its closed signal
+	   pipe */
+	(void)signal(SIGTERM, SIG_DFL);
+	(void)signal(SIGINT, SIG_DFL);
+	(void)signal(SIGHUP, SIG_DFL);
+	(void)signal(SIGQUIT, SIG_DFL);
+
+	T_BEGIN {
+		status = t_str_new(128);
+		ret = store_save_snapshot(store, queue, &error);
+		if (ret == 0)
+			str_append_c(status, STORE_CHILD_SUCCESS);
+		else {
+			str_append_c(status, '-');
+			str_append(status, error);
+		}
+		/* far below the pipe's capacity: does not block */
+		if (write(status_fd, str_data(status),
+			  I_MIN(str_len(status),
+				STORE_CHILD_ERROR_MAX_LEN)) < 0)
+			ret = -1;
+	} T_END;
+	/* no atexit handlers, no deinit: they are the service's */
+	_exit(ret < 0 ? 1 : 0);
+}
+
+#undef dovewarden_store_save_background
+int dovewarden_store_save_background(struct dovewarden_store *store,
+				     struct dovewarden_queue *queue,
+				     dovewarden_store_save_callback_t *callback,
+				     void *context, const char **error_r)
+{
+	pid_t parent_pid = getpid(), pid;
+	int fds[2];
+
+	i_assert(store->save_pid == -1);
+	i_assert(callback != NULL);
+
+	if (pipe(fds) < 0) {
+		*error_r = t_strdup_printf("pipe() failed: %m");
+		return -1;
+	}
+	fd_close_on_exec(fds[0], TRUE);
+	fd_close_on_exec(fds[1], TRUE);
+	if (store_journal_rotate(store, error_r) < 0) {
+		i_close_fd(&fds[0]);
+		i_close_fd(&fds[1]);
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		*error_r = t_strdup_printf("fork() failed: %m");
+		i_close_fd(&fds[0]);
+		i_close_fd(&fds[1]);
+		return -1;
+	}
+	if (pid == 0)
+		store_save_child(store, queue, parent_pid, fds[1]);
+	i_close_fd(&fds[1]);
+	fd_set_nonblock(fds[0], TRUE);
+	store->save_pid = pid;
+	store->save_fd = fds[0];
+	store->save_status = str_new(default_pool, 128);
+	store->save_callback = callback;
+	store->save_context = context;
+	store->save_io = io_add(fds[0], IO_READ, store_save_input, store);
+	return 0;
 }
 
 static int
@@ -604,7 +887,7 @@ store_replay_line(struct dovewarden_queue *queue, char *line, time_t now)
 }
 
 static int
-store_load_journal(struct dovewarden_store *store,
+store_load_journal(struct dovewarden_store *store, const char *path,
 		   struct dovewarden_queue *queue, time_t now,
 		   struct dovewarden_store_load_result *result,
 		   const char **error_r)
@@ -614,8 +897,7 @@ store_load_journal(struct dovewarden_store *store,
 	bool valid;
 	int ret;
 
-	if ((ret = store_open_read(store->journal_path, &reader,
-				   error_r)) <= 0)
+	if ((ret = store_open_read(path, &reader, error_r)) <= 0)
 		return ret;
 
 	while ((ret = store_read_line(&reader, &line)) > 0) {
@@ -629,6 +911,7 @@ store_load_journal(struct dovewarden_store *store,
 			if (result->journal_lines_skipped++ == 0) {
 				result->journal_first_skipped_line =
 					reader.line_num;
+				result->journal_first_skipped_path = path;
 			}
 		}
 	}
@@ -636,7 +919,8 @@ store_load_journal(struct dovewarden_store *store,
 		ret = store_read_error(&reader, error_r);
 	i_stream_destroy(&reader.input);
 	/* appends must not continue a partial last line */
-	store->journal_need_lf = reader.unterminated;
+	if (path == store->journal_path)
+		store->journal_need_lf = reader.unterminated;
 	return ret;
 }
 
@@ -646,7 +930,10 @@ int dovewarden_store_load(struct dovewarden_store *store,
 			  const char **error_r)
 {
 	i_zero(result_r);
-	if (store_load_snapshot(store, queue, now, result_r, error_r) < 0)
+	if (store_load_snapshot(store, queue, now, result_r, error_r) < 0 ||
+	    store_load_journal(store, store->journal_old_path, queue, now,
+			       result_r, error_r) < 0)
 		return -1;
-	return store_load_journal(store, queue, now, result_r, error_r);
+	return store_load_journal(store, store->journal_path, queue, now,
+				  result_r, error_r);
 }

@@ -52,6 +52,16 @@
    replay changes that the snapshot already has as pending, which is
    harmless.
 
+   <path>.journal.old is the journal of a background save (see
+   dovewarden_store_save_background()): when it starts, the journal is
+   renamed to <path>.journal.old and appends go on in a new
+   <path>.journal, so the snapshot the child process writes covers
+   exactly the old journal. <path>.journal.old is deleted once that
+   snapshot is in place. If it already exists when a save starts (an
+   earlier background save failed or the service was killed during one),
+   the journal is not rotated: the snapshot then covers the old journal
+   and the start of the current one, and the next save rotates again.
+
    Changes are journaled only when they raise what the snapshot would
    save (a new user, a higher pending priority, a new forced full sync),
    so a busy user costs one line per sync, not one per message. Sync
@@ -59,18 +69,19 @@
    causes at most one more sync, and dsync's incremental sync of a user
    that is already in sync is cheap.
 
-   Loading reads the snapshot, then replays the journal as
-   notifications. A corrupt snapshot or journal line (wrong field count,
-   bad number, invalid username, unknown priority, a duplicate user, a
-   line longer than DOVEWARDEN_STORE_MAX_LINE_LENGTH, a last line without
-   LF) is skipped and counted; the rest loads. A snapshot with a missing or
+   Loading reads the snapshot, then replays <path>.journal.old (if any)
+   and <path>.journal as notifications. A corrupt snapshot or journal
+   line (wrong field count, bad number, invalid username, unknown
+   priority, a duplicate user, a line longer than
+   DOVEWARDEN_STORE_MAX_LINE_LENGTH, a last line without LF) is skipped
+   and counted; the rest loads. A snapshot with a missing or
    unknown header is unusable: it is renamed to <path>.corrupt (so no
    later save overwrites it) and loading goes on as if there were no
    snapshot.
 
-   The store keeps no pointer to the queue or its users between calls.
-   It is not thread safe; saving is synchronous, so no journal append can
-   happen during a save. */
+   The store keeps no pointer to the queue or its users between calls
+   (a background save's child works on its own copy-on-write copy). It is
+   not thread safe. */
 
 /* Lines longer than this are skipped when loading. A user whose snapshot
    line would be longer is saved without its dsync state (its next sync
@@ -89,6 +100,10 @@ struct dovewarden_store_load_result {
 	unsigned int journal_lines_replayed;
 	unsigned int journal_lines_skipped;
 	unsigned int journal_first_skipped_line;
+	/* The journal file of that line (<path>.journal.old or
+	   <path>.journal), NULL if none; valid until the store is
+	   deinitialized */
+	const char *journal_first_skipped_path;
 	/* Non-NULL when the snapshot was unusable: why, and where it was
 	   moved to. Allocated from the data stack. */
 	const char *snapshot_corrupt_error;
@@ -98,10 +113,11 @@ struct dovewarden_store_load_result {
 /* path is the snapshot's file name; its directory is created (0700) by
    the first save if it does not exist. No I/O happens here. */
 struct dovewarden_store *dovewarden_store_init(const char *path);
-/* Closes the journal. Does not save. */
+/* Closes the journal. Does not save, but waits for a running background
+   save to finish and calls its callback. */
 void dovewarden_store_deinit(struct dovewarden_store **store);
 
-/* Load the snapshot and replay the journal into queue (normally empty:
+/* Load the snapshot and replay the journals into queue (normally empty:
    users it already knows are skipped as duplicates). now is passed to
    the queue: users with a pending priority are due at once, or at
    next_try while in failure back-off. A missing snapshot or journal is
@@ -117,13 +133,55 @@ int dovewarden_store_load(struct dovewarden_store *store,
 			  struct dovewarden_store_load_result *result_r,
 			  const char **error_r);
 
-/* Write a snapshot of every user in queue and then empty the journal.
-   Returns 0, or -1 with error_r; on failure the previous snapshot and the
-   journal stay as they were (nothing is lost, the journal only keeps
-   growing until a save succeeds). */
+/* Write a snapshot of every user in queue, then delete
+   <path>.journal.old and empty the journal. Blocks for as long as that
+   takes (about a second per million users), and first waits for a
+   running background save (calling its callback). Returns 0, or -1 with
+   error_r; on failure the previous snapshot and the journals stay as they
+   were (nothing is lost, the journal only keeps growing until a save
+   succeeds). */
 int dovewarden_store_save(struct dovewarden_store *store,
 			  struct dovewarden_queue *queue,
 			  const char **error_r);
+
+/* ret is 0 when the snapshot was saved, -1 with error otherwise (then the
+   previous snapshot and both journals are kept). */
+typedef void dovewarden_store_save_callback_t(int ret, const char *error,
+					      void *context);
+
+/* Save like dovewarden_store_save() without blocking: rotate the journal
+   (see above) and fork() a child process that writes the snapshot from
+   its copy of queue and exits. The caller's ioloop (there must be one)
+   notices the child's exit; then <path>.journal.old is deleted if the
+   snapshot was saved, and callback is called from the ioloop. Changes
+   made to queue meanwhile are journaled as usual and go into the next
+   save. At most one background save runs at a time: check
+   dovewarden_store_save_is_running() first. Returns 0 when the child was
+   started, -1 with error_r when not (pipe(), fork() or the journal's
+   rename() failed; callback is not called, and the caller should save
+   synchronously instead). The child keeps no inherited descriptor but
+   stdin, stdout, stderr and its status pipe, resets SIGTERM, SIGINT,
+   SIGHUP and SIGQUIT to their default actions and, on Linux, is killed
+   when its parent dies, so it never outlives the service. It does not
+   log; it reports through its status pipe and exit code. */
+int dovewarden_store_save_background(struct dovewarden_store *store,
+				     struct dovewarden_queue *queue,
+				     dovewarden_store_save_callback_t *callback,
+				     void *context, const char **error_r);
+#define dovewarden_store_save_background(store, queue, callback, context, \
+					 error_r) \
+	dovewarden_store_save_background(store, queue, \
+		(dovewarden_store_save_callback_t *)(callback), \
+		TRUE ? (context) : \
+		CALLBACK_TYPECHECK(callback, void (*)( \
+			int, const char *, typeof(context))), \
+		error_r)
+/* TRUE while a background save's child runs (until its callback has
+   been called). */
+bool dovewarden_store_save_is_running(struct dovewarden_store *store);
+/* Block until a running background save is done and its callback has
+   been called; returns at once if none runs. */
+void dovewarden_store_save_wait(struct dovewarden_store *store);
 
 /* Call for every accepted notification, before
    dovewarden_queue_notify(queue, username, priority, ...). Appends a

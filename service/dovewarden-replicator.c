@@ -68,6 +68,8 @@ struct dovewarden_replicator {
 	/* NULL when the state is not kept */
 	struct dovewarden_store *store;
 	struct timeout *to_save;
+	/* When the running background save started */
+	struct timeval save_start;
 	time_t journal_error_logged;
 	struct dovewarden_doveadm *doveadm;
 	struct dovewarden_userdb *userdb;
@@ -121,6 +123,55 @@ static void replicator_save(struct dovewarden_replicator *replicator)
 }
 
 static void
+replicator_save_finished(int ret, const char *error,
+			 struct dovewarden_replicator *replicator)
+{
+	if (ret < 0) {
+		e_error(replicator->event, "Couldn't save the queue state "
+			"(the journal keeps the changes): %s", error);
+	} else {
+		/* not ioloop_timeval: at deinit the ioloop no longer runs */
+		struct timeval now;
+
+		i_gettimeofday(&now);
+		e_debug(replicator->event, "Saved the queue state in the "
+			"background in %lld ms",
+			timeval_diff_msecs(&now, &replicator->save_start));
+	}
+}
+
+/* Saving a million users takes a second: a child process does it while
+   the service goes on */
+static void
+replicator_save_background(struct dovewarden_replicator *replicator)
+{
+	const char *error;
+
+	if (dovewarden_store_save_is_running(replicator->store)) {
+		e_warning(replicator->event, "The previous save of the queue "
+			  "state is still running - skipping this one");
+		return;
+	}
+	i_gettimeofday(&replicator->save_start);
+	if (dovewarden_store_save_background(replicator->store,
+					     replicator->queue,
+					     replicator_save_finished,
+					     replicator, &error) < 0) {
+		e_error(replicator->event, "Couldn't save the queue state in "
+			"the background, saving it now: %s", error);
+		replicator_save(replicator);
+	} else {
+		/* fork() copies the page tables: the service's only pause */
+		struct timeval now;
+
+		i_gettimeofday(&now);
+		e_debug(replicator->event, "Saving the queue state in the "
+			"background (starting it took %lld us)",
+			timeval_diff_usecs(&now, &replicator->save_start));
+	}
+}
+
+static void
 replicator_load(struct dovewarden_replicator *replicator, const char *path)
 {
 	struct dovewarden_store_load_result result;
@@ -143,24 +194,24 @@ replicator_load(struct dovewarden_replicator *replicator, const char *path)
 			  result.snapshot_first_skipped_line);
 	}
 	if (result.journal_lines_skipped > 0) {
-		e_warning(replicator->event, "%s.journal: Skipped %u corrupt "
-			  "lines (first at line %u)", path,
+		e_warning(replicator->event, "%s: Skipped %u corrupt journal "
+			  "lines (first at line %u)",
+			  result.journal_first_skipped_path,
 			  result.journal_lines_skipped,
 			  result.journal_first_skipped_line);
 	}
 	e_info(replicator->event, "Loaded %u users from %s and %u pending "
 	       "changes from its journal", result.users_loaded, path,
 	       result.journal_lines_replayed);
-	/* compact the journal into the snapshot; with nothing replayed the
-	   snapshot is already current (saving a million users takes a
-	   second) */
+	/* compact the journals into the snapshot; with nothing replayed the
+	   snapshot is already current */
 	if (result.journal_lines_replayed > 0 ||
 	    result.journal_lines_skipped > 0 ||
 	    result.snapshot_corrupt_error != NULL)
-		replicator_save(replicator);
+		replicator_save_background(replicator);
 	replicator->to_save = timeout_add(
 		DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS * 1000,
-		replicator_save, replicator);
+		replicator_save_background, replicator);
 }
 
 static void replicator_sweep_timeout(struct dovewarden_replicator *replicator)
@@ -378,6 +429,8 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 
 	timeout_remove(&replicator->to_save);
 	if (replicator->store != NULL) {
+		/* waits for a running background save first; the process is
+		   exiting, so blocking is fine */
 		replicator_save(replicator);
 		dovewarden_store_deinit(&replicator->store);
 	}

@@ -40,7 +40,9 @@ typedef void dovewarden_replicator_wait_callback_t(bool success,
 
 /* How often the queue state is saved (the journal covers the time
    between) */
-#define DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS (5 * 60)
+#ifndef DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS
+#  define DOVEWARDEN_REPLICATOR_SAVE_INTERVAL_SECS (5 * 60)
+#endif
 /* A failed userdb sweep is retried after this long (or after
    dovewarden_userdb_sweep_interval, if that is shorter) */
 #define DOVEWARDEN_REPLICATOR_SWEEP_RETRY_SECS (60 * 60)

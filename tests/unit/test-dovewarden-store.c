@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "str.h"
+#include "ioloop.h"
 #include "unlink-directory.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
@@ -25,6 +26,8 @@
 
 static char tmpdir[] = "/tmp/dw-store-test.XXXXXX";
 static char *db_path, *journal_path, *tmp_path, *corrupt_path;
+static char *journal_old_path;
+static struct ioloop *ioloop;
 static struct dovewarden_queue *queue;
 static struct dovewarden_store *store;
 /* settle delay of the queues queue_new() makes (0 = off) */
@@ -52,6 +55,8 @@ static void test_init(void)
 	journal_path = i_strconcat(db_path, ".journal", NULL);
 	tmp_path = i_strconcat(db_path, ".tmp", NULL);
 	corrupt_path = i_strconcat(db_path, ".corrupt", NULL);
+	journal_old_path = i_strconcat(db_path, ".journal.old", NULL);
+	ioloop = io_loop_create();
 	queue = queue_new();
 	store = dovewarden_store_init(db_path);
 }
@@ -63,6 +68,7 @@ static void test_fini(void)
 	dovewarden_store_deinit(&store);
 	if (queue != NULL)
 		dovewarden_queue_deinit(&queue);
+	io_loop_destroy(&ioloop);
 	if (unlink_directory(tmpdir, UNLINK_DIRECTORY_FLAG_RMDIR,
 			     &error) < 0)
 		i_error("%s", error);
@@ -70,6 +76,7 @@ static void test_fini(void)
 	i_free_and_null(journal_path);
 	i_free_and_null(tmp_path);
 	i_free_and_null(corrupt_path);
+	i_free_and_null(journal_old_path);
 	lib_deinit();
 }
 
@@ -839,4 +846,280 @@ Test(store, many_users)
 	restart(&result, T0 + count);
 	cr_assert_eq(result.users_loaded, count);
 	cr_assert_eq(queue_count(), count);
+}
+
+/* Background saves */
+
+static unsigned int bg_calls;
+static int bg_ret;
+static char *bg_error;
+
+static void bg_callback(int ret, const char *error, void *context)
+{
+	cr_assert_null(context);
+	bg_calls++;
+	bg_ret = ret;
+	i_free(bg_error);
+	bg_error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+static void bg_timeout(void *context ATTR_UNUSED)
+{
+	cr_assert_fail("background save did not finish");
+}
+
+static void bg_start(void)
+{
+	const char *error = NULL;
+
+	cr_assert(!dovewarden_store_save_is_running(store));
+	cr_assert_eq(dovewarden_store_save_background(store, queue,
+						      bg_callback, NULL,
+						      &error), 0,
+		     "background save: %s", error);
+	cr_assert(dovewarden_store_save_is_running(store));
+}
+
+/* Run the ioloop until the running background save is done; returns
+   its result */
+static int bg_finish(void)
+{
+	unsigned int calls = bg_calls;
+	struct timeout *to;
+
+	to = timeout_add(30 * 1000, bg_timeout, NULL);
+	io_loop_run(ioloop);
+	timeout_remove(&to);
+	cr_assert_eq(bg_calls, calls + 1);
+	cr_assert(!dovewarden_store_save_is_running(store));
+	return bg_ret;
+}
+
+static void bg_save(void)
+{
+	bg_start();
+	cr_assert_eq(bg_finish(), 0, "background save: %s", bg_error);
+}
+
+/* Load the files into a new queue, as a restarted service would, while
+   this one goes on; returns the number of users */
+static unsigned int load_copy(const char *const *usernames)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_store *store2;
+	struct dovewarden_queue *queue2;
+	struct dovewarden_queue_stats stats;
+	const char *error = NULL;
+	unsigned int i;
+
+	queue2 = queue_new();
+	store2 = dovewarden_store_init(db_path);
+	cr_assert_eq(dovewarden_store_load(store2, queue2, T0, &result,
+					   &error), 0, "load: %s", error);
+	cr_assert_eq(result.snapshot_lines_skipped, 0);
+	cr_assert_eq(result.journal_lines_skipped, 0);
+	for (i = 0; usernames[i] != NULL; i++) {
+		cr_assert_not_null(dovewarden_queue_lookup(queue2,
+							   usernames[i]),
+				   "%s lost", usernames[i]);
+	}
+	dovewarden_queue_get_stats(queue2, T0, &stats);
+	dovewarden_store_deinit(&store2);
+	dovewarden_queue_deinit(&queue2);
+	return stats.users;
+}
+
+static void bg_fini(void)
+{
+	i_free_and_null(bg_error);
+}
+
+Test(store, background_round_trip, .fini = bg_fini)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_user *user;
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(hostile_names); i++)
+		journal_notify(hostile_names[i], i % 2 == 0 ? LOW : SYNC,
+			       T0 + i);
+	bg_save();
+	cr_assert(!file_exists(journal_old_path));
+	cr_assert(!file_exists(tmp_path));
+	cr_assert(!file_exists(journal_path));
+
+	restart(&result, T0 + 100);
+	cr_assert_eq(result.users_loaded, N_ELEMENTS(hostile_names));
+	cr_assert_eq(result.journal_lines_replayed, 0);
+	for (i = 0; i < N_ELEMENTS(hostile_names); i++) {
+		user = dovewarden_queue_lookup(queue, hostile_names[i]);
+		cr_assert_not_null(user);
+		cr_assert_eq(user->priority, i % 2 == 0 ? LOW : SYNC);
+	}
+}
+
+/* Changes made while the child writes survive a kill -9 at any point:
+   before the child is done, and after it but before the parent noticed */
+Test(store, background_rotation_survives_crash, .fini = bg_fini)
+{
+	static const char *const all[] = { "alice", "bob", "carol", NULL };
+	struct dovewarden_store_load_result result;
+	siginfo_t info;
+
+	journal_notify("alice", LOW, T0);
+	save();
+	journal_notify("bob", HIGH, T0 + 1);
+	bg_start();
+	/* the journal was rotated before the fork */
+	cr_assert_str_eq(read_str(journal_old_path), "N\tbob\thigh\n");
+	cr_assert(!file_exists(journal_path));
+	journal_notify("carol", SYNC, T0 + 2);
+	cr_assert_str_eq(read_str(journal_path), "N\tcarol\tsync\n");
+	cr_assert_eq(load_copy(all), 3);
+
+	/* the child is done, its exit not yet seen */
+	i_zero(&info);
+	cr_assert_eq(waitid(P_ALL, 0, &info, WEXITED | WNOWAIT), 0);
+	cr_assert_eq(info.si_code, CLD_EXITED);
+	cr_assert_eq(info.si_status, 0);
+	cr_assert(file_exists(journal_old_path));
+	cr_assert_eq(load_copy(all), 3);
+
+	cr_assert_eq(bg_finish(), 0, "background save: %s", bg_error);
+	cr_assert(!file_exists(journal_old_path));
+	cr_assert_str_eq(read_str(journal_path), "N\tcarol\tsync\n");
+
+	restart(&result, T0 + 10);
+	cr_assert_eq(result.users_loaded, 2);
+	cr_assert_eq(result.journal_lines_replayed, 1);
+	cr_assert_eq(dovewarden_queue_lookup(queue, "bob")->priority, HIGH);
+	cr_assert_eq(dovewarden_queue_lookup(queue, "carol")->priority,
+		     SYNC);
+}
+
+Test(store, background_failed_child_keeps_journal, .fini = bg_fini)
+{
+	static const char *const all[] = {
+		"alice", "bob", "carol", "dave", NULL
+	};
+	static const char *const first[] = { "alice", "bob", "carol", NULL };
+	struct dovewarden_store_load_result result;
+	const char *snapshot;
+
+	journal_notify("alice", LOW, T0);
+	save();
+	snapshot = t_strdup(read_str(db_path));
+	journal_notify("bob", HIGH, T0 + 1);
+
+	/* a directory in the way of the temporary file */
+	cr_assert_eq(mkdir(tmp_path, 0700), 0);
+	cr_assert_eq(mkdir(t_strconcat(tmp_path, "/x", NULL), 0700), 0);
+	bg_start();
+	journal_notify("carol", LOW, T0 + 2);
+	cr_assert_eq(bg_finish(), -1);
+	cr_assert_not_null(strstr(bg_error, tmp_path), "error: %s", bg_error);
+	cr_assert_str_eq(read_str(db_path), snapshot);
+	cr_assert_str_eq(read_str(journal_old_path), "N\tbob\thigh\n");
+	cr_assert_eq(load_copy(first), 3);
+
+	/* the next save does not rotate over the kept journal */
+	cr_assert_eq(rmdir(t_strconcat(tmp_path, "/x", NULL)), 0);
+	cr_assert_eq(rmdir(tmp_path), 0);
+	bg_start();
+	journal_notify("dave", LOW, T0 + 3);
+	cr_assert_str_eq(read_str(journal_old_path), "N\tbob\thigh\n");
+	cr_assert_str_eq(read_str(journal_path),
+			 "N\tcarol\tlow\nN\tdave\tlow\n");
+	cr_assert_eq(load_copy(all), 4);
+	cr_assert_eq(bg_finish(), 0, "background save: %s", bg_error);
+	cr_assert(!file_exists(journal_old_path));
+	cr_assert_eq(load_copy(all), 4);
+
+	/* and the one after that rotates again */
+	bg_save();
+	cr_assert(!file_exists(journal_old_path));
+	cr_assert(!file_exists(journal_path));
+	restart(&result, T0 + 10);
+	cr_assert_eq(result.users_loaded, 4);
+	cr_assert_eq(result.journal_lines_replayed, 0);
+}
+
+Test(store, background_journal_old_replayed, .fini = bg_fini)
+{
+	struct dovewarden_store_load_result result;
+
+	write_str(journal_old_path, "N\tbob\thigh\nN\tcarol\tlow\n");
+	write_str(journal_path, "N\tcarol\tsync\nX\n");
+	restart(&result, T0);
+	cr_assert_eq(result.journal_lines_replayed, 3);
+	cr_assert_eq(result.journal_lines_skipped, 1);
+	cr_assert_eq(result.journal_first_skipped_line, 2);
+	cr_assert_str_eq(result.journal_first_skipped_path, journal_path);
+	cr_assert_eq(dovewarden_queue_lookup(queue, "bob")->priority, HIGH);
+	cr_assert_eq(dovewarden_queue_lookup(queue, "carol")->priority,
+		     SYNC);
+
+	/* a synchronous save covers both journals */
+	save();
+	cr_assert(!file_exists(journal_old_path));
+	cr_assert_eq(file_size(journal_path), 0);
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 2);
+	cr_assert_eq(result.journal_lines_replayed, 0);
+}
+
+Test(store, background_waited_for, .fini = bg_fini)
+{
+	struct dovewarden_store_load_result result;
+
+	journal_notify("alice", LOW, T0);
+	bg_start();
+	journal_notify("bob", HIGH, T0 + 1);
+	/* a synchronous save waits for the running one */
+	save();
+	cr_assert_eq(bg_calls, 1);
+	cr_assert_eq(bg_ret, 0);
+	cr_assert(!dovewarden_store_save_is_running(store));
+	cr_assert(!file_exists(journal_old_path));
+	cr_assert_eq(file_size(journal_path), 0);
+
+	/* and so does deinit */
+	journal_notify("carol", LOW, T0 + 2);
+	bg_start();
+	dovewarden_store_deinit(&store);
+	cr_assert_eq(bg_calls, 2);
+	cr_assert_eq(bg_ret, 0);
+	store = dovewarden_store_init(db_path);
+	restart(&result, T0 + 10);
+	cr_assert_eq(result.users_loaded, 3);
+	cr_assert_eq(result.journal_lines_replayed, 0);
+}
+
+Test(store, background_many_users, .fini = bg_fini)
+{
+	const unsigned int count = 100000;
+	struct dovewarden_store_load_result result;
+	unsigned int i;
+
+	T_BEGIN {
+		for (i = 0; i < count; i++) {
+			(void)dovewarden_queue_notify(
+				queue, t_strdup_printf("user%u@example.com", i),
+				i % 2 == 0 ? LOW : HIGH, T0 + i);
+		}
+	} T_END;
+	bg_start();
+	/* the parent changes its queue while the child writes */
+	T_BEGIN {
+		for (i = 0; i < 1000; i++) {
+			journal_notify(t_strdup_printf("new%u", i), SYNC,
+				       T0 + i);
+		}
+	} T_END;
+	cr_assert_eq(bg_finish(), 0, "background save: %s", bg_error);
+	restart(&result, T0 + count);
+	cr_assert_eq(result.users_loaded + result.journal_lines_replayed,
+		     count + 1000);
+	cr_assert_eq(queue_count(), count + 1000);
 }
