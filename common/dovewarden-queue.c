@@ -17,6 +17,8 @@ struct dovewarden_queue {
 	struct priorityq *ready;
 	/* Removed while syncing: freed by sync_finished() or deinit() */
 	struct dovewarden_user *removed_users;
+	/* Syncing and still known (they are also in users) */
+	struct dovewarden_user *syncing_users;
 
 	unsigned int syncing_count, failed_count;
 	unsigned int priority_counts[DOVEWARDEN_PRIORITY_COUNT];
@@ -26,7 +28,9 @@ struct dovewarden_queue {
 
 struct dovewarden_queue_iter {
 	struct dovewarden_queue *queue;
+	/* NULL when iterating the syncing users */
 	struct hash_iterate_context *iter;
+	struct dovewarden_user *next_syncing;
 };
 
 static int user_cmp_due(const void *p1, const void *p2)
@@ -507,6 +511,7 @@ void dovewarden_queue_remove(struct dovewarden_queue *queue,
 	queue_forget(queue, user);
 	if (user->syncing) {
 		queue->syncing_count--;
+		DLLIST_REMOVE(&queue->syncing_users, user);
 		user->removed = TRUE;
 		DLLIST_PREPEND(&queue->removed_users, user);
 		return;
@@ -558,6 +563,7 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 
 	user->syncing = TRUE;
 	queue->syncing_count++;
+	DLLIST_PREPEND(&queue->syncing_users, user);
 	/* a user never fully synced gets a full sync first, whenever its
 	   first sync runs: without -f, dsync does not merge mailboxes
 	   that were created on both sides independently */
@@ -680,6 +686,7 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 	}
 	user->syncing = FALSE;
 	queue->syncing_count--;
+	DLLIST_REMOVE(&queue->syncing_users, user);
 
 	switch (result) {
 	case DOVEWARDEN_SYNC_RESULT_OK:
@@ -796,12 +803,29 @@ dovewarden_queue_iter_init(struct dovewarden_queue *queue)
 	return iter;
 }
 
+struct dovewarden_queue_iter *
+dovewarden_queue_iter_init_syncing(struct dovewarden_queue *queue)
+{
+	struct dovewarden_queue_iter *iter;
+
+	iter = i_new(struct dovewarden_queue_iter, 1);
+	iter->queue = queue;
+	iter->next_syncing = queue->syncing_users;
+	return iter;
+}
+
 struct dovewarden_user *
 dovewarden_queue_iter_next(struct dovewarden_queue_iter *iter)
 {
 	struct dovewarden_user *user;
 	char *username;
 
+	if (iter->iter == NULL) {
+		user = iter->next_syncing;
+		if (user != NULL)
+			iter->next_syncing = user->next;
+		return user;
+	}
 	if (!hash_table_iterate(iter->iter, iter->queue->users,
 				&username, &user))
 		return NULL;
@@ -813,7 +837,8 @@ void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **_iter)
 	struct dovewarden_queue_iter *iter = *_iter;
 
 	*_iter = NULL;
-	hash_table_iterate_deinit(&iter->iter);
+	if (iter->iter != NULL)
+		hash_table_iterate_deinit(&iter->iter);
 	i_free(iter);
 }
 

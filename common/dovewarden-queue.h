@@ -314,10 +314,18 @@ void dovewarden_queue_get_counts(struct dovewarden_queue *queue,
 time_t dovewarden_queue_get_oldest_pending(struct dovewarden_queue *queue);
 
 /* Iterate all known users, in no particular order (users removed while
-   syncing are no longer known). The queue must not be changed during the
-   iteration. */
+   syncing are no longer known). The queue may change between the calls
+   (the iteration may span ioloop runs): a user removed meanwhile is not
+   returned any more, one added meanwhile may or may not be. A returned
+   user pointer is valid only until the queue changes. The iteration must
+   be deinitialized before dovewarden_queue_deinit(). */
 struct dovewarden_queue_iter *
 dovewarden_queue_iter_init(struct dovewarden_queue *queue);
+/* Iterate only the syncing users (syncing set, not removed), in no
+   particular order, in O(syncing users). Unlike the iteration of all
+   users, the queue must not be changed during it. */
+struct dovewarden_queue_iter *
+dovewarden_queue_iter_init_syncing(struct dovewarden_queue *queue);
 struct dovewarden_user *
 dovewarden_queue_iter_next(struct dovewarden_queue_iter *iter);
 void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **iter);

@@ -7,7 +7,12 @@
 
 /* The server side of the admin protocol (see dovewarden-admin-protocol.h)
    on the service's "dovewarden-admin" listener. It reads and changes the
-   queue directly and tells the service through callbacks.
+   queue directly and tells the service through callbacks. The reply to
+   STATUS <mask> is made and sent in small steps from the ioloop (each
+   line shows the user as it is when the line is made; users removed
+   before that are left out), and STATUS-DSYNC walks only the syncing
+   users, so neither stops the service for long however many users it
+   knows.
 
    What the service does:
 

@@ -927,6 +927,61 @@ Test(queue, iterate)
 	cr_assert_eq(seen, 999);
 }
 
+static unsigned int count_syncing(const char *absent)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	unsigned int seen = 0;
+
+	iter = dovewarden_queue_iter_init_syncing(queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		cr_assert(user->syncing);
+		if (absent != NULL)
+			cr_assert_str_neq(user->username, absent);
+		seen++;
+	}
+	dovewarden_queue_iter_deinit(&iter);
+	cr_assert_null(iter);
+	return seen;
+}
+
+Test(queue, iterate_syncing)
+{
+	struct dovewarden_user *users[4];
+	unsigned int i;
+
+	queue_new(3600, 30, 3600);
+	cr_assert_eq(count_syncing(NULL), 0);
+	for (i = 0; i < 100; i++) {
+		dovewarden_queue_notify(queue, t_strdup_printf("u%u", i),
+					HIGH, T0);
+	}
+	for (i = 0; i < N_ELEMENTS(users); i++) {
+		users[i] = dovewarden_queue_pop(queue, T0);
+		cr_assert_not_null(users[i]);
+	}
+	cr_assert_eq(count_syncing(NULL), 4);
+
+	/* removed while syncing: no longer listed */
+	dovewarden_queue_remove(queue, users[1]);
+	cr_assert_eq(count_syncing(users[1]->username), 3);
+	finish_ok(users[1], T0);
+	finish_ok(users[0], T0);
+	cr_assert_eq(count_syncing(NULL), 2);
+	dovewarden_queue_sync_finished(queue, users[2],
+				       DOVEWARDEN_SYNC_RESULT_NOUSER, NULL,
+				       NULL, T0);
+	cr_assert_eq(count_syncing(NULL), 1);
+	dovewarden_queue_sync_finished(queue, users[3],
+				       DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+				       "failed", T0);
+	cr_assert_eq(count_syncing(NULL), 0);
+	/* popped again after its back-off */
+	users[0] = dovewarden_queue_pop(queue, T0 + 7200);
+	cr_assert_not_null(users[0]);
+	cr_assert_eq(count_syncing(NULL), 1);
+}
+
 Test(queue, hostile_usernames)
 {
 	static const char *const names[] = {
