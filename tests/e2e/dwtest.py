@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,20 @@ POLL_INTERVAL = 0.1
 
 class Skip(Exception):
     pass
+
+
+def listen_unix(path, backlog=64):
+    """Listen on a unix socket at path (replacing a stale one), open to
+    the mail uid. Returns the listening socket."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o666)
+    srv.listen(backlog)
+    return srv
 
 
 def password(user):

@@ -52,14 +52,7 @@ class Proxy:
         self.stopping = False
 
     def start(self):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(self.path)
-        os.chmod(self.path, 0o666)
-        self.srv.listen(64)
+        self.srv = dwtest.listen_unix(self.path)
         self.srv.settimeout(0.2)
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -16,7 +16,6 @@ pending notification delivered once the listener is back."""
 import os
 import selectors
 import smtplib
-import socket
 import sys
 import threading
 import time
@@ -53,14 +52,7 @@ class Listener:
         self.stopping = False
 
     def start(self):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(self.path)
-        os.chmod(self.path, 0o666)
-        self.srv.listen(64)
+        self.srv = dwtest.listen_unix(self.path)
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
