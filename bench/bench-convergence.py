@@ -31,7 +31,6 @@ It starts the pairs and stops them again when it ends.
 """
 
 import argparse
-import concurrent.futures
 import os
 import re
 import sys
@@ -41,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import dwtest  # noqa: E402
-from dwtest import Pair, check_ok, imap_quote, make_message  # noqa: E402
+from dwtest import Pair  # noqa: E402
 
 _START = re.compile(r"dovewarden: Debug: ([^:]+): Starting (settle full|full|"
                     r"incremental|normal) sync ")
@@ -79,21 +78,6 @@ def log_starts(pair):
     return kinds, users
 
 
-def prepare(pair, users):
-    def prep(user):
-        m = pair.imap("A", user)
-        try:
-            pair.append("A", user, make_message("seed-" + user), conn=m)
-            for box in ("F1", "Archive"):
-                check_ok(m.create(imap_quote(box)), "CREATE")
-                check_ok(m.subscribe(imap_quote(box)), "SUBSCRIBE")
-        finally:
-            m.logout()
-    with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        list(ex.map(prep, users))
-    pair.wait_converged(users, 60, "preparation")
-
-
 def one_run(name, settle_conf, args, users):
     os.environ["DW_EXTRA_CONF"] = settle_conf
     pair = Pair(side_conf=side_conf)
@@ -105,7 +89,7 @@ def one_run(name, settle_conf, args, users):
         settle = dwtest.time_secs(pair.doveconf("A",
                                                 "dovewarden_settle_delay"))
         res["settle"] = settle
-        prepare(pair, users)
+        dwtest.MixedLoad.prepare(pair, users, 60)
         # the first syncs of the preparation and their settle syncs
         # are not part of the measurement
         if settle:

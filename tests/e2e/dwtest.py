@@ -12,6 +12,7 @@ Dovecot log lines of every case, not only of failed ones.
 """
 
 import collections
+import concurrent.futures
 import email.parser
 import hashlib
 import imaplib
@@ -672,7 +673,6 @@ class Pair:
     def diff_users(self, users, workers=4):
         """One pass of the checker over users, in parallel: user ->
         list of differences, for the users that differ only."""
-        import concurrent.futures
 
         def one(u):
             try:
@@ -1426,6 +1426,24 @@ class MixedLoad:
            ("uid_expunge", 4), ("copy", 8), ("move", 8), ("select", 8),
            ("create", 4), ("rename", 3), ("delete", 3), ("subscribe", 3),
            ("unsubscribe", 3))
+
+    @staticmethod
+    def prepare(pair, users, timeout):
+        """Give each user a message and the folders F1 and Archive
+        (subscribed) on A, and wait until B has the same. Returns the time
+        that took."""
+        def prep(user):
+            m = pair.imap("A", user)
+            try:
+                pair.append("A", user, make_message("seed-" + user), conn=m)
+                for box in ("F1", "Archive"):
+                    check_ok(m.create(imap_quote(box)), "CREATE")
+                    check_ok(m.subscribe(imap_quote(box)), "SUBSCRIBE")
+            finally:
+                m.logout()
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(prep, users))
+        return pair.wait_converged(users, timeout, "preparation")
 
     def __init__(self, pair, users, seed, threads_per_side=3,
                  duration=10.0, pause=0.0, max_ops=None):

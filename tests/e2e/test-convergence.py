@@ -50,7 +50,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dwtest  # noqa: E402
-from dwtest import check_ok, imap_quote, make_message  # noqa: E402
+from dwtest import check_ok, make_message  # noqa: E402
 
 SEEDS = [s.strip() for s in os.environ.get("DW_SEED", "1,2,3").split(",")
          if s.strip()]
@@ -117,18 +117,7 @@ def repair(pair, users):
 
 @r.case("prepare %d users on A" % len(LOAD_USERS))
 def _(pair):
-    def prep(user):
-        m = pair.imap("A", user)
-        try:
-            pair.append("A", user, make_message("seed-" + user), conn=m)
-            for box in ("F1", "Archive"):
-                check_ok(m.create(imap_quote(box)), "CREATE")
-                check_ok(m.subscribe(imap_quote(box)), "SUBSCRIBE")
-        finally:
-            m.logout()
-    with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        list(ex.map(prep, LOAD_USERS))
-    t = pair.wait_converged(LOAD_USERS, PREP_TIMEOUT, "preparation")
+    t = dwtest.MixedLoad.prepare(pair, LOAD_USERS, PREP_TIMEOUT)
     t0 = time.monotonic()
     pair.diff_users(LOAD_USERS)
     bound, settle = bound_of(pair)
