@@ -829,10 +829,9 @@ Test(store, unreadable_snapshot_fails)
 	cr_assert(file_exists(db_path));
 }
 
-Test(store, many_users)
+/* Make count users pending, half LOW and half HIGH */
+static void notify_many_users(unsigned int count)
 {
-	const unsigned int count = 100000;
-	struct dovewarden_store_load_result result;
 	unsigned int i;
 
 	T_BEGIN {
@@ -842,6 +841,14 @@ Test(store, many_users)
 				i % 2 == 0 ? LOW : HIGH, T0 + i);
 		}
 	} T_END;
+}
+
+Test(store, many_users)
+{
+	const unsigned int count = 100000;
+	struct dovewarden_store_load_result result;
+
+	notify_many_users(count);
 	save();
 	restart(&result, T0 + count);
 	cr_assert_eq(result.users_loaded, count);
@@ -1102,13 +1109,7 @@ Test(store, background_many_users, .fini = bg_fini)
 	struct dovewarden_store_load_result result;
 	unsigned int i;
 
-	T_BEGIN {
-		for (i = 0; i < count; i++) {
-			(void)dovewarden_queue_notify(
-				queue, t_strdup_printf("user%u@example.com", i),
-				i % 2 == 0 ? LOW : HIGH, T0 + i);
-		}
-	} T_END;
+	notify_many_users(count);
 	bg_start();
 	/* the parent changes its queue while the child writes */
 	T_BEGIN {
