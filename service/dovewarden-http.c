@@ -18,6 +18,7 @@
 #include "master-service.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-event.h"
+#include "dovewarden-log-limit.h"
 #include "dovewarden-replicator.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-http.h"
@@ -58,8 +59,7 @@ struct dovewarden_http_server {
 	char *ready_error;
 	bool ready:1;
 
-	time_t log_window_start;
-	unsigned int log_count, log_suppressed;
+	struct dovewarden_log_limit log_limit;
 };
 
 /* Rate-limited warning about a rejected request; never quotes the body */
@@ -70,24 +70,17 @@ static void
 http_log_rejected(struct http_client *client, const char *fmt, ...)
 {
 	struct dovewarden_http_server *server = client->server;
+	unsigned int suppressed;
 	va_list args;
 
-	if (server->log_window_start + HTTP_LOG_WINDOW_SECS <= ioloop_time) {
-		if (server->log_suppressed > 0) {
-			e_warning(server->event, "%u more rejected requests "
-				  "were not logged in the last %u secs",
-				  server->log_suppressed,
-				  HTTP_LOG_WINDOW_SECS);
-		}
-		server->log_window_start = ioloop_time;
-		server->log_count = 0;
-		server->log_suppressed = 0;
-	}
-	if (server->log_count >= DOVEWARDEN_HTTP_LOG_MAX_PER_MINUTE) {
-		server->log_suppressed++;
+	if (!dovewarden_log_limit_allow(&server->log_limit, ioloop_time,
+					&suppressed))
 		return;
+	if (suppressed > 0) {
+		e_warning(server->event, "%u more rejected requests "
+			  "were not logged in the last %u secs",
+			  suppressed, HTTP_LOG_WINDOW_SECS);
 	}
-	server->log_count++;
 
 	va_start(args, fmt);
 	T_BEGIN {
@@ -589,6 +582,8 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 	server->replicator = replicator;
 	server->doveadm_socket_path = i_strdup(doveadm_socket_path);
 	server->event = event_create(event_parent);
+	server->log_limit.window_secs = HTTP_LOG_WINDOW_SECS;
+	server->log_limit.max_per_window = DOVEWARDEN_HTTP_LOG_MAX_PER_MINUTE;
 	event_set_append_log_prefix(server->event, "http: ");
 	i_array_init(&server->ready_waiters, 4);
 

@@ -13,6 +13,7 @@
 #include "dovewarden-protocol.h"
 #include "dovewarden-replicator.h"
 #include "dovewarden-metrics.h"
+#include "dovewarden-log-limit.h"
 #include "dovewarden-notify-server.h"
 
 #define NOTIFY_OUTPUT_MAX_SIZE (128 * 1024)
@@ -45,9 +46,7 @@ struct dovewarden_notify_server {
 	struct dovewarden_replicator *replicator;
 	struct event *event;
 
-	time_t error_window_start;
-	unsigned int error_window_count;
-	unsigned int errors_suppressed;
+	struct dovewarden_log_limit error_limit;
 };
 
 static void ATTR_FORMAT(3, 4)
@@ -55,23 +54,16 @@ notify_client_error(struct notify_client *client, const char *what,
 		    const char *fmt, ...)
 {
 	struct dovewarden_notify_server *server = client->server;
+	unsigned int suppressed;
 	va_list args;
 
 	dovewarden_metrics_rejected(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
-	if (server->error_window_start + NOTIFY_ERROR_LOG_WINDOW_SECS <=
-	    ioloop_time) {
-		if (server->errors_suppressed > 0) {
-			e_error(server->event, "%u more notify protocol "
-				"errors were not logged",
-				server->errors_suppressed);
-		}
-		server->error_window_start = ioloop_time;
-		server->error_window_count = 0;
-		server->errors_suppressed = 0;
-	}
-	if (++server->error_window_count > NOTIFY_ERROR_LOG_MAX_PER_WINDOW) {
-		server->errors_suppressed++;
+	if (!dovewarden_log_limit_allow(&server->error_limit, ioloop_time,
+					&suppressed))
 		return;
+	if (suppressed > 0) {
+		e_error(server->event, "%u more notify protocol "
+			"errors were not logged", suppressed);
 	}
 	va_start(args, fmt);
 	e_error(client->conn.event, "%s: %s - disconnecting client", what,
@@ -285,6 +277,8 @@ dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
 	server = i_new(struct dovewarden_notify_server, 1);
 	server->replicator = replicator;
 	server->event = event_create(event_parent);
+	server->error_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
+	server->error_limit.max_per_window = NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
 	server->clients = connection_list_init(&notify_conn_set,
 					       &notify_conn_vfuncs);
 	return server;

@@ -10,6 +10,7 @@
 #include "dovewarden-settings.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
+#include "dovewarden-log-limit.h"
 #include "dovewarden-doveadm.h"
 #include "dovewarden-userdb.h"
 #include "dovewarden-sweep.h"
@@ -87,9 +88,7 @@ struct dovewarden_replicator {
 	/* username -> when its NOUSER was logged as a warning */
 	HASH_TABLE(char *, void *) nouser_logged;
 
-	time_t failure_log_window_start;
-	unsigned int failure_log_count;
-	unsigned int failure_log_suppressed;
+	struct dovewarden_log_limit failure_log_limit;
 
 	struct timeout *to_fill;
 	/* to_fill is a 0-ms timeout */
@@ -312,6 +311,10 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 	replicator = i_new(struct dovewarden_replicator, 1);
 	replicator->set = set;
 	replicator->event = event_create(event_parent);
+	replicator->failure_log_limit.window_secs =
+		REPLICATOR_FAILURE_LOG_WINDOW_SECS;
+	replicator->failure_log_limit.max_per_window =
+		REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW;
 	replicator->doveadm_socket_path = i_strdup(replicator_socket_path(
 		base_dir, set->dovewarden_doveadm_socket_path));
 
@@ -458,23 +461,15 @@ static void replicator_fill_soon(struct dovewarden_replicator *replicator)
 static bool
 replicator_failure_log_allowed(struct dovewarden_replicator *replicator)
 {
-	if (replicator->failure_log_window_start +
-	    REPLICATOR_FAILURE_LOG_WINDOW_SECS <= ioloop_time) {
-		if (replicator->failure_log_suppressed > 0) {
-			e_warning(replicator->event, "%u more sync failures "
-				  "were logged only at debug level",
-				  replicator->failure_log_suppressed);
-		}
-		replicator->failure_log_window_start = ioloop_time;
-		replicator->failure_log_count = 0;
-		replicator->failure_log_suppressed = 0;
-	}
-	if (replicator->failure_log_count >=
-	    REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW) {
-		replicator->failure_log_suppressed++;
+	unsigned int suppressed;
+
+	if (!dovewarden_log_limit_allow(&replicator->failure_log_limit,
+					ioloop_time, &suppressed))
 		return FALSE;
+	if (suppressed > 0) {
+		e_warning(replicator->event, "%u more sync failures "
+			  "were logged only at debug level", suppressed);
 	}
-	replicator->failure_log_count++;
 	return TRUE;
 }
 
