@@ -221,7 +221,8 @@ def _(pair):
     step(lst, user, "low", "POP3 DELE", pop3_dele)
 
     mark = lst.mark()
-    c = smtplib.LMTP("127.0.0.1", pair.port("A", "lmtp"), timeout=30)
+    c = smtplib.LMTP("127.0.0.1", pair.port("A", "lmtp"),
+                     local_hostname="localhost", timeout=30)
     try:
         c.sendmail("s@example.test", ["user04", "user05"],
                    make_message("lmtp"))
