@@ -100,7 +100,7 @@ user_update_pending_age(struct dovewarden_queue *queue,
 	}
 }
 
-static time_t priority_boost(enum dovewarden_priority priority)
+time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority)
 {
 	switch (priority) {
 	case DOVEWARDEN_PRIORITY_NONE:
@@ -261,13 +261,15 @@ user_settle_change(struct dovewarden_queue *queue,
    picked by a hash of its name: users spread evenly, and a restart
    neither moves the slot nor postpones it. Returns the first time after
    now in the slot. */
-static time_t
-user_spread_time(const char *username, unsigned int interval, time_t now)
+time_t dovewarden_queue_full_sync_slot(const char *username,
+				       unsigned int interval, time_t now)
 {
 	unsigned char digest[MD5_RESULTLEN];
 	uint32_t hash;
 	time_t phase, first = now + 1;
 
+	if (interval == 0)
+		return 0;
 	/* not str_hash(): it is keyed randomly per process. MD5 also
 	   spreads similar names (user1, user2, ...) well. */
 	md5_get_digest(username, strlen(username), digest);
@@ -376,7 +378,7 @@ queue_get_user(struct dovewarden_queue *queue, const char *username,
 	/* when it is due without a change: spread, so that a first start
 	   does not fully sync every user at once */
 	if (interval > 0)
-		user->first_full_sync = user_spread_time(username, interval,
+		user->first_full_sync = dovewarden_queue_full_sync_slot(username, interval,
 							 now);
 	queue->priority_counts[DOVEWARDEN_PRIORITY_NONE]++;
 	hash_table_insert(queue->users, user->username, user);
@@ -397,7 +399,7 @@ dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 	old_priority = user->priority;
 	old_key = user->pending_key;
 	user_add_change(queue, user, priority, now,
-			now - priority_boost(priority));
+			now - dovewarden_queue_priority_boost(priority));
 	if (priority != DOVEWARDEN_PRIORITY_NONE)
 		user_settle_change(queue, user, now);
 
@@ -460,7 +462,7 @@ dovewarden_queue_restore(struct dovewarden_queue *queue,
 	if (user->force_full_sync && priority < DOVEWARDEN_PRIORITY_LOW)
 		priority = DOVEWARDEN_PRIORITY_LOW;
 	user_add_change(queue, user, priority, fields->last_update,
-			fields->last_update - priority_boost(priority));
+			fields->last_update - dovewarden_queue_priority_boost(priority));
 	user->last_update = fields->last_update;
 	/* queue_get_user() gave the user its slot. It keeps it if it
 	   never had a full sync, or if the next one is overdue already
@@ -484,7 +486,7 @@ void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
 		priority = DOVEWARDEN_PRIORITY_LOW;
 	user->force_full_sync = TRUE;
 	user_add_change(queue, user, priority, now,
-			now - priority_boost(priority));
+			now - dovewarden_queue_priority_boost(priority));
 	queue_relink(queue, user, now);
 }
 
@@ -633,7 +635,7 @@ user_restore_changes(struct dovewarden_queue *queue,
 
 	if (priority == DOVEWARDEN_PRIORITY_NONE) {
 		priority = DOVEWARDEN_PRIORITY_LOW;
-		key = now - priority_boost(priority);
+		key = now - dovewarden_queue_priority_boost(priority);
 		change_time = now;
 	}
 	if (user->syncing_pending_since != 0 &&

@@ -330,6 +330,13 @@ struct dovewarden_user *
 dovewarden_queue_iter_next(struct dovewarden_queue_iter *iter);
 void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **iter);
 
+/* How much earlier than its real time a change of this priority sorts */
+time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority);
+/* The first time after now in the user's full sync slot (see the top of
+   this file); 0 when interval is 0 */
+time_t dovewarden_queue_full_sync_slot(const char *username,
+				       unsigned int interval, time_t now);
+
 /* The result of a doveadm-server status line: "+" is OK; "-CHANGED"
    CHANGED; "-NOUSER" (and 2.3's "-NOREPLICATE") NOUSER; "-USAGE",
    "-NOTFOUND", "-NOPERM" and "-REFERRAL" CONFIG; any other line, and NULL
