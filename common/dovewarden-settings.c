@@ -26,6 +26,16 @@ static const struct setting_define dovewarden_setting_defines[] = {
 	DEF(TIME, dovewarden_settle_delay),
 	DEF(TIME, dovewarden_userdb_sweep_interval),
 	DEF(STR, dovewarden_http_secret),
+	DEF(ENUM, dovewarden_queue_backend),
+	DEF(STR, dovewarden_redis_host),
+	DEF(IN_PORT, dovewarden_redis_port),
+	DEF(STR, dovewarden_redis_username),
+	DEF(STR, dovewarden_redis_password),
+	DEF(UINT, dovewarden_redis_db),
+	DEF(STR, dovewarden_redis_prefix),
+	DEF(TIME_MSECS, dovewarden_redis_timeout),
+	DEF(TIME, dovewarden_redis_claim_timeout),
+	DEF(UINT, dovewarden_redis_buffer_limit),
 	SETTING_DEFINE_LIST_END
 };
 
@@ -47,6 +57,16 @@ static const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_settle_delay = 10,
 	.dovewarden_userdb_sweep_interval = 24 * 60 * 60,
 	.dovewarden_http_secret = "",
+	.dovewarden_queue_backend = "builtin:redis",
+	.dovewarden_redis_host = "127.0.0.1",
+	.dovewarden_redis_port = 6379,
+	.dovewarden_redis_username = "",
+	.dovewarden_redis_password = "",
+	.dovewarden_redis_db = 0,
+	.dovewarden_redis_prefix = "dovewarden:",
+	.dovewarden_redis_timeout = 5 * 1000,
+	.dovewarden_redis_claim_timeout = 60,
+	.dovewarden_redis_buffer_limit = 100000,
 };
 
 static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
@@ -65,6 +85,22 @@ static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 		*error_r = "dovewarden_retry_min_interval must be >0 and "
 			"<= dovewarden_retry_max_interval";
 		return FALSE;
+	}
+	if (dovewarden_settings_use_redis(set)) {
+		if (set->dovewarden_redis_host[0] == '\0') {
+			*error_r = "dovewarden_redis_host must not be empty";
+			return FALSE;
+		}
+		if (set->dovewarden_redis_timeout == 0 ||
+		    set->dovewarden_redis_claim_timeout < 3) {
+			*error_r = "dovewarden_redis_timeout must be >0 and "
+				"dovewarden_redis_claim_timeout >= 3s";
+			return FALSE;
+		}
+		if (set->dovewarden_redis_buffer_limit == 0) {
+			*error_r = "dovewarden_redis_buffer_limit must not be 0";
+			return FALSE;
+		}
 	}
 	if (dovewarden_replica_parse(dovewarden_settings_get_replica(set),
 				     &dest, error_r) < 0)
@@ -86,6 +122,11 @@ const char *dovewarden_settings_get_replica(const struct dovewarden_settings *se
 	if (set->dovewarden_replica[0] != '\0')
 		return set->dovewarden_replica;
 	return set->mail_replica;
+}
+
+bool dovewarden_settings_use_redis(const struct dovewarden_settings *set)
+{
+	return strcmp(set->dovewarden_queue_backend, "redis") == 0;
 }
 
 bool dovewarden_settings_is_noreplicate(const struct dovewarden_settings *set)

@@ -57,9 +57,36 @@ struct dovewarden_settings {
 	/* Service: with this set, POST /events on the HTTP listener needs
 	   it as the Basic auth password or Bearer token (empty = none) */
 	const char *dovewarden_http_secret;
+
+	/* Service: where the queue lives: "builtin" (in the service, saved
+	   in its state directory) or "redis" (shared by every instance that
+	   uses the same Redis and prefix) */
+	const char *dovewarden_queue_backend;
+	/* Service, Redis backend: server (host name or address, or the path
+	   of a unix socket), port, ACL user name (empty: none), password
+	   (empty: no AUTH) and database number */
+	const char *dovewarden_redis_host;
+	in_port_t dovewarden_redis_port;
+	const char *dovewarden_redis_username;
+	const char *dovewarden_redis_password;
+	unsigned int dovewarden_redis_db;
+	/* Service, Redis backend: every key starts with this */
+	const char *dovewarden_redis_prefix;
+	/* Service, Redis backend: a command (or the connect) that takes
+	   longer than this fails and the connection is made anew */
+	unsigned int dovewarden_redis_timeout;
+	/* Service, Redis backend: a sync claimed by an instance that has not
+	   renewed its claim for this long is taken over by another one */
+	unsigned int dovewarden_redis_claim_timeout;
+	/* Service, Redis backend: at most this many users' notifications
+	   are kept in memory while Redis can't be reached */
+	unsigned int dovewarden_redis_buffer_limit;
 };
 
 extern const struct setting_parser_info dovewarden_setting_parser_info;
+
+/* TRUE when dovewarden_queue_backend is "redis" */
+bool dovewarden_settings_use_redis(const struct dovewarden_settings *set);
 
 /* Returns the effective replica destination: dovewarden_replica, or else
    mail_replica, or "" when neither is set. */
