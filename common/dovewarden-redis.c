@@ -1,0 +1,523 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "hex-binary.h"
+#include "sha1.h"
+#include "dovewarden-redis.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+struct redis_request {
+	struct dovewarden_redis *redis;
+	dovewarden_redis_callback_t *callback;
+	void *context;
+};
+
+struct dovewarden_redis {
+	struct event *event;
+	struct dovewarden_redis_settings set;
+	char *host, *username, *password;
+	struct timeval timeout_tv;
+	const struct dovewarden_redis_callbacks *callbacks;
+	void *context;
+
+	redisAsyncContext *ac;
+	enum dovewarden_redis_state state;
+	struct io *io_read, *io_write;
+	struct timeout *to_command, *to_reconnect;
+	unsigned int reconnect_msecs;
+	unsigned int pending_count;
+	/* when the connection last went down (0 = it is up, or never was) */
+	time_t down_since;
+
+	ARRAY(struct dovewarden_redis_script *) scripts;
+	char *channel;
+	dovewarden_redis_message_callback_t *message_callback;
+	void *message_context;
+
+	bool deinitializing:1;
+	/* the current outage was logged as an error already */
+	bool down_logged:1;
+};
+
+static void redis_connect(struct dovewarden_redis *redis);
+
+static const char *redis_name(struct dovewarden_redis *redis)
+{
+	if (redis->set.host[0] == '/')
+		return redis->set.host;
+	return t_strdup_printf("%s:%u", redis->set.host, redis->set.port);
+}
+
+/* hiredis event adapter */
+
+static void redis_handle_read(struct dovewarden_redis *redis)
+{
+	redisAsyncHandleRead(redis->ac);
+}
+
+static void redis_handle_write(struct dovewarden_redis *redis)
+{
+	redisAsyncHandleWrite(redis->ac);
+}
+
+static void redis_handle_timeout(struct dovewarden_redis *redis)
+{
+	timeout_remove(&redis->to_command);
+	redisAsyncHandleTimeout(redis->ac);
+}
+
+static void redis_ev_add_read(void *privdata)
+{
+	struct dovewarden_redis *redis = privdata;
+
+	if (redis->io_read == NULL) {
+		redis->io_read = io_add(redis->ac->c.fd, IO_READ,
+					redis_handle_read, redis);
+	}
+}
+
+static void redis_ev_del_read(void *privdata)
+{
+	struct dovewarden_redis *redis = privdata;
+
+	io_remove(&redis->io_read);
+}
+
+static void redis_ev_add_write(void *privdata)
+{
+	struct dovewarden_redis *redis = privdata;
+
+	if (redis->io_write == NULL) {
+		redis->io_write = io_add(redis->ac->c.fd, IO_WRITE,
+					 redis_handle_write, redis);
+	}
+}
+
+static void redis_ev_del_write(void *privdata)
+{
+	struct dovewarden_redis *redis = privdata;
+
+	io_remove(&redis->io_write);
+}
+
+static void redis_ev_cleanup(void *privdata)
+{
+	struct dovewarden_redis *redis = privdata;
+
+	io_remove(&redis->io_read);
+	io_remove(&redis->io_write);
+	timeout_remove(&redis->to_command);
+}
+
+static void redis_ev_schedule_timer(void *privdata, struct timeval tv)
+{
+	struct dovewarden_redis *redis = privdata;
+	unsigned int msecs = tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+
+	timeout_remove(&redis->to_command);
+	redis->to_command = timeout_add(msecs, redis_handle_timeout, redis);
+}
+
+/* connection state */
+
+static void redis_schedule_reconnect(struct dovewarden_redis *redis)
+{
+	i_assert(redis->to_reconnect == NULL);
+
+	redis->state = DOVEWARDEN_REDIS_STATE_DISCONNECTED;
+	redis->to_reconnect = timeout_add(redis->reconnect_msecs,
+					  redis_connect, redis);
+	redis->reconnect_msecs = I_MIN(redis->reconnect_msecs * 2,
+				       DOVEWARDEN_REDIS_RECONNECT_MAX_MSECS);
+}
+
+static void redis_went_down(struct dovewarden_redis *redis, const char *error)
+{
+	redis->ac = NULL;
+	if (redis->deinitializing)
+		return;
+	if (redis->down_since == 0)
+		redis->down_since = ioloop_time;
+	if (!redis->down_logged) {
+		e_error(redis->event, "%s: %s (reconnecting)",
+			redis_name(redis), error);
+		redis->down_logged = TRUE;
+	} else {
+		e_debug(redis->event, "%s: %s", redis_name(redis), error);
+	}
+	redis_schedule_reconnect(redis);
+	if (redis->callbacks->disconnected != NULL)
+		redis->callbacks->disconnected(error, redis->context);
+}
+
+static const char *redis_ac_error(const redisAsyncContext *ac)
+{
+	if (ac->err != 0 && ac->errstr != NULL && ac->errstr[0] != '\0')
+		return t_strdup(ac->errstr);
+	return "Connection closed";
+}
+
+static void redis_disconnect_callback(const redisAsyncContext *ac, int status)
+{
+	struct dovewarden_redis *redis = ac->data;
+
+	redis_went_down(redis, status == REDIS_OK ? "Disconnected" :
+			redis_ac_error(ac));
+}
+
+static void redis_request_callback(redisAsyncContext *ac, void *r,
+				   void *privdata)
+{
+	struct redis_request *request = privdata;
+	struct dovewarden_redis *redis = request->redis;
+	const redisReply *reply = r;
+
+	i_assert(redis->pending_count > 0);
+	redis->pending_count--;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+	    str_begins_with(reply->str, "NOSCRIPT") && !redis->deinitializing) {
+		/* someone ran SCRIPT FLUSH: reconnecting loads them again */
+		e_warning(redis->event, "%s: Scripts missing, reconnecting",
+			  redis_name(redis));
+		redisAsyncDisconnect(ac);
+	}
+	T_BEGIN {
+		request->callback(reply, reply != NULL ? NULL :
+				  (redis->deinitializing ?
+				   "Redis connection closed at shutdown" :
+				   redis_ac_error(ac)),
+				  request->context);
+	} T_END;
+	i_free(request);
+}
+
+const char *dovewarden_redis_reply_error(const struct redisReply *reply)
+{
+	if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+		return NULL;
+	return t_strndup(reply->str, reply->len);
+}
+
+static void redis_setup_callback(const struct redisReply *reply,
+				 const char *error, void *context)
+{
+	struct dovewarden_redis *redis = context;
+	const char *reply_error = dovewarden_redis_reply_error(reply);
+
+	if (reply == NULL || redis->ac == NULL)
+		return;
+	if (reply_error != NULL) {
+		/* wrong password, bad database number, no scripting: keep
+		   retrying with back-off, the admin may fix Redis */
+		e_error(redis->event, "%s: %s", redis_name(redis),
+			reply_error);
+		redis->down_logged = TRUE;
+		redisAsyncDisconnect(redis->ac);
+	}
+	(void)error;
+}
+
+static void redis_select_callback(const struct redisReply *reply,
+				  const char *error, void *context)
+{
+	struct dovewarden_redis *redis = context;
+
+	redis_setup_callback(reply, error, context);
+	if (reply == NULL || dovewarden_redis_reply_error(reply) != NULL)
+		return;
+	/* the server accepted us: the next outage starts the back-off from
+	   the beginning */
+	redis->reconnect_msecs = DOVEWARDEN_REDIS_RECONNECT_MIN_MSECS;
+	if (redis->down_since != 0 || redis->down_logged) {
+		e_info(redis->event, "%s: Connected again (down for %ld s)",
+		       redis_name(redis),
+		       (long)(ioloop_time - redis->down_since));
+	}
+	redis->down_since = 0;
+	redis->down_logged = FALSE;
+}
+
+static void redis_message_callback(redisAsyncContext *ac ATTR_UNUSED,
+				   void *r, void *privdata)
+{
+	struct dovewarden_redis *redis = privdata;
+	const redisReply *reply = r;
+
+	if (reply == NULL || redis->deinitializing)
+		return;
+	if (reply->type != REDIS_REPLY_ARRAY && reply->type != REDIS_REPLY_PUSH)
+		return;
+	if (reply->elements != 3 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING ||
+	    strcmp(reply->element[0]->str, "message") != 0 ||
+	    reply->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	T_BEGIN {
+		redis->message_callback(t_strndup(reply->element[2]->str,
+						  reply->element[2]->len),
+					redis->message_context);
+	} T_END;
+}
+
+static void redis_send_setup(struct dovewarden_redis *redis)
+{
+	struct dovewarden_redis_script *script;
+	const char *argv[3];
+
+	if (redis->set.password[0] != '\0') {
+		if (redis->set.username[0] != '\0') {
+			argv[0] = "AUTH";
+			argv[1] = redis->set.username;
+			argv[2] = redis->set.password;
+			(void)dovewarden_redis_command(redis, 3, argv, NULL,
+						       redis_setup_callback,
+						       redis);
+		} else {
+			argv[0] = "AUTH";
+			argv[1] = redis->set.password;
+			(void)dovewarden_redis_command(redis, 2, argv, NULL,
+						       redis_setup_callback,
+						       redis);
+		}
+	}
+	argv[0] = "SELECT";
+	argv[1] = t_strdup_printf("%u", redis->set.db);
+	(void)dovewarden_redis_command(redis, 2, argv, NULL,
+				       redis_select_callback, redis);
+	array_foreach_elem(&redis->scripts, script) {
+		argv[0] = "SCRIPT";
+		argv[1] = "LOAD";
+		argv[2] = script->text;
+		(void)dovewarden_redis_command(redis, 3, argv, NULL,
+					       redis_setup_callback, redis);
+	}
+	if (redis->channel != NULL) {
+		argv[0] = "SUBSCRIBE";
+		argv[1] = redis->channel;
+		(void)redisAsyncCommandArgv(redis->ac, redis_message_callback,
+					    redis, 2, argv, NULL);
+	}
+}
+
+static void redis_connect_callback(const redisAsyncContext *ac, int status)
+{
+	struct dovewarden_redis *redis = ac->data;
+
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this */
+		redis_went_down(redis, t_strdup_printf(
+			"connect() failed: %s", redis_ac_error(ac)));
+		return;
+	}
+	redis->state = DOVEWARDEN_REDIS_STATE_CONNECTED;
+	T_BEGIN {
+		redis_send_setup(redis);
+	} T_END;
+	if (redis->callbacks->connected != NULL)
+		redis->callbacks->connected(redis->context);
+}
+
+static void redis_connect(struct dovewarden_redis *redis)
+{
+	redisOptions options;
+	redisAsyncContext *ac;
+
+	timeout_remove(&redis->to_reconnect);
+	i_assert(redis->ac == NULL);
+
+	i_zero(&options);
+	if (redis->set.host[0] == '/')
+		REDIS_OPTIONS_SET_UNIX(&options, redis->set.host);
+	else {
+		REDIS_OPTIONS_SET_TCP(&options, redis->set.host,
+				      (int)redis->set.port);
+	}
+	options.connect_timeout = &redis->timeout_tv;
+	if (!redis->set.subscriber)
+		options.command_timeout = &redis->timeout_tv;
+
+	ac = redisAsyncConnectWithOptions(&options);
+	if (ac == NULL) {
+		redis_went_down(redis, "Out of memory");
+		return;
+	}
+	if (ac->err != 0) {
+		const char *error = t_strdup_printf(
+			"connect() failed: %s", redis_ac_error(ac));
+		redisAsyncFree(ac);
+		redis_went_down(redis, error);
+		return;
+	}
+	redis->ac = ac;
+	redis->state = DOVEWARDEN_REDIS_STATE_CONNECTING;
+	ac->data = redis;
+	ac->ev.data = redis;
+	ac->ev.addRead = redis_ev_add_read;
+	ac->ev.delRead = redis_ev_del_read;
+	ac->ev.addWrite = redis_ev_add_write;
+	ac->ev.delWrite = redis_ev_del_write;
+	ac->ev.cleanup = redis_ev_cleanup;
+	ac->ev.scheduleTimer = redis_ev_schedule_timer;
+	/* the connect callback is what adds the first write event: set it
+	   after the adapter */
+	(void)redisAsyncSetDisconnectCallback(ac, redis_disconnect_callback);
+	(void)redisAsyncSetConnectCallback(ac, redis_connect_callback);
+}
+
+struct dovewarden_redis *
+dovewarden_redis_init(const struct dovewarden_redis_settings *set,
+		      struct event *event_parent,
+		      const struct dovewarden_redis_callbacks *callbacks,
+		      void *context)
+{
+	struct dovewarden_redis *redis;
+
+	redis = i_new(struct dovewarden_redis, 1);
+	redis->set = *set;
+	redis->set.host = redis->host = i_strdup(set->host);
+	redis->set.username = redis->username = i_strdup(set->username);
+	redis->set.password = redis->password = i_strdup(set->password);
+	redis->timeout_tv.tv_sec = set->timeout_msecs / 1000;
+	redis->timeout_tv.tv_usec = (set->timeout_msecs % 1000) * 1000;
+	redis->callbacks = callbacks;
+	redis->context = context;
+	redis->event = event_create(event_parent);
+	event_set_append_log_prefix(redis->event, "redis: ");
+	redis->reconnect_msecs = DOVEWARDEN_REDIS_RECONNECT_MIN_MSECS;
+	i_array_init(&redis->scripts, 8);
+	/* from the ioloop: the caller may still be setting up */
+	redis->state = DOVEWARDEN_REDIS_STATE_DISCONNECTED;
+	redis->to_reconnect = timeout_add_short(0, redis_connect, redis);
+	return redis;
+}
+
+void dovewarden_redis_deinit(struct dovewarden_redis **_redis)
+{
+	struct dovewarden_redis *redis = *_redis;
+
+	*_redis = NULL;
+	redis->deinitializing = TRUE;
+	timeout_remove(&redis->to_reconnect);
+	if (redis->ac != NULL) {
+		/* calls the pending callbacks with reply=NULL */
+		redisAsyncFree(redis->ac);
+		redis->ac = NULL;
+	}
+	i_assert(redis->pending_count == 0);
+	array_free(&redis->scripts);
+	i_free(redis->channel);
+	i_free(redis->host);
+	i_free(redis->username);
+	i_free(redis->password);
+	event_unref(&redis->event);
+	i_free(redis);
+}
+
+enum dovewarden_redis_state
+dovewarden_redis_get_state(struct dovewarden_redis *redis)
+{
+	return redis->state;
+}
+
+unsigned int dovewarden_redis_get_pending_count(struct dovewarden_redis *redis)
+{
+	return redis->pending_count;
+}
+
+int dovewarden_redis_command(struct dovewarden_redis *redis,
+			     unsigned int argc, const char *const *argv,
+			     const size_t *argvlen,
+			     dovewarden_redis_callback_t *callback,
+			     void *context)
+{
+	struct redis_request *request;
+
+	if (redis->ac == NULL ||
+	    redis->state != DOVEWARDEN_REDIS_STATE_CONNECTED)
+		return -1;
+
+	request = i_new(struct redis_request, 1);
+	request->redis = redis;
+	request->callback = callback;
+	request->context = context;
+	if (redisAsyncCommandArgv(redis->ac, redis_request_callback, request,
+				  (int)argc, (const char **)argv,
+				  argvlen) != REDIS_OK) {
+		i_free(request);
+		return -1;
+	}
+	redis->pending_count++;
+	return 0;
+}
+
+static void redis_script_init(struct dovewarden_redis_script *script)
+{
+	unsigned char digest[SHA1_RESULTLEN];
+
+	if (script->sha1[0] != '\0')
+		return;
+	sha1_get_digest(script->text, strlen(script->text), digest);
+	i_assert(sizeof(script->sha1) == SHA1_RESULTLEN * 2 + 1);
+	memcpy(script->sha1, binary_to_hex(digest, sizeof(digest)),
+	       SHA1_RESULTLEN * 2);
+	script->sha1[SHA1_RESULTLEN * 2] = '\0';
+}
+
+void dovewarden_redis_add_script(struct dovewarden_redis *redis,
+				 struct dovewarden_redis_script *script)
+{
+	redis_script_init(script);
+	array_push_back(&redis->scripts, &script);
+}
+
+int dovewarden_redis_eval(struct dovewarden_redis *redis,
+			  struct dovewarden_redis_script *script,
+			  unsigned int argc, const char *const *argv,
+			  dovewarden_redis_callback_t *callback,
+			  void *context)
+{
+	struct dovewarden_redis_script *const *scriptp;
+	const char **args;
+	bool known = FALSE;
+	unsigned int i;
+
+	redis_script_init(script);
+	array_foreach(&redis->scripts, scriptp) {
+		if (*scriptp == script)
+			known = TRUE;
+	}
+	args = t_new(const char *, argc + 3);
+	args[0] = known ? "EVALSHA" : "EVAL";
+	args[1] = known ? script->sha1 : script->text;
+	args[2] = "0";
+	for (i = 0; i < argc; i++)
+		args[i + 3] = argv[i];
+	return dovewarden_redis_command(redis, argc + 3, args, NULL,
+					callback, context);
+}
+
+void dovewarden_redis_subscribe(struct dovewarden_redis *redis,
+				const char *channel,
+				dovewarden_redis_message_callback_t *callback,
+				void *context)
+{
+	const char *argv[2];
+
+	i_assert(redis->set.subscriber);
+	i_assert(redis->channel == NULL);
+
+	redis->channel = i_strdup(channel);
+	redis->message_callback = callback;
+	redis->message_context = context;
+	if (redis->ac != NULL &&
+	    redis->state == DOVEWARDEN_REDIS_STATE_CONNECTED) {
+		argv[0] = "SUBSCRIBE";
+		argv[1] = redis->channel;
+		(void)redisAsyncCommandArgv(redis->ac, redis_message_callback,
+					    redis, 2, argv, NULL);
+	}
+}
