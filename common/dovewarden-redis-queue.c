@@ -1,0 +1,1484 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "hash.h"
+#include "llist.h"
+#include "ioloop.h"
+#include "str.h"
+#include "strnum.h"
+#include "dovewarden-redis-queue.h"
+
+#include <hiredis/hiredis.h>
+
+/* How often the counts are read from Redis */
+#define REDIS_QUEUE_STATS_INTERVAL_MSECS 1000
+/* Users moved from waiting to ready, and notifications sent, per step */
+#define REDIS_QUEUE_FLUSH_BATCH 1000
+
+/* The user hash fields:
+     p     pending priority (0 = none)       k    its sort key
+     ps    time of the oldest pending change u    when p was last raised
+     st    dsync state                       e    last error
+     lf, lfull, ls  last sync / full sync / successful sync start
+     nt    not before (back-off)             f    failures in a row
+     c     CHANGED results in a row          ff   force a full sync
+     sf, sl  settle: first and last change   v, r last verified / repaired
+     slot  scheduled first full sync (0 = last full sync + interval)
+     seq   claims so far                     o    claim owner ("" = none)
+     sp, sk, sps  priority, key and pending time the claim started with
+     sfull, sset  the claimed sync is full / the settle
+     ch    a change arrived during the claim qk   sort key once due */
+#define REDIS_QUEUE_LUA_PRELUDE \
+"local P = ARGV[1]\n" \
+"local interval = tonumber(ARGV[2])\n" \
+"local sdelay = tonumber(ARGV[3])\n" \
+"local smax = tonumber(ARGV[4])\n" \
+"local lowboost = tonumber(ARGV[5])\n" \
+"local now = tonumber(redis.call('TIME')[1])\n" \
+"local W, R, C = P..'wait', P..'ready', P..'claims'\n" \
+"local PD, FL, U = P..'pending', P..'failed', P..'users'\n" \
+"local F = {'p','k','ps','u','st','lf','lfull','ls','nt','f','c','e'," \
+"'ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset'," \
+"'ch','qk'}\n" \
+"local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff'," \
+"'sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch'," \
+"'qk'}\n" \
+"local function num(v)\n" \
+"  if not v or v == '' then return 0 end\n" \
+"  return tonumber(v) or 0\n" \
+"end\n" \
+"local function load(uk, fields)\n" \
+"  local vals = redis.call('HMGET', uk, unpack(fields))\n" \
+"  local h, o = {}, {}\n" \
+"  for i, n in ipairs(fields) do h[n] = vals[i]; o[n] = vals[i] end\n" \
+"  return h, o\n" \
+"end\n" \
+"local function save(uk, h, o)\n" \
+"  local args = {}\n" \
+"  for _, n in ipairs(F) do\n" \
+"    local v = h[n]\n" \
+"    if v ~= nil and v ~= false and\n" \
+"       (o[n] == nil or o[n] == false or tostring(v) ~= o[n]) then\n" \
+"      args[#args + 1] = n; args[#args + 1] = v\n" \
+"    end\n" \
+"  end\n" \
+"  if #args > 0 then redis.call('HSET', uk, unpack(args)) end\n" \
+"end\n" \
+"local function setp(user, h, v)\n" \
+"  local old = num(h.p)\n" \
+"  if old == v then return end\n" \
+"  if old > 0 then redis.call('HINCRBY', P..'counts', old, -1) end\n" \
+"  if v > 0 then redis.call('HINCRBY', P..'counts', v, 1) end\n" \
+"  h.p = v\n" \
+"end\n" \
+"local function owned(h) return h.o and h.o ~= '' end\n" \
+"local function settle_due(h)\n" \
+"  if sdelay == 0 or num(h.sf) == 0 then return 0 end\n" \
+"  return math.min(num(h.sl) + sdelay, num(h.sf) + smax)\n" \
+"end\n" \
+"local function full_due(h)\n" \
+"  local fd = num(h.slot)\n" \
+"  if fd == 0 then fd = num(h.lfull) + interval end\n" \
+"  return fd\n" \
+"end\n" \
+"local function place(user, h)\n" \
+"  if num(h.ff) == 1 and num(h.p) == 0 then\n" \
+"    setp(user, h, 1); h.k = now - lowboost; h.u = now\n" \
+"  end\n" \
+"  if num(h.p) > 0 then\n" \
+"    local nt = num(h.nt)\n" \
+"    if nt > now then\n" \
+"      redis.call('ZREM', R, user); redis.call('ZADD', W, nt, user)\n" \
+"      h.qk = num(h.k)\n" \
+"    else\n" \
+"      redis.call('ZREM', W, user); redis.call('ZADD', R, num(h.k), user)\n" \
+"    end\n" \
+"    return\n" \
+"  end\n" \
+"  local due = settle_due(h)\n" \
+"  if interval > 0 then\n" \
+"    local fd = full_due(h)\n" \
+"    if due == 0 or fd < due then due = fd end\n" \
+"  end\n" \
+"  if due == 0 then\n" \
+"    redis.call('ZREM', W, user); redis.call('ZREM', R, user)\n" \
+"  elseif due <= now then\n" \
+"    redis.call('ZREM', W, user); redis.call('ZADD', R, due, user)\n" \
+"  else\n" \
+"    redis.call('ZREM', R, user); redis.call('ZADD', W, due, user)\n" \
+"    h.qk = due\n" \
+"  end\n" \
+"end\n" \
+"local function restore(user, h)\n" \
+"  local sp, sk = num(h.sp), num(h.sk)\n" \
+"  if sp == 0 then sp = 1; sk = now - lowboost end\n" \
+"  local sps = num(h.sps)\n" \
+"  if sps ~= 0 and (num(h.ps) == 0 or sps < num(h.ps)) then h.ps = sps end\n" \
+"  if num(h.ps) == 0 then h.ps = now end\n" \
+"  redis.call('ZADD', PD, h.ps, user)\n" \
+"  if num(h.p) == 0 or sk < num(h.k) then h.k = sk end\n" \
+"  if sp > num(h.p) then setp(user, h, sp); h.u = now end\n" \
+"  if num(h.sfull) == 1 then h.ff = 1 end\n" \
+"end\n" \
+"local function unclaim(user, h)\n" \
+"  h.o = ''; h.sp = 0; h.sk = 0; h.sps = 0; h.sfull = 0; h.sset = 0\n" \
+"  h.ch = 0\n" \
+"  redis.call('ZREM', C, user)\n" \
+"end\n"
+
+/* ARGV[6] user, [7] priority, [8] its boost, [9] slot of a new user,
+   [10] force a full sync. Returns the user's claim sequence. */
+static struct dovewarden_redis_script redis_queue_notify_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("notify", REDIS_QUEUE_LUA_PRELUDE
+"local user, prio = ARGV[6], tonumber(ARGV[7])\n"
+"local uk = P..'u:'..user\n"
+"local h, o = load(uk, FQ)\n"
+"if redis.call('SADD', U, user) == 1 then\n"
+"  h.slot = tonumber(ARGV[9]); h.seq = 0\n"
+"end\n"
+"if prio > 0 then\n"
+"  local key = now - tonumber(ARGV[8])\n"
+"  if num(h.ps) == 0 then\n"
+"    h.ps = now; redis.call('ZADD', PD, 'NX', now, user)\n"
+"  end\n"
+"  if num(h.p) == 0 or key < num(h.k) then h.k = key end\n"
+"  if prio > num(h.p) then setp(user, h, prio); h.u = now end\n"
+"  if sdelay > 0 then\n"
+"    if num(h.sf) == 0 then h.sf = now end\n"
+"    h.sl = now\n"
+"    if owned(h) then h.ch = 1 end\n"
+"  end\n"
+"end\n"
+"if ARGV[10] == '1' then h.ff = 1 end\n"
+"if not owned(h) then place(user, h) end\n"
+"save(uk, h, o)\n"
+"return num(h.seq)\n");
+
+/* ARGV[6] owner, [7] claim seconds, [8] 1 = background work allowed.
+   Returns {1, user, state, full, settle, priority, seq, failures, error,
+   expired} or {0, seconds until the next user is due or -1, expired},
+   where expired is the number of expired claims given back. */
+static struct dovewarden_redis_script redis_queue_pop_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("pop", REDIS_QUEUE_LUA_PRELUDE
+"local owner, lease = ARGV[6], now + tonumber(ARGV[7])\n"
+"local expired = 0\n"
+"local due = redis.call('ZRANGEBYSCORE', W, '-inf', now, 'LIMIT', 0, 100)\n"
+"for _, user in ipairs(due) do\n"
+"  local uk = P..'u:'..user\n"
+"  local h, o = load(uk, FQ)\n"
+"  if not h.seq then\n"
+"    redis.call('ZREM', W, user)\n"
+"  elseif owned(h) then\n"
+"    restore(user, h)\n"
+"    h.e = 'Claim of '..h.o..' expired'\n"
+"    expired = expired + 1\n"
+"    unclaim(user, h)\n"
+"    place(user, h)\n"
+"    save(uk, h, o)\n"
+"  else\n"
+"    redis.call('ZREM', W, user); redis.call('ZADD', R, num(h.qk), user)\n"
+"  end\n"
+"end\n"
+"local r = redis.call('ZRANGE', R, 0, 0)\n"
+"if #r == 0 then\n"
+"  local w = redis.call('ZRANGE', W, 0, 0, 'WITHSCORES')\n"
+"  if #w == 0 then return {0, -1, expired} end\n"
+"  return {0, math.max(0, tonumber(w[2]) - now), expired}\n"
+"end\n"
+"local user = r[1]\n"
+"local uk = P..'u:'..user\n"
+"local h, o = load(uk, F)\n"
+"if not h.seq then redis.call('ZREM', R, user); return {0, 0, expired} end\n"
+"if num(h.p) == 0 and ARGV[8] ~= '1' then return {0, -1, expired} end\n"
+"redis.call('ZREM', R, user)\n"
+"local sd = settle_due(h)\n"
+"local settle = sd ~= 0 and sd <= now\n"
+"local full = num(h.ff) == 1 or settle or\n"
+"  (interval > 0 and (num(h.lfull) == 0 or full_due(h) <= now))\n"
+"h.ff = 0; h.lf = now\n"
+"if full then h.lfull = now; h.slot = 0 end\n"
+"h.sp = num(h.p); h.sk = num(h.k); h.sps = num(h.ps)\n"
+"setp(user, h, 0); h.k = 0; h.ps = 0; h.ch = 0\n"
+"h.sfull = full and 1 or 0; h.sset = settle and 1 or 0\n"
+"h.seq = num(h.seq) + 1; h.o = owner\n"
+"redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)\n"
+"save(uk, h, o)\n"
+"return {1, user, h.st or '', h.sfull, h.sset, h.sp, h.seq, num(h.f),\n"
+"        h.e or '', expired}\n");
+
+/* ARGV[6] user, [7] owner, [8] result, [9] new state, [10] error,
+   [11] retry min, [12] retry max, [13] jitter 0..1, [14] repaired,
+   [15] CHANGED retry seconds, [16] CHANGED count for a full sync.
+   Returns 1, or 0 when the claim was lost. */
+static struct dovewarden_redis_script redis_queue_finish_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("finish", REDIS_QUEUE_LUA_PRELUDE
+"local user, res = ARGV[6], ARGV[8]\n"
+"local uk = P..'u:'..user\n"
+"local h, o = load(uk, FQ)\n"
+"if h.o ~= ARGV[7] then return 0 end\n"
+"local seq = num(h.seq)\n"
+"if res == 'nouser' then\n"
+"  setp(user, h, 0)\n"
+"  redis.call('DEL', uk); redis.call('SREM', U, user)\n"
+"  redis.call('SREM', FL, user)\n"
+"  for _, z in ipairs({W, R, C, PD}) do redis.call('ZREM', z, user) end\n"
+"else\n"
+"  if res == 'ok' then\n"
+"    if ARGV[9] ~= '' then h.st = ARGV[9] end\n"
+"    h.ls = num(h.lf); h.c = 0; h.f = 0; h.e = ''; h.nt = 0\n"
+"    redis.call('SREM', FL, user)\n"
+"    if num(h.sfull) == 1 then\n"
+"      h.v = num(h.lfull)\n"
+"      if ARGV[14] == '1' and num(h.p) == 0 then h.r = num(h.lfull) end\n"
+"      if num(h.ch) == 0 then h.sf = 0; h.sl = 0\n"
+"      elseif num(h.sf) ~= 0 then\n"
+"        h.sf = math.max(num(h.sf), num(h.lfull))\n"
+"        if num(h.sl) < h.sf then h.sl = h.sf end\n"
+"      end\n"
+"    end\n"
+"    if num(h.ps) > 0 then redis.call('ZADD', PD, h.ps, user)\n"
+"    else redis.call('ZREM', PD, user) end\n"
+"  elseif res == 'release' then\n"
+"    restore(user, h)\n"
+"  elseif res == 'changed' then\n"
+"    restore(user, h)\n"
+"    h.nt = now + tonumber(ARGV[15]); h.c = num(h.c) + 1\n"
+"    if h.c >= tonumber(ARGV[16]) then h.ff = 1 end\n"
+"  else\n"
+"    restore(user, h)\n"
+"    h.f = num(h.f) + 1; h.e = ARGV[10]; h.c = 0\n"
+"    redis.call('SADD', FL, user)\n"
+"    local mn, mx = tonumber(ARGV[11]), tonumber(ARGV[12])\n"
+"    local secs = mx\n"
+"    if res ~= 'config' then\n"
+"      secs = mn\n"
+"      for i = 2, h.f do\n"
+"        if secs >= mx then break end\n"
+"        secs = secs * 2\n"
+"      end\n"
+"      if secs > mx then secs = mx end\n"
+"    end\n"
+"    h.nt = now + secs + math.floor(secs / 4 * tonumber(ARGV[13]))\n"
+"  end\n"
+"  unclaim(user, h)\n"
+"  place(user, h)\n"
+"  save(uk, h, o)\n"
+"end\n"
+"redis.call('PUBLISH', P..'done', res..' '..seq..' '..user)\n"
+"return 1\n");
+
+/* ARGV[6] owner, [7] claim seconds, [8..] users. Returns how many claims
+   were still this owner's. */
+static struct dovewarden_redis_script redis_queue_renew_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("renew", REDIS_QUEUE_LUA_PRELUDE
+"local lease, n = now + tonumber(ARGV[7]), 0\n"
+"for i = 8, #ARGV do\n"
+"  local user = ARGV[i]\n"
+"  if redis.call('HGET', P..'u:'..user, 'o') == ARGV[6] then\n"
+"    redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)\n"
+"    n = n + 1\n"
+"  end\n"
+"end\n"
+"return n\n");
+
+/* ARGV[6] user. Returns 1 when the user was known. */
+static struct dovewarden_redis_script redis_queue_remove_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("remove", REDIS_QUEUE_LUA_PRELUDE
+"local user = ARGV[6]\n"
+"local h = load(P..'u:'..user, {'p'})\n"
+"setp(user, h, 0)\n"
+"for _, z in ipairs({W, R, C, PD}) do redis.call('ZREM', z, user) end\n"
+"redis.call('SREM', FL, user)\n"
+"redis.call('DEL', P..'u:'..user)\n"
+"return redis.call('SREM', U, user)\n");
+
+/* Returns {users, syncing, pending, failed, ready, waiting, oldest, now,
+   users with pending changes at LOW, HIGH, SYNC} */
+static struct dovewarden_redis_script redis_queue_stats_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("stats", REDIS_QUEUE_LUA_PRELUDE
+"local claims = redis.call('ZCARD', C)\n"
+"local o = redis.call('ZRANGE', PD, 0, 0, 'WITHSCORES')\n"
+"local oldest = 0\n"
+"if #o > 0 then oldest = tonumber(o[2]) end\n"
+"local cnt = redis.call('HMGET', P..'counts', 1, 2, 3)\n"
+"return {redis.call('SCARD', U), claims, redis.call('ZCARD', PD),\n"
+"        redis.call('SCARD', FL), redis.call('ZCARD', R),\n"
+"        redis.call('ZCARD', W) - claims, oldest, now,\n"
+"        num(cnt[1]), num(cnt[2]), num(cnt[3])}\n");
+
+/* ARGV[6..] users. Returns per user {} when unknown, else
+   {p, lf, lfull, ls, v, r, f, e, nt, qk, o, ready} */
+static struct dovewarden_redis_script redis_queue_get_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("get", REDIS_QUEUE_LUA_PRELUDE
+"local out = {}\n"
+"for i = 6, #ARGV do\n"
+"  local user = ARGV[i]\n"
+"  local uk = P..'u:'..user\n"
+"  local h = load(uk, FQ)\n"
+"  if not h.seq then out[#out + 1] = {}\n"
+"  else\n"
+"    local due = redis.call('ZSCORE', W, user)\n"
+"    if not due and redis.call('ZSCORE', R, user) then due = now end\n"
+"    if owned(h) then due = -1 end\n"
+"    out[#out + 1] = {num(h.p), num(h.lf), num(h.lfull), num(h.ls),\n"
+"      num(h.v), num(h.r), num(h.f), h.e or '', tonumber(due or 0),\n"
+"      h.o or '', now}\n"
+"  end\n"
+"end\n"
+"return out\n");
+
+static struct dovewarden_redis_script *redis_queue_scripts[] = {
+	&redis_queue_notify_script,
+	&redis_queue_pop_script,
+	&redis_queue_finish_script,
+	&redis_queue_renew_script,
+	&redis_queue_remove_script,
+	&redis_queue_stats_script,
+	&redis_queue_get_script,
+};
+
+struct redis_queue_buffered {
+	enum dovewarden_priority priority;
+	bool force_full;
+};
+
+struct redis_queue_notify_request {
+	struct dovewarden_redis_queue *queue;
+	char *username;
+	enum dovewarden_priority priority;
+	bool force_full;
+	dovewarden_redis_queue_seq_callback_t *callback;
+	void *context;
+};
+
+/* A sync result to write */
+struct redis_queue_finish {
+	struct redis_queue_finish *prev, *next;
+	struct dovewarden_redis_queue *queue;
+	char *username, *state, *error;
+	const char *result;
+	bool repaired;
+};
+
+struct redis_queue_request {
+	struct dovewarden_redis_queue *queue;
+	void *callback;
+	void *context;
+	unsigned int count;
+};
+
+struct dovewarden_redis_queue {
+	struct dovewarden_redis_queue_settings set;
+	char *prefix, *owner;
+	struct event *event;
+	const struct dovewarden_redis_queue_callbacks *callbacks;
+	void *context;
+
+	struct dovewarden_redis *redis, *sub;
+	/* username -> what to send */
+	pool_t buffer_pool;
+	HASH_TABLE(char *, struct redis_queue_buffered *) buffer;
+	uint64_t dropped, dropped_logged;
+	struct timeout *to_flush, *to_renew, *to_stats;
+
+	struct dovewarden_redis_job *jobs;
+	/* results not written yet (Redis was unreachable) */
+	struct redis_queue_finish *finishes;
+	struct dovewarden_redis_queue_stats stats;
+	/* the outage and buffer were logged */
+	bool buffering_logged:1;
+	bool stats_running:1;
+	bool deinitializing:1;
+};
+
+static void redis_queue_flush(struct dovewarden_redis_queue *queue);
+
+static const char **
+redis_queue_args(struct dovewarden_redis_queue *queue, unsigned int extra,
+		 unsigned int *argc_r)
+{
+	const struct dovewarden_queue_settings *qset = &queue->set.queue;
+	const char **argv = t_new(const char *, 5 + extra + 1);
+
+	argv[0] = queue->set.prefix;
+	argv[1] = dec2str(qset->full_sync_interval_secs);
+	argv[2] = dec2str(qset->settle_delay_secs);
+	argv[3] = dec2str(I_MAX(qset->settle_max_secs,
+				qset->settle_delay_secs));
+	argv[4] = dec2str(DOVEWARDEN_QUEUE_LOW_BOOST_SECS);
+	*argc_r = 5;
+	return argv;
+}
+
+static bool redis_reply_integer(const redisReply *reply, long long *num_r)
+{
+	if (reply == NULL)
+		return FALSE;
+	if (reply->type == REDIS_REPLY_INTEGER) {
+		*num_r = reply->integer;
+		return TRUE;
+	}
+	if (reply->type == REDIS_REPLY_STRING)
+		return str_to_llong(reply->str, num_r) == 0;
+	return FALSE;
+}
+
+static const char *redis_reply_string(const redisReply *reply)
+{
+	if (reply == NULL || reply->type != REDIS_REPLY_STRING)
+		return "";
+	return t_strndup(reply->str, reply->len);
+}
+
+static const char *
+redis_queue_reply_failure(const redisReply *reply, const char *error)
+{
+	const char *reply_error = dovewarden_redis_reply_error(reply);
+
+	if (reply == NULL)
+		return error;
+	if (reply_error != NULL)
+		return reply_error;
+	return NULL;
+}
+
+/* notifications */
+
+static const char **
+redis_queue_notify_args(struct dovewarden_redis_queue *queue,
+			const char *username, enum dovewarden_priority priority,
+			bool force_full, unsigned int *argc_r)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 5, &argc);
+	argv[argc++] = username;
+	argv[argc++] = dec2str(priority);
+	argv[argc++] = dec2str(dovewarden_queue_priority_boost(priority));
+	argv[argc++] = dec2str(dovewarden_queue_full_sync_slot(
+		username, queue->set.queue.full_sync_interval_secs,
+		ioloop_time));
+	argv[argc++] = force_full ? "1" : "0";
+	*argc_r = argc;
+	return argv;
+}
+
+static void
+redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
+		       const char *username, enum dovewarden_priority priority,
+		       bool force_full)
+{
+	struct redis_queue_buffered *buf;
+	char *name;
+
+	buf = hash_table_lookup(queue->buffer, username);
+	if (buf == NULL) {
+		if (hash_table_count(queue->buffer) >=
+		    queue->set.buffer_limit) {
+			if (queue->dropped++ == queue->dropped_logged) {
+				e_error(queue->event, "Notification buffer "
+					"full (%u users, "
+					"dovewarden_redis_buffer_limit): "
+					"dropping changes until Redis is back; "
+					"full syncs and the userdb sweep "
+					"replicate them later",
+					queue->set.buffer_limit);
+			}
+			return;
+		}
+		name = p_strdup(queue->buffer_pool, username);
+		buf = p_new(queue->buffer_pool, struct redis_queue_buffered, 1);
+		hash_table_insert(queue->buffer, name, buf);
+	}
+	if (priority > buf->priority)
+		buf->priority = priority;
+	if (force_full)
+		buf->force_full = TRUE;
+}
+
+static void redis_queue_flush_soon(struct dovewarden_redis_queue *queue)
+{
+	if (queue->to_flush == NULL && !queue->deinitializing &&
+	    dovewarden_redis_get_state(queue->redis) ==
+	    DOVEWARDEN_REDIS_STATE_CONNECTED) {
+		queue->to_flush = timeout_add_short(0, redis_queue_flush,
+						    queue);
+	}
+}
+
+static void
+redis_queue_notify_callback(const redisReply *reply, const char *error,
+			    void *context)
+{
+	struct redis_queue_notify_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	long long seq = 0;
+
+	if (failure == NULL && !redis_reply_integer(reply, &seq))
+		failure = "Unexpected reply to notify";
+	if (failure != NULL) {
+		/* not recorded (or not known to be): send it again later;
+		   notify is idempotent */
+		if (!queue->buffering_logged && !queue->deinitializing) {
+			e_warning(queue->event, "Notification not written "
+				  "(%s): keeping notifications in memory "
+				  "until Redis answers", failure);
+			queue->buffering_logged = TRUE;
+		}
+		redis_queue_buffer_add(queue, request->username,
+				       request->priority, request->force_full);
+		if (reply != NULL)
+			redis_queue_flush_soon(queue);
+	}
+	if (request->callback != NULL)
+		request->callback(failure == NULL, (uint64_t)seq,
+				  request->context);
+	i_free(request->username);
+	i_free(request);
+}
+
+static int
+redis_queue_send_notify(struct dovewarden_redis_queue *queue,
+			const char *username, enum dovewarden_priority priority,
+			bool force_full,
+			dovewarden_redis_queue_seq_callback_t *callback,
+			void *context)
+{
+	struct redis_queue_notify_request *request;
+	const char **argv;
+	unsigned int argc;
+	int ret;
+
+	argv = redis_queue_notify_args(queue, username, priority, force_full,
+				       &argc);
+
+	request = i_new(struct redis_queue_notify_request, 1);
+	request->queue = queue;
+	request->username = i_strdup(username);
+	request->priority = priority;
+	request->force_full = force_full;
+	request->callback = callback;
+	request->context = context;
+	ret = dovewarden_redis_eval(queue->redis, &redis_queue_notify_script,
+				    argc, argv, redis_queue_notify_callback,
+				    request);
+	if (ret < 0) {
+		i_free(request->username);
+		i_free(request);
+	}
+	return ret;
+}
+
+static void redis_queue_flush(struct dovewarden_redis_queue *queue)
+{
+	struct hash_iterate_context *iter;
+	struct redis_queue_buffered *buf;
+	char *username;
+	unsigned int count = 0, total;
+
+	timeout_remove(&queue->to_flush);
+	total = hash_table_count(queue->buffer);
+	if (total == 0)
+		return;
+	if (queue->buffering_logged && total > 1) {
+		e_info(queue->event, "Sending %u buffered users' "
+		       "notifications", total);
+	}
+	iter = hash_table_iterate_init(queue->buffer);
+	while (count < REDIS_QUEUE_FLUSH_BATCH &&
+	       hash_table_iterate(iter, queue->buffer, &username, &buf)) {
+		T_BEGIN {
+			if (redis_queue_send_notify(queue, username,
+						    buf->priority,
+						    buf->force_full,
+						    NULL, NULL) == 0) {
+				hash_table_remove(queue->buffer, username);
+				count++;
+			}
+		} T_END;
+		if (count == 0)
+			break;
+	}
+	hash_table_iterate_deinit(&iter);
+	if (hash_table_count(queue->buffer) == 0) {
+		p_clear(queue->buffer_pool);
+		if (queue->dropped != queue->dropped_logged) {
+			e_error(queue->event, "%"PRIu64" changes were "
+				"dropped while the buffer was full",
+				queue->dropped - queue->dropped_logged);
+			queue->dropped_logged = queue->dropped;
+		}
+		queue->buffering_logged = FALSE;
+	} else if (count > 0) {
+		redis_queue_flush_soon(queue);
+	}
+}
+
+void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
+				   const char *username,
+				   enum dovewarden_priority priority,
+				   bool force_full)
+{
+	if (hash_table_count(queue->buffer) == 0 &&
+	    redis_queue_send_notify(queue, username, priority, force_full,
+				    NULL, NULL) == 0)
+		return;
+	if (!queue->buffering_logged &&
+	    dovewarden_redis_get_state(queue->redis) !=
+	    DOVEWARDEN_REDIS_STATE_CONNECTED) {
+		e_warning(queue->event, "Redis is not connected: keeping "
+			  "notifications in memory (at most %u users)",
+			  queue->set.buffer_limit);
+		queue->buffering_logged = TRUE;
+	}
+	redis_queue_buffer_add(queue, username, priority, force_full);
+	redis_queue_flush_soon(queue);
+}
+
+void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
+				       const char *username,
+				       dovewarden_redis_queue_seq_callback_t *callback,
+				       void *context)
+{
+	if (redis_queue_send_notify(queue, username, DOVEWARDEN_PRIORITY_SYNC,
+				    FALSE, callback, context) == 0)
+		return;
+	dovewarden_redis_queue_notify(queue, username,
+				      DOVEWARDEN_PRIORITY_SYNC, FALSE);
+	callback(FALSE, 0, context);
+}
+
+/* claims */
+
+static struct redis_queue_request *
+redis_queue_request_new(struct dovewarden_redis_queue *queue, void *callback,
+			void *context)
+{
+	struct redis_queue_request *request;
+
+	request = i_new(struct redis_queue_request, 1);
+	request->queue = queue;
+	request->callback = callback;
+	request->context = context;
+	return request;
+}
+
+/* Send a command (script NULL) or run a script for a request made of
+   callback and context; the reply goes to reply_callback. */
+static int
+redis_queue_request_send(struct dovewarden_redis_queue *queue,
+			 struct dovewarden_redis_script *script,
+			 unsigned int argc, const char *const *argv,
+			 dovewarden_redis_callback_t *reply_callback,
+			 void *callback, void *context, unsigned int count)
+{
+	struct redis_queue_request *request;
+	int ret;
+
+	request = redis_queue_request_new(queue, callback, context);
+	request->count = count;
+	ret = script != NULL ?
+		dovewarden_redis_eval(queue->redis, script, argc, argv,
+				      reply_callback, request) :
+		dovewarden_redis_command(queue->redis, argc, argv, NULL,
+					 reply_callback, request);
+	if (ret < 0)
+		i_free(request);
+	return ret;
+}
+
+static struct dovewarden_redis_job *
+redis_queue_job_parse(struct dovewarden_redis_queue *queue,
+		      const redisReply *reply)
+{
+	struct dovewarden_redis_job *job;
+	struct dovewarden_user *user;
+	long long full, settle, prio, seq, failures;
+
+	if (reply->elements != 10 ||
+	    !redis_reply_integer(reply->element[3], &full) ||
+	    !redis_reply_integer(reply->element[4], &settle) ||
+	    !redis_reply_integer(reply->element[5], &prio) ||
+	    !redis_reply_integer(reply->element[6], &seq) ||
+	    !redis_reply_integer(reply->element[7], &failures) ||
+	    prio < 0 || prio >= DOVEWARDEN_PRIORITY_COUNT)
+		return NULL;
+
+	job = i_new(struct dovewarden_redis_job, 1);
+	user = &job->user;
+	user->username = i_strdup(redis_reply_string(reply->element[1]));
+	user->state = i_strdup(redis_reply_string(reply->element[2]));
+	user->syncing = TRUE;
+	user->syncing_full = full != 0;
+	user->syncing_settle = settle != 0;
+	user->syncing_priority = prio;
+	user->consecutive_failures = failures;
+	user->last_error = i_strdup(redis_reply_string(reply->element[8]));
+	user->last_fast_sync = ioloop_time;
+	if (user->syncing_full)
+		user->last_full_sync = ioloop_time;
+	job->seq = seq;
+	DLLIST_PREPEND(&queue->jobs, job);
+	return job;
+}
+
+static void redis_queue_job_free(struct dovewarden_redis_queue *queue,
+				 struct dovewarden_redis_job *job)
+{
+	DLLIST_REMOVE(&queue->jobs, job);
+	i_free(job->user.username);
+	i_free(job->user.state);
+	i_free(job->user.last_error);
+	i_free(job);
+}
+
+static void
+redis_queue_pop_callback(const redisReply *reply, const char *error,
+			 void *context)
+{
+	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	dovewarden_redis_queue_pop_callback_t *callback = request->callback;
+	struct dovewarden_redis_job *job = NULL;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	void *callback_context = request->context;
+	long long flag, next_due = -1, expired;
+
+	i_free(request);
+	if (failure == NULL &&
+	    (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+	     !redis_reply_integer(reply->element[0], &flag) ||
+	     !redis_reply_integer(reply->element[reply->elements - 1],
+				  &expired)))
+		failure = "Unexpected reply to pop";
+	if (failure == NULL && expired > 0) {
+		e_warning(queue->event, "Took back %lld expired claims "
+			  "(an instance died or stalled during a sync); "
+			  "their users are synced again", expired);
+	}
+	if (failure == NULL && flag == 1) {
+		job = redis_queue_job_parse(queue, reply);
+		if (job == NULL)
+			failure = "Unexpected claim in the reply to pop";
+	} else if (failure == NULL &&
+		   !redis_reply_integer(reply->element[1], &next_due)) {
+		failure = "Unexpected reply to pop";
+	}
+	callback(job, next_due > INT_MAX ? INT_MAX : (int)next_due, failure,
+		 callback_context);
+}
+
+int dovewarden_redis_queue_pop(struct dovewarden_redis_queue *queue,
+			       bool allow_background,
+			       dovewarden_redis_queue_pop_callback_t *callback,
+			       void *context)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 3, &argc);
+	argv[argc++] = queue->set.owner;
+	argv[argc++] = dec2str(queue->set.claim_timeout_secs);
+	argv[argc++] = allow_background ? "1" : "0";
+	return redis_queue_request_send(queue, &redis_queue_pop_script, argc,
+					argv, redis_queue_pop_callback,
+					callback, context, 0);
+}
+
+static void
+redis_queue_finish_free(struct redis_queue_finish *finish)
+{
+	i_free(finish->username);
+	i_free(finish->state);
+	i_free(finish->error);
+	i_free(finish);
+}
+
+static int redis_queue_send_finish(struct dovewarden_redis_queue *queue,
+				   struct redis_queue_finish *finish);
+
+static void
+redis_queue_finish_callback(const redisReply *reply, const char *error,
+			    void *context)
+{
+	struct redis_queue_finish *finish = context;
+	struct dovewarden_redis_queue *queue = finish->queue;
+	const char *reply_error = dovewarden_redis_reply_error(reply);
+	long long ret;
+
+	if (reply == NULL) {
+		/* not known to be written: again once Redis is back (the
+		   script ignores it if the claim was taken back meanwhile) */
+		if (!queue->deinitializing) {
+			e_warning(queue->event, "Finishing the sync of %s "
+				  "failed: %s (sent again when Redis is back)",
+				  finish->username, error);
+		}
+		DLLIST_PREPEND(&queue->finishes, finish);
+		return;
+	}
+	if (reply_error != NULL) {
+		e_error(queue->event, "Finishing the sync of %s failed: %s "
+			"(its claim expires and the sync is repeated)",
+			finish->username, reply_error);
+	} else if (!redis_reply_integer(reply, &ret)) {
+		e_error(queue->event, "Finishing the sync of %s: "
+			"Unexpected reply", finish->username);
+	} else if (ret == 0) {
+		e_warning(queue->event, "Claim of %s was lost during its "
+			  "sync (expired or user removed): result dropped",
+			  finish->username);
+	}
+	redis_queue_finish_free(finish);
+}
+
+static const char **
+redis_queue_finish_args(struct dovewarden_redis_queue *queue,
+			const struct redis_queue_finish *finish,
+			unsigned int *argc_r)
+{
+	const struct dovewarden_queue_settings *qset = &queue->set.queue;
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 11, &argc);
+	argv[argc++] = finish->username;
+	argv[argc++] = queue->set.owner;
+	argv[argc++] = finish->result;
+	argv[argc++] = finish->state;
+	argv[argc++] = finish->error;
+	argv[argc++] = dec2str(qset->retry_min_secs);
+	argv[argc++] = dec2str(qset->retry_max_secs);
+	/* the back-off's jitter */
+	argv[argc++] = t_strdup_printf("%.4f", i_rand_limit(10000) / 10000.0);
+	argv[argc++] = finish->repaired ? "1" : "0";
+	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
+	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT);
+	*argc_r = argc;
+	return argv;
+}
+
+static int redis_queue_send_finish(struct dovewarden_redis_queue *queue,
+				   struct redis_queue_finish *finish)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_finish_args(queue, finish, &argc);
+	return dovewarden_redis_eval(queue->redis, &redis_queue_finish_script,
+				     argc, argv, redis_queue_finish_callback,
+				     finish);
+}
+
+/* Send the finishes that could not be sent before */
+static void redis_queue_send_finishes(struct dovewarden_redis_queue *queue)
+{
+	struct redis_queue_finish *finish;
+
+	while ((finish = queue->finishes) != NULL) {
+		DLLIST_REMOVE(&queue->finishes, finish);
+		if (redis_queue_send_finish(queue, finish) < 0) {
+			DLLIST_PREPEND(&queue->finishes, finish);
+			break;
+		}
+	}
+}
+
+void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
+				   struct dovewarden_redis_job **_job,
+				   enum dovewarden_sync_result result,
+				   const char *new_state, const char *error,
+				   bool repaired)
+{
+	struct dovewarden_redis_job *job = *_job;
+	struct redis_queue_finish *finish;
+
+	*_job = NULL;
+	finish = i_new(struct redis_queue_finish, 1);
+	finish->queue = queue;
+	finish->username = i_strdup(job->user.username);
+	finish->result = dovewarden_sync_result_to_str(result);
+	finish->state = i_strdup(new_state == NULL ? "" : new_state);
+	finish->error = i_strdup(error == NULL ? "" : error);
+	finish->repaired = repaired;
+	redis_queue_job_free(queue, job);
+
+	T_BEGIN {
+		if (redis_queue_send_finish(queue, finish) < 0) {
+			e_warning(queue->event, "Redis is not connected: the "
+				  "result of the sync of %s is sent when it is "
+				  "back", finish->username);
+			DLLIST_PREPEND(&queue->finishes, finish);
+		}
+	} T_END;
+}
+
+static void
+redis_queue_renew_callback(const redisReply *reply, const char *error,
+			   void *context)
+{
+	struct dovewarden_redis_queue *queue = context;
+	const char *failure = redis_queue_reply_failure(reply, error);
+
+	if (failure != NULL && !queue->deinitializing)
+		e_warning(queue->event, "Renewing claims failed: %s", failure);
+}
+
+static void redis_queue_renew(struct dovewarden_redis_queue *queue)
+{
+	struct dovewarden_redis_job *job;
+	ARRAY_TYPE(const_string) args;
+	const char **argv;
+	unsigned int i, argc;
+
+	if (queue->jobs == NULL)
+		return;
+	T_BEGIN {
+		argv = redis_queue_args(queue, 2, &argc);
+		t_array_init(&args, argc + 16);
+		for (i = 0; i < argc; i++)
+			array_push_back(&args, &argv[i]);
+		array_push_back(&args, &queue->set.owner);
+		argv[0] = dec2str(queue->set.claim_timeout_secs);
+		array_push_back(&args, &argv[0]);
+		for (job = queue->jobs; job != NULL; job = job->next) {
+			const char *name = job->user.username;
+			array_push_back(&args, &name);
+		}
+		(void)dovewarden_redis_eval(queue->redis,
+					    &redis_queue_renew_script,
+					    array_count(&args),
+					    array_front(&args),
+					    redis_queue_renew_callback, queue);
+	} T_END;
+}
+
+/* admin */
+
+static void
+redis_queue_ignore_callback(const redisReply *reply, const char *error,
+			    void *context)
+{
+	struct dovewarden_redis_queue *queue = context;
+	const char *failure = redis_queue_reply_failure(reply, error);
+
+	if (failure != NULL && !queue->deinitializing)
+		e_error(queue->event, "Removing a user failed: %s", failure);
+}
+
+void dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
+				   const char *username)
+{
+	const char **argv;
+	unsigned int argc;
+
+	hash_table_remove(queue->buffer, username);
+	argv = redis_queue_args(queue, 1, &argc);
+	argv[argc++] = username;
+	if (dovewarden_redis_eval(queue->redis, &redis_queue_remove_script,
+				  argc, argv, redis_queue_ignore_callback,
+				  queue) < 0) {
+		e_error(queue->event, "Removing %s failed: Redis is not "
+			"connected", username);
+	}
+}
+
+static void
+redis_queue_lock_callback(const redisReply *reply, const char *error,
+			  void *context)
+{
+	struct redis_queue_request *request = context;
+	dovewarden_redis_queue_lock_callback_t *callback = request->callback;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	void *callback_context = request->context;
+
+	if (failure != NULL && !request->queue->deinitializing) {
+		e_warning(request->queue->event, "Taking a lock failed: %s",
+			  failure);
+	}
+	i_free(request);
+	callback(failure == NULL && reply->type == REDIS_REPLY_STATUS,
+		 callback_context);
+}
+
+int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,
+				    const char *name, unsigned int secs,
+				    dovewarden_redis_queue_lock_callback_t *callback,
+				    void *context)
+{
+	const char *argv[6];
+
+	argv[0] = "SET";
+	argv[1] = t_strconcat(queue->set.prefix, "lock:", name, NULL);
+	argv[2] = queue->set.owner;
+	argv[3] = "NX";
+	argv[4] = "EX";
+	argv[5] = dec2str(I_MAX(secs, 1U));
+	return redis_queue_request_send(queue, NULL, N_ELEMENTS(argv), argv,
+					redis_queue_lock_callback, callback,
+					context, 0);
+}
+
+static void
+redis_queue_get_callback(const redisReply *reply, const char *error,
+			 void *context)
+{
+	struct redis_queue_request *request = context;
+	dovewarden_redis_queue_get_callback_t *callback = request->callback;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	const struct dovewarden_user **users;
+	struct dovewarden_user *user;
+	const redisReply *r;
+	long long v[11];
+	unsigned int i, j, count = request->count;
+
+	users = t_new(const struct dovewarden_user *, count + 1);
+	if (failure == NULL && (reply->type != REDIS_REPLY_ARRAY ||
+				reply->elements != count))
+		failure = "Unexpected reply";
+	for (i = 0; failure == NULL && i < count; i++) {
+		r = reply->element[i];
+		if (r->type != REDIS_REPLY_ARRAY) {
+			failure = "Unexpected reply";
+			break;
+		}
+		if (r->elements == 0)
+			continue;
+		if (r->elements != 11) {
+			failure = "Unexpected reply";
+			break;
+		}
+		for (j = 0; j < 11; j++) {
+			if (j != 7 && j != 9 &&
+			    !redis_reply_integer(r->element[j], &v[j]))
+				failure = "Unexpected reply";
+		}
+		if (failure != NULL)
+			break;
+		user = t_new(struct dovewarden_user, 1);
+		user->priority = v[0] < 0 || v[0] >= DOVEWARDEN_PRIORITY_COUNT ?
+			DOVEWARDEN_PRIORITY_NONE : v[0];
+		user->last_fast_sync = v[1];
+		user->last_full_sync = v[2];
+		user->last_successful_sync = v[3];
+		user->last_verified = v[4];
+		user->last_repaired = v[5];
+		user->consecutive_failures = v[6];
+		user->last_error = (char *)redis_reply_string(r->element[7]);
+		/* the due time in the queue's clock, moved to ours */
+		user->queued = v[8] > 0;
+		user->queue_due = v[8] <= 0 ? 0 :
+			ioloop_time + (v[8] - v[10]);
+		user->syncing = redis_reply_string(r->element[9])[0] != '\0';
+		users[i] = user;
+	}
+	callback(failure == NULL ? users : NULL, count, failure,
+		 request->context);
+	i_free(request);
+}
+
+int dovewarden_redis_queue_get_users(struct dovewarden_redis_queue *queue,
+				     const char *const *usernames,
+				     unsigned int count,
+				     dovewarden_redis_queue_get_callback_t *callback,
+				     void *context)
+{
+	const char **argv;
+	unsigned int i, argc;
+
+	argv = redis_queue_args(queue, count, &argc);
+	for (i = 0; i < count; i++)
+		argv[argc++] = usernames[i];
+	return redis_queue_request_send(queue, &redis_queue_get_script, argc,
+					argv, redis_queue_get_callback,
+					callback, context, count);
+}
+
+static void
+redis_queue_scan_callback(const redisReply *reply, const char *error,
+			  void *context)
+{
+	struct redis_queue_request *request = context;
+	dovewarden_redis_queue_scan_callback_t *callback = request->callback;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	const char **names = NULL, *cursor = "0";
+	const redisReply *list;
+	unsigned int i, count = 0;
+
+	if (failure == NULL &&
+	    (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	     reply->element[0]->type != REDIS_REPLY_STRING ||
+	     reply->element[1]->type != REDIS_REPLY_ARRAY))
+		failure = "Unexpected reply to SSCAN";
+	if (failure == NULL) {
+		cursor = redis_reply_string(reply->element[0]);
+		list = reply->element[1];
+		names = t_new(const char *, list->elements + 1);
+		for (i = 0; i < list->elements; i++) {
+			if (list->element[i]->type == REDIS_REPLY_STRING)
+				names[count++] = redis_reply_string(
+					list->element[i]);
+		}
+	}
+	callback(names, count, cursor, failure, request->context);
+	i_free(request);
+}
+
+int dovewarden_redis_queue_scan(struct dovewarden_redis_queue *queue,
+				const char *cursor,
+				dovewarden_redis_queue_scan_callback_t *callback,
+				void *context)
+{
+	const char *argv[5];
+
+	argv[0] = "SSCAN";
+	argv[1] = t_strconcat(queue->set.prefix, "users", NULL);
+	argv[2] = cursor;
+	argv[3] = "COUNT";
+	argv[4] = "1000";
+	return redis_queue_request_send(queue, NULL, N_ELEMENTS(argv), argv,
+					redis_queue_scan_callback, callback,
+					context, 0);
+}
+
+/* stats */
+
+static bool
+redis_queue_stats_parse(const redisReply *reply,
+			struct dovewarden_redis_queue_stats *stats_r)
+{
+	long long v[11];
+	unsigned int i;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 11)
+		return FALSE;
+	for (i = 0; i < 11; i++) {
+		if (!redis_reply_integer(reply->element[i], &v[i]) || v[i] < 0)
+			return FALSE;
+	}
+	i_zero(stats_r);
+	stats_r->users = v[0];
+	stats_r->syncing = v[1];
+	stats_r->pending = v[2];
+	stats_r->failed = v[3];
+	stats_r->ready = v[4];
+	stats_r->waiting = v[5];
+	/* in our clock */
+	stats_r->oldest_pending = v[6] == 0 ? 0 : ioloop_time - (v[7] - v[6]);
+	for (i = 0; i < 3; i++)
+		stats_r->pending_by_priority[i + 1] = v[8 + i];
+	stats_r->updated = ioloop_time;
+	return TRUE;
+}
+
+static void
+redis_queue_stats_callback(const redisReply *reply, const char *error,
+			   void *context)
+{
+	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	dovewarden_redis_queue_stats_callback_t *callback = request->callback;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	struct dovewarden_redis_queue_stats stats;
+
+	if (failure == NULL && !redis_queue_stats_parse(reply, &stats))
+		failure = "Unexpected reply to stats";
+	if (failure == NULL)
+		queue->stats = stats;
+	if (callback == NULL)
+		queue->stats_running = FALSE;
+	else {
+		callback(failure == NULL ? &stats : NULL, failure,
+			 request->context);
+	}
+	i_free(request);
+}
+
+int dovewarden_redis_queue_read_stats(struct dovewarden_redis_queue *queue,
+				      dovewarden_redis_queue_stats_callback_t *callback,
+				      void *context)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 0, &argc);
+	return redis_queue_request_send(queue, &redis_queue_stats_script,
+					argc, argv,
+					redis_queue_stats_callback, callback,
+					context, 0);
+}
+
+static void redis_queue_stats_refresh(struct dovewarden_redis_queue *queue)
+{
+	if (queue->stats_running)
+		return;
+	T_BEGIN {
+		if (dovewarden_redis_queue_read_stats(queue, NULL, NULL) == 0)
+			queue->stats_running = TRUE;
+	} T_END;
+}
+
+void dovewarden_redis_queue_get_stats(struct dovewarden_redis_queue *queue,
+				      struct dovewarden_redis_queue_stats *stats_r)
+{
+	*stats_r = queue->stats;
+}
+
+void dovewarden_redis_queue_get_buffer(struct dovewarden_redis_queue *queue,
+				       unsigned int *buffered_r,
+				       uint64_t *dropped_r)
+{
+	*buffered_r = hash_table_count(queue->buffer);
+	*dropped_r = queue->dropped;
+}
+
+bool dovewarden_redis_queue_is_connected(struct dovewarden_redis_queue *queue)
+{
+	return dovewarden_redis_get_state(queue->redis) ==
+		DOVEWARDEN_REDIS_STATE_CONNECTED;
+}
+
+/* connection events */
+
+static void redis_queue_connected(void *context)
+{
+	struct dovewarden_redis_queue *queue = context;
+
+	T_BEGIN {
+		redis_queue_send_finishes(queue);
+	} T_END;
+	redis_queue_flush_soon(queue);
+	redis_queue_renew(queue);
+	redis_queue_stats_refresh(queue);
+	if (queue->callbacks->connected != NULL)
+		queue->callbacks->connected(queue->context);
+}
+
+static void redis_queue_disconnected(const char *error ATTR_UNUSED,
+				     void *context)
+{
+	struct dovewarden_redis_queue *queue = context;
+
+	timeout_remove(&queue->to_flush);
+	queue->stats_running = FALSE;
+}
+
+static const struct dovewarden_redis_callbacks redis_queue_redis_callbacks = {
+	.connected = redis_queue_connected,
+	.disconnected = redis_queue_disconnected,
+};
+
+static const struct dovewarden_redis_callbacks redis_queue_sub_callbacks = {
+	.connected = NULL,
+	.disconnected = NULL,
+};
+
+static void redis_queue_message(const char *message, void *context)
+{
+	struct dovewarden_redis_queue *queue = context;
+	const char *const *args = t_strsplit(message, " ");
+	const char *username;
+	uint64_t seq;
+
+	/* the username may contain spaces: it is all after the second */
+	if (str_array_length(args) < 3 || str_to_uint64(args[1], &seq) < 0)
+		return;
+	username = message + strlen(args[0]) + 1 + strlen(args[1]) + 1;
+	if (queue->callbacks->sync_done != NULL)
+		queue->callbacks->sync_done(username, seq, args[0],
+					    queue->context);
+}
+
+struct dovewarden_redis_queue *
+dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
+			    struct event *event_parent,
+			    const struct dovewarden_redis_queue_callbacks *callbacks,
+			    void *context)
+{
+	struct dovewarden_redis_queue *queue;
+	struct dovewarden_redis_settings sub_set;
+	unsigned int i;
+
+	queue = i_new(struct dovewarden_redis_queue, 1);
+	queue->set = *set;
+	queue->set.prefix = queue->prefix = i_strdup(set->prefix);
+	queue->set.owner = queue->owner = i_strdup(set->owner);
+	queue->callbacks = callbacks;
+	queue->context = context;
+	queue->event = event_create(event_parent);
+	queue->buffer_pool = pool_alloconly_create("redis queue buffer", 4096);
+	hash_table_create(&queue->buffer, default_pool, 0, str_hash, strcmp);
+
+	queue->redis = dovewarden_redis_init(&set->redis, queue->event,
+					     &redis_queue_redis_callbacks,
+					     queue);
+	for (i = 0; i < N_ELEMENTS(redis_queue_scripts); i++)
+		dovewarden_redis_add_script(queue->redis, redis_queue_scripts[i]);
+	sub_set = set->redis;
+	sub_set.subscriber = TRUE;
+	queue->sub = dovewarden_redis_init(&sub_set, queue->event,
+					   &redis_queue_sub_callbacks, queue);
+	dovewarden_redis_subscribe(queue->sub, t_strconcat(
+		queue->set.prefix, "done", NULL), redis_queue_message, queue);
+
+	queue->to_renew = timeout_add(I_MAX(set->claim_timeout_secs / 3, 1U) *
+				      1000, redis_queue_renew, queue);
+	queue->to_stats = timeout_add(REDIS_QUEUE_STATS_INTERVAL_MSECS,
+				      redis_queue_stats_refresh, queue);
+	return queue;
+}
+
+static bool
+redis_blocking_command(redisContext *ctx, unsigned int argc,
+		       const char *const *argv, const char **error_r)
+{
+	redisReply *reply;
+	bool ret = TRUE;
+
+	reply = redisCommandArgv(ctx, (int)argc, (const char **)argv, NULL);
+	if (reply == NULL) {
+		*error_r = t_strdup(ctx->errstr);
+		return FALSE;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		*error_r = t_strndup(reply->str, reply->len);
+		ret = FALSE;
+	}
+	freeReplyObject(reply);
+	return ret;
+}
+
+static bool
+redis_blocking_eval(redisContext *ctx, struct dovewarden_redis_script *script,
+		    unsigned int argc, const char *const *argv,
+		    const char **error_r)
+{
+	const char **args = t_new(const char *, argc + 3);
+
+	args[0] = "EVAL";
+	args[1] = script->text;
+	args[2] = "0";
+	memcpy(args + 3, argv, sizeof(*argv) * argc);
+	return redis_blocking_command(ctx, argc + 3, args, error_r);
+}
+
+/* At shutdown: write what is still buffered and give the claims back,
+   over a blocking connection (the ioloop is going away) */
+static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
+{
+	const struct dovewarden_redis_settings *rset = &queue->set.redis;
+	struct hash_iterate_context *iter;
+	struct redis_queue_buffered *buf;
+	struct dovewarden_redis_job *job;
+	struct redis_queue_finish *finish;
+	redisContext *ctx;
+	struct timeval tv;
+	const char **argv, *error = NULL, *args[3];
+	char *username;
+	unsigned int argc, sent = 0, total;
+
+	total = hash_table_count(queue->buffer);
+	if (total == 0 && queue->jobs == NULL && queue->finishes == NULL)
+		return;
+
+	tv.tv_sec = rset->timeout_msecs / 1000;
+	tv.tv_usec = (rset->timeout_msecs % 1000) * 1000;
+	ctx = rset->host[0] == '/' ?
+		redisConnectUnixWithTimeout(rset->host, tv) :
+		redisConnectWithTimeout(rset->host, (int)rset->port, tv);
+	if (ctx == NULL || ctx->err != 0) {
+		error = ctx == NULL ? "Out of memory" : t_strdup(ctx->errstr);
+		goto out;
+	}
+	(void)redisSetTimeout(ctx, tv);
+	if (rset->password[0] != '\0') {
+		args[0] = "AUTH";
+		argc = 1;
+		if (rset->username[0] != '\0')
+			args[argc++] = rset->username;
+		args[argc++] = rset->password;
+		if (!redis_blocking_command(ctx, argc, args, &error))
+			goto out;
+	}
+	args[0] = "SELECT";
+	args[1] = dec2str(rset->db);
+	if (!redis_blocking_command(ctx, 2, args, &error))
+		goto out;
+
+	iter = hash_table_iterate_init(queue->buffer);
+	while (error == NULL &&
+	       hash_table_iterate(iter, queue->buffer, &username, &buf)) {
+		argv = redis_queue_notify_args(queue, username, buf->priority,
+					       buf->force_full, &argc);
+		if (redis_blocking_eval(ctx, &redis_queue_notify_script,
+					argc, argv, &error))
+			sent++;
+	}
+	hash_table_iterate_deinit(&iter);
+
+	for (finish = queue->finishes; finish != NULL && error == NULL;
+	     finish = finish->next) {
+		argv = redis_queue_finish_args(queue, finish, &argc);
+		(void)redis_blocking_eval(ctx, &redis_queue_finish_script,
+					  argc, argv, &error);
+	}
+	for (job = queue->jobs; job != NULL && error == NULL;
+	     job = job->next) {
+		struct redis_queue_finish release = {
+			.username = job->user.username,
+			.result = "release",
+			.state = (char *)"",
+			.error = (char *)"",
+		};
+
+		argv = redis_queue_finish_args(queue, &release, &argc);
+		(void)redis_blocking_eval(ctx, &redis_queue_finish_script,
+					  argc, argv, &error);
+	}
+out:
+	if (ctx != NULL)
+		redisFree(ctx);
+	if (error != NULL) {
+		e_error(queue->event, "At shutdown: %u of %u buffered users' "
+			"notifications could not be written to Redis: %s "
+			"(full syncs and the userdb sweep replicate them "
+			"later)", total - sent, total, error);
+	} else if (total > 0) {
+		e_info(queue->event, "At shutdown: wrote %u buffered users' "
+		       "notifications to Redis", total);
+	}
+}
+
+void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
+{
+	struct dovewarden_redis_queue *queue = *_queue;
+	struct redis_queue_finish *finish;
+
+	*_queue = NULL;
+	queue->deinitializing = TRUE;
+	timeout_remove(&queue->to_flush);
+	timeout_remove(&queue->to_renew);
+	timeout_remove(&queue->to_stats);
+	/* fails the commands in flight: their notifications go back to the
+	   buffer */
+	dovewarden_redis_deinit(&queue->redis);
+	dovewarden_redis_deinit(&queue->sub);
+	T_BEGIN {
+		redis_queue_deinit_flush(queue);
+	} T_END;
+	while (queue->jobs != NULL)
+		redis_queue_job_free(queue, queue->jobs);
+	while ((finish = queue->finishes) != NULL) {
+		DLLIST_REMOVE(&queue->finishes, finish);
+		redis_queue_finish_free(finish);
+	}
+	hash_table_destroy(&queue->buffer);
+	pool_unref(&queue->buffer_pool);
+	event_unref(&queue->event);
+	i_free(queue->prefix);
+	i_free(queue->owner);
+	i_free(queue);
+}

@@ -1,0 +1,190 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+#ifndef DOVEWARDEN_REDIS_QUEUE_H
+#define DOVEWARDEN_REDIS_QUEUE_H
+
+#include "dovewarden-queue.h"
+#include "dovewarden-redis.h"
+
+/* The replication queue in Redis, shared by every service instance that
+   uses the same Redis database and key prefix. It keeps the behaviour of
+   the built-in queue (dovewarden-queue.h): priorities with the same
+   boosts, one entry per user, per-user dsync state, the full sync
+   schedule with the same slots, settling, CHANGED retries and failure
+   back-off. Every change is one Lua script, so it is atomic however many
+   instances run; time is Redis's clock (TIME), so the instances' clocks
+   do not matter.
+
+   Keys (<p> = dovewarden_redis_prefix):
+     <p>u:<username>  hash: the user's fields (see the scripts)
+     <p>users         set: every known username
+     <p>ready         sorted set: users due now, by sort key
+     <p>wait          sorted set: users due later, by due time; a claimed
+                      user is here too, at its claim's expiry
+     <p>claims        sorted set: claimed (syncing) users, by expiry
+     <p>pending       sorted set: users with changes not replicated yet,
+                      by the time of the oldest one
+     <p>failed        set: users whose last sync failed
+     <p>counts        hash: priority -> users with pending changes at it
+     <p>lock:<name>   string: a job that runs on one instance at a time
+     <p>done          Pub/Sub channel: "<result> <seq> <username>" after
+                      every sync
+
+   A claim is the right to sync a user: dovewarden_redis_queue_pop()
+   takes one for the instance, which renews it every third of
+   claim_timeout_secs while the sync runs. If the instance dies, the claim
+   expires, and the next pop of any instance gives the user's changes
+   back to the queue: nothing is lost, and the user is synced by one
+   instance at a time.
+
+   Notifications go to a buffer first and are sent from there; one that
+   Redis did not confirm goes back to the buffer, so a Redis outage loses
+   nothing unless the buffer has buffer_limit users (then further users'
+   changes are dropped and counted, and logged). */
+
+struct dovewarden_redis_queue_settings {
+	struct dovewarden_redis_settings redis;
+	struct dovewarden_queue_settings queue;
+	const char *prefix;
+	/* this instance's name in claims (unique among the instances) */
+	const char *owner;
+	unsigned int claim_timeout_secs;
+	unsigned int buffer_limit;
+};
+
+/* A claimed user: user has username, state ("" when none), priority
+   (NONE), syncing_priority, syncing_full, syncing_settle,
+   consecutive_failures and last_error filled in. */
+struct dovewarden_redis_job {
+	struct dovewarden_user user;
+	/* the claim's sequence number: a sync with a larger one started
+	   after every change recorded when the user's sequence was seq */
+	uint64_t seq;
+
+	/* private */
+	struct dovewarden_redis_job *prev, *next;
+};
+
+struct dovewarden_redis_queue_stats {
+	unsigned int users, syncing, pending, failed;
+	/* users by pending priority (like dovewarden_queue_stats) */
+	unsigned int pending_by_priority[DOVEWARDEN_PRIORITY_COUNT];
+	/* users due now (not claimed) and later */
+	unsigned int ready, waiting;
+	/* time of the oldest change not replicated yet (0 = none) */
+	time_t oldest_pending;
+	/* when these were read from Redis (0 = never) */
+	time_t updated;
+};
+
+struct dovewarden_redis_queue_callbacks {
+	/* Redis is reachable again (or for the first time) */
+	void (*connected)(void *context);
+	/* A sync finished (on any instance): result is "ok", "changed",
+	   "tempfail", "config" or "nouser" */
+	void (*sync_done)(const char *username, uint64_t seq,
+			  const char *result, void *context);
+};
+
+struct dovewarden_redis_queue *
+dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
+			    struct event *event_parent,
+			    const struct dovewarden_redis_queue_callbacks *callbacks,
+			    void *context);
+/* Notifications still in the buffer are written to Redis with a blocking
+   connection (bounded by the timeout); the claims of running jobs are
+   given back. The jobs are freed. */
+void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **queue);
+
+bool dovewarden_redis_queue_is_connected(struct dovewarden_redis_queue *queue);
+
+/* Record a change (priority NONE only makes the user known; force_full
+   asks for a full sync). Never fails: what can't be sent now is sent
+   later. */
+void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
+				   const char *username,
+				   enum dovewarden_priority priority,
+				   bool force_full);
+/* Like notify at SYNC priority, and call the callback with the user's
+   claim sequence once Redis recorded the change (success=FALSE if it
+   could not be sent now; it is then buffered like any notification). */
+typedef void dovewarden_redis_queue_seq_callback_t(bool success, uint64_t seq,
+						   void *context);
+void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
+				       const char *username,
+				       dovewarden_redis_queue_seq_callback_t *callback,
+				       void *context);
+
+/* Claim the user whose sync is due first. With allow_background=FALSE a
+   user with no pending change (a periodic or settle full sync) is not
+   claimed. The callback gets the job, or job=NULL and the seconds until
+   the next user is due (-1: unknown or only background work), or
+   job=NULL and an error. Returns -1 when Redis is not connected. */
+typedef void dovewarden_redis_queue_pop_callback_t(
+	struct dovewarden_redis_job *job, int next_due_secs,
+	const char *error, void *context);
+int dovewarden_redis_queue_pop(struct dovewarden_redis_queue *queue,
+			       bool allow_background,
+			       dovewarden_redis_queue_pop_callback_t *callback,
+			       void *context);
+/* Finish a claimed job like dovewarden_queue_sync_finished() (repaired:
+   the full sync changed something, see last_repaired) and free it. If
+   the claim was lost meanwhile (expired, user removed), nothing is
+   changed. If Redis is unreachable, the claim expires and the changes
+   are synced again. */
+void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
+				   struct dovewarden_redis_job **job,
+				   enum dovewarden_sync_result result,
+				   const char *new_state, const char *error,
+				   bool repaired);
+
+/* Forget a user (a running claim of it is then lost). */
+void dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
+				   const char *username);
+
+/* Take the named lock for secs seconds if nobody has it; the callback
+   says whether this instance got it. Returns -1 when not connected. */
+typedef void dovewarden_redis_queue_lock_callback_t(bool acquired,
+						    void *context);
+int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,
+				    const char *name, unsigned int secs,
+				    dovewarden_redis_queue_lock_callback_t *callback,
+				    void *context);
+
+/* Read the users' fields (HGETALL-like, for status output). The callback
+   gets a user per username (NULL when unknown), in the same order. */
+typedef void dovewarden_redis_queue_get_callback_t(
+	const struct dovewarden_user *const *users, unsigned int count,
+	const char *error, void *context);
+int dovewarden_redis_queue_get_users(struct dovewarden_redis_queue *queue,
+				     const char *const *usernames,
+				     unsigned int count,
+				     dovewarden_redis_queue_get_callback_t *callback,
+				     void *context);
+/* List known usernames: a SSCAN step from cursor ("0" to begin). The
+   callback gets a batch and the next cursor ("0" at the end). */
+typedef void dovewarden_redis_queue_scan_callback_t(
+	const char *const *usernames, unsigned int count,
+	const char *next_cursor, const char *error, void *context);
+int dovewarden_redis_queue_scan(struct dovewarden_redis_queue *queue,
+				const char *cursor,
+				dovewarden_redis_queue_scan_callback_t *callback,
+				void *context);
+
+/* Read the counts now; the callback gets them or an error. Returns -1
+   when not connected. */
+typedef void dovewarden_redis_queue_stats_callback_t(
+	const struct dovewarden_redis_queue_stats *stats, const char *error,
+	void *context);
+int dovewarden_redis_queue_read_stats(struct dovewarden_redis_queue *queue,
+				      dovewarden_redis_queue_stats_callback_t *callback,
+				      void *context);
+/* The counts as last read from Redis (refreshed every second) */
+void dovewarden_redis_queue_get_stats(struct dovewarden_redis_queue *queue,
+				      struct dovewarden_redis_queue_stats *stats_r);
+/* Notifications not in Redis yet: users in the buffer, and changes
+   dropped because it was full (since start) */
+void dovewarden_redis_queue_get_buffer(struct dovewarden_redis_queue *queue,
+				       unsigned int *buffered_r,
+				       uint64_t *dropped_r);
+
+#endif
