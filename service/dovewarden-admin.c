@@ -10,6 +10,7 @@
 #include "wildcard-match.h"
 #include "master-service.h"
 #include "dovewarden-admin-protocol.h"
+#include "dovewarden-redis-queue.h"
 #include "dovewarden-admin.h"
 #include "dovewarden-metrics.h"
 
@@ -31,6 +32,8 @@
    buffer holds this much */
 #define ADMIN_STATUS_LINES_PER_STEP 2048
 #define ADMIN_STATUS_OUTPUT_BUFFER_LIMIT (64 * 1024)
+/* With the Redis backend, the users' fields are read this many at once */
+#define ADMIN_REDIS_GET_BATCH 200
 
 /* A sorted chunk of names being merged */
 struct admin_status_run {
@@ -59,8 +62,25 @@ struct admin_status_reply {
 	string_t *line;
 };
 
+/* STATUS <mask> or REPLICATE <mask> with the Redis backend: the known
+   users are listed with SSCAN, the matching ones collected, and then
+   either replicated or read and sent in batches */
+struct admin_redis_op {
+	pool_t pool;
+	/* NULL once the client is gone: the pending callback frees us */
+	struct admin_client *client;
+	const char *mask;
+	ARRAY_TYPE(const_string) names;
+	unsigned int pos;
+	bool replicate;
+	enum dovewarden_priority priority;
+	bool full_sync;
+};
+
 struct admin_client {
 	struct connection conn;
+	/* Redis backend: a command waiting for Redis; input waits */
+	struct admin_redis_op *redis_op;
 	/* ADD <mask> running; input waits until it has been answered */
 	struct dovewarden_sweep *add_sweep;
 	char *add_mask;
@@ -70,6 +90,7 @@ struct admin_client {
 
 struct admin_server {
 	struct dovewarden_queue *queue;
+	struct dovewarden_redis_queue *rqueue;
 	struct dovewarden_queue_settings queue_set;
 	struct dovewarden_admin_callbacks callbacks;
 	struct event *event;
@@ -98,14 +119,69 @@ static void admin_reply_ok(struct admin_client *client, int count)
 	o_stream_nsend(client->conn.output, str_data(str), str_len(str));
 }
 
-static void admin_cmd_status(struct admin_client *client)
+static void admin_send_stats(struct admin_client *client,
+			     const struct dovewarden_queue_stats *stats)
 {
-	struct dovewarden_queue_stats stats;
 	string_t *str = t_str_new(128);
 
-	dovewarden_queue_get_stats(admin_server->queue, ioloop_time, &stats);
-	dovewarden_admin_append_stats(str, &stats);
+	dovewarden_admin_append_stats(str, stats);
 	o_stream_nsend(client->conn.output, str_data(str), str_len(str));
+}
+
+static void admin_redis_op_done(struct admin_redis_op *op);
+static void admin_redis_op_free(struct admin_redis_op *op);
+static struct admin_redis_op *
+admin_redis_op_new(struct admin_client *client, const char *mask);
+
+static void
+admin_redis_stats_callback(const struct dovewarden_redis_queue_stats *rstats,
+			   const char *error, void *context)
+{
+	struct admin_redis_op *op = context;
+	struct dovewarden_queue_stats stats;
+
+	if (op->client == NULL) {
+		admin_redis_op_free(op);
+		return;
+	}
+	if (rstats == NULL) {
+		e_error(op->client->conn.event, "STATUS: %s", error);
+		admin_reply_error(op->client, t_strdup_printf(
+			"Reading the queue in Redis failed: %s", error));
+		admin_redis_op_done(op);
+		return;
+	}
+	/* over the whole shared queue; failed_waiting and full_sync_due
+	   are not counted */
+	i_zero(&stats);
+	stats.users = rstats->users;
+	stats.syncing = rstats->syncing;
+	memcpy(stats.pending, rstats->pending_by_priority,
+	       sizeof(stats.pending));
+	stats.failed = rstats->failed;
+	admin_send_stats(op->client, &stats);
+	admin_redis_op_done(op);
+}
+
+/* Returns TRUE when the reply was sent, FALSE when it is sent later */
+static bool admin_cmd_status(struct admin_client *client)
+{
+	struct dovewarden_queue_stats stats;
+	struct admin_redis_op *op;
+
+	if (admin_server->rqueue != NULL) {
+		op = admin_redis_op_new(client, "");
+		if (dovewarden_redis_queue_read_stats(admin_server->rqueue,
+				admin_redis_stats_callback, op) < 0) {
+			admin_reply_error(client, "Redis is not connected");
+			admin_redis_op_done(op);
+			return TRUE;
+		}
+		return FALSE;
+	}
+	dovewarden_queue_get_stats(admin_server->queue, ioloop_time, &stats);
+	admin_send_stats(client, &stats);
+	return TRUE;
 }
 
 static void admin_client_destroy(struct connection *conn);
@@ -302,6 +378,207 @@ static void admin_status_reply_start(struct admin_client *client,
 	connection_input_halt(&client->conn);
 }
 
+static void admin_redis_op_free(struct admin_redis_op *op)
+{
+	if (op->client != NULL)
+		op->client->redis_op = NULL;
+	array_free(&op->names);
+	pool_unref(&op->pool);
+}
+
+static void admin_redis_op_done(struct admin_redis_op *op)
+{
+	struct admin_client *client = op->client;
+
+	admin_redis_op_free(op);
+	connection_input_resume(&client->conn);
+}
+
+static void admin_redis_get_next(struct admin_redis_op *op);
+
+static void
+admin_redis_get_callback(const struct dovewarden_user *const *users,
+			 unsigned int count, const char *error, void *context)
+{
+	struct admin_redis_op *op = context;
+	struct admin_client *client = op->client;
+	const char *const *names = array_front(&op->names);
+	struct dovewarden_admin_user_status status;
+	struct dovewarden_user user;
+	string_t *str;
+	unsigned int i;
+
+	if (client == NULL) {
+		admin_redis_op_free(op);
+		return;
+	}
+	if (error != NULL) {
+		e_error(client->conn.event, "STATUS: Reading users from "
+			"Redis failed: %s", error);
+		o_stream_nsend_str(client->conn.output, "\n");
+		admin_redis_op_done(op);
+		return;
+	}
+	str = t_str_new(256);
+	for (i = 0; i < count; i++) {
+		if (users[i] == NULL)
+			continue;
+		user = *users[i];
+		user.username = (char *)names[op->pos + i];
+		dovewarden_admin_user_status_init(&status, &user,
+			admin_server->queue_set.full_sync_interval_secs,
+			ioloop_time);
+		str_truncate(str, 0);
+		dovewarden_admin_append_user_status(str, &status);
+		o_stream_nsend(client->conn.output, str_data(str),
+			       str_len(str));
+	}
+	op->pos += count;
+	admin_redis_get_next(op);
+}
+
+static void admin_redis_get_next(struct admin_redis_op *op)
+{
+	const char *const *names;
+	unsigned int count;
+
+	names = array_get(&op->names, &count);
+	if (op->pos == count) {
+		o_stream_nsend_str(op->client->conn.output, "\n");
+		admin_redis_op_done(op);
+		return;
+	}
+	count = I_MIN(count - op->pos, ADMIN_REDIS_GET_BATCH);
+	if (dovewarden_redis_queue_get_users(admin_server->rqueue,
+					     names + op->pos, count,
+					     admin_redis_get_callback,
+					     op) < 0) {
+		e_error(op->client->conn.event,
+			"STATUS: Redis is not connected");
+		o_stream_nsend_str(op->client->conn.output, "\n");
+		admin_redis_op_done(op);
+	}
+}
+
+static void admin_replicate_user(const char *username,
+				 enum dovewarden_priority priority,
+				 bool full_sync);
+
+static void admin_redis_collected(struct admin_redis_op *op)
+{
+	const char *username;
+
+	if (!op->replicate) {
+		array_sort(&op->names, i_strcmp_p);
+		admin_redis_get_next(op);
+		return;
+	}
+	array_foreach_elem(&op->names, username)
+		admin_replicate_user(username, op->priority, op->full_sync);
+	e_info(op->client->conn.event, "Replication requested for %u "
+	       "user(s) (priority=%s%s)", array_count(&op->names),
+	       dovewarden_priority_to_str(op->priority),
+	       op->full_sync ? ", full sync" : "");
+	admin_reply_ok(op->client, (int)I_MIN(array_count(&op->names),
+					      INT_MAX));
+	admin_redis_op_done(op);
+}
+
+static void
+admin_redis_scan_callback(const char *const *usernames, unsigned int count,
+			  const char *next_cursor, const char *error,
+			  void *context)
+{
+	struct admin_redis_op *op = context;
+	const char *name;
+	unsigned int i;
+
+	if (op->client == NULL) {
+		admin_redis_op_free(op);
+		return;
+	}
+	if (error != NULL) {
+		e_error(op->client->conn.event, "Listing users in Redis "
+			"failed: %s", error);
+		if (op->replicate)
+			admin_reply_error(op->client, error);
+		else
+			o_stream_nsend_str(op->client->conn.output, "\n");
+		admin_redis_op_done(op);
+		return;
+	}
+	for (i = 0; i < count; i++) {
+		if (wildcard_match(usernames[i], op->mask)) {
+			name = p_strdup(op->pool, usernames[i]);
+			array_push_back(&op->names, &name);
+		}
+	}
+	if (strcmp(next_cursor, "0") != 0 &&
+	    dovewarden_redis_queue_scan(admin_server->rqueue, next_cursor,
+					admin_redis_scan_callback, op) == 0)
+		return;
+	/* SSCAN may return a name twice */
+	array_sort(&op->names, i_strcmp_p);
+	for (i = 1; i < array_count(&op->names); ) {
+		if (strcmp(array_idx_elem(&op->names, i - 1),
+			   array_idx_elem(&op->names, i)) == 0)
+			array_delete(&op->names, i, 1);
+		else
+			i++;
+	}
+	admin_redis_collected(op);
+}
+
+/* Input waits until admin_redis_op_done() */
+static struct admin_redis_op *
+admin_redis_op_new(struct admin_client *client, const char *mask)
+{
+	struct admin_redis_op *op;
+	pool_t pool;
+
+	pool = pool_alloconly_create("admin redis op", 1024);
+	op = p_new(pool, struct admin_redis_op, 1);
+	op->pool = pool;
+	op->client = client;
+	op->mask = p_strdup(pool, mask);
+	i_array_init(&op->names, 64);
+	client->redis_op = op;
+	connection_input_halt(&client->conn);
+	return op;
+}
+
+/* The reply is sent later; input waits for it */
+static void
+admin_redis_op_start(struct admin_client *client, const char *mask,
+		     bool replicate, const struct dovewarden_admin_request *req)
+{
+	struct admin_redis_op *op;
+	int ret;
+
+	op = admin_redis_op_new(client, mask);
+	op->replicate = replicate;
+	if (req != NULL) {
+		op->priority = req->priority;
+		op->full_sync = req->full_sync;
+	}
+
+	if (!dovewarden_admin_is_mask(mask)) {
+		array_push_back(&op->names, &op->mask);
+		admin_redis_collected(op);
+		return;
+	}
+	ret = dovewarden_redis_queue_scan(admin_server->rqueue, "0",
+					  admin_redis_scan_callback, op);
+	if (ret < 0) {
+		e_error(client->conn.event, "Redis is not connected");
+		if (replicate)
+			admin_reply_error(client, "Redis is not connected");
+		else
+			o_stream_nsend_str(client->conn.output, "\n");
+		admin_redis_op_done(op);
+	}
+}
+
 /* Returns TRUE when the reply was sent, FALSE when it is sent later */
 static bool admin_cmd_status_users(struct admin_client *client,
 				   const char *mask)
@@ -310,6 +587,10 @@ static bool admin_cmd_status_users(struct admin_client *client,
 	struct dovewarden_admin_user_status status;
 	string_t *str;
 
+	if (admin_server->rqueue != NULL) {
+		admin_redis_op_start(client, mask, FALSE, NULL);
+		return FALSE;
+	}
 	if (dovewarden_admin_is_mask(mask)) {
 		admin_status_reply_start(client, mask);
 		return FALSE;
@@ -347,19 +628,15 @@ static const char *admin_sync_type(const struct dovewarden_user *user)
 static void admin_cmd_status_dsync(struct admin_client *client)
 {
 	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
-	struct dovewarden_queue_iter *iter;
 	struct dovewarden_user *user;
 	struct dovewarden_admin_dsync_status status;
-	ARRAY(struct dovewarden_user *) users;
+	ARRAY_TYPE(dovewarden_user_p) users;
 	string_t *str = t_str_new(256);
 
-	/* only the running syncs, not every known user; sorted by
-	   username (the queue has them in no order) */
+	/* only this instance's running syncs, not every known user;
+	   sorted by username */
 	t_array_init(&users, 16);
-	iter = dovewarden_queue_iter_init_syncing(admin_server->queue);
-	while ((user = dovewarden_queue_iter_next(iter)) != NULL)
-		array_push_back(&users, &user);
-	dovewarden_queue_iter_deinit(&iter);
+	cb->get_syncing_users(&users, cb->context);
 	array_sort(&users, admin_user_cmp);
 
 	array_foreach_elem(&users, user) {
@@ -380,13 +657,13 @@ static void admin_cmd_status_dsync(struct admin_client *client)
 	o_stream_nsend_str(client->conn.output, "\n");
 }
 
-static void
-admin_replicate_user(const char *username,
-		     const struct dovewarden_admin_request *req)
+static void admin_replicate_user(const char *username,
+				 enum dovewarden_priority priority,
+				 bool full_sync)
 {
 	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
 
-	cb->replicate(username, req->priority, req->full_sync, cb->context);
+	cb->replicate(username, priority, full_sync, cb->context);
 }
 
 static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
@@ -398,7 +675,8 @@ static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
 	const char *username;
 
 	if (!dovewarden_admin_is_mask(req->mask)) {
-		admin_replicate_user(req->mask, req);
+		admin_replicate_user(req->mask, req->priority,
+				     req->full_sync);
 		return 1;
 	}
 
@@ -414,7 +692,8 @@ static int admin_cmd_replicate(const struct dovewarden_admin_request *req)
 	dovewarden_queue_iter_deinit(&iter);
 
 	array_foreach_elem(&usernames, username)
-		admin_replicate_user(username, req);
+		admin_replicate_user(username, req->priority,
+				     req->full_sync);
 	return (int)I_MIN(array_count(&usernames), INT_MAX);
 }
 
@@ -461,8 +740,7 @@ static bool admin_cmd_add(struct admin_client *client, const char *mask)
 	const struct dovewarden_admin_callbacks *cb = &admin_server->callbacks;
 
 	if (!dovewarden_admin_is_mask(mask)) {
-		(void)dovewarden_queue_add(admin_server->queue, mask,
-					   ioloop_time);
+		(void)cb->add_user(mask, cb->context);
 		e_info(client->conn.event, "Added user %s", mask);
 		admin_reply_ok(client, 1);
 		admin_queue_changed();
@@ -485,6 +763,10 @@ static int admin_cmd_remove(const char *username, const char **error_r)
 {
 	struct dovewarden_user *user;
 
+	if (admin_server->rqueue != NULL) {
+		dovewarden_redis_queue_remove(admin_server->rqueue, username);
+		return 0;
+	}
 	user = dovewarden_queue_lookup(admin_server->queue, username);
 	if (user == NULL) {
 		*error_r = DOVEWARDEN_ADMIN_ERROR_USER_NOT_FOUND;
@@ -504,14 +786,18 @@ admin_client_handle(struct admin_client *client,
 
 	switch (req->cmd) {
 	case DOVEWARDEN_ADMIN_CMD_STATUS:
-		admin_cmd_status(client);
-		return TRUE;
+		return admin_cmd_status(client);
 	case DOVEWARDEN_ADMIN_CMD_STATUS_USERS:
 		return admin_cmd_status_users(client, req->mask);
 	case DOVEWARDEN_ADMIN_CMD_STATUS_DSYNC:
 		admin_cmd_status_dsync(client);
 		return TRUE;
 	case DOVEWARDEN_ADMIN_CMD_REPLICATE:
+		if (admin_server->rqueue != NULL &&
+		    dovewarden_admin_is_mask(req->mask)) {
+			admin_redis_op_start(client, req->mask, TRUE, req);
+			return FALSE;
+		}
 		/* the replicate callback journals and schedules */
 		count = admin_cmd_replicate(req);
 		e_info(client->conn.event,
@@ -573,6 +859,10 @@ static void admin_client_destroy(struct connection *conn)
 	}
 	dovewarden_sweep_abort(&client->add_sweep);
 	i_free(client->add_mask);
+	if (client->redis_op != NULL) {
+		/* freed by its pending Redis callback */
+		client->redis_op->client = NULL;
+	}
 	admin_status_reply_free(&client->status_reply);
 	connection_deinit(&client->conn);
 	i_free(client);
@@ -617,6 +907,8 @@ dovewarden_admin_server_init(struct dovewarden_queue *queue,
 {
 	i_assert(admin_server == NULL);
 	i_assert(callbacks->queue_changed != NULL);
+	i_assert(callbacks->get_syncing_users != NULL);
+	i_assert(callbacks->add_user != NULL);
 
 	admin_server = i_new(struct admin_server, 1);
 	admin_server->queue = queue;
@@ -627,6 +919,11 @@ dovewarden_admin_server_init(struct dovewarden_queue *queue,
 	event_set_append_log_prefix(admin_server->event, "admin: ");
 	admin_server->clients = connection_list_init(&admin_conn_set,
 						     &admin_conn_vfuncs);
+}
+
+void dovewarden_admin_server_set_redis(struct dovewarden_redis_queue *rqueue)
+{
+	admin_server->rqueue = rqueue;
 }
 
 void dovewarden_admin_server_deinit(void)

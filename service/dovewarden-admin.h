@@ -3,6 +3,7 @@
 #define DOVEWARDEN_ADMIN_H
 
 #include "dovewarden-queue.h"
+#include "dovewarden-replicator.h"
 #include "dovewarden-sweep.h"
 
 /* The server side of the admin protocol (see dovewarden-admin-protocol.h)
@@ -42,6 +43,13 @@ struct dovewarden_admin_callbacks {
 	   dovewarden_queue_next_due() and start syncs that are due. Called
 	   after the reply was queued for sending. Must not be NULL. */
 	void (*queue_changed)(void *context);
+	/* STATUS-DSYNC: add the users of this instance's running syncs.
+	   Must not be NULL. */
+	void (*get_syncing_users)(ARRAY_TYPE(dovewarden_user_p) *users,
+				  void *context);
+	/* ADD of one user: make it known (e.g.
+	   dovewarden_replicator_add_user()). Must not be NULL. */
+	bool (*add_user)(const char *username, void *context);
 	/* REPLICATE for one user (called once per matching user): queue a
 	   change at priority, or with full_sync a full sync (the next sync
 	   sends -f), making the user known if needed; e.g.
@@ -73,6 +81,10 @@ dovewarden_admin_server_init(struct dovewarden_queue *queue,
 			     const struct dovewarden_queue_settings *queue_set,
 			     const struct dovewarden_admin_callbacks *callbacks,
 			     struct event *event_parent);
+/* With the Redis backend: STATUS, STATUS <mask>, REPLICATE <mask> and
+   REMOVE read and change the shared queue in Redis instead of queue
+   (the replies to the first three come when Redis answers). */
+void dovewarden_admin_server_set_redis(struct dovewarden_redis_queue *rqueue);
 /* Close all admin connections and free the server. */
 void dovewarden_admin_server_deinit(void);
 

@@ -20,6 +20,7 @@
 #include "dovewarden-event.h"
 #include "dovewarden-log-limit.h"
 #include "dovewarden-replicator.h"
+#include "dovewarden-redis-queue.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-http.h"
 
@@ -439,6 +440,14 @@ static void
 http_handle_readyz(struct dovewarden_http_server *server,
 		   struct http_server_request *req)
 {
+	struct dovewarden_redis_queue *rqueue =
+		dovewarden_replicator_get_redis_queue(server->replicator);
+
+	if (rqueue != NULL && !dovewarden_redis_queue_is_connected(rqueue)) {
+		http_ready_respond(req, FALSE, "Redis queue backend is not "
+				   "connected (notifications are buffered)");
+		return;
+	}
 	if (server->ready_checked.tv_sec != 0 &&
 	    timeval_diff_msecs(&ioloop_timeval, &server->ready_checked) <
 	    DOVEWARDEN_HTTP_READY_CACHE_MSECS) {
@@ -483,9 +492,17 @@ http_handle_get(struct http_client *client, struct http_server_request *req,
 		return;
 	}
 	if (strcmp(path, "/metrics") == 0) {
-		dovewarden_metrics_gauges_from_queue(
-			dovewarden_replicator_get_queue(server->replicator),
-			&gauges);
+		struct dovewarden_redis_queue *rqueue =
+			dovewarden_replicator_get_redis_queue(
+				server->replicator);
+
+		if (rqueue != NULL)
+			dovewarden_metrics_gauges_from_redis(rqueue, &gauges);
+		else {
+			dovewarden_metrics_gauges_from_queue(
+				dovewarden_replicator_get_queue(
+					server->replicator), &gauges);
+		}
 		gauges.syncs_running = dovewarden_replicator_get_running_count(
 			server->replicator);
 		str = t_str_new(4096);

@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "str.h"
+#include "dovewarden-redis-queue.h"
 #include "dovewarden-metrics.h"
 
 #define SYNC_RESULT_COUNT (DOVEWARDEN_SYNC_RESULT_CONFIG + 1)
@@ -96,6 +97,26 @@ void dovewarden_metrics_init_from_queue(struct dovewarden_queue *queue)
 void dovewarden_metrics_reset(void)
 {
 	i_zero(&metrics);
+}
+
+void dovewarden_metrics_gauges_from_redis(
+	struct dovewarden_redis_queue *queue,
+	struct dovewarden_metrics_gauges *gauges_r)
+{
+	struct dovewarden_redis_queue_stats stats;
+
+	i_zero(gauges_r);
+	dovewarden_redis_queue_get_stats(queue, &stats);
+	memcpy(gauges_r->queue_users, stats.pending_by_priority,
+	       sizeof(gauges_r->queue_users));
+	gauges_r->oldest_pending = stats.oldest_pending;
+	gauges_r->users = stats.users;
+	gauges_r->users_failing = stats.failed;
+	gauges_r->redis = TRUE;
+	gauges_r->redis_connected =
+		dovewarden_redis_queue_is_connected(queue);
+	dovewarden_redis_queue_get_buffer(queue, &gauges_r->redis_buffered,
+					  &gauges_r->redis_dropped);
 }
 
 void dovewarden_metrics_gauges_from_queue(
@@ -233,4 +254,20 @@ void dovewarden_metrics_render(string_t *dest,
 	metric_value(dest, "dovewarden_seconds_since_last_successful_sync",
 		     metrics.last_successful_sync == 0 ? -1 :
 		     I_MAX(now - metrics.last_successful_sync, 0));
+
+	if (!gauges->redis)
+		return;
+	metric_header(dest, "dovewarden_redis_connected", "gauge",
+		      "1 when the Redis queue backend is connected.");
+	metric_value(dest, "dovewarden_redis_connected",
+		     gauges->redis_connected ? 1 : 0);
+	metric_header(dest, "dovewarden_redis_buffered_users", "gauge",
+		      "Users whose notifications wait in memory for Redis.");
+	metric_value(dest, "dovewarden_redis_buffered_users",
+		     gauges->redis_buffered);
+	metric_header(dest, "dovewarden_redis_dropped_notifications_total",
+		      "counter", "Changes dropped because the buffer for "
+		      "Redis was full.");
+	str_printfa(dest, "dovewarden_redis_dropped_notifications_total "
+		    "%"PRIu64"\n", gauges->redis_dropped);
 }

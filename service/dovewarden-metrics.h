@@ -34,6 +34,13 @@ struct dovewarden_metrics_gauges {
 	unsigned int syncs_running;
 	unsigned int users;
 	unsigned int users_failing;
+	/* the Redis backend is used; then: */
+	bool redis;
+	bool redis_connected;
+	/* users whose notifications wait in memory for Redis, and changes
+	   dropped because that buffer was full */
+	unsigned int redis_buffered;
+	uint64_t redis_dropped;
 };
 
 /* A valid notification was queued */
@@ -56,6 +63,12 @@ void dovewarden_metrics_init_from_queue(struct dovewarden_queue *queue);
 /* Forget all counters (for tests). */
 void dovewarden_metrics_reset(void);
 
+struct dovewarden_redis_queue;
+/* Fill gauges from the shared queue's counts (read at most a second ago)
+   and the buffer's state. */
+void dovewarden_metrics_gauges_from_redis(
+	struct dovewarden_redis_queue *queue,
+	struct dovewarden_metrics_gauges *gauges_r);
 /* Fill gauges from the queue's O(1) counts. */
 void dovewarden_metrics_gauges_from_queue(
 	struct dovewarden_queue *queue,

@@ -5,11 +5,13 @@
 #include "hash.h"
 #include "llist.h"
 #include "ioloop.h"
+#include "hostpid.h"
 #include "str-sanitize.h"
 #include "time-util.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
+#include "dovewarden-redis-queue.h"
 #include "dovewarden-log-limit.h"
 #include "dovewarden-doveadm.h"
 #include "dovewarden-userdb.h"
@@ -25,6 +27,11 @@
    users: a dead peer fails every user at once */
 #define REPLICATOR_FAILURE_LOG_WINDOW_SECS 60
 #define REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW 20
+/* With the Redis backend, other instances' notifications are seen by
+   polling the shared queue this often (our own start syncs at once) */
+#define REPLICATOR_REDIS_POLL_MSECS 1000
+/* A sweep that could not ask Redis for its lock tries again after this */
+#define REPLICATOR_SWEEP_REDIS_RETRY_SECS 10
 
 struct replicator_sync {
 	struct dovewarden_replicator *replicator;
@@ -52,8 +59,14 @@ struct dovewarden_replicator_wait {
 	struct dovewarden_replicator *replicator;
 
 	char *username;
+	unsigned int id;
 	/* Answered by a sync with a higher sequence number */
 	uint64_t registered_seq;
+	/* Redis backend: answered by a sync (of any instance) whose claim
+	   sequence is higher than redis_seq, once that is known; until then
+	   the highest successful one seen */
+	uint64_t redis_seq, redis_ok_seq_seen;
+	bool redis_seq_known;
 	struct timeout *to;
 	dovewarden_replicator_wait_callback_t *callback;
 	void *context;
@@ -66,6 +79,11 @@ struct dovewarden_replicator {
 
 	struct dovewarden_queue_settings queue_set;
 	struct dovewarden_queue *queue;
+	/* The Redis backend, or NULL for the built-in queue (then queue
+	   holds the users; with Redis it stays empty) */
+	struct dovewarden_redis_queue *rqueue;
+	char *redis_owner;
+	unsigned int wait_id_counter;
 	/* NULL when the state is not kept */
 	struct dovewarden_store *store;
 	struct timeout *to_save;
@@ -93,6 +111,8 @@ struct dovewarden_replicator {
 	struct timeout *to_fill;
 	/* to_fill is a 0-ms timeout */
 	bool fill_now:1;
+	/* Redis backend: a pop is waiting for its reply */
+	bool redis_pop_running:1;
 	/* "No replica configured" was already logged */
 	bool no_replica_logged:1;
 	bool deinitializing:1;
@@ -263,6 +283,12 @@ replicator_sweep_finished(const struct dovewarden_sweep_result *result,
 			result->duration_msecs % 1000, result->listed,
 			result->added, result->error, retry_secs);
 		replicator_sweep_schedule(replicator, retry_secs);
+	} else if (replicator->rqueue != NULL) {
+		e_info(replicator->event, "Userdb sweep finished in "
+		       "%lld.%03lld secs: %u users listed and made known in "
+		       "the shared queue", result->duration_msecs / 1000,
+		       result->duration_msecs % 1000, result->listed);
+		replicator_sweep_schedule(replicator, interval);
 	} else {
 		e_info(replicator->event, "Userdb sweep finished in "
 		       "%lld.%03lld secs: %u users listed, %u of them new "
@@ -276,14 +302,56 @@ replicator_sweep_finished(const struct dovewarden_sweep_result *result,
 	replicator_fill_soon(replicator);
 }
 
+static bool replicator_sweep_add(const char *username, void *context)
+{
+	return dovewarden_replicator_add_user(context, username);
+}
+
+static void
+replicator_sweep_lock_callback(bool acquired, void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+
+	if (replicator->deinitializing)
+		return;
+	if (!acquired) {
+		e_debug(replicator->event, "Userdb sweep: another instance "
+			"ran it within dovewarden_userdb_sweep_interval");
+		replicator_sweep_schedule(replicator,
+			replicator->set->dovewarden_userdb_sweep_interval);
+		return;
+	}
+	e_debug(replicator->event, "Userdb sweep started");
+	replicator->sweep = dovewarden_sweep_start(
+		replicator_sweep_add, replicator,
+		replicator->auth_socket_path, "*",
+		replicator->event, replicator_sweep_finished, replicator);
+}
+
 static void replicator_sweep_start(struct dovewarden_replicator *replicator)
 {
+	if (replicator->rqueue != NULL) {
+		/* one instance sweeps per interval: the one that takes the
+		   lock, which expires when the next sweep is due */
+		timeout_remove(&replicator->to_sweep);
+		if (dovewarden_redis_queue_try_lock(replicator->rqueue,
+				"sweep",
+				replicator->set->dovewarden_userdb_sweep_interval,
+				replicator_sweep_lock_callback,
+				replicator) < 0) {
+			replicator_sweep_schedule(replicator,
+				REPLICATOR_SWEEP_REDIS_RETRY_SECS);
+		}
+		return;
+	}
+
 	i_assert(replicator->sweep == NULL);
 
 	timeout_remove(&replicator->to_sweep);
 	e_debug(replicator->event, "Userdb sweep started");
 	replicator->sweep = dovewarden_sweep_start(
-		replicator->queue, replicator->auth_socket_path, "*",
+		replicator_sweep_add, replicator,
+		replicator->auth_socket_path, "*",
 		replicator->event, replicator_sweep_finished, replicator);
 }
 
@@ -299,6 +367,53 @@ static void replicator_nouser_clear(struct dovewarden_replicator *replicator)
 		i_free(username);
 	hash_table_iterate_deinit(&iter);
 	hash_table_clear(replicator->nouser_logged, FALSE);
+}
+
+static void replicator_redis_connected(void *context)
+{
+	replicator_fill_soon(context);
+}
+
+static void
+replicator_redis_sync_done(const char *username, uint64_t seq,
+			   const char *result, void *context);
+
+static const struct dovewarden_redis_queue_callbacks replicator_redis_callbacks = {
+	.connected = replicator_redis_connected,
+	.sync_done = replicator_redis_sync_done,
+};
+
+static void replicator_redis_init(struct dovewarden_replicator *replicator)
+{
+	const struct dovewarden_settings *set = replicator->set;
+	struct dovewarden_redis_queue_settings rset;
+
+	/* unique also across restarts: a claim of our previous life must
+	   not look like ours */
+	replicator->redis_owner = i_strdup_printf("%s:%s:%x", my_hostname,
+						  my_pid, i_rand());
+	i_zero(&rset);
+	rset.redis.host = set->dovewarden_redis_host;
+	rset.redis.port = set->dovewarden_redis_port;
+	rset.redis.username = set->dovewarden_redis_username;
+	rset.redis.password = set->dovewarden_redis_password;
+	rset.redis.db = set->dovewarden_redis_db;
+	rset.redis.timeout_msecs = set->dovewarden_redis_timeout;
+	rset.queue = replicator->queue_set;
+	rset.prefix = set->dovewarden_redis_prefix;
+	rset.owner = replicator->redis_owner;
+	rset.claim_timeout_secs = set->dovewarden_redis_claim_timeout;
+	rset.buffer_limit = set->dovewarden_redis_buffer_limit;
+	replicator->rqueue = dovewarden_redis_queue_init(
+		&rset, replicator->event, &replicator_redis_callbacks,
+		replicator);
+	e_info(replicator->event, "Queue in Redis at %s%s%u, database %u, "
+	       "key prefix '%s' (this instance: %s)",
+	       set->dovewarden_redis_host,
+	       set->dovewarden_redis_host[0] == '/' ? "" : ":",
+	       set->dovewarden_redis_host[0] == '/' ? 0 :
+	       set->dovewarden_redis_port, set->dovewarden_redis_db,
+	       set->dovewarden_redis_prefix, replicator->redis_owner);
 }
 
 struct dovewarden_replicator *
@@ -338,7 +453,9 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
 	hash_table_create(&replicator->nouser_logged, default_pool, 0,
 			  str_hash, strcmp);
-	if (state_path != NULL)
+	if (dovewarden_settings_use_redis(set))
+		replicator_redis_init(replicator);
+	else if (state_path != NULL)
 		replicator_load(replicator, state_path);
 	/* the loaded users may be due already */
 	replicator_fill_soon(replicator);
@@ -420,10 +537,13 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 		e_debug(sync->event, "Aborting sync: shutting down");
 		dovewarden_doveadm_sync_abort(&sync->dsync);
 		/* not a failure: the user is synced again soon after the
-		   restart, without back-off */
-		dovewarden_queue_sync_finished(replicator->queue, sync->user,
-					       DOVEWARDEN_SYNC_RESULT_CHANGED,
-					       NULL, NULL, ioloop_time);
+		   restart, without back-off. With Redis the queue gives
+		   the claims back at its deinit. */
+		if (replicator->rqueue == NULL) {
+			dovewarden_queue_sync_finished(replicator->queue,
+				sync->user, DOVEWARDEN_SYNC_RESULT_CHANGED,
+				NULL, NULL, ioloop_time);
+		}
 		replicator_sync_free(sync);
 	}
 	while (replicator->waits != NULL)
@@ -437,6 +557,9 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 		replicator_save(replicator);
 		dovewarden_store_deinit(&replicator->store);
 	}
+	if (replicator->rqueue != NULL)
+		dovewarden_redis_queue_deinit(&replicator->rqueue);
+	i_free(replicator->redis_owner);
 	dovewarden_doveadm_deinit(&replicator->doveadm);
 	dovewarden_userdb_deinit(&replicator->userdb);
 	dovewarden_queue_deinit(&replicator->queue);
@@ -583,6 +706,25 @@ replicator_sync_log(struct replicator_sync *sync,
 	}
 }
 
+static void
+replicator_queue_sync_finished(struct dovewarden_replicator *replicator,
+			       struct dovewarden_user *user,
+			       enum dovewarden_sync_result result,
+			       const char *new_state, const char *error)
+{
+	struct dovewarden_redis_job *job;
+
+	if (replicator->rqueue == NULL) {
+		dovewarden_queue_sync_finished(replicator->queue, user, result,
+					       new_state, error, ioloop_time);
+		return;
+	}
+	job = container_of(user, struct dovewarden_redis_job, user);
+	dovewarden_redis_queue_finish(replicator->rqueue, &job, result,
+				      new_state, error,
+				      user->last_repaired != 0);
+}
+
 /* Finish a sync that was started; frees it. */
 static void
 replicator_sync_finish(struct replicator_sync *sync,
@@ -601,8 +743,8 @@ replicator_sync_finish(struct replicator_sync *sync,
 	dovewarden_metrics_sync_finished(result, duration_usecs, ioloop_time);
 
 	username = t_strdup(user->username);
-	dovewarden_queue_sync_finished(replicator->queue, user, result,
-				       new_state, error, ioloop_time);
+	replicator_queue_sync_finished(replicator, user, result, new_state,
+				       error);
 	/* the user may be freed now. After CHANGED the queue runs the
 	   sync again soon: the waits are answered by that one. After
 	   TEMPFAIL they wait on for the retry or their timeout: new mail is
@@ -626,9 +768,9 @@ static void replicator_sync_skip(struct replicator_sync *sync,
 	const char *username = t_strdup(sync->user->username);
 
 	e_debug(sync->event, "Not replicating: %s", reason);
-	dovewarden_queue_sync_finished(replicator->queue, sync->user,
+	replicator_queue_sync_finished(replicator, sync->user,
 				       DOVEWARDEN_SYNC_RESULT_NOUSER,
-				       NULL, reason, ioloop_time);
+				       NULL, reason);
 	replicator_waits_answer(replicator, username, sync->seq, FALSE, reason);
 	replicator_sync_free(sync);
 }
@@ -818,6 +960,72 @@ replicator_background_running(struct dovewarden_replicator *replicator)
 	return count;
 }
 
+static void replicator_fill_redis_later(struct dovewarden_replicator *replicator,
+					unsigned int msecs)
+{
+	timeout_remove(&replicator->to_fill);
+	replicator->fill_now = FALSE;
+	replicator->to_fill = timeout_add(msecs, replicator_fill, replicator);
+}
+
+static void
+replicator_redis_pop_callback(struct dovewarden_redis_job *job,
+			      int next_due_secs, const char *error,
+			      void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+
+	replicator->redis_pop_running = FALSE;
+	if (replicator->deinitializing) {
+		/* the queue gives the claim back at its deinit */
+		return;
+	}
+	if (error != NULL) {
+		e_debug(replicator->event, "Claiming a user failed: %s",
+			error);
+		replicator_fill_redis_later(replicator,
+					    REPLICATOR_REDIS_POLL_MSECS);
+		return;
+	}
+	if (job == NULL) {
+		/* nothing due (or only background work while its slots are
+		   taken): poll, other instances' changes appear there */
+		replicator_fill_redis_later(replicator,
+			next_due_secs >= 0 && next_due_secs * 1000 <
+			REPLICATOR_REDIS_POLL_MSECS ?
+			I_MAX(next_due_secs, 0) * 1000 + 10 :
+			REPLICATOR_REDIS_POLL_MSECS);
+		return;
+	}
+	T_BEGIN {
+		replicator_sync_start(replicator, &job->user,
+				      job->user.syncing_priority);
+	} T_END;
+	replicator_fill_soon(replicator);
+}
+
+static void replicator_fill_redis(struct dovewarden_replicator *replicator)
+{
+	bool allow_background;
+
+	if (replicator->redis_pop_running)
+		return;
+	if (array_count(&replicator->syncs) >=
+	    replicator->set->dovewarden_max_syncs) {
+		/* a finishing sync calls us again */
+		return;
+	}
+	allow_background = replicator_background_running(replicator) <
+		replicator_background_limit(replicator);
+	if (dovewarden_redis_queue_pop(replicator->rqueue, allow_background,
+				       replicator_redis_pop_callback,
+				       replicator) < 0) {
+		/* not connected: the connected callback calls us again */
+		return;
+	}
+	replicator->redis_pop_running = TRUE;
+}
+
 static void replicator_fill(struct dovewarden_replicator *replicator)
 {
 	const struct dovewarden_user *next;
@@ -829,6 +1037,10 @@ static void replicator_fill(struct dovewarden_replicator *replicator)
 	timeout_remove(&replicator->to_fill);
 	replicator->fill_now = FALSE;
 
+	if (replicator->rqueue != NULL) {
+		replicator_fill_redis(replicator);
+		return;
+	}
 	while (array_count(&replicator->syncs) <
 	       replicator->set->dovewarden_max_syncs) {
 		next = dovewarden_queue_peek(replicator->queue, ioloop_time);
@@ -889,6 +1101,12 @@ void dovewarden_replicator_notify(struct dovewarden_replicator *replicator,
 
 	i_assert(dovewarden_username_is_valid(username));
 
+	if (replicator->rqueue != NULL) {
+		dovewarden_redis_queue_notify(replicator->rqueue, username,
+					      priority, FALSE);
+		replicator_fill_soon(replicator);
+		return;
+	}
 	/* journal first: after a kill -9 the change is replayed at start */
 	if (replicator->store != NULL &&
 	    dovewarden_store_journal_notify(replicator->store,
@@ -910,6 +1128,12 @@ dovewarden_replicator_force_full_sync(struct dovewarden_replicator *replicator,
 
 	i_assert(dovewarden_username_is_valid(username));
 
+	if (replicator->rqueue != NULL) {
+		dovewarden_redis_queue_notify(replicator->rqueue, username,
+					      priority, TRUE);
+		replicator_fill_soon(replicator);
+		return;
+	}
 	if (replicator->store != NULL &&
 	    dovewarden_store_journal_force_full_sync(replicator->store,
 						     replicator->queue,
@@ -924,6 +1148,57 @@ dovewarden_replicator_force_full_sync(struct dovewarden_replicator *replicator,
 	dovewarden_queue_force_full_sync(replicator->queue, user, priority,
 					 ioloop_time);
 	replicator_fill_soon(replicator);
+}
+
+struct replicator_redis_wait_ref {
+	struct dovewarden_replicator *replicator;
+	unsigned int wait_id;
+};
+
+static void replicator_redis_wait_seq(bool success, uint64_t seq,
+				      void *context)
+{
+	struct replicator_redis_wait_ref *ref = context;
+	struct dovewarden_replicator_wait *wait;
+
+	/* the wait may be gone (answered, timed out, cancelled) */
+	for (wait = ref->replicator->waits; wait != NULL; wait = wait->next) {
+		if (wait->id == ref->wait_id)
+			break;
+	}
+	i_free(ref);
+	if (wait == NULL || !success)
+		return;
+	wait->redis_seq = seq;
+	wait->redis_seq_known = TRUE;
+	if (wait->redis_ok_seq_seen > seq)
+		replicator_wait_answer(wait, TRUE, NULL);
+}
+
+static void
+replicator_redis_sync_done(const char *username, uint64_t seq,
+			   const char *result, void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+	struct dovewarden_replicator_wait *wait, *next;
+	bool success = strcmp(result, "ok") == 0;
+
+	/* CHANGED and temporary failures are no answer: the retry is */
+	if (!success && strcmp(result, "nouser") != 0 &&
+	    strcmp(result, "config") != 0)
+		return;
+	for (wait = replicator->waits; wait != NULL; wait = next) {
+		next = wait->next;
+		if (strcmp(wait->username, username) != 0)
+			continue;
+		if (!wait->redis_seq_known) {
+			if (success && seq > wait->redis_ok_seq_seen)
+				wait->redis_ok_seq_seen = seq;
+		} else if (seq > wait->redis_seq) {
+			replicator_wait_answer(wait, success, success ? NULL :
+				t_strdup_printf("Sync failed (%s)", result));
+		}
+	}
 }
 
 static void replicator_wait_timeout(struct dovewarden_replicator_wait *wait)
@@ -946,8 +1221,23 @@ dovewarden_replicator_wait(struct dovewarden_replicator *replicator,
 	wait->callback = callback;
 	wait->context = context;
 	wait->to = timeout_add(timeout_msecs, replicator_wait_timeout, wait);
+	wait->id = ++replicator->wait_id_counter;
 	DLLIST_PREPEND(&replicator->waits, wait);
 
+	if (replicator->rqueue != NULL) {
+		/* the sync may run on another instance: its claim sequence
+		   tells whether it started after this change */
+		struct replicator_redis_wait_ref *ref;
+
+		ref = i_new(struct replicator_redis_wait_ref, 1);
+		ref->replicator = replicator;
+		ref->wait_id = wait->id;
+		dovewarden_redis_queue_notify_seq(replicator->rqueue, username,
+						  replicator_redis_wait_seq,
+						  ref);
+		replicator_fill_soon(replicator);
+		return wait;
+	}
 	dovewarden_replicator_notify(replicator, username,
 				     DOVEWARDEN_PRIORITY_SYNC);
 	return wait;
@@ -962,6 +1252,38 @@ dovewarden_replicator_wait_cancel(struct dovewarden_replicator_wait **_wait)
 		return;
 	*_wait = NULL;
 	replicator_wait_free(wait);
+}
+
+bool dovewarden_replicator_add_user(struct dovewarden_replicator *replicator,
+				    const char *username)
+{
+	if (replicator->rqueue != NULL) {
+		dovewarden_redis_queue_notify(replicator->rqueue, username,
+					      DOVEWARDEN_PRIORITY_NONE, FALSE);
+		return TRUE;
+	}
+	if (dovewarden_queue_lookup(replicator->queue, username) != NULL)
+		return FALSE;
+	(void)dovewarden_queue_add(replicator->queue, username, ioloop_time);
+	return TRUE;
+}
+
+struct dovewarden_redis_queue *
+dovewarden_replicator_get_redis_queue(struct dovewarden_replicator *replicator)
+{
+	return replicator->rqueue;
+}
+
+void dovewarden_replicator_get_syncing_users(
+	struct dovewarden_replicator *replicator,
+	ARRAY_TYPE(dovewarden_user_p) *users)
+{
+	struct replicator_sync *sync;
+
+	array_foreach_elem(&replicator->syncs, sync) {
+		if (!sync->user->removed)
+			array_push_back(users, &sync->user);
+	}
 }
 
 struct dovewarden_queue *

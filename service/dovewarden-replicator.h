@@ -2,6 +2,7 @@
 #ifndef DOVEWARDEN_REPLICATOR_H
 #define DOVEWARDEN_REPLICATOR_H
 
+#include "array.h"
 #include "dovewarden-queue.h"
 
 struct dovewarden_settings;
@@ -90,6 +91,22 @@ dovewarden_replicator_wait(struct dovewarden_replicator *replicator,
 /* Forget a wait without calling its callback. */
 void
 dovewarden_replicator_wait_cancel(struct dovewarden_replicator_wait **wait);
+
+/* Make the user known (its first full sync at its slot). Returns TRUE
+   when it was not known before (always with Redis, which is not asked).
+   The username must be valid. */
+bool dovewarden_replicator_add_user(struct dovewarden_replicator *replicator,
+				    const char *username);
+/* The Redis queue when dovewarden_queue_backend=redis, else NULL (then
+   dovewarden_replicator_get_queue() has the users) */
+struct dovewarden_redis_queue *
+dovewarden_replicator_get_redis_queue(struct dovewarden_replicator *replicator);
+/* Add this instance's running syncs' users to users (valid until the
+   ioloop runs) */
+ARRAY_DEFINE_TYPE(dovewarden_user_p, struct dovewarden_user *);
+void dovewarden_replicator_get_syncing_users(
+	struct dovewarden_replicator *replicator,
+	ARRAY_TYPE(dovewarden_user_p) *users);
 
 /* The queue, for status output and admin changes, and the settings it
    was created with. Both stay valid until deinit. */

@@ -23,7 +23,8 @@ struct dovewarden_sweep {
 	struct connection conn;
 	struct connection_list *conn_list;
 	struct event *event;
-	struct dovewarden_queue *queue;
+	dovewarden_sweep_add_callback_t *add_callback;
+	void *add_context;
 	char *mask;
 	struct timeval start_time;
 	struct dovewarden_sweep_result result;
@@ -96,10 +97,8 @@ static void sweep_user(struct dovewarden_sweep *sweep, const char *username)
 		return;
 	}
 	sweep->result.listed++;
-	if (dovewarden_queue_lookup(sweep->queue, username) != NULL)
-		return;
-	(void)dovewarden_queue_add(sweep->queue, username, ioloop_time);
-	sweep->result.added++;
+	if (sweep->add_callback(username, sweep->add_context))
+		sweep->result.added++;
 }
 
 static void sweep_destroy(struct connection *conn)
@@ -197,7 +196,8 @@ sweep_fail_later(struct dovewarden_sweep *sweep, const char *error)
 }
 
 struct dovewarden_sweep *
-dovewarden_sweep_start(struct dovewarden_queue *queue, const char *socket_path,
+dovewarden_sweep_start(dovewarden_sweep_add_callback_t *add_callback,
+		       void *add_context, const char *socket_path,
 		       const char *mask, struct event *event_parent,
 		       dovewarden_sweep_callback_t *callback, void *context)
 {
@@ -209,7 +209,8 @@ dovewarden_sweep_start(struct dovewarden_queue *queue, const char *socket_path,
 	sweep = i_new(struct dovewarden_sweep, 1);
 	sweep->conn_list = connection_list_init(&sweep_conn_set,
 						&sweep_conn_vfuncs);
-	sweep->queue = queue;
+	sweep->add_callback = add_callback;
+	sweep->add_context = add_context;
 	sweep->mask = i_strdup(mask);
 	sweep->start_time = ioloop_timeval;
 	sweep->callback = callback;

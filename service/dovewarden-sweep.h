@@ -2,7 +2,10 @@
 #ifndef DOVEWARDEN_SWEEP_H
 #define DOVEWARDEN_SWEEP_H
 
-struct dovewarden_queue;
+/* Make a listed user known. Returns TRUE when it was not known before
+   (it counts as added). */
+typedef bool dovewarden_sweep_add_callback_t(const char *username,
+					     void *context);
 
 /* A userdb sweep: list the userdb's users matching a mask through the
    auth-userdb socket (the auth-master protocol's LIST, as "doveadm user
@@ -48,12 +51,13 @@ typedef void dovewarden_sweep_callback_t(
 	const struct dovewarden_sweep_result *result, void *context);
 
 /* Start a sweep of the users matching mask ('*' and '?' wildcards; "*"
-   is every user) into queue. socket_path is the absolute path of the
+   is every user), calling add_callback for each. socket_path is the absolute path of the
    auth-userdb socket. The callback is called exactly once, always later
    from the ioloop, never from within this function, unless the sweep is
-   aborted. queue must stay valid until then. */
+   aborted. */
 struct dovewarden_sweep *
-dovewarden_sweep_start(struct dovewarden_queue *queue, const char *socket_path,
+dovewarden_sweep_start(dovewarden_sweep_add_callback_t *add_callback,
+		       void *add_context, const char *socket_path,
 		       const char *mask, struct event *event_parent,
 		       dovewarden_sweep_callback_t *callback, void *context);
 /* Stop the sweep without calling its callback. The users added so far

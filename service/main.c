@@ -69,13 +69,24 @@ static void admin_replicate(const char *username,
 	}
 }
 
+static bool admin_add_user(const char *username, void *context ATTR_UNUSED)
+{
+	return dovewarden_replicator_add_user(replicator, username);
+}
+
+static void admin_get_syncing_users(ARRAY_TYPE(dovewarden_user_p) *users,
+				    void *context ATTR_UNUSED)
+{
+	dovewarden_replicator_get_syncing_users(replicator, users);
+}
+
 static struct dovewarden_sweep *
 admin_add_users(const char *mask, dovewarden_sweep_callback_t *callback,
 		void *callback_context, void *context ATTR_UNUSED)
 {
-	return dovewarden_sweep_start(
-		dovewarden_replicator_get_queue(replicator), auth_socket_path,
-		mask, dovewarden_event, callback, callback_context);
+	return dovewarden_sweep_start(admin_add_user, NULL, auth_socket_path,
+				      mask, dovewarden_event, callback,
+				      callback_context);
 }
 
 static const struct dovewarden_admin_callbacks admin_callbacks = {
@@ -83,6 +94,8 @@ static const struct dovewarden_admin_callbacks admin_callbacks = {
 	.queue_changed = admin_queue_changed,
 	.replicate = admin_replicate,
 	.add_users = admin_add_users,
+	.add_user = admin_add_user,
+	.get_syncing_users = admin_get_syncing_users,
 };
 
 static void main_init(void)
@@ -108,6 +121,10 @@ static void main_init(void)
 		dovewarden_replicator_get_queue(replicator),
 		dovewarden_replicator_get_queue_settings(replicator),
 		&admin_callbacks, dovewarden_event);
+	if (dovewarden_replicator_get_redis_queue(replicator) != NULL) {
+		dovewarden_admin_server_set_redis(
+			dovewarden_replicator_get_redis_queue(replicator));
+	}
 }
 
 static void main_deinit(void)

@@ -116,13 +116,22 @@ static void test_timeout(void *context ATTR_UNUSED)
 	io_loop_stop(ioloop);
 }
 
+/* what the replicator does with the built-in queue */
+static bool sweep_add(const char *username, void *context ATTR_UNUSED)
+{
+	if (dovewarden_queue_lookup(queue, username) != NULL)
+		return FALSE;
+	(void)dovewarden_queue_add(queue, username, ioloop_time);
+	return TRUE;
+}
+
 static void run_sweep(const char *mask)
 {
 	struct dovewarden_sweep *sweep;
 	struct timeout *to;
 
-	sweep = dovewarden_sweep_start(queue, socket_path, mask, NULL,
-				       sweep_callback, NULL);
+	sweep = dovewarden_sweep_start(sweep_add, NULL, socket_path, mask,
+				       NULL, sweep_callback, NULL);
 	cr_assert_not_null(sweep);
 	/* never from within start */
 	cr_assert(!callback_called);
@@ -240,8 +249,8 @@ Test(sweep, abort_calls_nothing)
 	struct timeout *to;
 
 	server_start(NULL);
-	sweep = dovewarden_sweep_start(queue, socket_path, "*", NULL,
-				       sweep_callback, NULL);
+	sweep = dovewarden_sweep_start(sweep_add, NULL, socket_path, "*",
+				       NULL, sweep_callback, NULL);
 	to = timeout_add_short(200, test_timeout, NULL);
 	io_loop_run(ioloop);
 	timeout_remove(&to);
