@@ -327,6 +327,8 @@ class Pair:
         self.log_marks = {}
         self.touched = set()
         self.simulator = None
+        # the RedisServer of the Redis backend, when it is used
+        self.redis = None
 
     # -- lifecycle --
 
@@ -483,7 +485,8 @@ class Pair:
         self.touched.add(user)
         if isinstance(msg, str):
             msg = msg.encode()
-        c = smtplib.LMTP("127.0.0.1", self.port(side, "lmtp"), timeout=30)
+        c = smtplib.LMTP("127.0.0.1", self.port(side, "lmtp"),
+                         local_hostname="localhost", timeout=30)
         try:
             refused = c.sendmail("sender@example.test", [user], msg)
             if refused:
@@ -869,6 +872,8 @@ class Runner:
         self.results = []
         self.pair = None
         self.simulator = None
+        # a RedisServer the program made itself, or one for DW_E2E_REDIS
+        self.redis = None
         if os.environ.get("DW_E2E_SIMULATE_SYNC") == "1":
             self.no_plugin = True
             self.need_plugin = False
@@ -887,7 +892,20 @@ class Runner:
         return [(n, f) for n, f in self.cases if pat.search(n)]
 
     def main(self):
-        pair = Pair(no_plugin=self.no_plugin, extra_conf=self.extra_conf,
+        """With DW_E2E_REDIS=1 the program runs against the Redis queue
+        backend: a real redis-server is started first (see RedisServer)
+        and both services share it."""
+        extra_conf = self.extra_conf
+        if os.environ.get("DW_E2E_REDIS") == "1" and self.redis is None:
+            self.redis = RedisServer()
+            if not self.redis.available():
+                log("SKIP %s: %s is not available" % (self.name,
+                                                      RedisServer.BIN))
+                return EXIT_SKIP
+            extra_conf = ((extra_conf or "") + "\n" + self.redis.conf() +
+                          "dovewarden_redis_claim_timeout = 3s\n")
+            self.name += " (Redis backend)"
+        pair = Pair(no_plugin=self.no_plugin, extra_conf=extra_conf,
                     side_conf=self.side_conf)
         self.pair = pair
         try:
@@ -895,6 +913,16 @@ class Runner:
         except Skip as e:
             log("SKIP %s: %s" % (self.name, e))
             return EXIT_SKIP
+        if self.redis is not None:
+            self.redis.start(fresh=True)
+            pair.redis = self.redis
+        try:
+            return self._main(pair)
+        finally:
+            if self.redis is not None:
+                self.redis.stop()
+
+    def _main(self, pair):
         failed = False
         verbose = os.environ.get("DW_E2E_VERBOSE") == "1"
         try:
@@ -966,6 +994,8 @@ def run(runner):
     except KeyboardInterrupt:
         if runner.pair is not None:
             runner.pair.stop()
+        if runner.redis is not None:
+            runner.redis.stop()
         code = EXIT_FAIL
     sys.exit(code)
 
@@ -1657,3 +1687,90 @@ class MixedLoad:
         typ, _d = m.unsubscribe(imap_quote(rng.choice(self.FOLDERS +
                                                        self.TEMP)))
         self._count(side, "unsubscribe", typ)
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 (port 16379 + DW_PORT_OFFSET),
+    with its data under DW_DIR/redis and the append-only file on, so that
+    a restart keeps the queue, as production Redis would be set up.
+    Started and stopped by PID; cmd() speaks RESP itself."""
+
+    BIN = "/usr/bin/redis-server"
+
+    def __init__(self):
+        self.dir = os.path.join(os.environ.get("DW_DIR", "/srv/dt"), "redis")
+        self.port = 16379 + int(os.environ.get("DW_PORT_OFFSET", "0"))
+        self.proc = None
+
+    def available(self):
+        return os.access(self.BIN, os.X_OK)
+
+    def conf(self, prefix="dovewarden:"):
+        """dovecot.conf lines that point the service at this server"""
+        return ("dovewarden_queue_backend = redis\n"
+                "dovewarden_redis_host = 127.0.0.1\n"
+                "dovewarden_redis_port = %d\n"
+                "dovewarden_redis_prefix = %s\n" % (self.port, prefix))
+
+    def start(self, fresh=False):
+        if fresh:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir, exist_ok=True)
+        logf = open(os.path.join(self.dir, "redis.log"), "a")
+        self.proc = subprocess.Popen(
+            [self.BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--appendonly", "yes",
+             "--appendfsync", "always", "--save", "",
+             "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        wait_until(lambda: self._ping(), 10, "redis-server to answer PING")
+
+    def _ping(self):
+        try:
+            return self.cmd("PING") == "PONG"
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def cmd(self, *args):
+        with socket.create_connection(("127.0.0.1", self.port), 5) as s:
+            out = b"*%d\r\n" % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(out)
+            f = s.makefile("rb")
+            return self._read(f)
+
+    def _read(self, f):
+        line = f.readline()
+        if not line:
+            raise OSError("redis closed the connection")
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError("redis: " + rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)[:-2]
+            return data.decode("utf-8", "surrogateescape")
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read(f) for _ in range(n)]
+        raise OSError("unexpected redis reply %r" % line)

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""Two service instances share one queue in a real redis-server.
+
+Both A's and B's dovewarden services use dovewarden_queue_backend=redis
+with the same Redis: a change notified to either instance may be synced
+by either one (dsync is two-way), each user by one instance at a time.
+
+(a) A change notified only to A's instance is known to B's instance
+    (its doveadm status reads the shared queue), and is replicated.
+(b) A workload runs on both servers; in its middle, A's service is
+    killed with SIGKILL while it holds a claim (a running sync). The
+    claim expires (dovewarden_redis_claim_timeout = 3s), an instance
+    takes the user back, and once the workload stops every user is the
+    same on both servers.
+(c) A workload runs on both servers; in its middle, redis-server is
+    stopped, the workload goes on for a few seconds (the services keep
+    the notifications in memory), and Redis is started again. Every user
+    ends the same on both servers, and the services logged the outage
+    and the replay."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dwtest  # noqa: E402
+from dwtest import make_message  # noqa: E402
+
+USERS = ["user%02d" % i for i in range(1, 11)]
+PREP_TIMEOUT = 60.0
+CONVERGE_TIMEOUT = 60.0
+LOAD_SECS = 8.0
+
+os.environ["DW_E2E_REDIS"] = "1"
+r = dwtest.Runner(
+    "test-redis",
+    extra_conf="dovewarden_retry_min_interval = 1s\n"
+               "dovewarden_retry_max_interval = 3s\n"
+               "dovewarden_settle_delay = 2s\n")
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def fmt_diffs(diffs, limit=30):
+    lines = []
+    for u, d in sorted(diffs.items()):
+        lines += ["  %s: %s" % (u, x) for x in d]
+    return "\n".join(lines[:limit])
+
+
+def run_load(pair, seed, during):
+    """MixedLoad on both servers for LOAD_SECS; during(load) runs in this
+    thread after a third of it. Returns the load."""
+    load = dwtest.MixedLoad(pair, USERS, seed, threads_per_side=2,
+                            duration=LOAD_SECS)
+    th = threading.Thread(target=load.run, daemon=True)
+    th.start()
+    time.sleep(LOAD_SECS / 3)
+    during(load)
+    th.join(LOAD_SECS + 180)
+    expect(not th.is_alive(), "the workload did not stop")
+    expect(not load.bad, "the workload sent bad commands: %r"
+           % load.bad[:5])
+    return load
+
+
+def converge(pair, load, what):
+    t, diffs = pair.converge_report(USERS, CONVERGE_TIMEOUT)
+    expect(t is not None, "A and B differ %.0f s after the workload (%s):\n"
+           "%s" % (CONVERGE_TIMEOUT, what, fmt_diffs(diffs)))
+    return "%d ops (%s); converged %.1f s after the load" % (
+        load.total_ops(), load.summary(), t)
+
+
+@r.case("prepare: both instances sync the users through one queue")
+def _(pair):
+    t = dwtest.MixedLoad.prepare(pair, USERS, PREP_TIMEOUT)
+    known = set(pair.redis.cmd("SMEMBERS", "dovewarden:users"))
+    expect(set(USERS) <= known, "Redis does not know %s"
+           % sorted(set(USERS) - known))
+    return "prepared in %.1f s; Redis knows %d users" % (t, len(known))
+
+
+@r.case("(a) a change notified to A's instance is in B's status")
+def _(pair):
+    user = "alice"
+    pair.append("A", user, make_message("redis-shared"))
+    pair.wait_converged(user, 20, "APPEND on A")
+    st = dwtest.wait_until(
+        lambda: pair.dw_users("B", user).get(user), 10,
+        "B's instance to show %s" % user)
+    expect(st["success_sync"] not in ("", "0", 0, None, "-"),
+           "B's status shows no successful sync of %s: %r" % (user, st))
+    a = pair.dw_overview("A")
+    b = pair.dw_overview("B")
+    key = "Total number of known users"
+    expect(a.get(key) is not None and a.get(key) == b.get(key),
+           "the instances see different queues: A %r, B %r" % (a, b))
+    return "B shows %s (last success %s); both see %s users" % (
+        user, st["success_sync"], a.get(key))
+
+
+def a_claims(pair, pid):
+    """users claimed by A's instance of this PID"""
+    prefix = "a.test:%d:" % pid
+    out = []
+    for u in pair.redis.cmd("ZRANGE", "dovewarden:claims", 0, -1):
+        owner = pair.redis.cmd("HGET", "dovewarden:u:" + u, "o")
+        if owner and owner.startswith(prefix):
+            out.append(u)
+    return out
+
+
+@r.case("(b) kill -9 of A's instance while it syncs loses nothing")
+def _(pair):
+    info = {}
+
+    def kill_during_claim(load):
+        pid = pair.service_pid("A")
+        claimed = dwtest.wait_until(lambda: a_claims(pair, pid), 20,
+                                    "A's instance to hold a claim",
+                                    interval=0.005)
+        os.kill(pid, signal.SIGKILL)
+        info["claimed"] = claimed
+        info["pid"] = pid
+
+    load = run_load(pair, "redis-kill", kill_during_claim)
+    note = converge(pair, load, "after kill -9")
+    # the killed instance's dsync processes may finish its syncs, so the
+    # servers can be the same before its claims expire
+    took_back = dwtest.wait_until(
+        lambda: [s for s in dwtest.SIDES
+                 if "Took back" in "\n".join(pair.log_since_mark(s))],
+        15, "an instance to log that it took back the expired claims of "
+        "the killed one (claimed: %r)" % info["claimed"])
+    stale = a_claims(pair, info["pid"])
+    expect(not stale, "claims of the killed instance are left: %r" % stale)
+    return "killed %d holding %r; taken back by %s; %s" % (
+        info["pid"], info["claimed"], "/".join(took_back), note)
+
+
+@r.case("(c) a Redis restart during the workload loses nothing")
+def _(pair):
+    def restart(load):
+        pair.redis.stop()
+        time.sleep(3)
+        pair.redis.start()
+
+    load = run_load(pair, "redis-restart", restart)
+    note = converge(pair, load, "after the Redis restart")
+    logs = "\n".join(l for s in dwtest.SIDES for l in pair.log_since_mark(s))
+    expect("keeping notifications in memory" in logs,
+           "no instance logged that it buffered notifications")
+    expect("Connected again" in logs,
+           "no instance logged that Redis came back")
+    return note
+
+
+dwtest.run(r)
