@@ -44,6 +44,8 @@
 "local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff'," \
 "'sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch'," \
 "'qk'}\n" \
+"local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o'," \
+"'ch'}\n" \
 "local function num(v)\n" \
 "  if not v or v == '' then return 0 end\n" \
 "  return tonumber(v) or 0\n" \
@@ -133,7 +135,7 @@ static struct dovewarden_redis_script redis_queue_notify_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("notify", REDIS_QUEUE_LUA_PRELUDE
 "local user, prio = ARGV[6], tonumber(ARGV[7])\n"
 "local uk = P..'u:'..user\n"
-"local h, o = load(uk, FQ)\n"
+"local h, o = load(uk, FN)\n"
 "if redis.call('SADD', U, user) == 1 then\n"
 "  h.slot = tonumber(ARGV[9]); h.seq = 0\n"
 "end\n"
