@@ -15,6 +15,8 @@
 #define REDIS_QUEUE_STATS_INTERVAL_MSECS 1000
 /* Users moved from waiting to ready, and notifications sent, per step */
 #define REDIS_QUEUE_FLUSH_BATCH 1000
+/* Notifications that Redis refused are sent again after this long */
+#define REDIS_QUEUE_FLUSH_RETRY_MSECS 1000
 
 /* The user hash fields:
      p     pending priority (0 = none)       k    its sort key
@@ -500,14 +502,20 @@ redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
 		buf->force_full = TRUE;
 }
 
-static void redis_queue_flush_soon(struct dovewarden_redis_queue *queue)
+static void redis_queue_flush_after(struct dovewarden_redis_queue *queue,
+				    unsigned int msecs)
 {
 	if (queue->to_flush == NULL && !queue->deinitializing &&
 	    dovewarden_redis_get_state(queue->redis) ==
 	    DOVEWARDEN_REDIS_STATE_CONNECTED) {
-		queue->to_flush = timeout_add_short(0, redis_queue_flush,
+		queue->to_flush = timeout_add_short(msecs, redis_queue_flush,
 						    queue);
 	}
+}
+
+static void redis_queue_flush_soon(struct dovewarden_redis_queue *queue)
+{
+	redis_queue_flush_after(queue, 0);
 }
 
 static void
@@ -532,8 +540,12 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 		}
 		redis_queue_buffer_add(queue, request->username,
 				       request->priority, request->force_full);
-		if (reply != NULL)
-			redis_queue_flush_soon(queue);
+		/* an error reply (e.g. LOADING after a restart): try again
+		   in a while; a lost connection flushes at reconnect */
+		if (reply != NULL) {
+			redis_queue_flush_after(queue,
+				REDIS_QUEUE_FLUSH_RETRY_MSECS);
+		}
 	}
 	if (request->callback != NULL)
 		request->callback(failure == NULL, (uint64_t)seq,
