@@ -973,31 +973,37 @@ static void redis_queue_renew(struct dovewarden_redis_queue *queue)
 /* admin */
 
 static void
-redis_queue_ignore_callback(const redisReply *reply, const char *error,
+redis_queue_remove_callback(const redisReply *reply, const char *error,
 			    void *context)
 {
-	struct dovewarden_redis_queue *queue = context;
+	struct redis_queue_request *request = context;
+	dovewarden_redis_queue_remove_callback_t *callback = request->callback;
 	const char *failure = redis_queue_reply_failure(reply, error);
+	void *callback_context = request->context;
+	long long ret = -1;
 
-	if (failure != NULL && !queue->deinitializing)
-		e_error(queue->event, "Removing a user failed: %s", failure);
+	if (failure == NULL && !redis_reply_integer(reply, &ret))
+		failure = "Unexpected reply to remove";
+	i_free(request);
+	callback(failure != NULL ? -1 : (ret > 0 ? 1 : 0), failure,
+		 callback_context);
 }
 
-void dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
-				   const char *username)
+int dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
+				  const char *username,
+				  dovewarden_redis_queue_remove_callback_t *callback,
+				  void *context)
 {
 	const char **argv;
 	unsigned int argc;
 
-	hash_table_remove(queue->buffer, username);
+	(void)hash_table_try_remove(queue->buffer, username);
 	argv = redis_queue_args(queue, 1, &argc);
 	argv[argc++] = username;
-	if (dovewarden_redis_eval(queue->redis, &redis_queue_remove_script,
-				  argc, argv, redis_queue_ignore_callback,
-				  queue) < 0) {
-		e_error(queue->event, "Removing %s failed: Redis is not "
-			"connected", username);
-	}
+	return redis_queue_request_send(queue, &redis_queue_remove_script,
+					argc, argv,
+					redis_queue_remove_callback,
+					callback, context, 0);
 }
 
 static void

@@ -137,9 +137,16 @@ void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
 				   const char *new_state, const char *error,
 				   bool repaired);
 
-/* Forget a user (a running claim of it is then lost). */
-void dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
-				   const char *username);
+/* Forget a user (a running claim of it is then lost). The callback gets
+   1 when it was known, 0 when not, -1 with an error. Returns -1 when
+   not connected. */
+typedef void dovewarden_redis_queue_remove_callback_t(int ret,
+						      const char *error,
+						      void *context);
+int dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
+				  const char *username,
+				  dovewarden_redis_queue_remove_callback_t *callback,
+				  void *context);
 
 /* Take the named lock for secs seconds if nobody has it; the callback
    says whether this instance got it. Returns -1 when not connected. */

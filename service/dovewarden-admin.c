@@ -759,14 +759,50 @@ static bool admin_cmd_add(struct admin_client *client, const char *mask)
 	return FALSE;
 }
 
+static void
+admin_redis_remove_callback(int ret, const char *error, void *context)
+{
+	struct admin_redis_op *op = context;
+	struct admin_client *client = op->client;
+
+	if (client == NULL) {
+		admin_redis_op_free(op);
+		return;
+	}
+	if (ret < 0) {
+		e_error(client->conn.event, "REMOVE %s: %s", op->mask, error);
+		admin_reply_error(client, error);
+	} else if (ret == 0) {
+		e_info(client->conn.event, "REMOVE: %s",
+		       DOVEWARDEN_ADMIN_ERROR_USER_NOT_FOUND);
+		admin_reply_error(client, DOVEWARDEN_ADMIN_ERROR_USER_NOT_FOUND);
+	} else {
+		e_info(client->conn.event, "Removed user %s", op->mask);
+		admin_reply_ok(client, -1);
+	}
+	admin_redis_op_done(op);
+}
+
+/* Returns TRUE when the reply was sent, FALSE when it is sent later */
+static bool admin_redis_remove(struct admin_client *client,
+			       const char *username)
+{
+	struct admin_redis_op *op = admin_redis_op_new(client, username);
+
+	if (dovewarden_redis_queue_remove(admin_server->rqueue, username,
+					  admin_redis_remove_callback,
+					  op) < 0) {
+		admin_reply_error(client, "Redis is not connected");
+		admin_redis_op_done(op);
+		return TRUE;
+	}
+	return FALSE;
+}
+
 static int admin_cmd_remove(const char *username, const char **error_r)
 {
 	struct dovewarden_user *user;
 
-	if (admin_server->rqueue != NULL) {
-		dovewarden_redis_queue_remove(admin_server->rqueue, username);
-		return 0;
-	}
 	user = dovewarden_queue_lookup(admin_server->queue, username);
 	if (user == NULL) {
 		*error_r = DOVEWARDEN_ADMIN_ERROR_USER_NOT_FOUND;
@@ -810,6 +846,8 @@ admin_client_handle(struct admin_client *client,
 	case DOVEWARDEN_ADMIN_CMD_ADD:
 		return admin_cmd_add(client, req->mask);
 	case DOVEWARDEN_ADMIN_CMD_REMOVE:
+		if (admin_server->rqueue != NULL)
+			return admin_redis_remove(client, req->mask);
 		if (admin_cmd_remove(req->mask, &error) < 0) {
 			e_info(client->conn.event, "REMOVE: %s", error);
 			admin_reply_error(client, error);
