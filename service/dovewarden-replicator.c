@@ -113,6 +113,8 @@ struct dovewarden_replicator {
 	bool fill_now:1;
 	/* Redis backend: a pop is waiting for its reply */
 	bool redis_pop_running:1;
+	/* Redis backend: the sweep waits for the connection */
+	bool sweep_at_connect:1;
 	/* "No replica configured" was already logged */
 	bool no_replica_logged:1;
 	bool deinitializing:1;
@@ -312,7 +314,7 @@ replicator_sweep_lock_callback(bool acquired, void *context)
 {
 	struct dovewarden_replicator *replicator = context;
 
-	if (replicator->deinitializing)
+	if (replicator->deinitializing || replicator->sweep != NULL)
 		return;
 	if (!acquired) {
 		e_debug(replicator->event, "Userdb sweep: another instance "
@@ -339,6 +341,8 @@ static void replicator_sweep_start(struct dovewarden_replicator *replicator)
 				replicator->set->dovewarden_userdb_sweep_interval,
 				replicator_sweep_lock_callback,
 				replicator) < 0) {
+			/* not connected yet: at the connect, or later */
+			replicator->sweep_at_connect = TRUE;
 			replicator_sweep_schedule(replicator,
 				REPLICATOR_SWEEP_REDIS_RETRY_SECS);
 		}
@@ -371,7 +375,13 @@ static void replicator_nouser_clear(struct dovewarden_replicator *replicator)
 
 static void replicator_redis_connected(void *context)
 {
-	replicator_fill_soon(context);
+	struct dovewarden_replicator *replicator = context;
+
+	if (replicator->sweep_at_connect && replicator->sweep == NULL) {
+		replicator->sweep_at_connect = FALSE;
+		replicator_sweep_start(replicator);
+	}
+	replicator_fill_soon(replicator);
 }
 
 static void

@@ -64,6 +64,11 @@ def dw_fail(pair, *args, fmt=None):
 
 @r.case("status: the overview in table, json and tab format")
 def _(pair):
+    # the userdb sweep at the start makes the users known (with the Redis
+    # backend after the instance got its lock)
+    dwtest.wait_until(
+        lambda: overview_value(pair.dw_overview("A"), r"known users") > 0,
+        10, "the first userdb sweep")
     table = pair.dw("A", "status").stdout.splitlines()
     js = json.loads(pair.dw("A", "status", fmt="json").stdout)
     head, tab = parse_tab(pair.dw("A", "status", fmt="tab").stdout)
