@@ -1,0 +1,775 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "net.h"
+#include "time-util.h"
+#include "dovewarden-redis-queue.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The Redis queue against a real redis-server (on a unix socket in a
+   temporary directory, one per test, with its append-only file synced
+   at every write, so that a kill and restart keeps the data); skipped
+   when it is not installed. */
+
+#define REDIS_SERVER_BIN "/usr/bin/redis-server"
+
+static char test_dir[] = "/tmp/dw-redis-test.XXXXXX";
+static const char *socket_path;
+static pid_t redis_pid = -1;
+static struct ioloop *ioloop;
+
+static void redis_start(void)
+{
+	const char *conf_dir = test_dir;
+	int fd;
+
+	redis_pid = fork();
+	cr_assert(redis_pid >= 0);
+	if (redis_pid == 0) {
+		fd = open("/dev/null", O_WRONLY);
+		(void)dup2(fd, 1);
+		(void)dup2(fd, 2);
+		execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", "0",
+		      "--unixsocket", socket_path, "--dir", conf_dir,
+		      "--save", "", "--appendonly", "yes",
+		      "--appendfsync", "always", (char *)NULL);
+		_exit(127);
+	}
+	for (unsigned int i = 0; i < 500; i++) {
+		fd = net_connect_unix(socket_path);
+		if (fd != -1) {
+			i_close_fd(&fd);
+			return;
+		}
+		usleep(10000);
+	}
+	cr_assert_fail("redis-server did not start");
+}
+
+static void redis_stop(void)
+{
+	if (redis_pid <= 0)
+		return;
+	(void)kill(redis_pid, SIGKILL);
+	(void)waitpid(redis_pid, NULL, 0);
+	redis_pid = -1;
+	(void)unlink(socket_path);
+}
+
+static void suite_init(void)
+{
+	if (access(REDIS_SERVER_BIN, X_OK) < 0)
+		cr_skip_test("%s is not installed", REDIS_SERVER_BIN);
+	lib_init();
+	ioloop = io_loop_create();
+	cr_assert_not_null(mkdtemp(test_dir));
+	socket_path = i_strconcat(test_dir, "/redis.sock", NULL);
+	redis_start();
+}
+
+static void suite_fini(void)
+{
+	redis_stop();
+	if (ioloop == NULL)
+		return;
+	(void)rmdir(test_dir);
+	io_loop_destroy(&ioloop);
+	lib_deinit();
+}
+
+TestSuite(redis_queue, .init = suite_init, .fini = suite_fini);
+
+/* running the ioloop until something happened */
+
+static bool timed_out;
+
+static void run_timeout(void *context ATTR_UNUSED)
+{
+	timed_out = TRUE;
+	io_loop_stop(ioloop);
+}
+
+/* Run the ioloop until *flag is set (the callbacks stop the loop) or
+   msecs passed; returns *flag. */
+static bool run_until(const bool *flag, unsigned int msecs)
+{
+	struct timeout *to;
+
+	timed_out = FALSE;
+	to = timeout_add(msecs, run_timeout, NULL);
+	while (!*flag && !timed_out)
+		io_loop_run(ioloop);
+	timeout_remove(&to);
+	return *flag;
+}
+
+static void run_for(unsigned int msecs)
+{
+	bool never = FALSE;
+
+	(void)run_until(&never, msecs);
+}
+
+/* a queue instance */
+
+struct instance {
+	struct dovewarden_redis_queue *queue;
+	bool connected;
+	ARRAY(char *) done;
+};
+
+static void instance_connected(void *context)
+{
+	struct instance *inst = context;
+
+	inst->connected = TRUE;
+	io_loop_stop(ioloop);
+}
+
+static void instance_sync_done(const char *username, uint64_t seq,
+			       const char *result, void *context)
+{
+	struct instance *inst = context;
+	char *line = i_strdup_printf("%s %"PRIu64" %s", result, seq, username);
+
+	array_push_back(&inst->done, &line);
+	io_loop_stop(ioloop);
+}
+
+static const struct dovewarden_redis_queue_callbacks instance_callbacks = {
+	.connected = instance_connected,
+	.sync_done = instance_sync_done,
+};
+
+static void instance_init(struct instance *inst, const char *owner,
+			  unsigned int claim_secs, unsigned int buffer_limit)
+{
+	struct dovewarden_redis_queue_settings set;
+
+	i_zero(&set);
+	set.redis.host = socket_path;
+	set.redis.username = "";
+	set.redis.password = "";
+	set.redis.timeout_msecs = 500;
+	set.queue.full_sync_interval_secs = 86400;
+	set.queue.retry_min_secs = 2;
+	set.queue.retry_max_secs = 60;
+	set.prefix = "t:";
+	set.owner = owner;
+	set.claim_timeout_secs = claim_secs;
+	set.buffer_limit = buffer_limit;
+
+	i_zero(inst);
+	i_array_init(&inst->done, 8);
+	inst->queue = dovewarden_redis_queue_init(&set, NULL,
+						  &instance_callbacks, inst);
+}
+
+static void instance_init_connected(struct instance *inst, const char *owner)
+{
+	instance_init(inst, owner, 60, 1000);
+	cr_assert(run_until(&inst->connected, 3000), "no connection");
+}
+
+static void instance_deinit(struct instance *inst)
+{
+	char *line;
+
+	dovewarden_redis_queue_deinit(&inst->queue);
+	array_foreach_elem(&inst->done, line)
+		i_free(line);
+	array_free(&inst->done);
+}
+
+/* pop */
+
+struct pop_result {
+	bool called;
+	struct dovewarden_redis_job *job;
+	int next_due_secs;
+	char *error;
+};
+
+static void pop_callback(struct dovewarden_redis_job *job, int next_due_secs,
+			 const char *error, void *context)
+{
+	struct pop_result *res = context;
+
+	res->called = TRUE;
+	res->job = job;
+	res->next_due_secs = next_due_secs;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+/* Returns the claimed job or NULL; *next_due_r (if not NULL) gets the
+   seconds until the next user is due */
+static struct dovewarden_redis_job *
+pop(struct instance *inst, bool allow_background, int *next_due_r)
+{
+	struct pop_result res;
+
+	i_zero(&res);
+	cr_assert_eq(dovewarden_redis_queue_pop(inst->queue, allow_background,
+						pop_callback, &res), 0);
+	cr_assert(run_until(&res.called, 3000), "pop got no reply");
+	cr_assert_null(res.error, "pop failed: %s", res.error);
+	if (next_due_r != NULL)
+		*next_due_r = res.next_due_secs;
+	return res.job;
+}
+
+static void finish(struct instance *inst, struct dovewarden_redis_job *job,
+		   enum dovewarden_sync_result result, const char *state)
+{
+	dovewarden_redis_queue_finish(inst->queue, &job, result, state, NULL,
+				      FALSE);
+	/* the finish is a fire-and-forget command: let it reach Redis */
+	run_for(50);
+}
+
+static struct dovewarden_redis_queue_stats stats(struct instance *inst)
+{
+	struct dovewarden_redis_queue_stats st;
+
+	run_for(1100);
+	dovewarden_redis_queue_get_stats(inst->queue, &st);
+	return st;
+}
+
+static void notify(struct instance *inst, const char *user,
+		   enum dovewarden_priority priority)
+{
+	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE);
+}
+
+Test(redis_queue, priorities_order_the_users)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+	const char *expected[] = { "sync", "high", "low" };
+
+	instance_init_connected(&inst, "o1");
+	notify(&inst, "low", DOVEWARDEN_PRIORITY_LOW);
+	notify(&inst, "high", DOVEWARDEN_PRIORITY_HIGH);
+	notify(&inst, "sync", DOVEWARDEN_PRIORITY_SYNC);
+	for (unsigned int i = 0; i < N_ELEMENTS(expected); i++) {
+		job = pop(&inst, FALSE, NULL);
+		cr_assert_not_null(job);
+		cr_assert_str_eq(job->user.username, expected[i]);
+		/* the first sync of a user is a full one */
+		cr_assert(job->user.syncing_full);
+		finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "state1");
+	}
+	cr_assert_null(pop(&inst, FALSE, NULL));
+	instance_deinit(&inst);
+}
+
+Test(redis_queue, repeated_changes_are_one_sync)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(&inst, "o1");
+	for (unsigned int i = 0; i < 5; i++)
+		notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_null(pop(&inst, FALSE, NULL));
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	cr_assert_null(pop(&inst, FALSE, NULL));
+	cr_assert_eq(stats(&inst).users, 1);
+	instance_deinit(&inst);
+}
+
+Test(redis_queue, change_during_sync_syncs_again_with_the_new_state)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(&inst, "o1");
+	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.state, "");
+	notify(&inst, "alice", DOVEWARDEN_PRIORITY_LOW);
+	/* syncing: not claimable twice */
+	cr_assert_null(pop(&inst, FALSE, NULL));
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "state-after-1");
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.state, "state-after-1");
+	cr_assert(!job->user.syncing_full);
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_LOW);
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	instance_deinit(&inst);
+}
+
+Test(redis_queue, two_instances_never_claim_one_user_twice)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job, *job2;
+
+	instance_init_connected(&a, "a");
+	instance_init_connected(&b, "b");
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	notify(&b, "bob", DOVEWARDEN_PRIORITY_HIGH);
+	run_for(50);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job);
+	job2 = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job2);
+	cr_assert_str_neq(job->user.username, job2->user.username);
+	notify(&a, job->user.username, DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert_null(pop(&a, FALSE, NULL));
+	cr_assert_null(pop(&b, FALSE, NULL));
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "x");
+	/* the change made during b's sync: any instance may take it */
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_SYNC);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "y");
+	finish(&a, job2, DOVEWARDEN_SYNC_RESULT_OK, "z");
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
+{
+	struct instance b;
+	struct dovewarden_redis_job *job;
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		/* the instance that dies in the middle of its sync */
+		struct instance a;
+
+		instance_init(&a, "dies", 1, 1000);
+		if (!run_until(&a.connected, 3000))
+			_exit(1);
+		notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+		job = pop(&a, FALSE, NULL);
+		_exit(job != NULL &&
+		      strcmp(job->user.username, "alice") == 0 ? 0 : 2);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	instance_init_connected(&b, "b");
+	/* claimed by the dead one */
+	cr_assert_null(pop(&b, FALSE, NULL));
+	run_for(2100);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job, "the expired claim was not taken back");
+	cr_assert_str_eq(job->user.username, "alice");
+	/* the change the dead instance was syncing is still there, and its
+	   sync was a full one, so this one is too */
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->user.syncing_full);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	cr_assert_null(pop(&b, TRUE, NULL));
+	instance_deinit(&b);
+}
+
+Test(redis_queue, renewed_claims_do_not_expire)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	instance_init(&a, "a", 3, 1000);
+	cr_assert(run_until(&a.connected, 3000));
+	instance_init_connected(&b, "b");
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	/* a renews every second */
+	run_for(4500);
+	cr_assert_null(pop(&b, FALSE, NULL));
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+Test(redis_queue, failures_back_off)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+	struct dovewarden_redis_queue_stats st;
+	int next_due = 0;
+
+	instance_init_connected(&inst, "o1");
+	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	dovewarden_redis_queue_finish(inst.queue, &job,
+				      DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+				      "peer down", FALSE);
+	run_for(50);
+	/* retry_min_secs = 2, plus up to a quarter */
+	cr_assert_null(pop(&inst, FALSE, &next_due));
+	cr_assert(next_due >= 1 && next_due <= 3, "next due in %d", next_due);
+	st = stats(&inst);
+	cr_assert_eq(st.failed, 1);
+	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_HIGH], 1);
+	cr_assert_neq(st.oldest_pending, 0);
+	run_for(2600);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_eq(job->user.consecutive_failures, 1);
+	cr_assert_str_eq(job->user.last_error, "peer down");
+	/* a failed full sync stays a full one */
+	cr_assert(job->user.syncing_full);
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	st = stats(&inst);
+	cr_assert_eq(st.failed, 0);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.oldest_pending, 0);
+	instance_deinit(&inst);
+}
+
+struct remove_result {
+	bool called;
+	int ret;
+};
+
+static void remove_callback(int ret, const char *error ATTR_UNUSED,
+			    void *context)
+{
+	struct remove_result *res = context;
+
+	res->called = TRUE;
+	res->ret = ret;
+	io_loop_stop(ioloop);
+}
+
+static int remove_user(struct instance *inst, const char *user)
+{
+	struct remove_result res;
+
+	i_zero(&res);
+	cr_assert_eq(dovewarden_redis_queue_remove(inst->queue, user,
+						   remove_callback, &res), 0);
+	cr_assert(run_until(&res.called, 3000));
+	return res.ret;
+}
+
+Test(redis_queue, nouser_forgets_the_user)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(&inst, "o1");
+	notify(&inst, "gone", DOVEWARDEN_PRIORITY_LOW);
+	notify(&inst, "stays", DOVEWARDEN_PRIORITY_NONE);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, "gone");
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_NOUSER, NULL);
+	cr_assert_eq(stats(&inst).users, 1);
+	cr_assert_eq(remove_user(&inst, "stays"), 1);
+	cr_assert_eq(remove_user(&inst, "stays"), 0);
+	cr_assert_eq(stats(&inst).users, 0);
+	instance_deinit(&inst);
+}
+
+Test(redis_queue, background_work_waits_for_its_slots)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(&inst, "o1");
+	dovewarden_redis_queue_notify(inst.queue, "alice",
+				      DOVEWARDEN_PRIORITY_NONE, TRUE);
+	job = pop(&inst, FALSE, NULL);
+	/* a forced full sync is a change (LOW), not background work */
+	cr_assert_not_null(job);
+	cr_assert(job->user.syncing_full);
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	instance_deinit(&inst);
+}
+
+Test(redis_queue, sync_results_are_published)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+	const char *user = "odd user\twith tab";
+	char *line;
+
+	instance_init_connected(&a, "a");
+	instance_init_connected(&b, "b");
+	/* the subscriber connection may come up after the command one */
+	run_for(200);
+	notify(&a, user, DOVEWARDEN_PRIORITY_SYNC);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, user);
+	cr_assert_eq(job->seq, 1);
+	dovewarden_redis_queue_finish(a.queue, &job, DOVEWARDEN_SYNC_RESULT_OK,
+				      "s", NULL, FALSE);
+	for (unsigned int i = 0; i < 20 && array_count(&b.done) == 0; i++)
+		run_for(50);
+	cr_assert_eq(array_count(&b.done), 1);
+	line = array_idx_elem(&b.done, 0);
+	cr_assert_str_eq(line, "ok 1 odd user\twith tab");
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+Test(redis_queue, notifications_wait_for_redis_and_nothing_is_lost)
+{
+	struct instance inst, check;
+	struct dovewarden_redis_job *job;
+	struct dovewarden_redis_queue_stats st;
+	unsigned int buffered;
+	uint64_t dropped;
+
+	instance_init(&inst, "o1", 60, 3);
+	cr_assert(run_until(&inst.connected, 3000));
+	redis_stop();
+	run_for(100);
+	cr_assert(!dovewarden_redis_queue_is_connected(inst.queue));
+	notify(&inst, "u1", DOVEWARDEN_PRIORITY_HIGH);
+	notify(&inst, "u2", DOVEWARDEN_PRIORITY_LOW);
+	notify(&inst, "u3", DOVEWARDEN_PRIORITY_LOW);
+	/* beyond buffer_limit = 3 users: dropped and counted */
+	notify(&inst, "u4", DOVEWARDEN_PRIORITY_LOW);
+	/* a known user's change is merged, not dropped */
+	notify(&inst, "u2", DOVEWARDEN_PRIORITY_SYNC);
+	dovewarden_redis_queue_get_buffer(inst.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 3);
+	cr_assert_eq(dropped, 1);
+
+	inst.connected = FALSE;
+	redis_start();
+	cr_assert(run_until(&inst.connected, 15000), "no reconnect");
+	/* Redis may answer LOADING for a moment: retried a second later */
+	for (unsigned int i = 0; i < 30; i++) {
+		dovewarden_redis_queue_get_buffer(inst.queue, &buffered,
+						  &dropped);
+		if (buffered == 0)
+			break;
+		run_for(100);
+	}
+	cr_assert_eq(buffered, 0);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, "u2");
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_SYNC);
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+
+	/* at deinit, what is still buffered is written synchronously */
+	redis_stop();
+	run_for(100);
+	notify(&inst, "late", DOVEWARDEN_PRIORITY_HIGH);
+	redis_start();
+	instance_deinit(&inst);
+	instance_init_connected(&check, "check");
+	st = stats(&check);
+	/* u1, u2, u3 and late; u1 and late wait at HIGH, u3 at LOW */
+	cr_assert_eq(st.users, 4);
+	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_HIGH], 2);
+	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_LOW], 1);
+	instance_deinit(&check);
+}
+
+Test(redis_queue, results_wait_for_redis)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(&inst, "o1");
+	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	/* Redis hangs: the finish times out and waits for it */
+	cr_assert_eq(kill(redis_pid, SIGSTOP), 0);
+	dovewarden_redis_queue_finish(inst.queue, &job,
+				      DOVEWARDEN_SYNC_RESULT_OK, "new", NULL,
+				      FALSE);
+	run_for(800);
+	cr_assert_eq(kill(redis_pid, SIGCONT), 0);
+	/* the connection is made anew and the result sent (the one sent
+	   before the timeout may be applied too: the second finds the claim
+	   gone and is ignored) */
+	run_for(1500);
+	notify(&inst, "alice", DOVEWARDEN_PRIORITY_LOW);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.state, "new");
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	instance_deinit(&inst);
+}
+
+struct stuck_result {
+	bool called;
+	char *error;
+};
+
+static void stuck_callback(struct dovewarden_redis_job *job ATTR_UNUSED,
+			   int next_due_secs ATTR_UNUSED, const char *error,
+			   void *context)
+{
+	struct stuck_result *res = context;
+
+	res->called = TRUE;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+Test(redis_queue, a_hung_redis_times_out)
+{
+	struct instance inst;
+	struct stuck_result res;
+	struct timeval start, end;
+
+	instance_init_connected(&inst, "o1");
+	i_zero(&res);
+	cr_assert_eq(kill(redis_pid, SIGSTOP), 0);
+	i_gettimeofday(&start);
+	cr_assert_eq(dovewarden_redis_queue_pop(inst.queue, TRUE,
+						stuck_callback, &res), 0);
+	cr_assert(run_until(&res.called, 5000), "no timeout");
+	i_gettimeofday(&end);
+	(void)kill(redis_pid, SIGCONT);
+	cr_assert_not_null(res.error);
+	/* timeout_msecs = 500 */
+	cr_assert(timeval_diff_msecs(&end, &start) < 2000);
+	/* and it reconnects */
+	inst.connected = FALSE;
+	cr_assert(run_until(&inst.connected, 15000), "no reconnect");
+	instance_deinit(&inst);
+}
+
+struct lock_result {
+	bool called, acquired;
+};
+
+static void lock_callback(bool acquired, void *context)
+{
+	struct lock_result *res = context;
+
+	res->called = TRUE;
+	res->acquired = acquired;
+	io_loop_stop(ioloop);
+}
+
+Test(redis_queue, a_lock_is_taken_once)
+{
+	struct instance a, b;
+	struct lock_result ra, rb;
+
+	instance_init_connected(&a, "a");
+	instance_init_connected(&b, "b");
+	i_zero(&ra);
+	i_zero(&rb);
+	cr_assert_eq(dovewarden_redis_queue_try_lock(a.queue, "sweep", 60,
+						     lock_callback, &ra), 0);
+	cr_assert(run_until(&ra.called, 3000));
+	cr_assert_eq(dovewarden_redis_queue_try_lock(b.queue, "sweep", 60,
+						     lock_callback, &rb), 0);
+	cr_assert(run_until(&rb.called, 3000));
+	cr_assert(ra.acquired);
+	cr_assert(!rb.acquired);
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+struct scan_result {
+	bool done;
+	ARRAY(char *) names;
+	struct instance *inst;
+};
+
+static void scan_callback(const char *const *usernames, unsigned int count,
+			  const char *next_cursor, const char *error,
+			  void *context)
+{
+	struct scan_result *res = context;
+
+	cr_assert_null(error);
+	for (unsigned int i = 0; i < count; i++) {
+		char *name = i_strdup(usernames[i]);
+
+		array_push_back(&res->names, &name);
+	}
+	if (strcmp(next_cursor, "0") == 0 ||
+	    dovewarden_redis_queue_scan(res->inst->queue, next_cursor,
+					scan_callback, res) < 0) {
+		res->done = TRUE;
+		io_loop_stop(ioloop);
+	}
+}
+
+struct get_result {
+	bool done;
+	unsigned int count, known;
+	enum dovewarden_priority priority;
+	bool syncing;
+};
+
+static void get_callback(const struct dovewarden_user *const *users,
+			 unsigned int count, const char *error, void *context)
+{
+	struct get_result *res = context;
+
+	cr_assert_null(error);
+	res->count = count;
+	for (unsigned int i = 0; i < count; i++) {
+		if (users[i] == NULL)
+			continue;
+		res->known++;
+		res->priority = users[i]->priority;
+		res->syncing = users[i]->syncing;
+	}
+	res->done = TRUE;
+	io_loop_stop(ioloop);
+}
+
+Test(redis_queue, users_are_listed_and_read)
+{
+	struct instance inst;
+	struct scan_result scan;
+	struct get_result get;
+	const char *names[] = { "ünï", "nobody" };
+	char *name;
+
+	instance_init_connected(&inst, "o1");
+	for (unsigned int i = 0; i < 2500; i++)
+		notify(&inst, t_strdup_printf("user%u", i),
+		       DOVEWARDEN_PRIORITY_NONE);
+	notify(&inst, names[0], DOVEWARDEN_PRIORITY_HIGH);
+	run_for(300);
+
+	i_zero(&scan);
+	scan.inst = &inst;
+	i_array_init(&scan.names, 64);
+	cr_assert_eq(dovewarden_redis_queue_scan(inst.queue, "0",
+						 scan_callback, &scan), 0);
+	cr_assert(run_until(&scan.done, 5000));
+	/* SSCAN may return a name twice; all must be there */
+	cr_assert_geq(array_count(&scan.names), 2501);
+	array_foreach_elem(&scan.names, name)
+		i_free(name);
+	array_free(&scan.names);
+
+	i_zero(&get);
+	cr_assert_eq(dovewarden_redis_queue_get_users(inst.queue, names, 2,
+						      get_callback, &get), 0);
+	cr_assert(run_until(&get.done, 3000));
+	cr_assert_eq(get.count, 2);
+	cr_assert_eq(get.known, 1);
+	cr_assert_eq(get.priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(!get.syncing);
+	instance_deinit(&inst);
+}
