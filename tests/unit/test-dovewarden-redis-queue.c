@@ -643,6 +643,7 @@ Test(redis_queue, a_hung_redis_times_out)
 	i_gettimeofday(&end);
 	(void)kill(redis_pid, SIGCONT);
 	cr_assert_not_null(res.error);
+	i_free(res.error);
 	/* timeout_msecs = 500 */
 	cr_assert(timeval_diff_msecs(&end, &start) < 2000);
 	/* and it reconnects */
