@@ -1774,3 +1774,72 @@ class RedisServer:
             n = int(rest)
             return None if n < 0 else [self._read(f) for _ in range(n)]
         raise OSError("unexpected redis reply %r" % line)
+
+
+def message_id(msg):
+    return re.search(rb"Message-ID: <([^>]+)>", msg).group(1).decode()
+
+
+class BView:
+    """An IMAP connection to B with INBOX selected, opened in advance, to
+    check right after an OK on A whether a message is on B already."""
+
+    def __init__(self, pair, user, prime=True):
+        # A user that is new on both sides gets its INBOX from A's first
+        # sync, with A's UIDVALIDITY: open B only after that
+        if prime:
+            pair.append("A", user, make_message("sync-wait prime"))
+        self.conn = pair.imap("B", user)
+        typ, _ = self.conn.select("INBOX")
+        assert typ == "OK", "SELECT INBOX on B failed"
+
+    def has(self, msg):
+        self.conn.noop()
+        typ, data = self.conn.uid("SEARCH", "HEADER", "Message-ID",
+                                  '"<%s>"' % message_id(msg))
+        assert typ == "OK", "SEARCH on B failed: %r" % data
+        return bool(data and data[0] and data[0].split())
+
+    def close(self):
+        try:
+            self.conn.logout()
+        except Exception:
+            pass
+
+
+def appends_checked_on_b(pair, users, rounds, tag):
+    """One IMAP session on A per entry of users (a user may repeat), each
+    APPENDing rounds messages at the same time and checking right after
+    each OK that the message is on B already. Returns (APPEND times,
+    errors)."""
+    errors, times = [], []
+    lock = threading.Lock()
+
+    def worker(n, user):
+        try:
+            b = BView(pair, user)
+            a = pair.imap("A", user)
+            try:
+                for i in range(rounds):
+                    msg = make_message("%s %d.%d" % (tag, n, i))
+                    dt = pair.append("A", user, msg, conn=a)
+                    ok = b.has(msg)
+                    with lock:
+                        times.append(dt)
+                        if not ok:
+                            errors.append("session %d (%s) message %d "
+                                          "not on B at OK" % (n, user, i))
+            finally:
+                a.logout()
+                b.close()
+        except Exception as e:
+            with lock:
+                errors.append("session %d (%s): %r" % (n, user, e))
+
+    threads = [threading.Thread(target=worker, args=(n, u), daemon=True)
+               for n, u in enumerate(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return times, errors

@@ -14,45 +14,15 @@ import re
 import signal
 import socket
 import statistics
-import threading
 import time
 
-from dwtest import (Runner, run, make_message, password, wait_until, log)
+from dwtest import (Runner, run, make_message, password, wait_until, log,
+                    BView, appends_checked_on_b)
 
 WAIT_SECS = 5.0
 r = Runner("sync-wait", extra_conf="dovewarden_sync_wait = 5s")
 
 N_MESSAGES = int(os.environ.get("DW_SYNC_WAIT_N", "100"))
-
-
-def message_id(msg):
-    return re.search(rb"Message-ID: <([^>]+)>", msg).group(1).decode()
-
-
-class BView:
-    """An IMAP connection to B with INBOX selected, opened in advance."""
-
-    def __init__(self, pair, user, prime=True):
-        # A user that is new on both sides gets its INBOX from A's first
-        # sync, with A's UIDVALIDITY: open B only after that
-        if prime:
-            pair.append("A", user, make_message("sync-wait prime"))
-        self.conn = pair.imap("B", user)
-        typ, _ = self.conn.select("INBOX")
-        assert typ == "OK", "SELECT INBOX on B failed"
-
-    def has(self, msg):
-        self.conn.noop()
-        typ, data = self.conn.uid("SEARCH", "HEADER", "Message-ID",
-                                  '"<%s>"' % message_id(msg))
-        assert typ == "OK", "SEARCH on B failed: %r" % data
-        return bool(data and data[0] and data[0].split())
-
-    def close(self):
-        try:
-            self.conn.logout()
-        except Exception:
-            pass
 
 
 def percentile(values, p):
@@ -187,35 +157,8 @@ def _(pair):
 def _(pair):
     user = "user01"
     rounds = 20
-    errors, times = [], []
-    lock = threading.Lock()
-
-    def worker(n):
-        try:
-            b = BView(pair, user)
-            a = pair.imap("A", user)
-            try:
-                for i in range(rounds):
-                    msg = make_message("sync-wait concurrent %d.%d" % (n, i))
-                    dt = pair.append("A", user, msg, conn=a)
-                    ok = b.has(msg)
-                    with lock:
-                        times.append(dt)
-                        if not ok:
-                            errors.append("session %d message %d not on B "
-                                          "at OK" % (n, i))
-            finally:
-                a.logout()
-                b.close()
-        except Exception as e:
-            with lock:
-                errors.append("session %d: %r" % (n, e))
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
+    times, errors = appends_checked_on_b(pair, [user] * 3, rounds,
+                                         "sync-wait concurrent")
     assert not errors, "\n".join(errors[:20])
     # testenv/pair logs the service's debug lines: one per started sync
     syncs = [l for l in pair.log_since_mark("A")
