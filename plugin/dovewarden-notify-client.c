@@ -37,6 +37,10 @@ struct dovewarden_notify_wait {
 	struct dovewarden_notify_user *user;
 	unsigned int timeout_msecs;
 	struct timeval start, deadline;
+	/* Called when the wait ends (NULL: the caller runs
+	   dovewarden_notify_client_wait_run()) */
+	dovewarden_notify_wait_callback_t *callback;
+	void *context;
 };
 
 struct dovewarden_notify_conn {
@@ -67,6 +71,8 @@ struct dovewarden_notify_client {
 	unsigned int last_wait_id;
 	/* Set while dovewarden_notify_client_wait_run() runs */
 	struct ioloop *wait_ioloop;
+	/* Ends the waits with a callback at their deadline */
+	struct timeout *to_waits;
 
 	/* A connection failure was logged; the next success is logged too */
 	bool failure_logged:1;
@@ -270,11 +276,16 @@ static void client_wait_log(struct dovewarden_notify_wait *wait,
 		wait->user->sync_wait_logged = TRUE;
 }
 
+static void client_waits_schedule(struct dovewarden_notify_client *client);
+
 static void client_wait_finish(struct dovewarden_notify_client *client,
 			       struct dovewarden_notify_wait *wait,
 			       enum client_wait_result result,
 			       const char *reason)
 {
+	dovewarden_notify_wait_callback_t *callback = wait->callback;
+	void *context = wait->context;
+
 	T_BEGIN {
 		client_wait_log(wait, result, reason);
 	} T_END;
@@ -288,6 +299,10 @@ static void client_wait_finish(struct dovewarden_notify_client *client,
 	client_wait_free(client, wait);
 	if (client->wait_ioloop != NULL)
 		io_loop_stop(client->wait_ioloop);
+	if (callback != NULL) {
+		client_waits_schedule(client);
+		callback(context);
+	}
 }
 
 static void client_waits_lost(struct dovewarden_notify_client *client,
@@ -454,6 +469,38 @@ static void client_flush(struct dovewarden_notify_client *client)
 	}
 }
 
+static unsigned int client_waits_expire(struct dovewarden_notify_client *client);
+
+static void client_waits_timeout(struct dovewarden_notify_client *client)
+{
+	timeout_remove(&client->to_waits);
+	(void)client_waits_expire(client);
+	client_waits_schedule(client);
+}
+
+/* The waits with a callback end at their deadline from the client's
+   ioloop; the others in dovewarden_notify_client_wait_run() */
+static void client_waits_schedule(struct dovewarden_notify_client *client)
+{
+	struct dovewarden_notify_wait *wait;
+	long long left, min_left = -1;
+
+	timeout_remove(&client->to_waits);
+	io_loop_time_refresh();
+	for (wait = client->waits_head; wait != NULL; wait = wait->next) {
+		if (wait->callback == NULL)
+			continue;
+		left = timeval_diff_msecs(&wait->deadline, &ioloop_timeval);
+		if (min_left < 0 || left < min_left)
+			min_left = left;
+	}
+	if (min_left < 0)
+		return;
+	client->to_waits = timeout_add_to(client_ioloop(client),
+					  I_MAX(min_left, 0) + 1,
+					  client_waits_timeout, client);
+}
+
 static void client_ioloop_destroyed(struct ioloop *ioloop)
 {
 	struct dovewarden_notify_client *client =
@@ -466,6 +513,7 @@ static void client_ioloop_destroyed(struct ioloop *ioloop)
 	   deinit at the latest. */
 	timeout_remove(&client->to_flush);
 	timeout_remove(&client->to_reconnect);
+	timeout_remove(&client->to_waits);
 	if (client->conn != NULL) {
 		struct ostream *output = client->conn->conn.output;
 		size_t unsent = 0;
@@ -533,6 +581,7 @@ void dovewarden_notify_client_deinit(struct dovewarden_notify_client **_client)
 		client_dequeue(client, user);
 	while (client->waits_head != NULL)
 		client_wait_free(client, client->waits_head);
+	timeout_remove(&client->to_waits);
 	timeout_remove(&client->to_flush);
 	timeout_remove(&client->to_reconnect);
 	if (client->conn != NULL) {
@@ -610,7 +659,9 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 
 bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
 					struct dovewarden_notify_user *user,
-					unsigned int timeout_msecs)
+					unsigned int timeout_msecs,
+					dovewarden_notify_wait_callback_t *callback,
+					void *context)
 {
 	struct dovewarden_notify_wait *wait;
 	struct ostream *output;
@@ -660,6 +711,8 @@ bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
 	event_ref(wait->event);
 	wait->user = user;
 	wait->timeout_msecs = timeout_msecs;
+	wait->callback = callback;
+	wait->context = context;
 	io_loop_time_refresh();
 	wait->start = ioloop_timeval;
 	wait->deadline = ioloop_timeval;
@@ -672,11 +725,26 @@ bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
 	e_debug(user->event, "Waiting up to %u ms for a sync of user %s "
 		"(request %u)", timeout_msecs,
 		str_sanitize(user->username, 256), id);
+	if (callback != NULL)
+		client_waits_schedule(client);
 	return TRUE;
 }
 
+void dovewarden_notify_client_waits_detach(struct dovewarden_notify_client *client)
+{
+	struct dovewarden_notify_wait *wait;
+
+	for (wait = client->waits_head; wait != NULL; wait = wait->next) {
+		wait->callback = NULL;
+		wait->context = NULL;
+	}
+	timeout_remove(&client->to_waits);
+}
+
 /* Ends the waits whose deadline has passed. Returns the milliseconds
-   until the next deadline, or 0 when no wait is left. */
+   until the next deadline of a wait without a callback (those that
+   dovewarden_notify_client_wait_run() waits for), or 0 when none is
+   left. */
 static unsigned int client_waits_expire(struct dovewarden_notify_client *client)
 {
 	struct dovewarden_notify_wait *wait, *next;
@@ -689,7 +757,8 @@ static unsigned int client_waits_expire(struct dovewarden_notify_client *client)
 		if (left <= 0) {
 			client_wait_finish(client, wait,
 					   CLIENT_WAIT_RESULT_TIMEOUT, NULL);
-		} else if (min_left < 0 || left < min_left) {
+		} else if (wait->callback == NULL &&
+			   (min_left < 0 || left < min_left)) {
 			min_left = left;
 		}
 	}
@@ -702,7 +771,7 @@ void dovewarden_notify_client_wait_run(struct dovewarden_notify_client *client)
 	struct timeout *to;
 	unsigned int msecs;
 
-	if (client->waits_head == NULL)
+	if (client_waits_expire(client) == 0)
 		return;
 	i_assert(client->wait_ioloop == NULL);
 	/* the waits were sent, so the connection exists and lives here */

@@ -91,9 +91,18 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
    was sent and the caller notifies the change as usual instead. Never
    blocks. timeout_msecs must be > 0. The user's pending notification, if
    any, is covered by the request and dropped. */
+typedef void dovewarden_notify_wait_callback_t(void *context);
+/* With a callback, the wait ends by itself (from the client's ioloop: at
+   the answer, the deadline or a lost connection) and then calls it; the
+   caller does not call dovewarden_notify_client_wait_run() for it. */
 bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
 					struct dovewarden_notify_user *user,
-					unsigned int timeout_msecs);
+					unsigned int timeout_msecs,
+					dovewarden_notify_wait_callback_t *callback,
+					void *context);
+/* Forget the callbacks of the running waits (their owner goes away);
+   they end silently. */
+void dovewarden_notify_client_waits_detach(struct dovewarden_notify_client *client);
 /* Block until every sent wait has ended. This runs a nested ioloop that
    only serves the service connection: nothing else in the process runs
    meanwhile, for at most the longest remaining wait timeout. Returns at

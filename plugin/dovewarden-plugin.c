@@ -48,6 +48,8 @@ static struct dovewarden_notify_client *dovewarden_client;
 /* Mail users of sessions (not raw or shared-namespace ones) alive in the
    process */
 static unsigned int dovewarden_session_users;
+/* Set by a protocol plugin that holds replies back during sync waits */
+static const struct dovewarden_sync_wait_hook *sync_wait_hook;
 
 const char *dovewarden_plugin_version = DOVECOT_ABI_VERSION;
 const char *dovewarden_plugin_dependencies[] = { "notify", NULL };
@@ -103,17 +105,42 @@ static void dovewarden_notify_new_mail(struct mail_user *user,
 {
 	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT(user);
 	unsigned int msecs;
+	void *token;
 
 	msecs = duser == NULL || !duser->enabled || user->dsyncing ? 0 :
 		duser->set->dovewarden_sync_wait;
-	if (msecs == 0 ||
-	    !dovewarden_notify_client_wait_send(dovewarden_client,
-						&duser->nuser, msecs)) {
+	if (msecs == 0) {
+		dovewarden_notify(user, DOVEWARDEN_PRIORITY_HIGH, reasons);
+		return;
+	}
+	if (!dovewarden_wait_deferred(user) && sync_wait_hook != NULL &&
+	    (token = sync_wait_hook->begin(user)) != NULL) {
+		/* the protocol holds the reply back: nothing blocks */
+		if (dovewarden_notify_client_wait_send(dovewarden_client,
+						       &duser->nuser, msecs,
+						       sync_wait_hook->end,
+						       token))
+			return;
+		sync_wait_hook->end(token);
+		dovewarden_notify(user, DOVEWARDEN_PRIORITY_HIGH, reasons);
+		return;
+	}
+	if (!dovewarden_notify_client_wait_send(dovewarden_client,
+						&duser->nuser, msecs,
+						NULL, NULL)) {
 		dovewarden_notify(user, DOVEWARDEN_PRIORITY_HIGH, reasons);
 		return;
 	}
 	if (!dovewarden_wait_deferred(user))
 		dovewarden_notify_client_wait_run(dovewarden_client);
+}
+
+void
+dovewarden_plugin_set_sync_wait_hook(const struct dovewarden_sync_wait_hook *hook)
+{
+	if (hook == NULL && dovewarden_client != NULL)
+		dovewarden_notify_client_waits_detach(dovewarden_client);
+	sync_wait_hook = hook;
 }
 
 /* Mailbox list changes made by dsync still notify, as in Dovecot 2.3:
