@@ -2,7 +2,8 @@
 """Live demo, run inside the chroot by testenv/demo: two Dovecot 2.4
 servers with dovewarden on 127.0.0.1. A message delivered to A over LMTP is
 shown arriving on B, a message appended to B over IMAP is shown arriving on
-A, and the service's state is printed."""
+A, and the service's state is printed. With --redis both services share
+one queue in a redis-server that the demo starts and stops."""
 import email.utils
 import imaplib
 import os
@@ -15,11 +16,18 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIR = os.path.join(HERE, "pair")
 DW_DIR = os.environ.get("DW_DIR", "/srv/dt")
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+from dwtest import RedisServer  # noqa: E402
+
+# extra dovecot.conf lines of both servers
+EXTRA_CONF = ""
 
 
 def pair(*args):
     return subprocess.run([PAIR, *args], check=True, text=True,
-                          capture_output=True).stdout
+                          capture_output=True,
+                          env=dict(os.environ, DW_EXTRA_CONF=EXTRA_CONF)
+                          ).stdout
 
 
 def env():
@@ -69,8 +77,30 @@ def doveadm(name, *args):
         capture_output=True)
 
 
+def show_redis(redis):
+    print("\n== the shared queue in Redis (127.0.0.1:%d)" % redis.port)
+    keys = sorted(redis.cmd("KEYS", "dovewarden:*"))
+    users = [k for k in keys if k.startswith("dovewarden:u:")]
+    print("   keys: %s, and %d user hashes"
+          % (", ".join(k for k in keys if k not in users), len(users)))
+    fields = redis.cmd("HGETALL", "dovewarden:u:alice") or []
+    h = dict(zip(fields[0::2], fields[1::2]))
+    print("   dovewarden:u:alice: priority %s, last sync %s, last full "
+          "sync %s, syncs claimed %s, dsync state %d bytes"
+          % (h.get("p"), h.get("lf"), h.get("lfull"), h.get("seq"),
+             len(h.get("st", ""))))
+
+
 def main():
-    print("== starting Dovecot 2.4 instances A and B with dovewarden")
+    global EXTRA_CONF
+    redis = None
+    if "--redis" in sys.argv[1:]:
+        redis = RedisServer()
+        print("== starting redis-server on 127.0.0.1:%d" % redis.port)
+        redis.start(fresh=True)
+        EXTRA_CONF = redis.conf()
+    print("== starting Dovecot 2.4 instances A and B with dovewarden%s"
+          % (" (queue in Redis)" if redis else ""))
     pair("start")
     ok = True
     try:
@@ -82,7 +112,8 @@ def main():
 
         subject = "demo A to B %d" % time.time()
         print("\n== delivering '%s' to alice on A over LMTP" % subject)
-        lmtp = smtplib.LMTP("127.0.0.1", int(e["A_LMTP"]))
+        lmtp = smtplib.LMTP("127.0.0.1", int(e["A_LMTP"]),
+                            local_hostname="localhost")
         lmtp.sendmail("demo@example.org", ["alice"], message(subject))
         lmtp.quit()
         took = wait_for_subject(int(e["B_IMAP"]), subject)
@@ -114,9 +145,13 @@ def main():
             print("   -- its log:")
             for line in service_log(name)[-6:]:
                 print("   " + line)
+        if redis is not None:
+            show_redis(redis)
     finally:
         print("\n== stopping A and B")
         pair("stop")
+        if redis is not None:
+            redis.stop()
     return 0 if ok else 1
 
 
