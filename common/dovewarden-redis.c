@@ -212,9 +212,17 @@ static void redis_setup_callback(const struct redisReply *reply,
 		return;
 	if (reply_error != NULL) {
 		/* wrong password, bad database number, no scripting: keep
-		   retrying with back-off, the admin may fix Redis */
-		e_error(redis->event, "%s: %s", redis_name(redis),
-			reply_error);
+		   retrying with back-off, the admin may fix Redis; logged
+		   once until it works */
+		if (!redis->down_logged) {
+			e_error(redis->event, "%s: %s (retrying)",
+				redis_name(redis), reply_error);
+		} else {
+			e_debug(redis->event, "%s: %s", redis_name(redis),
+				reply_error);
+		}
+		if (redis->down_since == 0)
+			redis->down_since = ioloop_time;
 		redis->down_logged = TRUE;
 		redisAsyncDisconnect(redis->ac);
 	}
@@ -239,6 +247,8 @@ static void redis_select_callback(const struct redisReply *reply,
 	}
 	redis->down_since = 0;
 	redis->down_logged = FALSE;
+	if (redis->callbacks->connected != NULL)
+		redis->callbacks->connected(redis->context);
 }
 
 static void redis_message_callback(redisAsyncContext *ac ATTR_UNUSED,
@@ -317,8 +327,6 @@ static void redis_connect_callback(const redisAsyncContext *ac, int status)
 	T_BEGIN {
 		redis_send_setup(redis);
 	} T_END;
-	if (redis->callbacks->connected != NULL)
-		redis->callbacks->connected(redis->context);
 }
 
 static void redis_connect(struct dovewarden_redis *redis)

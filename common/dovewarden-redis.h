@@ -39,8 +39,8 @@ struct dovewarden_redis_settings {
 	bool subscriber;
 };
 
-/* Called when the connection is up (after every reconnect) and when it
-   went down (error says why). */
+/* Called when the connection is up and Redis accepted AUTH and SELECT
+   (after every reconnect), and when it went down (error says why). */
 struct dovewarden_redis_callbacks {
 	void (*connected)(void *context);
 	void (*disconnected)(const char *error, void *context);

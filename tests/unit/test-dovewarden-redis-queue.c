@@ -7,6 +7,7 @@
 #include "time-util.h"
 #include "dovewarden-redis-queue.h"
 
+#include <hiredis/hiredis.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -148,6 +149,9 @@ static const struct dovewarden_redis_queue_callbacks instance_callbacks = {
 	.sync_done = instance_sync_done,
 };
 
+static const char *instance_username = "", *instance_password = "";
+static unsigned int instance_db = 0;
+
 static void instance_init(struct instance *inst, const char *owner,
 			  unsigned int claim_secs, unsigned int buffer_limit)
 {
@@ -155,8 +159,9 @@ static void instance_init(struct instance *inst, const char *owner,
 
 	i_zero(&set);
 	set.redis.host = socket_path;
-	set.redis.username = "";
-	set.redis.password = "";
+	set.redis.username = instance_username;
+	set.redis.password = instance_password;
+	set.redis.db = instance_db;
 	set.redis.timeout_msecs = 500;
 	set.queue.full_sync_interval_secs = 86400;
 	set.queue.retry_min_secs = 2;
@@ -773,4 +778,78 @@ Test(redis_queue, users_are_listed_and_read)
 	cr_assert_eq(get.priority, DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(!get.syncing);
 	instance_deinit(&inst);
+}
+
+/* a blocking command of the test itself; returns the reply's integer or
+   string as text */
+static const char *raw_command(redisContext *ctx, const char *const *argv,
+			       unsigned int argc)
+{
+	redisReply *reply;
+	const char *ret;
+
+	reply = redisCommandArgv(ctx, argc, (const char **)argv, NULL);
+	cr_assert_not_null(reply);
+	if (reply->type == REDIS_REPLY_INTEGER)
+		ret = t_strdup_printf("%lld", reply->integer);
+	else if (reply->str != NULL)
+		ret = t_strdup(reply->str);
+	else
+		ret = "";
+	freeReplyObject(reply);
+	return ret;
+}
+
+Test(redis_queue, password_acl_user_and_database)
+{
+	struct instance inst, bad;
+	struct dovewarden_redis_job *job;
+	redisContext *ctx = redisConnectUnix(socket_path);
+	const char *acl[] = { "ACL", "SETUSER", "dw", "on", ">pw2", "~*",
+			      "&*", "+@all" };
+	const char *pass[] = { "CONFIG", "SET", "requirepass", "pw1" };
+	const char *auth[] = { "AUTH", "pw1" };
+	const char *sel5[] = { "SELECT", "5" };
+	const char *sel0[] = { "SELECT", "0" };
+	const char *member[] = { "SISMEMBER", "t:users", "alice" };
+	unsigned int buffered;
+	uint64_t dropped;
+
+	cr_assert(ctx != NULL && ctx->err == 0);
+	cr_assert_str_eq(raw_command(ctx, acl, N_ELEMENTS(acl)), "OK");
+	cr_assert_str_eq(raw_command(ctx, pass, N_ELEMENTS(pass)), "OK");
+
+	/* the default user with its password, database 5 */
+	instance_password = "pw1";
+	instance_db = 5;
+	instance_init_connected(&inst, "o1");
+	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	instance_deinit(&inst);
+
+	cr_assert_str_eq(raw_command(ctx, auth, N_ELEMENTS(auth)), "OK");
+	cr_assert_str_eq(raw_command(ctx, sel5, N_ELEMENTS(sel5)), "OK");
+	cr_assert_str_eq(raw_command(ctx, member, N_ELEMENTS(member)), "1");
+	cr_assert_str_eq(raw_command(ctx, sel0, N_ELEMENTS(sel0)), "OK");
+	cr_assert_str_eq(raw_command(ctx, member, N_ELEMENTS(member)), "0");
+	redisFree(ctx);
+
+	/* an ACL user */
+	instance_username = "dw";
+	instance_password = "pw2";
+	instance_init_connected(&inst, "o2");
+	cr_assert_eq(stats(&inst).users, 1);
+	instance_deinit(&inst);
+
+	/* a wrong password: never connected, the notification waits */
+	instance_password = "wrong";
+	instance_init(&bad, "o3", 60, 1000);
+	cr_assert(!run_until(&bad.connected, 1000));
+	notify(&bad, "bob", DOVEWARDEN_PRIORITY_HIGH);
+	run_for(300);
+	dovewarden_redis_queue_get_buffer(bad.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 1);
+	instance_deinit(&bad);
 }
