@@ -297,6 +297,28 @@ static struct dovewarden_redis_script redis_queue_remove_script =
 "redis.call('DEL', P..'u:'..user)\n"
 "return redis.call('SREM', U, user)\n");
 
+/* ARGV[6] user, [7] priority, [8] sort key, [9] pending since,
+   [10] last update, [11] state, [12] last sync, [13] last full sync,
+   [14] last successful sync, [15] failures, [16] last error,
+   [17] not before, [18] force full sync, [19] settle first change,
+   [20] settle last change, [21] last verified, [22] last repaired,
+   [23] full sync slot. Returns 1, or 0 when the user was known. */
+static struct dovewarden_redis_script redis_queue_import_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("import", REDIS_QUEUE_LUA_PRELUDE
+"local user = ARGV[6]\n"
+"local uk = P..'u:'..user\n"
+"if redis.call('SADD', U, user) == 0 then return 0 end\n"
+"local h = {p = 0, seq = 0, o = ''}\n"
+"local names = {'k','ps','u','st','lf','lfull','ls','f','e','nt','ff','sf',\n"
+"  'sl','v','r','slot'}\n"
+"for i, n in ipairs(names) do h[n] = ARGV[7 + i] end\n"
+"setp(user, h, tonumber(ARGV[7]))\n"
+"if num(h.ps) > 0 then redis.call('ZADD', PD, num(h.ps), user) end\n"
+"if num(h.f) > 0 then redis.call('SADD', FL, user) end\n"
+"place(user, h)\n"
+"save(uk, h, {})\n"
+"return 1\n");
+
 /* Returns {users, syncing, pending, failed, ready, waiting, oldest, now,
    users with pending changes at LOW, HIGH, SYNC} */
 static struct dovewarden_redis_script redis_queue_stats_script =
@@ -340,6 +362,7 @@ static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_remove_script,
 	&redis_queue_stats_script,
 	&redis_queue_get_script,
+	&redis_queue_import_script,
 };
 
 struct redis_queue_buffered {
@@ -1501,4 +1524,54 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
 	i_free(queue->prefix);
 	i_free(queue->owner);
 	i_free(queue);
+}
+
+static void
+redis_queue_import_callback(const redisReply *reply, const char *error,
+			    void *context)
+{
+	struct redis_queue_request *request = context;
+	dovewarden_redis_queue_import_callback_t *callback = request->callback;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	void *callback_context = request->context;
+	long long ret = -1;
+
+	if (failure == NULL && !redis_reply_integer(reply, &ret))
+		failure = "Unexpected reply to import";
+	i_free(request);
+	callback(failure != NULL ? -1 : (int)ret, failure, callback_context);
+}
+
+int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
+				  const struct dovewarden_user *user,
+				  dovewarden_redis_queue_import_callback_t *callback,
+				  void *context)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 18, &argc);
+	argv[argc++] = user->username;
+	argv[argc++] = dec2str(user->priority);
+	argv[argc++] = dec2str(user->priority == DOVEWARDEN_PRIORITY_NONE ?
+			       0 : user->pending_key);
+	argv[argc++] = dec2str(user->pending_since);
+	argv[argc++] = dec2str(user->last_update);
+	argv[argc++] = user->state == NULL ? "" : user->state;
+	argv[argc++] = dec2str(user->last_fast_sync);
+	argv[argc++] = dec2str(user->last_full_sync);
+	argv[argc++] = dec2str(user->last_successful_sync);
+	argv[argc++] = dec2str(user->consecutive_failures);
+	argv[argc++] = user->last_error == NULL ? "" : user->last_error;
+	argv[argc++] = dec2str(user->next_try);
+	argv[argc++] = user->force_full_sync ? "1" : "0";
+	argv[argc++] = dec2str(user->settle_first_change);
+	argv[argc++] = dec2str(user->settle_last_change);
+	argv[argc++] = dec2str(user->last_verified);
+	argv[argc++] = dec2str(user->last_repaired);
+	argv[argc++] = dec2str(user->first_full_sync);
+	return redis_queue_request_send(queue, &redis_queue_import_script,
+					argc, argv,
+					redis_queue_import_callback,
+					callback, context, 0);
 }

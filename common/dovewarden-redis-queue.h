@@ -185,6 +185,18 @@ typedef void dovewarden_redis_queue_stats_callback_t(
 int dovewarden_redis_queue_read_stats(struct dovewarden_redis_queue *queue,
 				      dovewarden_redis_queue_stats_callback_t *callback,
 				      void *context);
+/* Copy a user of the built-in queue (e.g. restored from its state file)
+   into Redis, unless Redis knows the user already. The callback gets 1
+   (imported), 0 (known, left alone) or -1 with an error. Returns -1 when
+   not connected. */
+typedef void dovewarden_redis_queue_import_callback_t(int ret,
+						      const char *error,
+						      void *context);
+int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
+				  const struct dovewarden_user *user,
+				  dovewarden_redis_queue_import_callback_t *callback,
+				  void *context);
+
 /* The counts as last read from Redis (refreshed every second) */
 void dovewarden_redis_queue_get_stats(struct dovewarden_redis_queue *queue,
 				      struct dovewarden_redis_queue_stats *stats_r);

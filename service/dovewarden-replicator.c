@@ -9,6 +9,9 @@
 #include "str-sanitize.h"
 #include "time-util.h"
 #include "dovewarden-settings.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 #include "dovewarden-redis-queue.h"
@@ -84,6 +87,11 @@ struct dovewarden_replicator {
 	struct dovewarden_redis_queue *rqueue;
 	char *redis_owner;
 	unsigned int wait_id_counter;
+	/* Redis backend: the built-in queue's state file being moved into
+	   Redis (NULL when there is none or it is done) */
+	struct dovewarden_queue *import_queue;
+	char *import_path;
+	unsigned int import_pending, import_new, import_failed;
 	/* NULL when the state is not kept */
 	struct dovewarden_store *store;
 	struct timeout *to_save;
@@ -373,10 +381,128 @@ static void replicator_nouser_clear(struct dovewarden_replicator *replicator)
 	hash_table_clear(replicator->nouser_logged, FALSE);
 }
 
+static void replicator_redis_import_done(struct dovewarden_replicator *replicator)
+{
+	unsigned int total = replicator->import_new + replicator->import_failed;
+	const char *suffixes[] = { "", ".journal", ".journal.old" };
+	struct dovewarden_queue_stats counts;
+	const char *from, *to;
+
+	if (replicator->import_failed > 0) {
+		e_error(replicator->event, "Importing %s into Redis: %u of "
+			"%u users failed - trying again at the next connect",
+			replicator->import_path, replicator->import_failed,
+			total);
+		replicator->import_failed = 0;
+		replicator->import_new = 0;
+		return;
+	}
+	/* the files stay, renamed, for a way back to the built-in queue */
+	for (unsigned int i = 0; i < N_ELEMENTS(suffixes); i++) {
+		from = t_strconcat(replicator->import_path, suffixes[i], NULL);
+		to = t_strconcat(from, ".imported", NULL);
+		if (rename(from, to) < 0 && errno != ENOENT) {
+			e_error(replicator->event, "rename(%s, %s) failed: %m",
+				from, to);
+		}
+	}
+	dovewarden_queue_get_counts(replicator->import_queue, &counts);
+	e_info(replicator->event, "Imported the built-in queue's state (%u "
+	       "users, %u of them new to Redis) from %s; renamed it to "
+	       "%s.imported", counts.users, replicator->import_new,
+	       replicator->import_path, replicator->import_path);
+	dovewarden_queue_deinit(&replicator->import_queue);
+	i_free(replicator->import_path);
+}
+
+static void replicator_redis_import_callback(int ret, const char *error,
+					     void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+
+	if (ret < 0) {
+		if (replicator->import_failed++ == 0 &&
+		    !replicator->deinitializing) {
+			e_error(replicator->event, "Importing a user into "
+				"Redis failed: %s", error);
+		}
+	} else if (ret > 0) {
+		replicator->import_new++;
+	}
+	i_assert(replicator->import_pending > 0);
+	if (--replicator->import_pending == 0 &&
+	    !replicator->deinitializing) T_BEGIN {
+		replicator_redis_import_done(replicator);
+	} T_END;
+}
+
+/* Copy every user of the built-in queue's state file into Redis (users
+   Redis knows already are left alone), so that switching the backend
+   keeps every user's dsync state and schedule */
+static void replicator_redis_import(struct dovewarden_replicator *replicator)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+
+	if (replicator->import_queue == NULL || replicator->import_pending > 0)
+		return;
+	iter = dovewarden_queue_iter_init(replicator->import_queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		int ret;
+
+		T_BEGIN {
+			ret = dovewarden_redis_queue_import(replicator->rqueue,
+				user, replicator_redis_import_callback,
+				replicator);
+		} T_END;
+		if (ret < 0) {
+			replicator->import_failed++;
+			break;
+		}
+		replicator->import_pending++;
+	}
+	dovewarden_queue_iter_deinit(&iter);
+	if (replicator->import_pending == 0) T_BEGIN {
+		replicator_redis_import_done(replicator);
+	} T_END;
+}
+
+static void
+replicator_redis_import_load(struct dovewarden_replicator *replicator,
+			     const char *path)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_store *store;
+	struct stat st;
+	const char *error;
+
+	if (stat(path, &st) < 0) {
+		if (errno != ENOENT)
+			e_error(replicator->event, "stat(%s) failed: %m", path);
+		return;
+	}
+	replicator->import_queue =
+		dovewarden_queue_init(&replicator->queue_set);
+	store = dovewarden_store_init(path);
+	if (dovewarden_store_load(store, replicator->import_queue,
+				  ioloop_time, &result, &error) < 0) {
+		e_error(replicator->event, "Couldn't load %s to import it into "
+			"Redis: %s", path, error);
+		dovewarden_queue_deinit(&replicator->import_queue);
+	} else {
+		replicator->import_path = i_strdup(path);
+		e_info(replicator->event, "Found the built-in queue's state "
+		       "(%u users) in %s: importing it into Redis",
+		       result.users_loaded, path);
+	}
+	dovewarden_store_deinit(&store);
+}
+
 static void replicator_redis_connected(void *context)
 {
 	struct dovewarden_replicator *replicator = context;
 
+	replicator_redis_import(replicator);
 	if (replicator->sweep_at_connect && replicator->sweep == NULL) {
 		replicator->sweep_at_connect = FALSE;
 		replicator_sweep_start(replicator);
@@ -463,9 +589,11 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
 	hash_table_create(&replicator->nouser_logged, default_pool, 0,
 			  str_hash, strcmp);
-	if (dovewarden_settings_use_redis(set))
+	if (dovewarden_settings_use_redis(set)) {
 		replicator_redis_init(replicator);
-	else if (state_path != NULL)
+		if (state_path != NULL)
+			replicator_redis_import_load(replicator, state_path);
+	} else if (state_path != NULL)
 		replicator_load(replicator, state_path);
 	/* the loaded users may be due already */
 	replicator_fill_soon(replicator);
@@ -569,6 +697,9 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 	}
 	if (replicator->rqueue != NULL)
 		dovewarden_redis_queue_deinit(&replicator->rqueue);
+	if (replicator->import_queue != NULL)
+		dovewarden_queue_deinit(&replicator->import_queue);
+	i_free(replicator->import_path);
 	i_free(replicator->redis_owner);
 	dovewarden_doveadm_deinit(&replicator->doveadm);
 	dovewarden_userdb_deinit(&replicator->userdb);
