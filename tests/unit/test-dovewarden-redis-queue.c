@@ -240,6 +240,20 @@ static void finish(struct instance *inst, struct dovewarden_redis_job *job,
 	run_for(50);
 }
 
+/* notify a change of user and claim it */
+static struct dovewarden_redis_job *
+notify_and_claim(struct instance *inst, const char *user,
+		 enum dovewarden_priority priority)
+{
+	struct dovewarden_redis_job *job;
+
+	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE);
+	job = pop(inst, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, user);
+	return job;
+}
+
 static struct dovewarden_redis_queue_stats stats(struct instance *inst)
 {
 	struct dovewarden_redis_queue_stats st;
@@ -283,10 +297,9 @@ Test(redis_queue, repeated_changes_are_one_sync)
 	struct dovewarden_redis_job *job;
 
 	instance_init_connected(&inst, "o1");
-	for (unsigned int i = 0; i < 5; i++)
+	for (unsigned int i = 0; i < 4; i++)
 		notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert_null(pop(&inst, FALSE, NULL));
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
@@ -301,9 +314,7 @@ Test(redis_queue, change_during_sync_syncs_again_with_the_new_state)
 	struct dovewarden_redis_job *job;
 
 	instance_init_connected(&inst, "o1");
-	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert_str_eq(job->user.state, "");
 	notify(&inst, "alice", DOVEWARDEN_PRIORITY_LOW);
 	/* syncing: not claimable twice */
@@ -414,9 +425,7 @@ Test(redis_queue, failures_back_off)
 	int next_due = 0;
 
 	instance_init_connected(&inst, "o1");
-	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	dovewarden_redis_queue_finish(inst.queue, &job,
 				      DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
 				      "peer down", FALSE);
@@ -594,9 +603,7 @@ Test(redis_queue, results_wait_for_redis)
 	struct dovewarden_redis_job *job;
 
 	instance_init_connected(&inst, "o1");
-	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	/* Redis hangs: the finish times out and waits for it */
 	cr_assert_eq(kill(redis_pid, SIGSTOP), 0);
 	dovewarden_redis_queue_finish(inst.queue, &job,
@@ -823,9 +830,7 @@ Test(redis_queue, password_acl_user_and_database)
 	instance_password = "pw1";
 	instance_db = 5;
 	instance_init_connected(&inst, "o1");
-	notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	instance_deinit(&inst);
 
