@@ -247,9 +247,11 @@ static double redis_ping(const char *host, unsigned int port, bool pipelined)
 		}
 	}
 	for (unsigned int i = 0; pipelined && i < user_count; i++) {
-		if (redisGetReply(ctx, (void **)&reply) != REDIS_OK)
+		void *r;
+
+		if (redisGetReply(ctx, &r) != REDIS_OK)
 			i_fatal("PING failed");
-		freeReplyObject(reply);
+		freeReplyObject(r);
 	}
 	start = now_secs() - start;
 	redisFree(ctx);
