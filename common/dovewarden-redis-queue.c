@@ -509,8 +509,9 @@ redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
 					"full (%u users, "
 					"dovewarden_redis_buffer_limit): "
 					"dropping changes until Redis is back; "
-					"full syncs and the userdb sweep "
-					"replicate them later",
+					"the periodic full syncs replicate "
+					"them (doveadm dovewarden replicate "
+					"'*' does it now)",
 					queue->set.buffer_limit);
 			}
 			return;
@@ -1487,8 +1488,8 @@ out:
 	if (error != NULL) {
 		e_error(queue->event, "At shutdown: %u of %u buffered users' "
 			"notifications could not be written to Redis: %s "
-			"(full syncs and the userdb sweep replicate them "
-			"later)", total - sent, total, error);
+			"(the periodic full syncs replicate them)",
+			total - sent, total, error);
 	} else if (total > 0) {
 		e_info(queue->event, "At shutdown: wrote %u buffered users' "
 		       "notifications to Redis", total);
