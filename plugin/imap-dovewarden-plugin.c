@@ -128,6 +128,23 @@ imap_dovewarden_client_destroy(struct client *client, const char *reason)
 	dclient->module_ctx.super.destroy(client, reason);
 }
 
+/* A client with held replies must not be hibernated (moved to the
+   imap-hibernate process): the replies would be lost */
+static int
+imap_dovewarden_state_export(struct client *client, bool internal,
+			     buffer_t *dest, const char **error_r)
+{
+	struct imap_dovewarden_client *dclient =
+		IMAP_DOVEWARDEN_CONTEXT(client);
+
+	if (dclient->replies != NULL) {
+		*error_r = "dovewarden: APPEND replies wait for replication";
+		return 0;
+	}
+	return dclient->module_ctx.super.state_export(client, internal, dest,
+						      error_r);
+}
+
 static void imap_dovewarden_client_created(struct client **clientp)
 {
 	struct client *client = *clientp;
@@ -138,6 +155,7 @@ static void imap_dovewarden_client_created(struct client **clientp)
 	dclient->module_ctx.super = client->v;
 	client->v.send_tagline = imap_dovewarden_send_tagline;
 	client->v.destroy = imap_dovewarden_client_destroy;
+	client->v.state_export = imap_dovewarden_state_export;
 	MODULE_CONTEXT_SET(client, imap_dovewarden_client_module, dclient);
 	array_push_back(&dclients, &dclient);
 
