@@ -403,8 +403,7 @@ struct dovewarden_redis_queue {
 	void *context;
 
 	struct dovewarden_redis *redis, *sub;
-	/* username -> what to send */
-	pool_t buffer_pool;
+	/* username -> what to send (both allocated from default_pool) */
 	HASH_TABLE(char *, struct redis_queue_buffered *) buffer;
 	uint64_t dropped, dropped_logged;
 	struct timeout *to_flush, *to_renew, *to_stats;
@@ -516,14 +515,42 @@ redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
 			}
 			return;
 		}
-		name = p_strdup(queue->buffer_pool, username);
-		buf = p_new(queue->buffer_pool, struct redis_queue_buffered, 1);
+		name = i_strdup(username);
+		buf = i_new(struct redis_queue_buffered, 1);
 		hash_table_insert(queue->buffer, name, buf);
 	}
 	if (priority > buf->priority)
 		buf->priority = priority;
 	if (force_full)
 		buf->force_full = TRUE;
+}
+
+static void redis_queue_buffer_remove(struct dovewarden_redis_queue *queue,
+				      const char *username)
+{
+	struct redis_queue_buffered *buf;
+	char *key;
+
+	if (hash_table_lookup_full(queue->buffer, username, &key, &buf)) {
+		hash_table_remove(queue->buffer, key);
+		i_free(key);
+		i_free(buf);
+	}
+}
+
+static void redis_queue_buffer_clear(struct dovewarden_redis_queue *queue)
+{
+	struct hash_iterate_context *iter;
+	struct redis_queue_buffered *buf;
+	char *username;
+
+	iter = hash_table_iterate_init(queue->buffer);
+	while (hash_table_iterate(iter, queue->buffer, &username, &buf)) {
+		i_free(username);
+		i_free(buf);
+	}
+	hash_table_iterate_deinit(&iter);
+	hash_table_clear(queue->buffer, FALSE);
 }
 
 static void redis_queue_flush_after(struct dovewarden_redis_queue *queue,
@@ -634,6 +661,8 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 						    buf->force_full,
 						    NULL, NULL) == 0) {
 				hash_table_remove(queue->buffer, username);
+				i_free(username);
+				i_free(buf);
 				count++;
 			}
 		} T_END;
@@ -642,7 +671,6 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 	}
 	hash_table_iterate_deinit(&iter);
 	if (hash_table_count(queue->buffer) == 0) {
-		p_clear(queue->buffer_pool);
 		if (queue->dropped != queue->dropped_logged) {
 			e_error(queue->event, "%"PRIu64" changes were "
 				"dropped while the buffer was full",
@@ -1021,7 +1049,7 @@ int dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	(void)hash_table_try_remove(queue->buffer, username);
+	redis_queue_buffer_remove(queue, username);
 	argv = redis_queue_args(queue, 1, &argc);
 	argv[argc++] = username;
 	return redis_queue_request_send(queue, &redis_queue_remove_script,
@@ -1353,7 +1381,6 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	queue->callbacks = callbacks;
 	queue->context = context;
 	queue->event = event_create(event_parent);
-	queue->buffer_pool = pool_alloconly_create("redis queue buffer", 4096);
 	hash_table_create(&queue->buffer, default_pool, 0, str_hash, strcmp);
 
 	queue->redis = dovewarden_redis_init(&set->redis, queue->event,
@@ -1519,8 +1546,8 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
 		DLLIST_REMOVE(&queue->finishes, finish);
 		redis_queue_finish_free(finish);
 	}
+	redis_queue_buffer_clear(queue);
 	hash_table_destroy(&queue->buffer);
-	pool_unref(&queue->buffer_pool);
 	event_unref(&queue->event);
 	i_free(queue->prefix);
 	i_free(queue->owner);

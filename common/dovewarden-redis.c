@@ -203,7 +203,7 @@ const char *dovewarden_redis_reply_error(const struct redisReply *reply)
 }
 
 static void redis_setup_callback(const struct redisReply *reply,
-				 const char *error, void *context)
+				 const char *error ATTR_UNUSED, void *context)
 {
 	struct dovewarden_redis *redis = context;
 	const char *reply_error = dovewarden_redis_reply_error(reply);
@@ -226,7 +226,6 @@ static void redis_setup_callback(const struct redisReply *reply,
 		redis->down_logged = TRUE;
 		redisAsyncDisconnect(redis->ac);
 	}
-	(void)error;
 }
 
 static void redis_select_callback(const struct redisReply *reply,
