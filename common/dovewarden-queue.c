@@ -860,9 +860,12 @@ enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
 		return DOVEWARDEN_SYNC_RESULT_CHANGED;
 	if (strcmp(code, "NOUSER") == 0 || strcmp(code, "NOREPLICATE") == 0)
 		return DOVEWARDEN_SYNC_RESULT_NOUSER;
-	/* retrying these soon cannot help: the setup is wrong */
-	if (strcmp(code, "USAGE") == 0 || strcmp(code, "NOTFOUND") == 0 ||
-	    strcmp(code, "NOPERM") == 0 || strcmp(code, "REFERRAL") == 0)
+	/* retrying these soon cannot help: the setup is wrong. Not
+	   NOTFOUND: dsync answers it also when a mailbox is deleted during
+	   the sync ("Mailbox was deleted under us"), which the next sync
+	   gets right. */
+	if (strcmp(code, "USAGE") == 0 || strcmp(code, "NOPERM") == 0 ||
+	    strcmp(code, "REFERRAL") == 0)
 		return DOVEWARDEN_SYNC_RESULT_CONFIG;
 	return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
 }

@@ -83,7 +83,7 @@ enum dovewarden_sync_result {
 	DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
 	/* the user does not exist (NOUSER): forget the user */
 	DOVEWARDEN_SYNC_RESULT_NOUSER,
-	/* configuration error (USAGE, NOTFOUND, no replica, ...): retry only
+	/* configuration error (USAGE, NOPERM, no replica, ...): retry only
 	   after the longest back-off */
 	DOVEWARDEN_SYNC_RESULT_CONFIG,
 };
@@ -339,7 +339,8 @@ time_t dovewarden_queue_full_sync_slot(const char *username,
 
 /* The result of a doveadm-server status line: "+" is OK; "-CHANGED"
    CHANGED; "-NOUSER" (and 2.3's "-NOREPLICATE") NOUSER; "-USAGE",
-   "-NOTFOUND", "-NOPERM" and "-REFERRAL" CONFIG; any other line, and NULL
+   "-NOPERM" and "-REFERRAL" CONFIG; any other line (also "-NOTFOUND",
+   which dsync answers when a mailbox is deleted during the sync), and NULL
    (the connection closed before a status line), TEMPFAIL. */
 enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line);
 const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result);
