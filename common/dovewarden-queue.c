@@ -485,6 +485,8 @@ void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
 	if (priority < DOVEWARDEN_PRIORITY_LOW)
 		priority = DOVEWARDEN_PRIORITY_LOW;
 	user->force_full_sync = TRUE;
+	/* an admin's request runs now, also during a failure back-off */
+	user->next_try = 0;
 	user_add_change(queue, user, priority, now,
 			now - dovewarden_queue_priority_boost(priority));
 	queue_relink(queue, user, now);

@@ -216,7 +216,8 @@ dovewarden_queue_add(struct dovewarden_queue *queue, const char *username,
 struct dovewarden_user *
 dovewarden_queue_restore(struct dovewarden_queue *queue,
 			 const struct dovewarden_user *fields, time_t now);
-/* Ask for a full sync of the user as soon as possible (at priority). */
+/* Ask for a full sync of the user as soon as possible (at priority), also
+   when it is in failure back-off (next_try is reset). */
 void dovewarden_queue_force_full_sync(struct dovewarden_queue *queue,
 				      struct dovewarden_user *user,
 				      enum dovewarden_priority priority,

@@ -154,7 +154,7 @@ static struct dovewarden_redis_script redis_queue_notify_script =
 "    if owned(h) then h.ch = 1 end\n"
 "  end\n"
 "end\n"
-"if ARGV[10] == '1' then h.ff = 1 end\n"
+"if ARGV[10] == '1' then h.ff = 1; h.nt = 0 end\n"
 "if not owned(h) then place(user, h) end\n"
 "save(uk, h, o)\n"
 "return num(h.seq)\n");
