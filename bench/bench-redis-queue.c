@@ -326,6 +326,7 @@ int main(int argc, char *argv[])
 	rset.queue = queue_set;
 	rset.prefix = "bench:";
 	rset.owner = "bench";
+	rset.server = "bench.example.org";
 	rset.claim_timeout_secs = 600;
 	rset.buffer_limit = user_count + 1;
 	rqueue = dovewarden_redis_queue_init(&rset, NULL, &bench_callbacks,

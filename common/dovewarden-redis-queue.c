@@ -21,7 +21,9 @@
 /* The user hash fields:
      p     pending priority (0 = none)       k    its sort key
      ps    time of the oldest pending change u    when p was last raised
-     st    dsync state                       e    last error
+     st:<server>  the dsync state of syncs run from that server (a
+           state holds the local server's modseqs: it is valid only
+           for syncs from the same side)       e    last error
      lf, lfull, ls  last sync / full sync / successful sync start
      nt    not before (back-off)             f    failures in a row
      c     CHANGED results in a row          ff   force a full sync
@@ -40,7 +42,7 @@
 "local now = tonumber(redis.call('TIME')[1])\n" \
 "local W, R, C = P..'wait', P..'ready', P..'claims'\n" \
 "local PD, FL, U = P..'pending', P..'failed', P..'users'\n" \
-"local F = {'p','k','ps','u','st','lf','lfull','ls','nt','f','c','e'," \
+"local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e'," \
 "'ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset'," \
 "'ch','qk'}\n" \
 "local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff'," \
@@ -159,7 +161,8 @@ static struct dovewarden_redis_script redis_queue_notify_script =
 "save(uk, h, o)\n"
 "return num(h.seq)\n");
 
-/* ARGV[6] owner, [7] claim seconds, [8] 1 = background work allowed.
+/* ARGV[6] owner, [7] claim seconds, [8] 1 = background work allowed,
+   [9] the server the sync runs from.
    Returns {1, user, state, full, settle, priority, seq, failures, error,
    expired} or {0, seconds until the next user is due or -1, expired},
    where expired is the number of expired claims given back. */
@@ -208,12 +211,14 @@ static struct dovewarden_redis_script redis_queue_pop_script =
 "h.seq = num(h.seq) + 1; h.o = owner\n"
 "redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)\n"
 "save(uk, h, o)\n"
-"return {1, user, h.st or '', h.sfull, h.sset, h.sp, h.seq, num(h.f),\n"
+"local st = redis.call('HGET', uk, 'st:'..ARGV[9])\n"
+"return {1, user, st or '', h.sfull, h.sset, h.sp, h.seq, num(h.f),\n"
 "        h.e or '', expired}\n");
 
 /* ARGV[6] user, [7] owner, [8] result, [9] new state, [10] error,
    [11] retry min, [12] retry max, [13] jitter 0..1, [14] repaired,
-   [15] CHANGED retry seconds, [16] CHANGED count for a full sync.
+   [15] CHANGED retry seconds, [16] CHANGED count for a full sync,
+   [17] the server the sync ran from.
    Returns 1, or 0 when the claim was lost. */
 static struct dovewarden_redis_script redis_queue_finish_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("finish", REDIS_QUEUE_LUA_PRELUDE
@@ -229,7 +234,9 @@ static struct dovewarden_redis_script redis_queue_finish_script =
 "  for _, z in ipairs({W, R, C, PD}) do redis.call('ZREM', z, user) end\n"
 "else\n"
 "  if res == 'ok' then\n"
-"    if ARGV[9] ~= '' then h.st = ARGV[9] end\n"
+"    if ARGV[9] ~= '' then\n"
+"      redis.call('HSET', uk, 'st:'..ARGV[17], ARGV[9])\n"
+"    end\n"
 "    h.ls = num(h.lf); h.c = 0; h.f = 0; h.e = ''; h.nt = 0\n"
 "    redis.call('SREM', FL, user)\n"
 "    if num(h.sfull) == 1 then\n"
@@ -302,7 +309,8 @@ static struct dovewarden_redis_script redis_queue_remove_script =
    [14] last successful sync, [15] failures, [16] last error,
    [17] not before, [18] force full sync, [19] settle first change,
    [20] settle last change, [21] last verified, [22] last repaired,
-   [23] full sync slot. Returns 1, or 0 when the user was known. */
+   [23] full sync slot, [24] the server the state is of. Returns 1, or 0
+   when the user was known. */
 static struct dovewarden_redis_script redis_queue_import_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("import", REDIS_QUEUE_LUA_PRELUDE
 "local user = ARGV[6]\n"
@@ -317,6 +325,7 @@ static struct dovewarden_redis_script redis_queue_import_script =
 "if num(h.f) > 0 then redis.call('SADD', FL, user) end\n"
 "place(user, h)\n"
 "save(uk, h, {})\n"
+"if h.st ~= '' then redis.call('HSET', uk, 'st:'..ARGV[24], h.st) end\n"
 "return 1\n");
 
 /* Returns {users, syncing, pending, failed, ready, waiting, oldest, now,
@@ -397,7 +406,7 @@ struct redis_queue_request {
 
 struct dovewarden_redis_queue {
 	struct dovewarden_redis_queue_settings set;
-	char *prefix, *owner;
+	char *prefix, *owner, *server;
 	struct event *event;
 	const struct dovewarden_redis_queue_callbacks *callbacks;
 	void *context;
@@ -845,10 +854,11 @@ int dovewarden_redis_queue_pop(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 3, &argc);
+	argv = redis_queue_args(queue, 4, &argc);
 	argv[argc++] = queue->set.owner;
 	argv[argc++] = dec2str(queue->set.claim_timeout_secs);
 	argv[argc++] = allow_background ? "1" : "0";
+	argv[argc++] = queue->set.server;
 	return redis_queue_request_send(queue, &redis_queue_pop_script, argc,
 					argv, redis_queue_pop_callback,
 					callback, context, 0);
@@ -910,7 +920,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 11, &argc);
+	argv = redis_queue_args(queue, 12, &argc);
 	argv[argc++] = finish->username;
 	argv[argc++] = queue->set.owner;
 	argv[argc++] = finish->result;
@@ -923,6 +933,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	argv[argc++] = finish->repaired ? "1" : "0";
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT);
+	argv[argc++] = queue->set.server;
 	*argc_r = argc;
 	return argv;
 }
@@ -1378,6 +1389,7 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	queue->set = *set;
 	queue->set.prefix = queue->prefix = i_strdup(set->prefix);
 	queue->set.owner = queue->owner = i_strdup(set->owner);
+	queue->set.server = queue->server = i_strdup(set->server);
 	queue->callbacks = callbacks;
 	queue->context = context;
 	queue->event = event_create(event_parent);
@@ -1551,6 +1563,7 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
 	event_unref(&queue->event);
 	i_free(queue->prefix);
 	i_free(queue->owner);
+	i_free(queue->server);
 	i_free(queue);
 }
 
@@ -1578,7 +1591,7 @@ int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 18, &argc);
+	argv = redis_queue_args(queue, 19, &argc);
 	argv[argc++] = user->username;
 	argv[argc++] = dec2str(user->priority);
 	argv[argc++] = dec2str(user->priority == DOVEWARDEN_PRIORITY_NONE ?
@@ -1598,6 +1611,7 @@ int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
 	argv[argc++] = dec2str(user->last_verified);
 	argv[argc++] = dec2str(user->last_repaired);
 	argv[argc++] = dec2str(user->first_full_sync);
+	argv[argc++] = queue->set.server;
 	return redis_queue_request_send(queue, &redis_queue_import_script,
 					argc, argv,
 					redis_queue_import_callback,

@@ -15,7 +15,8 @@
    do not matter.
 
    Keys (<p> = dovewarden_redis_prefix):
-     <p>u:<username>  hash: the user's fields (see the scripts)
+     <p>u:<username>  hash: the user's fields (see the scripts), with
+                      one dsync state per server (st:<server>)
      <p>users         set: every known username
      <p>ready         sorted set: users due now, by sort key
      <p>wait          sorted set: users due later, by due time; a claimed
@@ -47,6 +48,10 @@ struct dovewarden_redis_queue_settings {
 	const char *prefix;
 	/* this instance's name in claims (unique among the instances) */
 	const char *owner;
+	/* the Dovecot server this instance syncs from (its host name): a
+	   dsync state holds that server's modseqs, so each server keeps its
+	   own state of each user (instances of one server share it) */
+	const char *server;
 	unsigned int claim_timeout_secs;
 	unsigned int buffer_limit;
 };

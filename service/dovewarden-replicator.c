@@ -538,6 +538,7 @@ static void replicator_redis_init(struct dovewarden_replicator *replicator)
 	rset.queue = replicator->queue_set;
 	rset.prefix = set->dovewarden_redis_prefix;
 	rset.owner = replicator->redis_owner;
+	rset.server = my_hostname;
 	rset.claim_timeout_secs = set->dovewarden_redis_claim_timeout;
 	rset.buffer_limit = set->dovewarden_redis_buffer_limit;
 	replicator->rqueue = dovewarden_redis_queue_init(

@@ -69,7 +69,8 @@ def _(pair):
                "%s was not renamed to .imported" % state)
         h = redis.cmd("HGETALL", "dovewarden:u:" + IDLE_USER) or []
         h = dict(zip(h[0::2], h[1::2]))
-        expect(h.get("st") and int(h.get("lfull", "0")) > 0 and
+        # A's dsync state, kept under A's host name
+        expect(h.get("st:a.test") and int(h.get("lfull", "0")) > 0 and
                h.get("seq") == "0",
                "%s did not keep its dsync state and last full sync "
                "without a sync in Redis: %r" % (IDLE_USER, h))

@@ -150,6 +150,8 @@ static const struct dovewarden_redis_queue_callbacks instance_callbacks = {
 };
 
 static const char *instance_username = "", *instance_password = "";
+/* the Dovecot server the instances sync from */
+static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
 
 static void instance_init(struct instance *inst, const char *owner,
@@ -168,6 +170,7 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.queue.retry_max_secs = 60;
 	set.prefix = "t:";
 	set.owner = owner;
+	set.server = instance_server;
 	set.claim_timeout_secs = claim_secs;
 	set.buffer_limit = buffer_limit;
 
@@ -857,4 +860,30 @@ Test(redis_queue, password_acl_user_and_database)
 	dovewarden_redis_queue_get_buffer(bad.queue, &buffered, &dropped);
 	cr_assert_eq(buffered, 1);
 	instance_deinit(&bad);
+}
+
+Test(redis_queue, dsync_states_are_kept_per_server)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(&a, "a");
+	instance_server = "b.example.org";
+	instance_init_connected(&b, "b");
+
+	job = notify_and_claim(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a");
+	/* b's syncs run from the other server: a's state means nothing to
+	   it (it holds a's modseqs) */
+	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_str_eq(job->user.state, "");
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
+	job = notify_and_claim(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_str_eq(job->user.state, "state-of-a");
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a2");
+	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_str_eq(job->user.state, "state-of-b");
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	instance_deinit(&a);
+	instance_deinit(&b);
 }
