@@ -785,6 +785,24 @@ Test(queue, force_full_sync)
 	cr_assert(!pop_name(T0 + 300, "alice")->syncing_full);
 }
 
+Test(queue, force_full_sync_ends_back_off)
+{
+	struct dovewarden_user *user;
+
+	queue_new(86400, 10, 3600);
+	dovewarden_queue_notify(queue, "alice", HIGH, T0);
+	user = pop_name(T0, "alice");
+	dovewarden_queue_sync_finished(queue, user,
+		DOVEWARDEN_SYNC_RESULT_CONFIG, NULL, "x", T0);
+	cr_assert_gt(user->next_try, T0 + 3000);
+	pop_none(T0 + 1);
+	/* the admin's replicate -f runs now */
+	dovewarden_queue_force_full_sync(queue, user, LOW, T0 + 1);
+	user = pop_name(T0 + 1, "alice");
+	cr_assert(user->syncing_full);
+	finish_ok(user, T0 + 2);
+}
+
 Test(queue, added_users_spread_over_interval)
 {
 	const unsigned int interval = 86400, count = 10000;
