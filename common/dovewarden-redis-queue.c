@@ -10,6 +10,7 @@
 #include "dovewarden-redis-queue.h"
 
 #include <hiredis/hiredis.h>
+#include <unistd.h>
 
 /* How often the counts are read from Redis */
 #define REDIS_QUEUE_STATS_INTERVAL_MSECS 1000
@@ -1414,17 +1415,32 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	return queue;
 }
 
+/* Redis answers LOADING while it reads its data after a restart: wait
+   for it this long at most */
+#define REDIS_QUEUE_BLOCKING_LOADING_MSECS 5000
+
 static bool
 redis_blocking_command(redisContext *ctx, unsigned int argc,
 		       const char *const *argv, const char **error_r)
 {
 	redisReply *reply;
+	unsigned int waited_msecs = 0;
 	bool ret = TRUE;
 
-	reply = redisCommandArgv(ctx, (int)argc, (const char **)argv, NULL);
-	if (reply == NULL) {
-		*error_r = t_strdup(ctx->errstr);
-		return FALSE;
+	for (;;) {
+		reply = redisCommandArgv(ctx, (int)argc, (const char **)argv,
+					 NULL);
+		if (reply == NULL) {
+			*error_r = t_strdup(ctx->errstr);
+			return FALSE;
+		}
+		if (reply->type != REDIS_REPLY_ERROR ||
+		    !str_begins_with(reply->str, "LOADING") ||
+		    waited_msecs >= REDIS_QUEUE_BLOCKING_LOADING_MSECS)
+			break;
+		freeReplyObject(reply);
+		usleep(100 * 1000);
+		waited_msecs += 100;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		*error_r = t_strndup(reply->str, reply->len);
