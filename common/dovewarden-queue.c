@@ -253,6 +253,8 @@ user_settle_change(struct dovewarden_queue *queue,
 	if (user->settle_first_change == 0)
 		user->settle_first_change = now;
 	user->settle_last_change = now;
+	/* a new change: its settle may repair again */
+	user->consecutive_repairs = 0;
 	if (user->syncing)
 		user->settle_changed_while_syncing = TRUE;
 }
@@ -649,10 +651,25 @@ user_restore_changes(struct dovewarden_queue *queue,
 		user->force_full_sync = TRUE;
 }
 
-/* A full sync succeeded: it covered every change made before it began */
-static void user_settle_verified(struct dovewarden_user *user)
+/* A full sync succeeded: it covered every change made before it began.
+   If it repaired a difference, one full sync may not have repaired all
+   (dsync can need two passes, e.g. for duplicates): another one follows
+   after the settle delay, up to DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX in a
+   row. */
+static void user_settle_verified(struct dovewarden_queue *queue,
+				 struct dovewarden_user *user, time_t now)
 {
 	user->last_verified = user->last_full_sync;
+	if (user->last_repaired == user->last_full_sync &&
+	    queue->set.settle_delay_secs > 0 &&
+	    user->consecutive_repairs < DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX) {
+		user->consecutive_repairs++;
+		user->settle_first_change = now;
+		user->settle_last_change = now;
+		return;
+	}
+	if (user->last_repaired != user->last_full_sync)
+		user->consecutive_repairs = 0;
 	if (!user->settle_changed_while_syncing) {
 		user->settle_first_change = 0;
 		user->settle_last_change = 0;
@@ -701,7 +718,7 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		user->last_successful_sync = user->last_fast_sync;
 		user->consecutive_changed = 0;
 		if (user->syncing_full)
-			user_settle_verified(user);
+			user_settle_verified(queue, user, now);
 		user_set_failures(queue, user, 0);
 		i_free(user->last_error);
 		user->next_try = 0;

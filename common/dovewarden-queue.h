@@ -59,7 +59,11 @@
    the settle is due, it is a full one. Any full sync that succeeds and
    saw no new change while it ran ends the settle (so no settle runs
    when a full sync already ran after the last change); one that saw a
-   change keeps it pending, counting the delay anew from that change. */
+   change keeps it pending, counting the delay anew from that change. A
+   full sync that repaired a difference (the caller set last_repaired to
+   its start) starts a new settle instead, so another full sync follows
+   after the delay (at most DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX in a row):
+   dsync does not always repair everything in one pass. */
 
 /* How much earlier than its real time a change of this priority sorts */
 #define DOVEWARDEN_QUEUE_SYNC_BOOST_SECS (45 * 60)
@@ -71,6 +75,9 @@
    dsync answers CHANGED also when an incremental sync can't work at all
    ("retry with a full sync"), and retrying incrementally would loop */
 #define DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT 2
+/* A full sync that repaired a difference is followed by another one
+   after the settle delay, at most this many times in a row */
+#define DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX 3
 
 enum dovewarden_sync_result {
 	/* dsync succeeded; the new state replaces the old one */
@@ -126,6 +133,9 @@ struct dovewarden_user {
 	unsigned int consecutive_failures;
 	/* Syncs in a row that ended with CHANGED (not persisted) */
 	unsigned int consecutive_changed;
+	/* Full syncs in a row that repaired a difference since the last
+	   change (not persisted) */
+	unsigned int consecutive_repairs;
 	/* Reason of the last failure, NULL after a success */
 	char *last_error;
 	/* Changes not covered by a full sync yet, for the settle: the first

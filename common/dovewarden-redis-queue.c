@@ -33,7 +33,8 @@
      seq   claims so far                     o    claim owner ("" = none)
      sp, sk, sps  priority, key and pending time the claim started with
      sfull, sset  the claimed sync is full / the settle
-     ch    a change arrived during the claim qk   sort key once due */
+     ch    a change arrived during the claim qk   sort key once due
+     rr    full syncs in a row that repaired something */
 #define REDIS_QUEUE_LUA_PRELUDE \
 "local P = ARGV[1]\n" \
 "local interval = tonumber(ARGV[2])\n" \
@@ -45,12 +46,12 @@
 "local PD, FL, U = P..'pending', P..'failed', P..'users'\n" \
 "local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e'," \
 "'ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset'," \
-"'ch','qk'}\n" \
+"'ch','qk','rr'}\n" \
 "local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff'," \
 "'sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch'," \
-"'qk'}\n" \
+"'qk','rr'}\n" \
 "local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o'," \
-"'ch'}\n" \
+"'ch','rr'}\n" \
 "local function num(v)\n" \
 "  if not v or v == '' then return 0 end\n" \
 "  return tonumber(v) or 0\n" \
@@ -153,7 +154,7 @@ static struct dovewarden_redis_script redis_queue_notify_script =
 "  if prio > num(h.p) then setp(user, h, prio); h.u = now end\n"
 "  if sdelay > 0 then\n"
 "    if num(h.sf) == 0 then h.sf = now end\n"
-"    h.sl = now\n"
+"    h.sl = now; h.rr = 0\n"
 "    if owned(h) then h.ch = 1 end\n"
 "  end\n"
 "end\n"
@@ -219,7 +220,8 @@ static struct dovewarden_redis_script redis_queue_pop_script =
 /* ARGV[6] user, [7] owner, [8] result, [9] new state, [10] error,
    [11] retry min, [12] retry max, [13] jitter 0..1, [14] repaired,
    [15] CHANGED retry seconds, [16] CHANGED count for a full sync,
-   [17] the server the sync ran from.
+   [17] the server the sync ran from, [18] repairs in a row after which
+   no settle follows.
    Returns 1, or 0 when the claim was lost. */
 static struct dovewarden_redis_script redis_queue_finish_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("finish", REDIS_QUEUE_LUA_PRELUDE
@@ -242,8 +244,13 @@ static struct dovewarden_redis_script redis_queue_finish_script =
 "    redis.call('SREM', FL, user)\n"
 "    if num(h.sfull) == 1 then\n"
 "      h.v = num(h.lfull)\n"
-"      if ARGV[14] == '1' and num(h.p) == 0 then h.r = num(h.lfull) end\n"
-"      if num(h.ch) == 0 then h.sf = 0; h.sl = 0\n"
+"      local repaired = ARGV[14] == '1' and num(h.p) == 0\n"
+"      if repaired then h.r = num(h.lfull) end\n"
+"      if repaired and sdelay > 0 and num(h.rr) < tonumber(ARGV[18]) then\n"
+"        h.rr = num(h.rr) + 1; h.sf = now; h.sl = now\n"
+"      elseif num(h.ch) == 0 then\n"
+"        if not repaired then h.rr = 0 end\n"
+"        h.sf = 0; h.sl = 0\n"
 "      elseif num(h.sf) ~= 0 then\n"
 "        h.sf = math.max(num(h.sf), num(h.lfull))\n"
 "        if num(h.sl) < h.sf then h.sl = h.sf end\n"
@@ -921,7 +928,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 12, &argc);
+	argv = redis_queue_args(queue, 13, &argc);
 	argv[argc++] = finish->username;
 	argv[argc++] = queue->set.owner;
 	argv[argc++] = finish->result;
@@ -935,6 +942,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT);
 	argv[argc++] = queue->set.server;
+	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX);
 	*argc_r = argc;
 	return argv;
 }

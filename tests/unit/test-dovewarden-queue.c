@@ -1411,6 +1411,39 @@ Test(queue, settle_after_quiet_delay)
 	pop_none(T0 + 1000);
 }
 
+Test(queue, settle_repeats_after_a_repair)
+{
+	struct dovewarden_user *user;
+	time_t now = T0;
+	unsigned int i;
+
+	queue_new_settle(0, 10, 300);
+	user = change_and_sync("alice", LOW, now);
+	/* each settle repairs something: another one follows, at most
+	   DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX times */
+	for (i = 0; i <= DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX; i++) {
+		now += 10;
+		user = pop_name(now, "alice");
+		cr_assert(user->syncing_settle);
+		user->last_repaired = user->last_full_sync;
+		finish_ok(user, now + 1);
+		now++;
+	}
+	cr_assert_eq(user->settle_first_change, 0);
+	pop_none(now + 1000);
+
+	/* a settle that finds the servers the same ends it */
+	user = change_and_sync("alice", LOW, now + 2000);
+	user = pop_name(now + 2010, "alice");
+	user->last_repaired = user->last_full_sync;
+	finish_ok(user, now + 2011);
+	user = pop_name(now + 2021, "alice");
+	cr_assert(user->syncing_settle);
+	finish_ok(user, now + 2022);
+	cr_assert_eq(user->consecutive_repairs, 0);
+	pop_none(now + 5000);
+}
+
 Test(queue, settle_restarts_on_change)
 {
 	struct dovewarden_user *user;

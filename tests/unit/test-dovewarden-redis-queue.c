@@ -150,6 +150,8 @@ static const struct dovewarden_redis_queue_callbacks instance_callbacks = {
 };
 
 static const char *instance_username = "", *instance_password = "";
+/* settle delay (off unless a test sets it) */
+static unsigned int instance_settle_secs = 0;
 /* the Dovecot server the instances sync from */
 static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
@@ -168,6 +170,8 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.queue.full_sync_interval_secs = 86400;
 	set.queue.retry_min_secs = 2;
 	set.queue.retry_max_secs = 60;
+	set.queue.settle_delay_secs = instance_settle_secs;
+	set.queue.settle_max_secs = instance_settle_secs;
 	set.prefix = "t:";
 	set.owner = owner;
 	set.server = instance_server;
@@ -886,4 +890,32 @@ Test(redis_queue, dsync_states_are_kept_per_server)
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	instance_deinit(&a);
 	instance_deinit(&b);
+}
+
+Test(redis_queue, a_repairing_full_sync_is_followed_by_another)
+{
+	struct instance inst;
+	struct dovewarden_redis_job *job;
+	int next_due = -1;
+
+	instance_settle_secs = 1;
+	instance_init_connected(&inst, "o1");
+	/* the first sync is a full one; it repaired something */
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->user.syncing_full);
+	dovewarden_redis_queue_finish(inst.queue, &job,
+				      DOVEWARDEN_SYNC_RESULT_OK, "s", NULL,
+				      TRUE);
+	run_for(50);
+	cr_assert_null(pop(&inst, TRUE, &next_due));
+	cr_assert(next_due >= 0 && next_due <= 2, "next due in %d", next_due);
+	run_for(2100);
+	job = pop(&inst, TRUE, NULL);
+	cr_assert_not_null(job, "no full sync after the repair");
+	cr_assert(job->user.syncing_full);
+	/* this one found the servers the same: done */
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	run_for(2100);
+	cr_assert_null(pop(&inst, TRUE, NULL));
+	instance_deinit(&inst);
 }
