@@ -21,6 +21,7 @@
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -72,6 +73,8 @@ static pid_t redis_start(const char *bin, const char *dir, unsigned int port)
 	if (pid < 0)
 		i_fatal("fork() failed: %m");
 	if (pid == 0) {
+		/* gone with us, also when we crash */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 		fd = open("/dev/null", O_WRONLY);
 		(void)dup2(fd, 1);
 		(void)dup2(fd, 2);

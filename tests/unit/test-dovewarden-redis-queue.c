@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +35,8 @@ static void redis_start(void)
 	redis_pid = fork();
 	cr_assert(redis_pid >= 0);
 	if (redis_pid == 0) {
+		/* gone with us, also when we crash */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 		fd = open("/dev/null", O_WRONLY);
 		(void)dup2(fd, 1);
 		(void)dup2(fd, 2);
