@@ -53,6 +53,11 @@ import sys
 import threading
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+
+import dwtest  # noqa: E402
+
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIR = os.path.join(SRC, "testenv", "pair")
 DW_DIR = os.environ.get("DW_DIR", "/srv/dt-b")
@@ -216,38 +221,9 @@ def wait_status(admin, pred, timeout, what, interval=0.01):
 
 # -- the never-answering doveadm-server --
 
-class FakeDoveadm:
-    def __init__(self):
-        if os.path.exists(FAKE_DOVEADM):
-            os.unlink(FAKE_DOVEADM)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(FAKE_DOVEADM)
-        os.chmod(FAKE_DOVEADM, 0o666)
-        self.sock.listen(16)
-        self.conns = []
-        self.stop = False
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-        self.thread.start()
-
-    def loop(self):
-        self.sock.settimeout(0.2)
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-                self.conns.append(c)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-
-    def close(self):
-        self.stop = True
-        self.thread.join(2)
-        for c in self.conns:
-            c.close()
-        self.sock.close()
-        if os.path.exists(FAKE_DOVEADM):
-            os.unlink(FAKE_DOVEADM)
+def fake_doveadm():
+    """A doveadm-server socket that accepts and never answers"""
+    return dwtest.SilentListener(dwtest.listen_unix(FAKE_DOVEADM, 16))
 
 
 # -- phases --
@@ -635,7 +611,7 @@ def main():
     try:
         log("starting the pair in %s (offset %s)" % (DW_DIR, OFFSET))
         os.makedirs(DW_DIR, exist_ok=True)
-        fake = FakeDoveadm()
+        fake = fake_doveadm()
         pair("start")
         started = True
         pair("stop-one", "B")
@@ -761,6 +737,8 @@ def main():
                 log("pair stop failed: %s" % e)
         if fake is not None:
             fake.close()
+            if os.path.exists(FAKE_DOVEADM):
+                os.unlink(FAKE_DOVEADM)
 
     print()
     print("dovewarden service scale benchmark: %d users, %d-byte states, "

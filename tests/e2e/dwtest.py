@@ -71,6 +71,41 @@ def listen_unix(path, backlog=64):
     return srv
 
 
+class SilentListener:
+    """Accepts connections on a listening socket and never answers (a
+    hung peer or doveadm-server). conns holds the accepted ones; close()
+    drops them and the listener."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.srv.settimeout(0.2)
+        self.conns = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                c, _ = self.srv.accept()
+                self.conns.append(c)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.srv.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
 def password(user):
     return user + "pass" if user in NAMED_USERS else "pass"
 

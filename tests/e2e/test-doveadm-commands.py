@@ -15,7 +15,6 @@ import os
 import re
 import socket
 import sys
-import threading
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -164,40 +163,14 @@ def _(pair):
            "known users after adding 21: %r" % ov)
 
 
-class FakePeer:
-    """Accepts TCP connections and never answers."""
-
-    def __init__(self, port):
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", port))
-        self.srv.listen(16)
-        self.srv.settimeout(0.2)
-        self.conns = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while not self.stopping:
-            try:
-                c, _ = self.srv.accept()
-                self.conns.append(c)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-
-    def close(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.srv.close()
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
+def fake_peer(port):
+    """A peer doveadm port that accepts TCP connections and never
+    answers."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(16)
+    return dwtest.SilentListener(srv)
 
 
 @r.case("replicate -p, dsync-status, remove, errors, with a held sync")
@@ -205,7 +178,7 @@ def _(pair):
     holder, u_high, u_sync, u_low, u_gone = (
         "user30", "user31", "user32", "user33", "user34")
     pair.stop_one("B")
-    fake = FakePeer(pair.port("B", "doveadm"))
+    fake = fake_peer(pair.port("B", "doveadm"))
     try:
         msg = make_message("held")
         pair.append("A", holder, msg)
