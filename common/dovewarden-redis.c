@@ -45,11 +45,17 @@ struct dovewarden_redis {
 
 static void redis_connect(struct dovewarden_redis *redis);
 
+const char *
+dovewarden_redis_settings_address(const struct dovewarden_redis_settings *set)
+{
+	if (set->host[0] == '/')
+		return set->host;
+	return t_strdup_printf("%s:%u", set->host, set->port);
+}
+
 static const char *redis_name(struct dovewarden_redis *redis)
 {
-	if (redis->set.host[0] == '/')
-		return redis->set.host;
-	return t_strdup_printf("%s:%u", redis->set.host, redis->set.port);
+	return dovewarden_redis_settings_address(&redis->set);
 }
 
 /* hiredis event adapter */

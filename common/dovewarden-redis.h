@@ -63,6 +63,10 @@ struct dovewarden_redis_script {
 #define DOVEWARDEN_REDIS_SCRIPT_INIT(_name, _text) \
 	{ .name = (_name), .text = (_text), .sha1 = "" }
 
+/* "host:port", or the socket path */
+const char *
+dovewarden_redis_settings_address(const struct dovewarden_redis_settings *set);
+
 struct dovewarden_redis *
 dovewarden_redis_init(const struct dovewarden_redis_settings *set,
 		      struct event *event_parent,

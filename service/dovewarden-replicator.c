@@ -9,9 +9,6 @@
 #include "str-sanitize.h"
 #include "time-util.h"
 #include "dovewarden-settings.h"
-
-#include <stdio.h>
-#include <sys/stat.h>
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 #include "dovewarden-redis-queue.h"
@@ -21,6 +18,9 @@
 #include "dovewarden-sweep.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-replicator.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
 
 /* The longest a fill timer sleeps; the queue is checked again then */
 #define REPLICATOR_FILL_MAX_SECS (60 * 60)
@@ -544,13 +544,11 @@ static void replicator_redis_init(struct dovewarden_replicator *replicator)
 	replicator->rqueue = dovewarden_redis_queue_init(
 		&rset, replicator->event, &replicator_redis_callbacks,
 		replicator);
-	e_info(replicator->event, "Queue in Redis at %s%s%u, database %u, "
+	e_info(replicator->event, "Queue in Redis at %s, database %u, "
 	       "key prefix '%s' (this instance: %s)",
-	       set->dovewarden_redis_host,
-	       set->dovewarden_redis_host[0] == '/' ? "" : ":",
-	       set->dovewarden_redis_host[0] == '/' ? 0 :
-	       set->dovewarden_redis_port, set->dovewarden_redis_db,
-	       set->dovewarden_redis_prefix, replicator->redis_owner);
+	       dovewarden_redis_settings_address(&rset.redis),
+	       set->dovewarden_redis_db, set->dovewarden_redis_prefix,
+	       replicator->redis_owner);
 }
 
 struct dovewarden_replicator *
