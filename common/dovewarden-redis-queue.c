@@ -336,18 +336,16 @@ static struct dovewarden_redis_script redis_queue_import_script =
 "if h.st ~= '' then redis.call('HSET', uk, 'st:'..ARGV[24], h.st) end\n"
 "return 1\n");
 
-/* Returns {users, syncing, pending, failed, ready, waiting, oldest, now,
+/* Returns {users, syncing, pending, failed, oldest, now,
    users with pending changes at LOW, HIGH, SYNC} */
 static struct dovewarden_redis_script redis_queue_stats_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("stats", REDIS_QUEUE_LUA_PRELUDE
-"local claims = redis.call('ZCARD', C)\n"
 "local o = redis.call('ZRANGE', PD, 0, 0, 'WITHSCORES')\n"
 "local oldest = 0\n"
 "if #o > 0 then oldest = tonumber(o[2]) end\n"
 "local cnt = redis.call('HMGET', P..'counts', 1, 2, 3)\n"
-"return {redis.call('SCARD', U), claims, redis.call('ZCARD', PD),\n"
-"        redis.call('SCARD', FL), redis.call('ZCARD', R),\n"
-"        redis.call('ZCARD', W) - claims, oldest, now,\n"
+"return {redis.call('SCARD', U), redis.call('ZCARD', C),\n"
+"        redis.call('ZCARD', PD), redis.call('SCARD', FL), oldest, now,\n"
 "        num(cnt[1]), num(cnt[2]), num(cnt[3])}\n");
 
 /* ARGV[6..] users. Returns per user {} when unknown, else
@@ -1242,12 +1240,12 @@ static bool
 redis_queue_stats_parse(const redisReply *reply,
 			struct dovewarden_redis_queue_stats *stats_r)
 {
-	long long v[11];
+	long long v[9];
 	unsigned int i;
 
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 11)
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 9)
 		return FALSE;
-	for (i = 0; i < 11; i++) {
+	for (i = 0; i < 9; i++) {
 		if (!redis_reply_integer(reply->element[i], &v[i]) || v[i] < 0)
 			return FALSE;
 	}
@@ -1256,13 +1254,10 @@ redis_queue_stats_parse(const redisReply *reply,
 	stats_r->syncing = v[1];
 	stats_r->pending = v[2];
 	stats_r->failed = v[3];
-	stats_r->ready = v[4];
-	stats_r->waiting = v[5];
 	/* in our clock */
-	stats_r->oldest_pending = v[6] == 0 ? 0 : ioloop_time - (v[7] - v[6]);
+	stats_r->oldest_pending = v[4] == 0 ? 0 : ioloop_time - (v[5] - v[4]);
 	for (i = 0; i < 3; i++)
-		stats_r->pending_by_priority[i + 1] = v[8 + i];
-	stats_r->updated = ioloop_time;
+		stats_r->pending_by_priority[i + 1] = v[6 + i];
 	return TRUE;
 }
 

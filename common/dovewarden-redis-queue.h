@@ -73,12 +73,8 @@ struct dovewarden_redis_queue_stats {
 	unsigned int users, syncing, pending, failed;
 	/* users by pending priority (like dovewarden_queue_stats) */
 	unsigned int pending_by_priority[DOVEWARDEN_PRIORITY_COUNT];
-	/* users due now (not claimed) and later */
-	unsigned int ready, waiting;
 	/* time of the oldest change not replicated yet (0 = none) */
 	time_t oldest_pending;
-	/* when these were read from Redis (0 = never) */
-	time_t updated;
 };
 
 struct dovewarden_redis_queue_callbacks {

@@ -436,11 +436,6 @@ dovewarden_redis_get_state(struct dovewarden_redis *redis)
 	return redis->state;
 }
 
-unsigned int dovewarden_redis_get_pending_count(struct dovewarden_redis *redis)
-{
-	return redis->pending_count;
-}
-
 int dovewarden_redis_command(struct dovewarden_redis *redis,
 			     unsigned int argc, const char *const *argv,
 			     const size_t *argvlen,

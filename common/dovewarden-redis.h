@@ -78,8 +78,6 @@ void dovewarden_redis_deinit(struct dovewarden_redis **redis);
 
 enum dovewarden_redis_state
 dovewarden_redis_get_state(struct dovewarden_redis *redis);
-/* Number of commands sent and not answered yet */
-unsigned int dovewarden_redis_get_pending_count(struct dovewarden_redis *redis);
 
 /* Send a command. Returns 0, or -1 when not connected (the callback is
    not called then). argvlen may be NULL (then the arguments are
