@@ -23,7 +23,7 @@ it).
 
 The state file: A is stopped, <state_dir>/dovewarden.db is written with
 N idle users (fully synced within the last 23 hours, a 160-byte dsync
-state each; format in common/dovewarden-store.h), A is started again.
+state each; format in service/queue/dovewarden-store.h), A is started again.
 
 Notification rates: several connections send their lines at once, each
 ending with a wait request (W) of 1 ms; its reply means the connection's
