@@ -8,6 +8,7 @@
 #include "str.h"
 #include "strnum.h"
 #include "dovewarden-redis-queue.h"
+#include "dovewarden-redis-queue-lua.h"
 
 #include <hiredis/hiredis.h>
 #include <unistd.h>
@@ -19,355 +20,29 @@
 /* Notifications that Redis refused are sent again after this long */
 #define REDIS_QUEUE_FLUSH_RETRY_MSECS 1000
 
-/* The user hash fields:
-     p     pending priority (0 = none)       k    its sort key
-     ps    time of the oldest pending change u    when p was last raised
-     st:<server>  the dsync state of syncs run from that server (a
-           state holds the local server's modseqs: it is valid only
-           for syncs from the same side)       e    last error
-     lf, lfull, ls  last sync / full sync / successful sync start
-     nt    not before (back-off)             f    failures in a row
-     c     CHANGED results in a row          ff   force a full sync
-     sf, sl  settle: first and last change   v, r last verified / repaired
-     slot  scheduled first full sync (0 = last full sync + interval)
-     seq   claims so far                     o    claim owner ("" = none)
-     sp, sk, sps  priority, key and pending time the claim started with
-     sfull, sset  the claimed sync is full / the settle
-     ch    a change arrived during the claim qk   sort key once due
-     rr    full syncs in a row that repaired something */
-#define REDIS_QUEUE_LUA_PRELUDE \
-"local P = ARGV[1]\n" \
-"local interval = tonumber(ARGV[2])\n" \
-"local sdelay = tonumber(ARGV[3])\n" \
-"local smax = tonumber(ARGV[4])\n" \
-"local lowboost = tonumber(ARGV[5])\n" \
-"local now = tonumber(redis.call('TIME')[1])\n" \
-"local W, R, C = P..'wait', P..'ready', P..'claims'\n" \
-"local PD, FL, U = P..'pending', P..'failed', P..'users'\n" \
-"local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e'," \
-"'ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset'," \
-"'ch','qk','rr'}\n" \
-"local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff'," \
-"'sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch'," \
-"'qk','rr'}\n" \
-"local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o'," \
-"'ch','rr'}\n" \
-"local function num(v)\n" \
-"  if not v or v == '' then return 0 end\n" \
-"  return tonumber(v) or 0\n" \
-"end\n" \
-"local function load(uk, fields)\n" \
-"  local vals = redis.call('HMGET', uk, unpack(fields))\n" \
-"  local h, o = {}, {}\n" \
-"  for i, n in ipairs(fields) do h[n] = vals[i]; o[n] = vals[i] end\n" \
-"  return h, o\n" \
-"end\n" \
-"local function save(uk, h, o)\n" \
-"  local args = {}\n" \
-"  for _, n in ipairs(F) do\n" \
-"    local v = h[n]\n" \
-"    if v ~= nil and v ~= false and\n" \
-"       (o[n] == nil or o[n] == false or tostring(v) ~= o[n]) then\n" \
-"      args[#args + 1] = n; args[#args + 1] = v\n" \
-"    end\n" \
-"  end\n" \
-"  if #args > 0 then redis.call('HSET', uk, unpack(args)) end\n" \
-"end\n" \
-"local function setp(user, h, v)\n" \
-"  local old = num(h.p)\n" \
-"  if old == v then return end\n" \
-"  if old > 0 then redis.call('HINCRBY', P..'counts', old, -1) end\n" \
-"  if v > 0 then redis.call('HINCRBY', P..'counts', v, 1) end\n" \
-"  h.p = v\n" \
-"end\n" \
-"local function owned(h) return h.o and h.o ~= '' end\n" \
-"local function settle_due(h)\n" \
-"  if sdelay == 0 or num(h.sf) == 0 then return 0 end\n" \
-"  return math.min(num(h.sl) + sdelay, num(h.sf) + smax)\n" \
-"end\n" \
-"local function full_due(h)\n" \
-"  local fd = num(h.slot)\n" \
-"  if fd == 0 then fd = num(h.lfull) + interval end\n" \
-"  return fd\n" \
-"end\n" \
-"local function place(user, h)\n" \
-"  if num(h.ff) == 1 and num(h.p) == 0 then\n" \
-"    setp(user, h, 1); h.k = now - lowboost; h.u = now\n" \
-"  end\n" \
-"  if num(h.p) > 0 then\n" \
-"    local nt = num(h.nt)\n" \
-"    if nt > now then\n" \
-"      redis.call('ZREM', R, user); redis.call('ZADD', W, nt, user)\n" \
-"      h.qk = num(h.k)\n" \
-"    else\n" \
-"      redis.call('ZREM', W, user); redis.call('ZADD', R, num(h.k), user)\n" \
-"    end\n" \
-"    return\n" \
-"  end\n" \
-"  local due = settle_due(h)\n" \
-"  if interval > 0 then\n" \
-"    local fd = full_due(h)\n" \
-"    if due == 0 or fd < due then due = fd end\n" \
-"  end\n" \
-"  if due == 0 then\n" \
-"    redis.call('ZREM', W, user); redis.call('ZREM', R, user)\n" \
-"  elseif due <= now then\n" \
-"    redis.call('ZREM', W, user); redis.call('ZADD', R, due, user)\n" \
-"  else\n" \
-"    redis.call('ZREM', R, user); redis.call('ZADD', W, due, user)\n" \
-"    h.qk = due\n" \
-"  end\n" \
-"end\n" \
-"local function restore(user, h)\n" \
-"  local sp, sk = num(h.sp), num(h.sk)\n" \
-"  if sp == 0 then sp = 1; sk = now - lowboost end\n" \
-"  local sps = num(h.sps)\n" \
-"  if sps ~= 0 and (num(h.ps) == 0 or sps < num(h.ps)) then h.ps = sps end\n" \
-"  if num(h.ps) == 0 then h.ps = now end\n" \
-"  redis.call('ZADD', PD, h.ps, user)\n" \
-"  if num(h.p) == 0 or sk < num(h.k) then h.k = sk end\n" \
-"  if sp > num(h.p) then setp(user, h, sp); h.u = now end\n" \
-"  if num(h.sfull) == 1 then h.ff = 1 end\n" \
-"end\n" \
-"local function unclaim(user, h)\n" \
-"  h.o = ''; h.sp = 0; h.sk = 0; h.sps = 0; h.sfull = 0; h.sset = 0\n" \
-"  h.ch = 0\n" \
-"  redis.call('ZREM', C, user)\n" \
-"end\n"
-
-/* ARGV[6] user, [7] priority, [8] its boost, [9] slot of a new user,
-   [10] force a full sync. Returns the user's claim sequence. */
+/* The scripts are in lua/ (the user hash fields are described in
+   lua/prelude.lua); every script starts with the prelude, which takes
+   the arguments that redis_queue_args() fills in. */
 static struct dovewarden_redis_script redis_queue_notify_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("notify", REDIS_QUEUE_LUA_PRELUDE
-"local user, prio = ARGV[6], tonumber(ARGV[7])\n"
-"local uk = P..'u:'..user\n"
-"local h, o = load(uk, FN)\n"
-"if redis.call('SADD', U, user) == 1 then\n"
-"  h.slot = tonumber(ARGV[9]); h.seq = 0\n"
-"end\n"
-"if prio > 0 then\n"
-"  local key = now - tonumber(ARGV[8])\n"
-"  if num(h.ps) == 0 then\n"
-"    h.ps = now; redis.call('ZADD', PD, 'NX', now, user)\n"
-"  end\n"
-"  if num(h.p) == 0 or key < num(h.k) then h.k = key end\n"
-"  if prio > num(h.p) then setp(user, h, prio); h.u = now end\n"
-"  if sdelay > 0 then\n"
-"    if num(h.sf) == 0 then h.sf = now end\n"
-"    h.sl = now; h.rr = 0\n"
-"    if owned(h) then h.ch = 1 end\n"
-"  end\n"
-"end\n"
-"if ARGV[10] == '1' then h.ff = 1; h.nt = 0 end\n"
-"if not owned(h) then place(user, h) end\n"
-"save(uk, h, o)\n"
-"return num(h.seq)\n");
-
-/* ARGV[6] owner, [7] claim seconds, [8] 1 = background work allowed,
-   [9] the server the sync runs from.
-   Returns {1, user, state, full, settle, priority, seq, failures, error,
-   expired} or {0, seconds until the next user is due or -1, expired},
-   where expired is the number of expired claims given back. */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("notify",
+				     dovewarden_redis_queue_lua_notify);
 static struct dovewarden_redis_script redis_queue_pop_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("pop", REDIS_QUEUE_LUA_PRELUDE
-"local owner, lease = ARGV[6], now + tonumber(ARGV[7])\n"
-"local expired = 0\n"
-"local due = redis.call('ZRANGEBYSCORE', W, '-inf', now, 'LIMIT', 0, 100)\n"
-"for _, user in ipairs(due) do\n"
-"  local uk = P..'u:'..user\n"
-"  local h, o = load(uk, FQ)\n"
-"  if not h.seq then\n"
-"    redis.call('ZREM', W, user)\n"
-"  elseif owned(h) then\n"
-"    restore(user, h)\n"
-"    h.e = 'Claim of '..h.o..' expired'\n"
-"    expired = expired + 1\n"
-"    unclaim(user, h)\n"
-"    place(user, h)\n"
-"    save(uk, h, o)\n"
-"  else\n"
-"    redis.call('ZREM', W, user); redis.call('ZADD', R, num(h.qk), user)\n"
-"  end\n"
-"end\n"
-"local r = redis.call('ZRANGE', R, 0, 0)\n"
-"if #r == 0 then\n"
-"  local w = redis.call('ZRANGE', W, 0, 0, 'WITHSCORES')\n"
-"  if #w == 0 then return {0, -1, expired} end\n"
-"  return {0, math.max(0, tonumber(w[2]) - now), expired}\n"
-"end\n"
-"local user = r[1]\n"
-"local uk = P..'u:'..user\n"
-"local h, o = load(uk, F)\n"
-"if not h.seq then redis.call('ZREM', R, user); return {0, 0, expired} end\n"
-"if num(h.p) == 0 and ARGV[8] ~= '1' then return {0, -1, expired} end\n"
-"redis.call('ZREM', R, user)\n"
-"local sd = settle_due(h)\n"
-"local settle = sd ~= 0 and sd <= now\n"
-"local full = num(h.ff) == 1 or settle or\n"
-"  (interval > 0 and (num(h.lfull) == 0 or full_due(h) <= now))\n"
-"h.ff = 0; h.lf = now\n"
-"if full then h.lfull = now; h.slot = 0 end\n"
-"h.sp = num(h.p); h.sk = num(h.k); h.sps = num(h.ps)\n"
-"setp(user, h, 0); h.k = 0; h.ps = 0; h.ch = 0\n"
-"h.sfull = full and 1 or 0; h.sset = settle and 1 or 0\n"
-"h.seq = num(h.seq) + 1; h.o = owner\n"
-"redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)\n"
-"save(uk, h, o)\n"
-"local st = redis.call('HGET', uk, 'st:'..ARGV[9])\n"
-"return {1, user, st or '', h.sfull, h.sset, h.sp, h.seq, num(h.f),\n"
-"        h.e or '', expired}\n");
-
-/* ARGV[6] user, [7] owner, [8] result, [9] new state, [10] error,
-   [11] retry min, [12] retry max, [13] jitter 0..1, [14] repaired,
-   [15] CHANGED retry seconds, [16] CHANGED count for a full sync,
-   [17] the server the sync ran from, [18] repairs in a row after which
-   no settle follows.
-   Returns 1, or 0 when the claim was lost. */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("pop", dovewarden_redis_queue_lua_pop);
 static struct dovewarden_redis_script redis_queue_finish_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("finish", REDIS_QUEUE_LUA_PRELUDE
-"local user, res = ARGV[6], ARGV[8]\n"
-"local uk = P..'u:'..user\n"
-"local h, o = load(uk, FQ)\n"
-"if h.o ~= ARGV[7] then return 0 end\n"
-"local seq = num(h.seq)\n"
-"if res == 'nouser' then\n"
-"  setp(user, h, 0)\n"
-"  redis.call('DEL', uk); redis.call('SREM', U, user)\n"
-"  redis.call('SREM', FL, user)\n"
-"  for _, z in ipairs({W, R, C, PD}) do redis.call('ZREM', z, user) end\n"
-"else\n"
-"  if res == 'ok' then\n"
-"    if ARGV[9] ~= '' then\n"
-"      redis.call('HSET', uk, 'st:'..ARGV[17], ARGV[9])\n"
-"    end\n"
-"    h.ls = num(h.lf); h.c = 0; h.f = 0; h.e = ''; h.nt = 0\n"
-"    redis.call('SREM', FL, user)\n"
-"    if num(h.sfull) == 1 then\n"
-"      h.v = num(h.lfull)\n"
-"      local repaired = ARGV[14] == '1' and num(h.p) == 0\n"
-"      if repaired then h.r = num(h.lfull) end\n"
-"      if repaired and sdelay > 0 and num(h.rr) < tonumber(ARGV[18]) then\n"
-"        h.rr = num(h.rr) + 1; h.sf = now; h.sl = now\n"
-"      elseif num(h.ch) == 0 then\n"
-"        if not repaired then h.rr = 0 end\n"
-"        h.sf = 0; h.sl = 0\n"
-"      elseif num(h.sf) ~= 0 then\n"
-"        h.sf = math.max(num(h.sf), num(h.lfull))\n"
-"        if num(h.sl) < h.sf then h.sl = h.sf end\n"
-"      end\n"
-"    end\n"
-"    if num(h.ps) > 0 then redis.call('ZADD', PD, h.ps, user)\n"
-"    else redis.call('ZREM', PD, user) end\n"
-"  elseif res == 'release' then\n"
-"    restore(user, h)\n"
-"  elseif res == 'changed' then\n"
-"    restore(user, h)\n"
-"    h.nt = now + tonumber(ARGV[15]); h.c = num(h.c) + 1\n"
-"    if h.c >= tonumber(ARGV[16]) then h.ff = 1 end\n"
-"  else\n"
-"    restore(user, h)\n"
-"    h.f = num(h.f) + 1; h.e = ARGV[10]; h.c = 0\n"
-"    redis.call('SADD', FL, user)\n"
-"    local mn, mx = tonumber(ARGV[11]), tonumber(ARGV[12])\n"
-"    local secs = mx\n"
-"    if res ~= 'config' then\n"
-"      secs = mn\n"
-"      for i = 2, h.f do\n"
-"        if secs >= mx then break end\n"
-"        secs = secs * 2\n"
-"      end\n"
-"      if secs > mx then secs = mx end\n"
-"    end\n"
-"    h.nt = now + secs + math.floor(secs / 4 * tonumber(ARGV[13]))\n"
-"  end\n"
-"  unclaim(user, h)\n"
-"  place(user, h)\n"
-"  save(uk, h, o)\n"
-"end\n"
-"redis.call('PUBLISH', P..'done', res..' '..seq..' '..user)\n"
-"return 1\n");
-
-/* ARGV[6] owner, [7] claim seconds, [8..] users. Returns how many claims
-   were still this owner's. */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("finish",
+				     dovewarden_redis_queue_lua_finish);
 static struct dovewarden_redis_script redis_queue_renew_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("renew", REDIS_QUEUE_LUA_PRELUDE
-"local lease, n = now + tonumber(ARGV[7]), 0\n"
-"for i = 8, #ARGV do\n"
-"  local user = ARGV[i]\n"
-"  if redis.call('HGET', P..'u:'..user, 'o') == ARGV[6] then\n"
-"    redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)\n"
-"    n = n + 1\n"
-"  end\n"
-"end\n"
-"return n\n");
-
-/* ARGV[6] user. Returns 1 when the user was known. */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("renew", dovewarden_redis_queue_lua_renew);
 static struct dovewarden_redis_script redis_queue_remove_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("remove", REDIS_QUEUE_LUA_PRELUDE
-"local user = ARGV[6]\n"
-"local h = load(P..'u:'..user, {'p'})\n"
-"setp(user, h, 0)\n"
-"for _, z in ipairs({W, R, C, PD}) do redis.call('ZREM', z, user) end\n"
-"redis.call('SREM', FL, user)\n"
-"redis.call('DEL', P..'u:'..user)\n"
-"return redis.call('SREM', U, user)\n");
-
-/* ARGV[6] user, [7] priority, [8] sort key, [9] pending since,
-   [10] last update, [11] state, [12] last sync, [13] last full sync,
-   [14] last successful sync, [15] failures, [16] last error,
-   [17] not before, [18] force full sync, [19] settle first change,
-   [20] settle last change, [21] last verified, [22] last repaired,
-   [23] full sync slot, [24] the server the state is of. Returns 1, or 0
-   when the user was known. */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("remove",
+				     dovewarden_redis_queue_lua_remove);
 static struct dovewarden_redis_script redis_queue_import_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("import", REDIS_QUEUE_LUA_PRELUDE
-"local user = ARGV[6]\n"
-"local uk = P..'u:'..user\n"
-"if redis.call('SADD', U, user) == 0 then return 0 end\n"
-"local h = {p = 0, seq = 0, o = ''}\n"
-"local names = {'k','ps','u','st','lf','lfull','ls','f','e','nt','ff','sf',\n"
-"  'sl','v','r','slot'}\n"
-"for i, n in ipairs(names) do h[n] = ARGV[7 + i] end\n"
-"setp(user, h, tonumber(ARGV[7]))\n"
-"if num(h.ps) > 0 then redis.call('ZADD', PD, num(h.ps), user) end\n"
-"if num(h.f) > 0 then redis.call('SADD', FL, user) end\n"
-"place(user, h)\n"
-"save(uk, h, {})\n"
-"if h.st ~= '' then redis.call('HSET', uk, 'st:'..ARGV[24], h.st) end\n"
-"return 1\n");
-
-/* Returns {users, syncing, pending, failed, oldest, now,
-   users with pending changes at LOW, HIGH, SYNC} */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("import",
+				     dovewarden_redis_queue_lua_import);
 static struct dovewarden_redis_script redis_queue_stats_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("stats", REDIS_QUEUE_LUA_PRELUDE
-"local o = redis.call('ZRANGE', PD, 0, 0, 'WITHSCORES')\n"
-"local oldest = 0\n"
-"if #o > 0 then oldest = tonumber(o[2]) end\n"
-"local cnt = redis.call('HMGET', P..'counts', 1, 2, 3)\n"
-"return {redis.call('SCARD', U), redis.call('ZCARD', C),\n"
-"        redis.call('ZCARD', PD), redis.call('SCARD', FL), oldest, now,\n"
-"        num(cnt[1]), num(cnt[2]), num(cnt[3])}\n");
-
-/* ARGV[6..] users. Returns per user {} when unknown, else
-   {p, lf, lfull, ls, v, r, f, e, nt, qk, o, ready} */
+	DOVEWARDEN_REDIS_SCRIPT_INIT("stats", dovewarden_redis_queue_lua_stats);
 static struct dovewarden_redis_script redis_queue_get_script =
-	DOVEWARDEN_REDIS_SCRIPT_INIT("get", REDIS_QUEUE_LUA_PRELUDE
-"local out = {}\n"
-"for i = 6, #ARGV do\n"
-"  local user = ARGV[i]\n"
-"  local uk = P..'u:'..user\n"
-"  local h = load(uk, FQ)\n"
-"  if not h.seq then out[#out + 1] = {}\n"
-"  else\n"
-"    local due = redis.call('ZSCORE', W, user)\n"
-"    if not due and redis.call('ZSCORE', R, user) then due = now end\n"
-"    if owned(h) then due = -1 end\n"
-"    out[#out + 1] = {num(h.p), num(h.lf), num(h.lfull), num(h.ls),\n"
-"      num(h.v), num(h.r), num(h.f), h.e or '', tonumber(due or 0),\n"
-"      h.o or '', now}\n"
-"  end\n"
-"end\n"
-"return out\n");
+	DOVEWARDEN_REDIS_SCRIPT_INIT("get", dovewarden_redis_queue_lua_get);
 
 static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_notify_script,
