@@ -11,7 +11,6 @@
 #include "dovewarden-redis-queue-lua.h"
 
 #include <hiredis/hiredis.h>
-#include <unistd.h>
 
 /* How often the counts are read from Redis */
 #define REDIS_QUEUE_STATS_INTERVAL_MSECS 1000
@@ -1093,67 +1092,16 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	return queue;
 }
 
-/* Redis answers LOADING while it reads its data after a restart: wait
-   for it this long at most */
-#define REDIS_QUEUE_BLOCKING_LOADING_MSECS 5000
-
-static bool
-redis_blocking_command(redisContext *ctx, unsigned int argc,
-		       const char *const *argv, const char **error_r)
-{
-	redisReply *reply;
-	unsigned int waited_msecs = 0;
-	bool ret = TRUE;
-
-	for (;;) {
-		reply = redisCommandArgv(ctx, (int)argc, (const char **)argv,
-					 NULL);
-		if (reply == NULL) {
-			*error_r = t_strdup(ctx->errstr);
-			return FALSE;
-		}
-		if (reply->type != REDIS_REPLY_ERROR ||
-		    !str_begins_with(reply->str, "LOADING") ||
-		    waited_msecs >= REDIS_QUEUE_BLOCKING_LOADING_MSECS)
-			break;
-		freeReplyObject(reply);
-		usleep(100 * 1000);
-		waited_msecs += 100;
-	}
-	if (reply->type == REDIS_REPLY_ERROR) {
-		*error_r = t_strndup(reply->str, reply->len);
-		ret = FALSE;
-	}
-	freeReplyObject(reply);
-	return ret;
-}
-
-static bool
-redis_blocking_eval(redisContext *ctx, struct dovewarden_redis_script *script,
-		    unsigned int argc, const char *const *argv,
-		    const char **error_r)
-{
-	const char **args = t_new(const char *, argc + 3);
-
-	args[0] = "EVAL";
-	args[1] = script->text;
-	args[2] = "0";
-	memcpy(args + 3, argv, sizeof(*argv) * argc);
-	return redis_blocking_command(ctx, argc + 3, args, error_r);
-}
-
 /* At shutdown: write what is still buffered and give the claims back,
    over a blocking connection (the ioloop is going away) */
 static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 {
-	const struct dovewarden_redis_settings *rset = &queue->set.redis;
 	struct hash_iterate_context *iter;
 	struct redis_queue_buffered *buf;
 	struct dovewarden_redis_job *job;
 	struct redis_queue_finish *finish;
-	redisContext *ctx;
-	struct timeval tv;
-	const char **argv, *error = NULL, *args[3];
+	struct dovewarden_redis_blocking *redis;
+	const char **argv, *error = NULL;
 	char *username;
 	unsigned int argc, sent = 0, total;
 
@@ -1161,28 +1109,8 @@ static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	if (total == 0 && queue->jobs == NULL && queue->finishes == NULL)
 		return;
 
-	tv.tv_sec = rset->timeout_msecs / 1000;
-	tv.tv_usec = (rset->timeout_msecs % 1000) * 1000;
-	ctx = rset->host[0] == '/' ?
-		redisConnectUnixWithTimeout(rset->host, tv) :
-		redisConnectWithTimeout(rset->host, (int)rset->port, tv);
-	if (ctx == NULL || ctx->err != 0) {
-		error = ctx == NULL ? "Out of memory" : t_strdup(ctx->errstr);
-		goto out;
-	}
-	(void)redisSetTimeout(ctx, tv);
-	if (rset->password[0] != '\0') {
-		args[0] = "AUTH";
-		argc = 1;
-		if (rset->username[0] != '\0')
-			args[argc++] = rset->username;
-		args[argc++] = rset->password;
-		if (!redis_blocking_command(ctx, argc, args, &error))
-			goto out;
-	}
-	args[0] = "SELECT";
-	args[1] = dec2str(rset->db);
-	if (!redis_blocking_command(ctx, 2, args, &error))
+	if (dovewarden_redis_blocking_connect(&queue->set.redis, &redis,
+					      &error) < 0)
 		goto out;
 
 	iter = hash_table_iterate_init(queue->buffer);
@@ -1190,8 +1118,9 @@ static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	       hash_table_iterate(iter, queue->buffer, &username, &buf)) {
 		argv = redis_queue_notify_args(queue, username, buf->priority,
 					       buf->force_full, &argc);
-		if (redis_blocking_eval(ctx, &redis_queue_notify_script,
-					argc, argv, &error))
+		if (dovewarden_redis_blocking_eval(redis,
+						   &redis_queue_notify_script,
+						   argc, argv, &error) == 0)
 			sent++;
 	}
 	hash_table_iterate_deinit(&iter);
@@ -1199,8 +1128,9 @@ static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	for (finish = queue->finishes; finish != NULL && error == NULL;
 	     finish = finish->next) {
 		argv = redis_queue_finish_args(queue, finish, &argc);
-		(void)redis_blocking_eval(ctx, &redis_queue_finish_script,
-					  argc, argv, &error);
+		(void)dovewarden_redis_blocking_eval(redis,
+						     &redis_queue_finish_script,
+						     argc, argv, &error);
 	}
 	for (job = queue->jobs; job != NULL && error == NULL;
 	     job = job->next) {
@@ -1212,12 +1142,12 @@ static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 		};
 
 		argv = redis_queue_finish_args(queue, &release, &argc);
-		(void)redis_blocking_eval(ctx, &redis_queue_finish_script,
-					  argc, argv, &error);
+		(void)dovewarden_redis_blocking_eval(redis,
+						     &redis_queue_finish_script,
+						     argc, argv, &error);
 	}
+	dovewarden_redis_blocking_disconnect(&redis);
 out:
-	if (ctx != NULL)
-		redisFree(ctx);
 	if (error != NULL) {
 		e_error(queue->event, "At shutdown: %u of %u buffered users' "
 			"notifications could not be written to Redis: %s "

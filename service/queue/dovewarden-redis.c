@@ -9,11 +9,16 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
+#include <unistd.h>
 
 struct redis_request {
 	struct dovewarden_redis *redis;
 	dovewarden_redis_callback_t *callback;
 	void *context;
+};
+
+struct dovewarden_redis_blocking {
+	redisContext *ctx;
 };
 
 struct dovewarden_redis {
@@ -56,6 +61,56 @@ dovewarden_redis_settings_address(const struct dovewarden_redis_settings *set)
 static const char *redis_name(struct dovewarden_redis *redis)
 {
 	return dovewarden_redis_settings_address(&redis->set);
+}
+
+static void redis_timeval(unsigned int msecs, struct timeval *tv_r)
+{
+	tv_r->tv_sec = msecs / 1000;
+	tv_r->tv_usec = (msecs % 1000) * 1000;
+}
+
+static void redis_options_init(const struct dovewarden_redis_settings *set,
+			       const struct timeval *timeout_tv,
+			       redisOptions *options_r)
+{
+	i_zero(options_r);
+	if (set->host[0] == '/')
+		REDIS_OPTIONS_SET_UNIX(options_r, set->host);
+	else
+		REDIS_OPTIONS_SET_TCP(options_r, set->host, (int)set->port);
+	options_r->connect_timeout = timeout_tv;
+	if (!set->subscriber)
+		options_r->command_timeout = timeout_tv;
+}
+
+/* The commands that set up a new connection: AUTH [username] password
+   (NULL when there is no password), and SELECT (2 arguments) */
+static const char *const *
+redis_auth_args(const struct dovewarden_redis_settings *set,
+		unsigned int *argc_r)
+{
+	const char **argv;
+	unsigned int argc = 0;
+
+	if (set->password[0] == '\0')
+		return NULL;
+	argv = t_new(const char *, 3);
+	argv[argc++] = "AUTH";
+	if (set->username[0] != '\0')
+		argv[argc++] = set->username;
+	argv[argc++] = set->password;
+	*argc_r = argc;
+	return argv;
+}
+
+static const char *const *
+redis_select_args(const struct dovewarden_redis_settings *set)
+{
+	const char **argv = t_new(const char *, 2);
+
+	argv[0] = "SELECT";
+	argv[1] = dec2str(set->db);
+	return argv;
 }
 
 /* hiredis event adapter */
@@ -281,28 +336,17 @@ static void redis_message_callback(redisAsyncContext *ac ATTR_UNUSED,
 static void redis_send_setup(struct dovewarden_redis *redis)
 {
 	struct dovewarden_redis_script *script;
+	const char *const *auth_args;
 	const char *argv[3];
+	unsigned int argc;
 
-	if (redis->set.password[0] != '\0') {
-		if (redis->set.username[0] != '\0') {
-			argv[0] = "AUTH";
-			argv[1] = redis->set.username;
-			argv[2] = redis->set.password;
-			(void)dovewarden_redis_command(redis, 3, argv, NULL,
-						       redis_setup_callback,
-						       redis);
-		} else {
-			argv[0] = "AUTH";
-			argv[1] = redis->set.password;
-			(void)dovewarden_redis_command(redis, 2, argv, NULL,
-						       redis_setup_callback,
-						       redis);
-		}
+	auth_args = redis_auth_args(&redis->set, &argc);
+	if (auth_args != NULL) {
+		(void)dovewarden_redis_command(redis, argc, auth_args, NULL,
+					       redis_setup_callback, redis);
 	}
-	argv[0] = "SELECT";
-	argv[1] = t_strdup_printf("%u", redis->set.db);
-	(void)dovewarden_redis_command(redis, 2, argv, NULL,
-				       redis_select_callback, redis);
+	(void)dovewarden_redis_command(redis, 2, redis_select_args(&redis->set),
+				       NULL, redis_select_callback, redis);
 	array_foreach_elem(&redis->scripts, script) {
 		argv[0] = "SCRIPT";
 		argv[1] = "LOAD";
@@ -342,17 +386,7 @@ static void redis_connect(struct dovewarden_redis *redis)
 	timeout_remove(&redis->to_reconnect);
 	i_assert(redis->ac == NULL);
 
-	i_zero(&options);
-	if (redis->set.host[0] == '/')
-		REDIS_OPTIONS_SET_UNIX(&options, redis->set.host);
-	else {
-		REDIS_OPTIONS_SET_TCP(&options, redis->set.host,
-				      (int)redis->set.port);
-	}
-	options.connect_timeout = &redis->timeout_tv;
-	if (!redis->set.subscriber)
-		options.command_timeout = &redis->timeout_tv;
-
+	redis_options_init(&redis->set, &redis->timeout_tv, &options);
 	ac = redisAsyncConnectWithOptions(&options);
 	if (ac == NULL) {
 		redis_went_down(redis, "Out of memory");
@@ -394,8 +428,7 @@ dovewarden_redis_init(const struct dovewarden_redis_settings *set,
 	redis->set.host = redis->host = i_strdup(set->host);
 	redis->set.username = redis->username = i_strdup(set->username);
 	redis->set.password = redis->password = i_strdup(set->password);
-	redis->timeout_tv.tv_sec = set->timeout_msecs / 1000;
-	redis->timeout_tv.tv_usec = (set->timeout_msecs % 1000) * 1000;
+	redis_timeval(set->timeout_msecs, &redis->timeout_tv);
 	redis->callbacks = callbacks;
 	redis->context = context;
 	redis->event = event_create(event_parent);
@@ -482,6 +515,23 @@ void dovewarden_redis_add_script(struct dovewarden_redis *redis,
 	array_push_back(&redis->scripts, &script);
 }
 
+/* EVALSHA when Redis has the script (known), else EVAL; argc + 3
+   arguments */
+static const char *const *
+redis_eval_args(const struct dovewarden_redis_script *script, bool known,
+		unsigned int argc, const char *const *argv)
+{
+	const char **args = t_new(const char *, argc + 3);
+	unsigned int i;
+
+	args[0] = known ? "EVALSHA" : "EVAL";
+	args[1] = known ? script->sha1 : script->text;
+	args[2] = "0";
+	for (i = 0; i < argc; i++)
+		args[i + 3] = argv[i];
+	return args;
+}
+
 int dovewarden_redis_eval(struct dovewarden_redis *redis,
 			  struct dovewarden_redis_script *script,
 			  unsigned int argc, const char *const *argv,
@@ -489,23 +539,17 @@ int dovewarden_redis_eval(struct dovewarden_redis *redis,
 			  void *context)
 {
 	struct dovewarden_redis_script *const *scriptp;
-	const char **args;
 	bool known = FALSE;
-	unsigned int i;
 
 	redis_script_init(script);
 	array_foreach(&redis->scripts, scriptp) {
 		if (*scriptp == script)
 			known = TRUE;
 	}
-	args = t_new(const char *, argc + 3);
-	args[0] = known ? "EVALSHA" : "EVAL";
-	args[1] = known ? script->sha1 : script->text;
-	args[2] = "0";
-	for (i = 0; i < argc; i++)
-		args[i + 3] = argv[i];
-	return dovewarden_redis_command(redis, argc + 3, args, NULL,
-					callback, context);
+	return dovewarden_redis_command(redis, argc + 3,
+					redis_eval_args(script, known,
+							argc, argv),
+					NULL, callback, context);
 }
 
 void dovewarden_redis_subscribe(struct dovewarden_redis *redis,
@@ -528,4 +572,101 @@ void dovewarden_redis_subscribe(struct dovewarden_redis *redis,
 		(void)redisAsyncCommandArgv(redis->ac, redis_message_callback,
 					    redis, 2, argv, NULL);
 	}
+}
+
+/* blocking connection */
+
+int dovewarden_redis_blocking_connect(
+	const struct dovewarden_redis_settings *set,
+	struct dovewarden_redis_blocking **redis_r, const char **error_r)
+{
+	struct dovewarden_redis_blocking *redis;
+	const char *const *auth_args;
+	redisOptions options;
+	redisContext *ctx;
+	struct timeval tv;
+	unsigned int argc;
+
+	i_assert(!set->subscriber);
+
+	*redis_r = NULL;
+	redis_timeval(set->timeout_msecs, &tv);
+	redis_options_init(set, &tv, &options);
+	ctx = redisConnectWithOptions(&options);
+	if (ctx == NULL) {
+		*error_r = "Out of memory";
+		return -1;
+	}
+	if (ctx->err != 0) {
+		*error_r = t_strdup(ctx->errstr);
+		redisFree(ctx);
+		return -1;
+	}
+	redis = i_new(struct dovewarden_redis_blocking, 1);
+	redis->ctx = ctx;
+
+	auth_args = redis_auth_args(set, &argc);
+	if ((auth_args != NULL &&
+	     dovewarden_redis_blocking_command(redis, argc, auth_args,
+					       error_r) < 0) ||
+	    dovewarden_redis_blocking_command(redis, 2, redis_select_args(set),
+					      error_r) < 0) {
+		dovewarden_redis_blocking_disconnect(&redis);
+		return -1;
+	}
+	*redis_r = redis;
+	return 0;
+}
+
+void dovewarden_redis_blocking_disconnect(
+	struct dovewarden_redis_blocking **_redis)
+{
+	struct dovewarden_redis_blocking *redis = *_redis;
+
+	if (redis == NULL)
+		return;
+	*_redis = NULL;
+	redisFree(redis->ctx);
+	i_free(redis);
+}
+
+int dovewarden_redis_blocking_command(struct dovewarden_redis_blocking *redis,
+				      unsigned int argc,
+				      const char *const *argv,
+				      const char **error_r)
+{
+	redisReply *reply;
+	unsigned int waited_msecs = 0;
+	int ret = 0;
+
+	for (;;) {
+		reply = redisCommandArgv(redis->ctx, (int)argc,
+					 (const char **)argv, NULL);
+		if (reply == NULL) {
+			*error_r = t_strdup(redis->ctx->errstr);
+			return -1;
+		}
+		if (reply->type != REDIS_REPLY_ERROR ||
+		    !str_begins_with(reply->str, "LOADING") ||
+		    waited_msecs >= DOVEWARDEN_REDIS_BLOCKING_LOADING_MSECS)
+			break;
+		freeReplyObject(reply);
+		usleep(100 * 1000);
+		waited_msecs += 100;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		*error_r = t_strndup(reply->str, reply->len);
+		ret = -1;
+	}
+	freeReplyObject(reply);
+	return ret;
+}
+
+int dovewarden_redis_blocking_eval(struct dovewarden_redis_blocking *redis,
+				   const struct dovewarden_redis_script *script,
+				   unsigned int argc, const char *const *argv,
+				   const char **error_r)
+{
+	return dovewarden_redis_blocking_command(redis, argc + 3,
+		redis_eval_args(script, FALSE, argc, argv), error_r);
 }

@@ -11,9 +11,13 @@
    made anew. */
 
 struct redisReply;
+struct dovewarden_redis_blocking;
 
 #define DOVEWARDEN_REDIS_RECONNECT_MIN_MSECS 100
 #define DOVEWARDEN_REDIS_RECONNECT_MAX_MSECS (10 * 1000)
+/* Redis answers LOADING while it reads its data after a restart: a
+   blocking command waits for it this long at most */
+#define DOVEWARDEN_REDIS_BLOCKING_LOADING_MSECS (5 * 1000)
 
 enum dovewarden_redis_state {
 	/* no connection: waiting for the reconnect timer */
@@ -111,5 +115,30 @@ void dovewarden_redis_subscribe(struct dovewarden_redis *redis,
 
 /* An error reply's text, or NULL when the reply is not an error */
 const char *dovewarden_redis_reply_error(const struct redisReply *reply);
+
+/* A blocking connection, for when there is no ioloop to run the
+   connection above on (at shutdown). It is set up the same way (AUTH,
+   SELECT); set->timeout_msecs limits the connect and every command, and
+   set->subscriber must be FALSE. Returns 0, or -1 with error_r set (then
+   *redis_r is NULL). */
+int dovewarden_redis_blocking_connect(
+	const struct dovewarden_redis_settings *set,
+	struct dovewarden_redis_blocking **redis_r, const char **error_r);
+void dovewarden_redis_blocking_disconnect(
+	struct dovewarden_redis_blocking **redis);
+/* Send a command and wait for the reply. Returns 0, or -1 when the
+   connection failed or Redis answered with an error (error_r says
+   which). While Redis answers LOADING (it is reading its data after a
+   restart), the command is sent again, for
+   DOVEWARDEN_REDIS_BLOCKING_LOADING_MSECS at most. */
+int dovewarden_redis_blocking_command(struct dovewarden_redis_blocking *redis,
+				      unsigned int argc,
+				      const char *const *argv,
+				      const char **error_r);
+/* Run a script with no keys and these arguments (EVAL, always whole) */
+int dovewarden_redis_blocking_eval(struct dovewarden_redis_blocking *redis,
+				   const struct dovewarden_redis_script *script,
+				   unsigned int argc, const char *const *argv,
+				   const char **error_r);
 
 #endif
