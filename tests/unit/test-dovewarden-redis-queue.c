@@ -869,6 +869,75 @@ Test(redis_queue, password_acl_user_and_database)
 	instance_deinit(&bad);
 }
 
+/* the shutdown flush's connection: set up like the asynchronous one */
+Test(redis_queue, a_blocking_connection_authenticates_and_selects)
+{
+	static struct dovewarden_redis_script echo =
+		DOVEWARDEN_REDIS_SCRIPT_INIT("echo", "return ARGV[1]");
+	struct dovewarden_redis_settings set;
+	struct dovewarden_redis_blocking *redis;
+	redisContext *ctx = redisConnectUnix(socket_path);
+	const char *acl[] = { "ACL", "SETUSER", "dw", "on", ">pw2", "~*",
+			      "&*", "+@all" };
+	const char *pass[] = { "CONFIG", "SET", "requirepass", "pw1" };
+	const char *auth[] = { "AUTH", "pw1" };
+	const char *sel5[] = { "SELECT", "5" };
+	const char *get[] = { "GET", "k" };
+	const char *set_k[] = { "SET", "k", "v" };
+	const char *bad[] = { "NOSUCHCOMMAND" };
+	const char *args[] = { "x" };
+	const char *error;
+
+	cr_assert(ctx != NULL && ctx->err == 0);
+	cr_assert_str_eq(raw_command(ctx, acl, N_ELEMENTS(acl)), "OK");
+	cr_assert_str_eq(raw_command(ctx, pass, N_ELEMENTS(pass)), "OK");
+
+	i_zero(&set);
+	set.host = socket_path;
+	set.username = "";
+	set.password = "pw1";
+	set.db = 5;
+	set.timeout_msecs = 500;
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     0, "connect failed: %s", error);
+	cr_assert_eq(dovewarden_redis_blocking_command(redis, N_ELEMENTS(set_k),
+						       set_k, &error), 0);
+	cr_assert_eq(dovewarden_redis_blocking_eval(redis, &echo, 1, args,
+						    &error), 0);
+	cr_assert_eq(dovewarden_redis_blocking_command(redis, N_ELEMENTS(bad),
+						       bad, &error), -1);
+	cr_assert(str_begins_with(error, "ERR"), "%s", error);
+	dovewarden_redis_blocking_disconnect(&redis);
+	cr_assert_null(redis);
+	cr_assert_str_eq(raw_command(ctx, auth, N_ELEMENTS(auth)), "OK");
+	cr_assert_str_eq(raw_command(ctx, sel5, N_ELEMENTS(sel5)), "OK");
+	cr_assert_str_eq(raw_command(ctx, get, N_ELEMENTS(get)), "v");
+	redisFree(ctx);
+
+	/* an ACL user */
+	set.username = "dw";
+	set.password = "pw2";
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     0, "connect failed: %s", error);
+	dovewarden_redis_blocking_disconnect(&redis);
+
+	/* a wrong password, a database that does not exist, no server */
+	set.password = "wrong";
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     -1);
+	cr_assert_null(redis);
+	cr_assert(str_begins_with(error, "WRONGPASS"), "%s", error);
+	set.password = "pw2";
+	set.db = 100000;
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     -1);
+	cr_assert(str_begins_with(error, "ERR"), "%s", error);
+	redis_stop();
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     -1);
+	cr_assert_null(redis);
+}
+
 Test(redis_queue, dsync_states_are_kept_per_server)
 {
 	struct instance a, b;
