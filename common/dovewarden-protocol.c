@@ -7,6 +7,10 @@
 #include "unichar.h"
 #include "dovewarden-protocol.h"
 
+struct event_category event_category_dovewarden = {
+	.name = "dovewarden",
+};
+
 static const char *const priority_names[DOVEWARDEN_PRIORITY_COUNT] = {
 	[DOVEWARDEN_PRIORITY_NONE] = "none",
 	[DOVEWARDEN_PRIORITY_LOW] = "low",

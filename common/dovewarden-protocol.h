@@ -103,4 +103,8 @@ int dovewarden_notify_parse_reply(const char *const *args, unsigned int *id_r,
 				  bool *success_r, const char **reason_r,
 				  const char **error_r);
 
+/* The "dovewarden" event category of every event the plugins and the
+   service log or export */
+extern struct event_category event_category_dovewarden;
+
 #endif

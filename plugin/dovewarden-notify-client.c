@@ -78,10 +78,6 @@ struct dovewarden_notify_client {
 	bool failure_logged:1;
 };
 
-struct event_category dovewarden_event_category = {
-	.name = "dovewarden",
-};
-
 /* Only one client exists per process; the ioloop destroy callback needs
    to find it. */
 static struct dovewarden_notify_client *dovewarden_notify_client_global;
@@ -556,7 +552,7 @@ dovewarden_notify_client_init(const char *socket_path)
 	client = i_new(struct dovewarden_notify_client, 1);
 	client->path = i_strdup(socket_path);
 	client->event = event_create(NULL);
-	event_add_category(client->event, &dovewarden_event_category);
+	event_add_category(client->event, &event_category_dovewarden);
 	event_set_append_log_prefix(client->event, "dovewarden: ");
 	client->conn_list = connection_list_init(&client_conn_set,
 						 &client_conn_vfuncs);

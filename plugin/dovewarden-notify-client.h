@@ -15,9 +15,6 @@
    line), when the output drains, after a reconnect, or at the latest by
    dovewarden_notify_client_user_deinit(). */
 
-/* Category "dovewarden" of all the plugin's events */
-extern struct event_category dovewarden_event_category;
-
 /* Why a user's mail changed. Only used for debug logging. */
 enum dovewarden_notify_reason {
 	DOVEWARDEN_NOTIFY_REASON_SAVE = BIT(0),

@@ -368,7 +368,7 @@ static void dovewarden_mail_user_created(struct mail_user *user)
 	MODULE_CONTEXT_SET(user, dovewarden_user_module, duser);
 
 	duser->event = event_create(user->event);
-	event_add_category(duser->event, &dovewarden_event_category);
+	event_add_category(duser->event, &event_category_dovewarden);
 	event_set_append_log_prefix(duser->event, "dovewarden: ");
 	if (user->service_user != NULL && !user->autocreated) {
 		duser->session_user = TRUE;
