@@ -156,7 +156,7 @@ status_all_users(struct dovewarden_queue *queue, const char *mask, time_t now)
 	dovewarden_queue_iter_deinit(&iter);
 	array_sort(&users, user_cmp);
 	array_foreach_elem(&users, user) {
-		dovewarden_admin_user_status_init(&status, user,
+		dovewarden_queue_user_status_init(&status, user,
 			BENCH_FULL_SYNC_INTERVAL, now);
 		str_truncate(str, 0);
 		dovewarden_admin_append_user_status(str, &status);

@@ -5,7 +5,6 @@
 #include "strescape.h"
 #include "strnum.h"
 #include "unichar.h"
-#include "dovewarden-queue.h"
 #include "dovewarden-admin-protocol.h"
 
 const char *const dovewarden_admin_status_keys[] = {
@@ -181,26 +180,10 @@ void dovewarden_admin_append_remove(string_t *dest, const char *username)
 }
 
 void dovewarden_admin_append_stats(string_t *dest,
-				   const struct dovewarden_queue_stats *stats)
+		const unsigned int values[DOVEWARDEN_ADMIN_STATUS_COUNT])
 {
-	const unsigned int values[] = {
-		[DOVEWARDEN_ADMIN_STATUS_USERS] = stats->users,
-		[DOVEWARDEN_ADMIN_STATUS_SYNCING] = stats->syncing,
-		[DOVEWARDEN_ADMIN_STATUS_PENDING_SYNC] =
-			stats->pending[DOVEWARDEN_PRIORITY_SYNC],
-		[DOVEWARDEN_ADMIN_STATUS_PENDING_HIGH] =
-			stats->pending[DOVEWARDEN_PRIORITY_HIGH],
-		[DOVEWARDEN_ADMIN_STATUS_PENDING_LOW] =
-			stats->pending[DOVEWARDEN_PRIORITY_LOW],
-		[DOVEWARDEN_ADMIN_STATUS_FULL_SYNC_DUE] =
-			stats->full_sync_due,
-		[DOVEWARDEN_ADMIN_STATUS_FAILED] = stats->failed,
-		[DOVEWARDEN_ADMIN_STATUS_FAILED_WAITING] =
-			stats->failed_waiting,
-	};
 	unsigned int i;
 
-	static_assert_array_size(values, DOVEWARDEN_ADMIN_STATUS_COUNT);
 	for (i = 0; i < DOVEWARDEN_ADMIN_STATUS_COUNT; i++) {
 		str_printfa(dest, "%s\t%u\n", dovewarden_admin_status_keys[i],
 			    values[i]);
@@ -250,54 +233,6 @@ void dovewarden_admin_append_error(string_t *dest, const char *error)
 	str_append(dest, "-\t");
 	str_append_tabescaped(dest, error);
 	str_append_c(dest, '\n');
-}
-
-static long long
-user_next_sync_secs(const struct dovewarden_user *user,
-		    unsigned int full_sync_interval_secs, time_t now)
-{
-	time_t due;
-
-	if (user->syncing)
-		return 0;
-	due = dovewarden_queue_user_get_next_sync(user);
-	if (due != 0)
-		return due <= now ? 0 : (long long)(due - now);
-	if (user->priority != DOVEWARDEN_PRIORITY_NONE ||
-	    user->force_full_sync || user->consecutive_failures > 0)
-		due = user->next_try;
-	else if (full_sync_interval_secs == 0 || user->last_full_sync == 0) {
-		/* never, or at its slot, which only the queue knows */
-		return -1;
-	} else {
-		due = I_MAX(user->last_full_sync +
-			    (time_t)full_sync_interval_secs, user->next_try);
-	}
-	return due <= now ? 0 : (long long)(due - now);
-}
-
-void
-dovewarden_admin_user_status_init(struct dovewarden_admin_user_status *status_r,
-				  const struct dovewarden_user *user,
-				  unsigned int full_sync_interval_secs,
-				  time_t now)
-{
-	i_zero(status_r);
-	status_r->username = user->username;
-	status_r->priority = user->priority;
-	/* a running sync still works for its priority */
-	if (user->syncing && user->syncing_priority > status_r->priority)
-		status_r->priority = user->syncing_priority;
-	status_r->last_fast_sync = user->last_fast_sync;
-	status_r->last_full_sync = user->last_full_sync;
-	status_r->last_successful_sync = user->last_successful_sync;
-	status_r->last_verified = user->last_verified;
-	status_r->last_repaired = user->last_repaired;
-	status_r->consecutive_failures = user->consecutive_failures;
-	status_r->next_sync_secs =
-		user_next_sync_secs(user, full_sync_interval_secs, now);
-	status_r->last_error = user->last_error == NULL ? "" :
-		user->last_error;
 }
 
 static int parse_time(const char *str, time_t *time_r)

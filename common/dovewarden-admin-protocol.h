@@ -4,8 +4,6 @@
 
 #include "dovewarden-protocol.h"
 
-struct dovewarden_user;
-struct dovewarden_queue_stats;
 
 /* The admin protocol, spoken by "doveadm dovewarden ..." (client) to the
    service's "dovewarden-admin" unix socket (mode 0600: root only). It is
@@ -161,8 +159,9 @@ void dovewarden_admin_append_add(string_t *dest, const char *mask);
 void dovewarden_admin_append_remove(string_t *dest, const char *username);
 
 /* Append reply lines, with their trailing LF. */
+/* values are indexed by enum dovewarden_admin_status_key */
 void dovewarden_admin_append_stats(string_t *dest,
-				   const struct dovewarden_queue_stats *stats);
+		const unsigned int values[DOVEWARDEN_ADMIN_STATUS_COUNT]);
 void dovewarden_admin_append_user_status(string_t *dest,
 		const struct dovewarden_admin_user_status *status);
 void dovewarden_admin_append_dsync_status(string_t *dest,
@@ -170,17 +169,6 @@ void dovewarden_admin_append_dsync_status(string_t *dest,
 /* "+" without a count when count is -1, else "+\t<count>" */
 void dovewarden_admin_append_ok(string_t *dest, int count);
 void dovewarden_admin_append_error(string_t *dest, const char *error);
-
-/* Fill a user's status line from the queue's view of it. The strings
-   point into user. The next sync is the queue's schedule
-   (dovewarden_queue_user_get_next_sync()); for a user that is not in a
-   queue it is computed from its fields and full_sync_interval_secs (the
-   queue's setting). */
-void
-dovewarden_admin_user_status_init(struct dovewarden_admin_user_status *status_r,
-				  const struct dovewarden_user *user,
-				  unsigned int full_sync_interval_secs,
-				  time_t now);
 
 /* Parse the fields of reply lines. All return 0, or -1 with error_r. The
    strings point into args. */

@@ -2,7 +2,7 @@
 #ifndef DOVEWARDEN_DOVEADM_H
 #define DOVEWARDEN_DOVEADM_H
 
-#include "dovewarden-queue.h"
+#include "dovewarden-queue-rules.h"
 
 /* A client for doveadm-server's unix socket that runs one "sync" command
    per connection (doveadm-server serves each connection in a fresh

@@ -20,7 +20,7 @@
 #include "dovewarden-event.h"
 #include "dovewarden-log-limit.h"
 #include "dovewarden-replicator.h"
-#include "dovewarden-redis-queue.h"
+#include "dovewarden-queue-backend.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-http.h"
 
@@ -29,8 +29,8 @@
 /* The longest doveadm-server handshake line we read */
 #define HTTP_READY_MAX_LINE 256
 
-struct http_client {
-	struct http_client *prev, *next;
+struct dovewarden_http_client {
+	struct dovewarden_http_client *prev, *next;
 	struct dovewarden_http_server *server;
 	struct http_server_connection *http_conn;
 	struct ip_addr remote_ip;
@@ -47,10 +47,11 @@ struct http_ready_probe {
 struct dovewarden_http_server {
 	const struct dovewarden_settings *set;
 	struct dovewarden_replicator *replicator;
+	struct dovewarden_queue_backend *queue;
 	struct event *event;
 	char *doveadm_socket_path;
 	struct http_server *http_server;
-	struct http_client *clients;
+	struct dovewarden_http_client *clients;
 
 	/* /readyz: the last probe's result and the requests that wait for
 	   the running probe */
@@ -65,10 +66,10 @@ struct dovewarden_http_server {
 
 /* Rate-limited warning about a rejected request; never quotes the body */
 static void
-http_log_rejected(struct http_client *client, const char *fmt, ...)
+http_log_rejected(struct dovewarden_http_client *client, const char *fmt, ...)
 	ATTR_FORMAT(2, 3);
 static void
-http_log_rejected(struct http_client *client, const char *fmt, ...)
+http_log_rejected(struct dovewarden_http_client *client, const char *fmt, ...)
 {
 	struct dovewarden_http_server *server = client->server;
 	unsigned int suppressed;
@@ -93,7 +94,7 @@ http_log_rejected(struct http_client *client, const char *fmt, ...)
 }
 
 static void
-http_reject(struct http_client *client, struct http_server_request *req,
+http_reject(struct dovewarden_http_client *client, struct http_server_request *req,
 	    unsigned int status, const char *reason, const char *error)
 {
 	dovewarden_metrics_rejected(DOVEWARDEN_METRICS_SOURCE_HTTP);
@@ -107,7 +108,7 @@ http_reject(struct http_client *client, struct http_server_request *req,
 
 /* Returns 1 if the request may post events, 0 if it has no credentials
    and -1 if they are wrong. */
-static int http_check_auth(struct http_client *client,
+static int http_check_auth(struct dovewarden_http_client *client,
 			   struct http_server_request *req)
 {
 	const char *secret = client->server->set->dovewarden_http_secret;
@@ -140,7 +141,7 @@ static int http_check_auth(struct http_client *client,
 }
 
 struct http_events_request {
-	struct http_client *client;
+	struct dovewarden_http_client *client;
 	struct http_server_request *req;
 	struct istream *input;
 	buffer_t *body;
@@ -150,7 +151,7 @@ struct http_events_request {
 
 static void http_events_payload_finished(struct http_events_request *ereq)
 {
-	struct http_client *client = ereq->client;
+	struct dovewarden_http_client *client = ereq->client;
 	struct dovewarden_http_server *server = client->server;
 	struct http_server_request *req = ereq->req;
 	ARRAY_TYPE(dovewarden_event_change) changes;
@@ -187,7 +188,7 @@ static void http_events_payload_finished(struct http_events_request *ereq)
 		dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_HTTP);
 		dovewarden_replicator_notify(server->replicator,
 					     change->username,
-					     change->priority);
+					     change->priority, 0);
 		queued++;
 	}
 	resp = http_server_response_create(req, queued > 0 ? 202 : 204,
@@ -250,7 +251,7 @@ static void http_events_request_destroyed(struct http_events_request *ereq)
 }
 
 static void
-http_handle_events(struct http_client *client, struct http_server_request *req)
+http_handle_events(struct dovewarden_http_client *client, struct http_server_request *req)
 {
 	const struct http_request *hreq = http_server_request_get(req);
 	struct http_events_request *ereq;
@@ -440,12 +441,10 @@ static void
 http_handle_readyz(struct dovewarden_http_server *server,
 		   struct http_server_request *req)
 {
-	struct dovewarden_redis_queue *rqueue =
-		dovewarden_replicator_get_redis_queue(server->replicator);
+	const char *reason;
 
-	if (rqueue != NULL && !dovewarden_redis_queue_is_connected(rqueue)) {
-		http_ready_respond(req, FALSE, "Redis queue backend is not "
-				   "connected (notifications are buffered)");
+	if (!dovewarden_queue_backend_is_ready(server->queue, &reason)) {
+		http_ready_respond(req, FALSE, reason);
 		return;
 	}
 	if (server->ready_checked.tv_sec != 0 &&
@@ -478,7 +477,7 @@ http_respond_text(struct http_server_request *req, const char *content_type,
 }
 
 static void
-http_handle_get(struct http_client *client, struct http_server_request *req,
+http_handle_get(struct dovewarden_http_client *client, struct http_server_request *req,
 		const char *path)
 {
 	struct dovewarden_http_server *server = client->server;
@@ -492,17 +491,16 @@ http_handle_get(struct http_client *client, struct http_server_request *req,
 		return;
 	}
 	if (strcmp(path, "/metrics") == 0) {
-		struct dovewarden_redis_queue *rqueue =
-			dovewarden_replicator_get_redis_queue(
-				server->replicator);
+		struct dovewarden_queue_counts counts;
+		ARRAY_TYPE(dovewarden_queue_metric) backend_metrics;
 
-		if (rqueue != NULL)
-			dovewarden_metrics_gauges_from_redis(rqueue, &gauges);
-		else {
-			dovewarden_metrics_gauges_from_queue(
-				dovewarden_replicator_get_queue(
-					server->replicator), &gauges);
-		}
+		dovewarden_queue_backend_get_counts(server->queue, &counts);
+		dovewarden_metrics_gauges_init(&gauges, &counts);
+		t_array_init(&backend_metrics, 8);
+		dovewarden_queue_backend_get_metrics(server->queue,
+						     &backend_metrics);
+		gauges.backend_metrics = array_get(&backend_metrics,
+			&gauges.backend_metrics_count);
 		gauges.syncs_running = dovewarden_replicator_get_running_count(
 			server->replicator);
 		str = t_str_new(4096);
@@ -518,7 +516,7 @@ http_handle_get(struct http_client *client, struct http_server_request *req,
 }
 
 static void
-http_handle_request_real(struct http_client *client,
+http_handle_request_real(struct dovewarden_http_client *client,
 			 struct http_server_request *req)
 {
 	const struct http_request *hreq = http_server_request_get(req);
@@ -541,7 +539,7 @@ http_handle_request_real(struct http_client *client,
 
 static void http_handle_request(void *context, struct http_server_request *req)
 {
-	struct http_client *client = context;
+	struct dovewarden_http_client *client = context;
 
 	T_BEGIN {
 		http_handle_request_real(client, req);
@@ -554,7 +552,7 @@ static void http_handle_request(void *context, struct http_server_request *req)
 
 static void http_connection_destroy(void *context, const char *reason)
 {
-	struct http_client *client = context;
+	struct dovewarden_http_client *client = context;
 
 	e_debug(client->server->event, "Client %s disconnected: %s",
 		net_ip2addr(&client->remote_ip), reason);
@@ -572,9 +570,9 @@ void
 dovewarden_http_server_accept(struct dovewarden_http_server *server,
 			      const struct master_service_connection *conn)
 {
-	struct http_client *client;
+	struct dovewarden_http_client *client;
 
-	client = i_new(struct http_client, 1);
+	client = i_new(struct dovewarden_http_client, 1);
 	client->server = server;
 	client->remote_ip = conn->remote_ip;
 	DLLIST_PREPEND(&server->clients, client);
@@ -585,6 +583,7 @@ dovewarden_http_server_accept(struct dovewarden_http_server *server,
 
 struct dovewarden_http_server *
 dovewarden_http_server_init(const struct dovewarden_settings *set,
+			    struct dovewarden_queue_backend *queue,
 			    struct dovewarden_replicator *replicator,
 			    const char *doveadm_socket_path,
 			    struct event *event_parent)
@@ -596,6 +595,7 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 
 	server = i_new(struct dovewarden_http_server, 1);
 	server->set = set;
+	server->queue = queue;
 	server->replicator = replicator;
 	server->doveadm_socket_path = i_strdup(doveadm_socket_path);
 	server->event = event_create(event_parent);

@@ -4,6 +4,7 @@
 
 struct master_service_connection;
 struct dovewarden_settings;
+struct dovewarden_queue_backend;
 struct dovewarden_replicator;
 
 /* The HTTP listener (type "http") of the service:
@@ -39,6 +40,7 @@ struct dovewarden_replicator;
    absolute path of doveadm-server's unix socket (copied). */
 struct dovewarden_http_server *
 dovewarden_http_server_init(const struct dovewarden_settings *set,
+			    struct dovewarden_queue_backend *queue,
 			    struct dovewarden_replicator *replicator,
 			    const char *doveadm_socket_path,
 			    struct event *event_parent);

@@ -2,7 +2,6 @@
 
 #include "lib.h"
 #include "str.h"
-#include "dovewarden-redis-queue.h"
 #include "dovewarden-metrics.h"
 
 #define SYNC_RESULT_COUNT (DOVEWARDEN_SYNC_RESULT_CONFIG + 1)
@@ -76,64 +75,21 @@ void dovewarden_metrics_verification(bool repaired)
 		metrics.repairs++;
 }
 
-void dovewarden_metrics_set_last_successful_sync(time_t when)
-{
-	if (when > metrics.last_successful_sync)
-		metrics.last_successful_sync = when;
-}
-
-void dovewarden_metrics_init_from_queue(struct dovewarden_queue *queue)
-{
-	struct dovewarden_queue_iter *iter;
-	struct dovewarden_user *user;
-
-	iter = dovewarden_queue_iter_init(queue);
-	while ((user = dovewarden_queue_iter_next(iter)) != NULL)
-		dovewarden_metrics_set_last_successful_sync(
-			user->last_successful_sync);
-	dovewarden_queue_iter_deinit(&iter);
-}
-
 void dovewarden_metrics_reset(void)
 {
 	i_zero(&metrics);
 }
 
-void dovewarden_metrics_gauges_from_redis(
-	struct dovewarden_redis_queue *queue,
-	struct dovewarden_metrics_gauges *gauges_r)
+void dovewarden_metrics_gauges_init(struct dovewarden_metrics_gauges *gauges_r,
+				    const struct dovewarden_queue_counts *counts)
 {
-	struct dovewarden_redis_queue_stats stats;
-
 	i_zero(gauges_r);
-	dovewarden_redis_queue_get_stats(queue, &stats);
-	memcpy(gauges_r->queue_users, stats.pending_by_priority,
+	memcpy(gauges_r->queue_users, counts->pending,
 	       sizeof(gauges_r->queue_users));
-	gauges_r->oldest_pending = stats.oldest_pending;
-	gauges_r->users = stats.users;
-	gauges_r->users_failing = stats.failed;
-	gauges_r->redis = TRUE;
-	gauges_r->redis_connected =
-		dovewarden_redis_queue_is_connected(queue);
-	dovewarden_redis_queue_get_buffer(queue, &gauges_r->redis_buffered,
-					  &gauges_r->redis_dropped);
-}
-
-void dovewarden_metrics_gauges_from_queue(
-	struct dovewarden_queue *queue,
-	struct dovewarden_metrics_gauges *gauges_r)
-{
-	struct dovewarden_queue_stats stats;
-	unsigned int i;
-
-	dovewarden_queue_get_counts(queue, &stats);
-	i_zero(gauges_r);
-	for (i = 0; i < DOVEWARDEN_PRIORITY_COUNT; i++)
-		gauges_r->queue_users[i] = stats.pending[i];
-	gauges_r->oldest_pending = dovewarden_queue_get_oldest_pending(queue);
-	gauges_r->users = stats.users;
-	gauges_r->users_failing = stats.failed;
-	gauges_r->syncs_running = stats.syncing;
+	gauges_r->oldest_pending = counts->oldest_pending;
+	gauges_r->users = counts->users;
+	gauges_r->users_failing = counts->failed;
+	gauges_r->last_successful_sync = counts->last_successful_sync;
 }
 
 static void
@@ -216,6 +172,10 @@ void dovewarden_metrics_render(string_t *dest,
 		DOVEWARDEN_PRIORITY_HIGH,
 		DOVEWARDEN_PRIORITY_LOW,
 	};
+	const struct dovewarden_queue_metric *m;
+	time_t last_successful_sync =
+		I_MAX(metrics.last_successful_sync,
+		      gauges->last_successful_sync);
 	unsigned int i;
 
 	metric_header(dest, "dovewarden_queue_users", "gauge",
@@ -247,27 +207,17 @@ void dovewarden_metrics_render(string_t *dest,
 		      "gauge", "Unix time of the last successful sync of any "
 		      "user (0 if none).");
 	metric_value(dest, "dovewarden_last_successful_sync_timestamp_seconds",
-		     metrics.last_successful_sync);
+		     last_successful_sync);
 	metric_header(dest, "dovewarden_seconds_since_last_successful_sync",
 		      "gauge", "Seconds since the last successful sync of any "
 		      "user (-1 if none).");
 	metric_value(dest, "dovewarden_seconds_since_last_successful_sync",
-		     metrics.last_successful_sync == 0 ? -1 :
-		     I_MAX(now - metrics.last_successful_sync, 0));
+		     last_successful_sync == 0 ? -1 :
+		     I_MAX(now - last_successful_sync, 0));
 
-	if (!gauges->redis)
-		return;
-	metric_header(dest, "dovewarden_redis_connected", "gauge",
-		      "1 when the Redis queue backend is connected.");
-	metric_value(dest, "dovewarden_redis_connected",
-		     gauges->redis_connected ? 1 : 0);
-	metric_header(dest, "dovewarden_redis_buffered_users", "gauge",
-		      "Users whose notifications wait in memory for Redis.");
-	metric_value(dest, "dovewarden_redis_buffered_users",
-		     gauges->redis_buffered);
-	metric_header(dest, "dovewarden_redis_dropped_notifications_total",
-		      "counter", "Changes dropped because the buffer for "
-		      "Redis was full.");
-	str_printfa(dest, "dovewarden_redis_dropped_notifications_total "
-		    "%"PRIu64"\n", gauges->redis_dropped);
+	for (i = 0; i < gauges->backend_metrics_count; i++) {
+		m = &gauges->backend_metrics[i];
+		metric_header(dest, m->name, m->type, m->help);
+		str_printfa(dest, "%s %"PRIu64"\n", m->name, m->value);
+	}
 }

@@ -2,7 +2,7 @@
 #ifndef DOVEWARDEN_METRICS_H
 #define DOVEWARDEN_METRICS_H
 
-#include "dovewarden-queue.h"
+#include "dovewarden-queue-backend.h"
 
 /* The service's counters, kept for the whole process (there is one
    service process), and their rendering in the Prometheus text
@@ -34,13 +34,12 @@ struct dovewarden_metrics_gauges {
 	unsigned int syncs_running;
 	unsigned int users;
 	unsigned int users_failing;
-	/* the Redis backend is used; then: */
-	bool redis;
-	bool redis_connected;
-	/* users whose notifications wait in memory for Redis, and changes
-	   dropped because that buffer was full */
-	unsigned int redis_buffered;
-	uint64_t redis_dropped;
+	/* the newest successful sync the queue knows of (e.g. from its
+	   saved state), 0 if none */
+	time_t last_successful_sync;
+	/* the queue backend's own gauges */
+	const struct dovewarden_queue_metric *backend_metrics;
+	unsigned int backend_metrics_count;
 };
 
 /* A valid notification was queued */
@@ -54,25 +53,12 @@ void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 /* A successful full sync of a user that had a dsync state finished;
    repaired tells whether it changed something. */
 void dovewarden_metrics_verification(bool repaired);
-/* Start from this last successful sync (e.g. the newest one in the
-   restored queue state) unless a newer one was counted already. */
-void dovewarden_metrics_set_last_successful_sync(time_t when);
-/* Take the last successful sync from a restored queue (O(users), once
-   at start), so that a restart does not reset it. */
-void dovewarden_metrics_init_from_queue(struct dovewarden_queue *queue);
 /* Forget all counters (for tests). */
 void dovewarden_metrics_reset(void);
 
-struct dovewarden_redis_queue;
-/* Fill gauges from the shared queue's counts (read at most a second ago)
-   and the buffer's state. */
-void dovewarden_metrics_gauges_from_redis(
-	struct dovewarden_redis_queue *queue,
-	struct dovewarden_metrics_gauges *gauges_r);
-/* Fill gauges from the queue's O(1) counts. */
-void dovewarden_metrics_gauges_from_queue(
-	struct dovewarden_queue *queue,
-	struct dovewarden_metrics_gauges *gauges_r);
+/* Fill gauges from the queue's counts; the rest is zero. */
+void dovewarden_metrics_gauges_init(struct dovewarden_metrics_gauges *gauges_r,
+				    const struct dovewarden_queue_counts *counts);
 
 /* Append all metrics at time now to dest. */
 void dovewarden_metrics_render(string_t *dest,

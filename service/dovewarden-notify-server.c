@@ -12,6 +12,7 @@
 #include "master-service.h"
 #include "dovewarden-protocol.h"
 #include "dovewarden-replicator.h"
+#include "dovewarden-sync-wait.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-log-limit.h"
 #include "dovewarden-notify-server.h"
@@ -32,7 +33,7 @@ struct notify_client;
 struct notify_wait {
 	struct notify_client *client;
 	unsigned int id;
-	struct dovewarden_replicator_wait *wait;
+	struct dovewarden_sync_wait *wait;
 };
 
 struct notify_client {
@@ -44,6 +45,7 @@ struct notify_client {
 struct dovewarden_notify_server {
 	struct connection_list *clients;
 	struct dovewarden_replicator *replicator;
+	struct dovewarden_sync_waits *waits;
 	struct event *event;
 
 	struct dovewarden_log_limit error_limit;
@@ -140,17 +142,18 @@ notify_client_wait(struct notify_client *client,
 			       str_len(str));
 		dovewarden_replicator_notify(client->server->replicator,
 					     req->username,
-					     DOVEWARDEN_PRIORITY_SYNC);
+					     DOVEWARDEN_PRIORITY_SYNC, 0);
 		return;
 	}
 	nwait = i_new(struct notify_wait, 1);
 	nwait->client = client;
 	nwait->id = req->id;
 	array_push_back(&client->waits, &nwait);
-	nwait->wait = dovewarden_replicator_wait(
-		client->server->replicator, req->username,
+	nwait->wait = dovewarden_sync_wait_start(
+		client->server->waits, req->username,
 		I_MIN(req->timeout_msecs, NOTIFY_MAX_WAIT_MSECS),
 		notify_wait_callback, nwait);
+	dovewarden_replicator_queue_changed(client->server->replicator);
 }
 
 static int notify_client_input_args(struct connection *conn,
@@ -177,7 +180,7 @@ static int notify_client_input_args(struct connection *conn,
 			str_sanitize(req.username, 100),
 			dovewarden_priority_to_str(req.priority));
 		dovewarden_replicator_notify(client->server->replicator,
-					     req.username, req.priority);
+					     req.username, req.priority, 0);
 		return 1;
 	case DOVEWARDEN_NOTIFY_CMD_WAIT:
 		e_debug(conn->event, "Wait %u: user %s timeout %u ms",
@@ -242,7 +245,7 @@ static void notify_client_destroy(struct connection *conn)
 
 	while (array_count(&client->waits) > 0) {
 		nwait = array_idx_elem(&client->waits, 0);
-		dovewarden_replicator_wait_cancel(&nwait->wait);
+		dovewarden_sync_wait_cancel(&nwait->wait);
 		notify_wait_free(nwait);
 	}
 	array_free(&client->waits);
@@ -270,12 +273,14 @@ static const struct connection_vfuncs notify_conn_vfuncs = {
 
 struct dovewarden_notify_server *
 dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
+			      struct dovewarden_sync_waits *waits,
 			      struct event *event_parent)
 {
 	struct dovewarden_notify_server *server;
 
 	server = i_new(struct dovewarden_notify_server, 1);
 	server->replicator = replicator;
+	server->waits = waits;
 	server->event = event_create(event_parent);
 	server->error_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
 	server->error_limit.max_per_window = NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
@@ -287,17 +292,12 @@ dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
 void dovewarden_notify_server_deinit(struct dovewarden_notify_server **_server)
 {
 	struct dovewarden_notify_server *server = *_server;
-	struct connection *conn;
 
 	if (server == NULL)
 		return;
 	*_server = NULL;
 
-	while (server->clients->connections != NULL) {
-		conn = server->clients->connections;
-		conn->disconnect_reason = CONNECTION_DISCONNECT_DEINIT;
-		conn->v.destroy(conn);
-	}
+	/* destroys every client through notify_client_destroy() */
 	connection_list_deinit(&server->clients);
 	event_unref(&server->event);
 	i_free(server);

@@ -4,6 +4,7 @@
 
 struct master_service_connection;
 struct dovewarden_replicator;
+struct dovewarden_sync_waits;
 
 /* The service side of the notify protocol (dovewarden-protocol.h): each
    "N" line queues a user in the replicator; each "W" line queues it at
@@ -12,9 +13,10 @@ struct dovewarden_replicator;
    (rate-limited, never quoting more than a short escaped prefix) and
    disconnects that client only. */
 
-/* The replicator must outlive the server. */
+/* The replicator and waits must outlive the server. */
 struct dovewarden_notify_server *
 dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
+			      struct dovewarden_sync_waits *waits,
 			      struct event *event_parent);
 /* Disconnects all clients and cancels their waits. */
 void dovewarden_notify_server_deinit(struct dovewarden_notify_server **server);

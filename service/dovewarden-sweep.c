@@ -10,7 +10,7 @@
 #include "connection.h"
 #include "wildcard-match.h"
 #include "auth-client-interface.h"
-#include "dovewarden-queue.h"
+#include "dovewarden-protocol.h"
 #include "dovewarden-sweep.h"
 
 /* The only request on the connection, and the start of its replies */

@@ -5,8 +5,12 @@
 #include "settings.h"
 #include "master-service.h"
 #include "master-service-settings.h"
+#include "hostpid.h"
 #include "dovewarden-settings.h"
+#include "dovewarden-queue-backend-private.h"
 #include "dovewarden-replicator.h"
+#include "dovewarden-sync-wait.h"
+#include "dovewarden-sweep-schedule.h"
 #include "dovewarden-notify-server.h"
 #include "dovewarden-admin.h"
 #include "dovewarden-http.h"
@@ -15,16 +19,14 @@
 /* The queue state, in state_dir */
 #define DOVEWARDEN_STATE_FNAME "dovewarden.db"
 
-static struct event_category event_category_dovewarden = {
-	.name = "dovewarden",
-};
-
 static struct event *dovewarden_event;
 static const struct dovewarden_settings *dovewarden_set;
+static struct dovewarden_queue_backend *queue;
 static struct dovewarden_replicator *replicator;
+static struct dovewarden_sync_waits *sync_waits;
+static struct dovewarden_sweep_schedule *sweep_schedule;
 static struct dovewarden_notify_server *notify_server;
 static struct dovewarden_http_server *http_server;
-static char *auth_socket_path;
 
 static void client_connected(struct master_service_connection *conn)
 {
@@ -46,85 +48,87 @@ static void client_connected(struct master_service_connection *conn)
 	}
 }
 
-static const char *
-admin_sync_state(const struct dovewarden_user *user, void *context ATTR_UNUSED)
+static void queue_ready(void *context ATTR_UNUSED)
 {
-	return dovewarden_replicator_get_sync_state(replicator, user);
+	if (replicator != NULL)
+		dovewarden_replicator_queue_changed(replicator);
+	if (sweep_schedule != NULL)
+		dovewarden_sweep_schedule_queue_ready(sweep_schedule);
 }
 
-static void admin_queue_changed(void *context ATTR_UNUSED)
+static void queue_sync_done(const char *username, uint64_t seq,
+			    enum dovewarden_sync_result result,
+			    const char *error, void *context ATTR_UNUSED)
+{
+	if (sync_waits != NULL) {
+		dovewarden_sync_waits_sync_done(sync_waits, username, seq,
+						result, error);
+	}
+}
+
+static const struct dovewarden_queue_backend_callbacks queue_callbacks = {
+	.ready = queue_ready,
+	.sync_done = queue_sync_done,
+};
+
+static void sweep_users_added(void *context ATTR_UNUSED)
 {
 	dovewarden_replicator_queue_changed(replicator);
 }
 
-static void admin_replicate(const char *username,
-			    enum dovewarden_priority priority, bool full_sync,
-			    void *context ATTR_UNUSED)
+static const char *main_socket_path(const char *base_dir, const char *path)
 {
-	if (full_sync) {
-		dovewarden_replicator_force_full_sync(replicator, username,
-						      priority);
-	} else {
-		dovewarden_replicator_notify(replicator, username, priority);
-	}
+	return path[0] == '/' ? path : t_strconcat(base_dir, "/", path, NULL);
 }
-
-static bool admin_add_user(const char *username, void *context ATTR_UNUSED)
-{
-	return dovewarden_replicator_add_user(replicator, username);
-}
-
-static void admin_get_syncing_users(ARRAY_TYPE(dovewarden_user_p) *users,
-				    void *context ATTR_UNUSED)
-{
-	dovewarden_replicator_get_syncing_users(replicator, users);
-}
-
-static struct dovewarden_sweep *
-admin_add_users(const char *mask, dovewarden_sweep_callback_t *callback,
-		void *callback_context, void *context ATTR_UNUSED)
-{
-	return dovewarden_sweep_start(admin_add_user, NULL, auth_socket_path,
-				      mask, dovewarden_event, callback,
-				      callback_context);
-}
-
-static const struct dovewarden_admin_callbacks admin_callbacks = {
-	.sync_state = admin_sync_state,
-	.queue_changed = admin_queue_changed,
-	.replicate = admin_replicate,
-	.add_users = admin_add_users,
-	.add_user = admin_add_user,
-	.get_syncing_users = admin_get_syncing_users,
-};
 
 static void main_init(void)
 {
 	const struct master_service_settings *mset =
 		master_service_get_service_settings(master_service);
-	const char *path = dovewarden_set->dovewarden_auth_socket_path;
+	struct dovewarden_queue_backend_settings qset;
+	const char *auth_socket_path, *error;
 
-	auth_socket_path = path[0] == '/' ? i_strdup(path) :
-		i_strconcat(mset->base_dir, "/", path, NULL);
+	auth_socket_path = main_socket_path(mset->base_dir,
+		dovewarden_set->dovewarden_auth_socket_path);
+
+	dovewarden_queue_backend_driver_register(
+		&dovewarden_queue_backend_builtin);
+	dovewarden_queue_backend_driver_register(
+		&dovewarden_queue_backend_redis);
+	i_zero(&qset);
+	qset.set = dovewarden_set;
+	qset.queue.full_sync_interval_secs =
+		dovewarden_set->dovewarden_full_sync_interval;
+	qset.queue.retry_min_secs =
+		dovewarden_set->dovewarden_retry_min_interval;
+	qset.queue.retry_max_secs =
+		dovewarden_set->dovewarden_retry_max_interval;
+	qset.queue.settle_delay_secs = dovewarden_set->dovewarden_settle_delay;
+	qset.queue.settle_max_secs = DOVEWARDEN_QUEUE_SETTLE_MAX_SECS;
+	qset.state_path = t_strconcat(mset->state_dir,
+				      "/"DOVEWARDEN_STATE_FNAME, NULL);
+	qset.server = my_hostname;
+	queue = dovewarden_queue_backend_init(
+		dovewarden_set->dovewarden_queue_backend, &qset,
+		dovewarden_event, &queue_callbacks, NULL, &error);
+	if (queue == NULL)
+		i_fatal("%s", error);
+
 	replicator = dovewarden_replicator_init(dovewarden_set, mset->base_dir,
-		t_strconcat(mset->state_dir, "/"DOVEWARDEN_STATE_FNAME, NULL),
-		dovewarden_event);
-	notify_server = dovewarden_notify_server_init(replicator,
+						queue, dovewarden_event);
+	sync_waits = dovewarden_sync_waits_init(queue);
+	sweep_schedule = dovewarden_sweep_schedule_init(
+		dovewarden_set->dovewarden_userdb_sweep_interval,
+		auth_socket_path, queue, dovewarden_event,
+		sweep_users_added, NULL);
+	notify_server = dovewarden_notify_server_init(replicator, sync_waits,
 						      dovewarden_event);
-	path = dovewarden_set->dovewarden_doveadm_socket_path;
-	http_server = dovewarden_http_server_init(dovewarden_set, replicator,
-		path[0] == '/' ? path :
-		t_strconcat(mset->base_dir, "/", path, NULL), dovewarden_event);
-	dovewarden_metrics_init_from_queue(
-		dovewarden_replicator_get_queue(replicator));
-	dovewarden_admin_server_init(
-		dovewarden_replicator_get_queue(replicator),
-		dovewarden_replicator_get_queue_settings(replicator),
-		&admin_callbacks, dovewarden_event);
-	if (dovewarden_replicator_get_redis_queue(replicator) != NULL) {
-		dovewarden_admin_server_set_redis(
-			dovewarden_replicator_get_redis_queue(replicator));
-	}
+	http_server = dovewarden_http_server_init(dovewarden_set, queue,
+		replicator, main_socket_path(mset->base_dir,
+			dovewarden_set->dovewarden_doveadm_socket_path),
+		dovewarden_event);
+	dovewarden_admin_server_init(queue, replicator, auth_socket_path,
+				     dovewarden_event);
 }
 
 static void main_deinit(void)
@@ -132,8 +136,14 @@ static void main_deinit(void)
 	dovewarden_admin_server_deinit();
 	dovewarden_http_server_deinit(&http_server);
 	dovewarden_notify_server_deinit(&notify_server);
+	dovewarden_sweep_schedule_deinit(&sweep_schedule);
 	dovewarden_replicator_deinit(&replicator);
-	i_free(auth_socket_path);
+	dovewarden_sync_waits_deinit(&sync_waits);
+	dovewarden_queue_backend_deinit(&queue);
+	dovewarden_queue_backend_driver_unregister(
+		&dovewarden_queue_backend_redis);
+	dovewarden_queue_backend_driver_unregister(
+		&dovewarden_queue_backend_builtin);
 }
 
 int main(int argc, char *argv[])

@@ -4,7 +4,7 @@
 #include "hash.h"
 #include "llist.h"
 #include "priorityq.h"
-#include "md5.h"
+#include "dovewarden-admin-protocol.h"
 #include "dovewarden-queue.h"
 
 struct dovewarden_queue {
@@ -98,21 +98,6 @@ user_update_pending_age(struct dovewarden_queue *queue,
 		priorityq_add(queue->pending_age, &user->pending_age_item);
 		user->pending_age_queued = TRUE;
 	}
-}
-
-time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority)
-{
-	switch (priority) {
-	case DOVEWARDEN_PRIORITY_NONE:
-		return 0;
-	case DOVEWARDEN_PRIORITY_LOW:
-		return DOVEWARDEN_QUEUE_LOW_BOOST_SECS;
-	case DOVEWARDEN_PRIORITY_HIGH:
-		return DOVEWARDEN_QUEUE_HIGH_BOOST_SECS;
-	case DOVEWARDEN_PRIORITY_SYNC:
-		return DOVEWARDEN_QUEUE_SYNC_BOOST_SECS;
-	}
-	i_unreached();
 }
 
 struct dovewarden_queue *
@@ -257,29 +242,6 @@ user_settle_change(struct dovewarden_queue *queue,
 	user->consecutive_repairs = 0;
 	if (user->syncing)
 		user->settle_changed_while_syncing = TRUE;
-}
-
-/* A user's slot is a fixed phase of the wall clock within the interval,
-   picked by a hash of its name: users spread evenly, and a restart
-   neither moves the slot nor postpones it. Returns the first time after
-   now in the slot. */
-time_t dovewarden_queue_full_sync_slot(const char *username,
-				       unsigned int interval, time_t now)
-{
-	unsigned char digest[MD5_RESULTLEN];
-	uint32_t hash;
-	time_t phase, first = now + 1;
-
-	if (interval == 0)
-		return 0;
-	/* not str_hash(): it is keyed randomly per process. MD5 also
-	   spreads similar names (user1, user2, ...) well. */
-	md5_get_digest(username, strlen(username), digest);
-	hash = ((uint32_t)digest[0] << 24) | ((uint32_t)digest[1] << 16) |
-		((uint32_t)digest[2] << 8) | digest[3];
-	phase = hash % interval;
-
-	return first + (phase - first % interval + interval) % interval;
 }
 
 static void
@@ -613,16 +575,12 @@ time_t dovewarden_queue_next_due(struct dovewarden_queue *queue)
 }
 
 static time_t queue_backoff(struct dovewarden_queue *queue,
-			    unsigned int failures)
+			    unsigned int failures, bool config)
 {
-	unsigned long long secs = queue->set.retry_min_secs;
-	unsigned int i;
+	unsigned int secs =
+		dovewarden_queue_retry_secs(&queue->set, failures, config);
 
-	for (i = 1; i < failures && secs < queue->set.retry_max_secs; i++)
-		secs *= 2;
-	if (secs > queue->set.retry_max_secs)
-		secs = queue->set.retry_max_secs;
-	return secs + i_rand_limit(secs / 4 + 1);
+	return secs + dovewarden_queue_retry_jitter(secs);
 }
 
 /* The sync did not replicate the changes it started with: keep them
@@ -734,15 +692,15 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		user_restore_changes(queue, user, now);
 		user_set_failures(queue, user, user->consecutive_failures + 1);
 		user_set_error(user, error);
-		user->next_try = now +
-			queue_backoff(queue, user->consecutive_failures);
+		user->next_try = now + queue_backoff(queue,
+			user->consecutive_failures, FALSE);
 		break;
 	case DOVEWARDEN_SYNC_RESULT_CONFIG:
 		user_restore_changes(queue, user, now);
 		user_set_failures(queue, user, user->consecutive_failures + 1);
 		user_set_error(user, error);
-		user->next_try = now + queue->set.retry_max_secs +
-			i_rand_limit(queue->set.retry_max_secs / 4 + 1);
+		user->next_try = now + queue_backoff(queue,
+			user->consecutive_failures, TRUE);
 		break;
 	case DOVEWARDEN_SYNC_RESULT_NOUSER:
 		queue_forget(queue, user);
@@ -863,45 +821,50 @@ void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **_iter)
 	i_free(iter);
 }
 
-enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
+static long long
+user_next_sync_secs(const struct dovewarden_user *user,
+		    unsigned int full_sync_interval_secs, time_t now)
 {
-	const char *code;
+	time_t due;
 
-	if (line == NULL)
-		return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
-	if (line[0] == '+' && (line[1] == '\0' || line[1] == '\t'))
-		return DOVEWARDEN_SYNC_RESULT_OK;
-	if (line[0] != '-')
-		return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
-
-	code = t_strcut(line + 1, '\t');
-	if (strcmp(code, "CHANGED") == 0)
-		return DOVEWARDEN_SYNC_RESULT_CHANGED;
-	if (strcmp(code, "NOUSER") == 0 || strcmp(code, "NOREPLICATE") == 0)
-		return DOVEWARDEN_SYNC_RESULT_NOUSER;
-	/* retrying these soon cannot help: the setup is wrong. Not
-	   NOTFOUND: dsync answers it also when a mailbox is deleted during
-	   the sync ("Mailbox was deleted under us"), which the next sync
-	   gets right. */
-	if (strcmp(code, "USAGE") == 0 || strcmp(code, "NOPERM") == 0 ||
-	    strcmp(code, "REFERRAL") == 0)
-		return DOVEWARDEN_SYNC_RESULT_CONFIG;
-	return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+	if (user->syncing)
+		return 0;
+	due = dovewarden_queue_user_get_next_sync(user);
+	if (due != 0)
+		return due <= now ? 0 : (long long)(due - now);
+	if (user->priority != DOVEWARDEN_PRIORITY_NONE ||
+	    user->force_full_sync || user->consecutive_failures > 0)
+		due = user->next_try;
+	else if (full_sync_interval_secs == 0 || user->last_full_sync == 0) {
+		/* never, or at its slot, which only the queue knows */
+		return -1;
+	} else {
+		due = I_MAX(user->last_full_sync +
+			    (time_t)full_sync_interval_secs, user->next_try);
+	}
+	return due <= now ? 0 : (long long)(due - now);
 }
 
-const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result)
+void
+dovewarden_queue_user_status_init(struct dovewarden_admin_user_status *status_r,
+				  const struct dovewarden_user *user,
+				  unsigned int full_sync_interval_secs,
+				  time_t now)
 {
-	switch (result) {
-	case DOVEWARDEN_SYNC_RESULT_OK:
-		return "ok";
-	case DOVEWARDEN_SYNC_RESULT_CHANGED:
-		return "changed";
-	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
-		return "tempfail";
-	case DOVEWARDEN_SYNC_RESULT_NOUSER:
-		return "nouser";
-	case DOVEWARDEN_SYNC_RESULT_CONFIG:
-		return "config";
-	}
-	i_unreached();
+	i_zero(status_r);
+	status_r->username = user->username;
+	status_r->priority = user->priority;
+	/* a running sync still works for its priority */
+	if (user->syncing && user->syncing_priority > status_r->priority)
+		status_r->priority = user->syncing_priority;
+	status_r->last_fast_sync = user->last_fast_sync;
+	status_r->last_full_sync = user->last_full_sync;
+	status_r->last_successful_sync = user->last_successful_sync;
+	status_r->last_verified = user->last_verified;
+	status_r->last_repaired = user->last_repaired;
+	status_r->consecutive_failures = user->consecutive_failures;
+	status_r->next_sync_secs =
+		user_next_sync_secs(user, full_sync_interval_secs, now);
+	status_r->last_error = user->last_error == NULL ? "" :
+		user->last_error;
 }

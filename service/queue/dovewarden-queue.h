@@ -3,7 +3,7 @@
 #define DOVEWARDEN_QUEUE_H
 
 #include "priorityq.h"
-#include "dovewarden-protocol.h"
+#include "dovewarden-queue-rules.h"
 
 /* The replication queue: every known user, ordered by when a sync of it is
    due. Pure logic: it does no I/O and never reads the clock; every call
@@ -64,50 +64,6 @@
    its start) starts a new settle instead, so another full sync follows
    after the delay (at most DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX in a row):
    dsync does not always repair everything in one pass. */
-
-/* How much earlier than its real time a change of this priority sorts */
-#define DOVEWARDEN_QUEUE_SYNC_BOOST_SECS (45 * 60)
-#define DOVEWARDEN_QUEUE_HIGH_BOOST_SECS (30 * 60)
-#define DOVEWARDEN_QUEUE_LOW_BOOST_SECS (15 * 60)
-/* A sync that ended with CHANGED runs again after this long */
-#define DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS 2
-/* After this many CHANGED results in a row the next sync is a full one:
-   dsync answers CHANGED also when an incremental sync can't work at all
-   ("retry with a full sync"), and retrying incrementally would loop */
-#define DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT 2
-/* A full sync that repaired a difference is followed by another one
-   after the settle delay, at most this many times in a row */
-#define DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX 3
-
-enum dovewarden_sync_result {
-	/* dsync succeeded; the new state replaces the old one */
-	DOVEWARDEN_SYNC_RESULT_OK,
-	/* dsync succeeded but saw changes during the sync (CHANGED):
-	   run again soon, keep the state */
-	DOVEWARDEN_SYNC_RESULT_CHANGED,
-	/* temporary failure, lock timeout, timeout, lost connection:
-	   retry with exponential back-off */
-	DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
-	/* the user does not exist (NOUSER): forget the user */
-	DOVEWARDEN_SYNC_RESULT_NOUSER,
-	/* configuration error (USAGE, NOPERM, no replica, ...): retry only
-	   after the longest back-off */
-	DOVEWARDEN_SYNC_RESULT_CONFIG,
-};
-
-struct dovewarden_queue_settings {
-	/* Every user gets a full sync at least this often (0 = never) */
-	unsigned int full_sync_interval_secs;
-	/* Back-off after a failure: min * 2^(failures-1), at most max,
-	   plus up to 25% random jitter */
-	unsigned int retry_min_secs;
-	unsigned int retry_max_secs;
-	/* A user's settle full sync runs this long after its last change
-	   (0 = never), and at most settle_max_secs after the first change
-	   that it covers (raised to settle_delay_secs if lower) */
-	unsigned int settle_delay_secs;
-	unsigned int settle_max_secs;
-};
 
 struct dovewarden_user {
 	/* private to the queue */
@@ -341,19 +297,16 @@ struct dovewarden_user *
 dovewarden_queue_iter_next(struct dovewarden_queue_iter *iter);
 void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **iter);
 
-/* How much earlier than its real time a change of this priority sorts */
-time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority);
-/* The first time after now in the user's full sync slot (see the top of
-   this file); 0 when interval is 0 */
-time_t dovewarden_queue_full_sync_slot(const char *username,
-				       unsigned int interval, time_t now);
-
-/* The result of a doveadm-server status line: "+" is OK; "-CHANGED"
-   CHANGED; "-NOUSER" (and 2.3's "-NOREPLICATE") NOUSER; "-USAGE",
-   "-NOPERM" and "-REFERRAL" CONFIG; any other line (also "-NOTFOUND",
-   which dsync answers when a mailbox is deleted during the sync), and NULL
-   (the connection closed before a status line), TEMPFAIL. */
-enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line);
-const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result);
+struct dovewarden_admin_user_status;
+/* Fill a user's status line (see dovewarden-admin-protocol.h) from the
+   queue's view of it. The strings point into user. The next sync is the
+   queue's schedule (dovewarden_queue_user_get_next_sync()); for a user
+   that is not in a queue it is computed from its fields and
+   full_sync_interval_secs (the queue's setting). */
+void
+dovewarden_queue_user_status_init(struct dovewarden_admin_user_status *status_r,
+				  const struct dovewarden_user *user,
+				  unsigned int full_sync_interval_secs,
+				  time_t now);
 
 #endif

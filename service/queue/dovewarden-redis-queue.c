@@ -645,11 +645,10 @@ static void redis_queue_send_finishes(struct dovewarden_redis_queue *queue)
 	}
 }
 
-void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
-				   struct dovewarden_redis_job **_job,
-				   enum dovewarden_sync_result result,
-				   const char *new_state, const char *error,
-				   bool repaired)
+static void
+redis_queue_finish_job(struct dovewarden_redis_queue *queue,
+		       struct dovewarden_redis_job **_job, const char *result,
+		       const char *new_state, const char *error, bool repaired)
 {
 	struct dovewarden_redis_job *job = *_job;
 	struct redis_queue_finish *finish;
@@ -658,7 +657,7 @@ void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
 	finish = i_new(struct redis_queue_finish, 1);
 	finish->queue = queue;
 	finish->username = i_strdup(job->user.username);
-	finish->result = dovewarden_sync_result_to_str(result);
+	finish->result = result;
 	finish->state = i_strdup(new_state == NULL ? "" : new_state);
 	finish->error = i_strdup(error == NULL ? "" : error);
 	finish->repaired = repaired;
@@ -672,6 +671,23 @@ void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
 			DLLIST_PREPEND(&queue->finishes, finish);
 		}
 	} T_END;
+}
+
+void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
+				   struct dovewarden_redis_job **job,
+				   enum dovewarden_sync_result result,
+				   const char *new_state, const char *error,
+				   bool repaired)
+{
+	redis_queue_finish_job(queue, job,
+			       dovewarden_sync_result_to_str(result),
+			       new_state, error, repaired);
+}
+
+void dovewarden_redis_queue_release(struct dovewarden_redis_queue *queue,
+				    struct dovewarden_redis_job **job)
+{
+	redis_queue_finish_job(queue, job, "release", NULL, NULL, FALSE);
 }
 
 static void

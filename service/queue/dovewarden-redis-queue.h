@@ -138,6 +138,10 @@ void dovewarden_redis_queue_finish(struct dovewarden_redis_queue *queue,
 				   const char *new_state, const char *error,
 				   bool repaired);
 
+/* Give a claimed job back unfinished: its changes are due again at once,
+   without back-off. Frees the job. */
+void dovewarden_redis_queue_release(struct dovewarden_redis_queue *queue,
+				    struct dovewarden_redis_job **job);
 /* Forget a user (a running claim of it is then lost). The callback gets
    1 when it was known, 0 when not, -1 with an error. Returns -1 when
    not connected. */

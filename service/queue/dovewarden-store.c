@@ -652,6 +652,21 @@ int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
 	return ret;
 }
 
+int dovewarden_store_journal_remove(struct dovewarden_store *store,
+				    struct dovewarden_queue *queue,
+				    const char *username, const char **error_r)
+{
+	int ret;
+
+	if (dovewarden_queue_lookup(queue, username) == NULL)
+		return 0;
+	T_BEGIN {
+		ret = store_journal_append(store, 'R', username,
+					   DOVEWARDEN_PRIORITY_NONE, error_r);
+	} T_END_PASS_STR_IF(ret < 0, error_r);
+	return ret;
+}
+
 /* Returns 1 with the next line in line_r, or with NULL when the line is
    unusable (longer than the buffer, or the last one and without LF);
    0 at the end of the file; -1 on a read error. */
@@ -881,6 +896,10 @@ store_replay_line(struct dovewarden_queue *queue, char *line, time_t now)
 		if (user == NULL)
 			user = dovewarden_queue_add(queue, args[1], now);
 		dovewarden_queue_force_full_sync(queue, user, priority, now);
+	} else if (strcmp(args[0], "R") == 0) {
+		user = dovewarden_queue_lookup(queue, args[1]);
+		if (user != NULL)
+			dovewarden_queue_remove(queue, user);
 	} else
 		return FALSE;
 	return TRUE;

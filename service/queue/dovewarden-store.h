@@ -41,6 +41,7 @@
 
      N\t<username>\t<priority>		a notification
      F\t<username>\t<priority>		an admin's forced full sync
+     R\t<username>\tnone		the user was removed
 
    appended with a single write() on an O_APPEND descriptor, before the
    change is applied to the queue. Appends are not fsync()ed: after a
@@ -201,5 +202,10 @@ int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
 					     const char *username,
 					     enum dovewarden_priority priority,
 					     const char **error_r);
+/* Call before dovewarden_queue_remove() of a known user: appends a
+   journal line, so that a restart does not bring the user back. */
+int dovewarden_store_journal_remove(struct dovewarden_store *store,
+				    struct dovewarden_queue *queue,
+				    const char *username, const char **error_r);
 
 #endif

@@ -186,13 +186,15 @@ Test(admin_protocol, invalid_requests)
 
 Test(admin_protocol, stats_lines)
 {
-	struct dovewarden_queue_stats stats = {
-		.users = 42,
-		.syncing = 2,
-		.pending = { 0, 3, 4, 5 },
-		.failed = 7,
-		.failed_waiting = 6,
-		.full_sync_due = 8,
+	const unsigned int values[] = {
+		[DOVEWARDEN_ADMIN_STATUS_USERS] = 42,
+		[DOVEWARDEN_ADMIN_STATUS_SYNCING] = 2,
+		[DOVEWARDEN_ADMIN_STATUS_PENDING_LOW] = 3,
+		[DOVEWARDEN_ADMIN_STATUS_PENDING_HIGH] = 4,
+		[DOVEWARDEN_ADMIN_STATUS_PENDING_SYNC] = 5,
+		[DOVEWARDEN_ADMIN_STATUS_FAILED] = 7,
+		[DOVEWARDEN_ADMIN_STATUS_FAILED_WAITING] = 6,
+		[DOVEWARDEN_ADMIN_STATUS_FULL_SYNC_DUE] = 8,
 	};
 	const unsigned int expected[] = { 5, 4, 3, 8, 7, 6, 2, 42 };
 	const char *const *lines, *key, *value, *error;
@@ -200,7 +202,7 @@ Test(admin_protocol, stats_lines)
 	unsigned int i;
 
 	static_assert_array_size(expected, DOVEWARDEN_ADMIN_STATUS_COUNT);
-	dovewarden_admin_append_stats(str, &stats);
+	dovewarden_admin_append_stats(str, values);
 	/* ends with an empty line */
 	cr_assert(str_len(str) > 2);
 	cr_assert_str_eq(str_c(str) + str_len(str) - 2, "\n\n");
@@ -396,25 +398,25 @@ Test(admin_protocol, user_status_next_sync)
 	const time_t now = 1000000;
 
 	/* idle, never fully synced: only the queue knows */
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, -1);
 	cr_assert_str_eq(status.last_error, "");
 
 	/* idle, full syncs off */
 	user->last_full_sync = now - 100;
-	dovewarden_admin_user_status_init(&status, user, 0, now);
+	dovewarden_queue_user_status_init(&status, user, 0, now);
 	cr_assert_eq(status.next_sync_secs, -1);
 
 	/* idle: next full sync */
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, 3500);
 	user->last_full_sync = now - 7200;
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, 0);
 
 	/* pending: now */
 	user->priority = DOVEWARDEN_PRIORITY_HIGH;
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, 0);
 	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_HIGH);
 
@@ -422,7 +424,7 @@ Test(admin_protocol, user_status_next_sync)
 	user->next_try = now + 30;
 	user->consecutive_failures = 2;
 	user->last_error = t_strdup_noconst("timeout");
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, 30);
 	cr_assert_eq(status.consecutive_failures, 2);
 	cr_assert_str_eq(status.last_error, "timeout");
@@ -431,12 +433,12 @@ Test(admin_protocol, user_status_next_sync)
 	user->syncing = TRUE;
 	user->priority = DOVEWARDEN_PRIORITY_NONE;
 	user->syncing_priority = DOVEWARDEN_PRIORITY_SYNC;
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs, 0);
 	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_SYNC);
 	user->priority = DOVEWARDEN_PRIORITY_LOW;
 	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_LOW);
 }
 
@@ -456,18 +458,18 @@ Test(admin_protocol, user_status_next_sync_from_queue)
 	   when */
 	queue = dovewarden_queue_init(&set);
 	user = dovewarden_queue_add(queue, "alice", now);
-	dovewarden_admin_user_status_init(&status, user, 3600, now);
+	dovewarden_queue_user_status_init(&status, user, 3600, now);
 	cr_assert_eq(status.next_sync_secs,
 		     dovewarden_queue_user_get_next_sync(user) - now);
 	cr_assert_gt(status.next_sync_secs, 0);
 	cr_assert_leq(status.next_sync_secs, 3600);
-	dovewarden_admin_user_status_init(&status, user, 3600, now + 7200);
+	dovewarden_queue_user_status_init(&status, user, 3600, now + 7200);
 	cr_assert_eq(status.next_sync_secs, 0);
 
 	/* pending: now */
 	user = dovewarden_queue_notify(queue, "bob", DOVEWARDEN_PRIORITY_HIGH,
 				       now);
-	dovewarden_admin_user_status_init(&status, user, 3600, now + 1);
+	dovewarden_queue_user_status_init(&status, user, 3600, now + 1);
 	cr_assert_eq(status.next_sync_secs, 0);
 	dovewarden_queue_deinit(&queue);
 }

@@ -27,6 +27,23 @@ static const struct dovewarden_queue_settings queue_set = {
 	.retry_max_secs = 100,
 };
 
+/* The built-in queue's counts, as its backend gives them */
+static void gauges_from_queue(struct dovewarden_queue *queue,
+			      struct dovewarden_metrics_gauges *gauges_r)
+{
+	struct dovewarden_queue_stats stats;
+	struct dovewarden_queue_counts counts;
+
+	dovewarden_queue_get_counts(queue, &stats);
+	i_zero(&counts);
+	counts.users = stats.users;
+	memcpy(counts.pending, stats.pending, sizeof(counts.pending));
+	counts.failed = stats.failed;
+	counts.oldest_pending = dovewarden_queue_get_oldest_pending(queue);
+	dovewarden_metrics_gauges_init(gauges_r, &counts);
+	gauges_r->syncs_running = stats.syncing;
+}
+
 static bool has_line(const char *text, const char *line)
 {
 	const char *p = text;
@@ -125,10 +142,9 @@ Test(metrics, counters)
 	dovewarden_metrics_verification(FALSE);
 	dovewarden_metrics_verification(TRUE);
 	dovewarden_metrics_verification(FALSE);
-	/* older than what was counted: ignored */
-	dovewarden_metrics_set_last_successful_sync(100);
-
 	i_zero(&gauges);
+	/* the queue's, older than what was counted: ignored */
+	gauges.last_successful_sync = 100;
 	gauges.queue_users[DOVEWARDEN_PRIORITY_HIGH] = 3;
 	gauges.queue_users[DOVEWARDEN_PRIORITY_NONE] = 99;
 	gauges.oldest_pending = 970;
@@ -188,7 +204,7 @@ Test(metrics, gauges_from_queue)
 	struct dovewarden_metrics_gauges gauges;
 	struct dovewarden_user *user, *u2;
 
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.oldest_pending, 0);
 	cr_assert_eq(gauges.users, 0);
 
@@ -200,7 +216,7 @@ Test(metrics, gauges_from_queue)
 	(void)dovewarden_queue_notify(queue, "b", DOVEWARDEN_PRIORITY_SYNC,
 				      103);
 	(void)dovewarden_queue_add(queue, "c", 104);
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.oldest_pending, 100);
 	cr_assert_eq(gauges.users, 3);
 	cr_assert_eq(gauges.queue_users[DOVEWARDEN_PRIORITY_HIGH], 1);
@@ -211,7 +227,7 @@ Test(metrics, gauges_from_queue)
 	cr_assert_str_eq(user->username, "b");
 	u2 = dovewarden_queue_pop(queue, 110);
 	cr_assert_str_eq(u2->username, "a");
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	/* still unreplicated while syncing */
 	cr_assert_eq(gauges.oldest_pending, 100);
 	cr_assert_eq(gauges.syncs_running, 2);
@@ -220,20 +236,20 @@ Test(metrics, gauges_from_queue)
 	(void)dovewarden_queue_notify(queue, "a", DOVEWARDEN_PRIORITY_LOW, 112);
 	dovewarden_queue_sync_finished(queue, u2, DOVEWARDEN_SYNC_RESULT_OK,
 				       "s", NULL, 115);
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.oldest_pending, 103);
 
 	/* a failed sync keeps its changes' age */
 	dovewarden_queue_sync_finished(queue, user,
 				       DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
 				       "boom", 116);
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.oldest_pending, 103);
 	cr_assert_eq(gauges.users_failing, 1);
 
 	/* removing the user drops its changes */
 	dovewarden_queue_remove(queue, dovewarden_queue_lookup(queue, "b"));
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.oldest_pending, 112);
 	cr_assert_eq(gauges.users_failing, 0);
 
@@ -241,11 +257,11 @@ Test(metrics, gauges_from_queue)
 	user = dovewarden_queue_pop(queue, 120);
 	cr_assert_str_eq(user->username, "a");
 	dovewarden_queue_remove(queue, user);
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.oldest_pending, 0);
 	dovewarden_queue_sync_finished(queue, user, DOVEWARDEN_SYNC_RESULT_OK,
 				       NULL, NULL, 121);
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	gauges_from_queue(queue, &gauges);
 	cr_assert_eq(gauges.users, 1);
 	cr_assert_eq(gauges.oldest_pending, 0);
 
@@ -254,28 +270,48 @@ Test(metrics, gauges_from_queue)
 
 Test(metrics, last_sync_from_queue)
 {
-	struct dovewarden_queue *queue = dovewarden_queue_init(&queue_set);
-	struct dovewarden_user fields;
+	struct dovewarden_queue_counts counts;
 	string_t *str = t_str_new(4096);
 	struct dovewarden_metrics_gauges gauges;
 
-	i_zero(&fields);
-	fields.username = "a";
-	fields.last_successful_sync = 500;
-	(void)dovewarden_queue_restore(queue, &fields, 600);
-	fields.username = "b";
-	fields.last_successful_sync = 550;
-	fields.priority = DOVEWARDEN_PRIORITY_HIGH;
-	fields.last_update = 540;
-	(void)dovewarden_queue_restore(queue, &fields, 600);
-	dovewarden_metrics_init_from_queue(queue);
-
-	dovewarden_metrics_gauges_from_queue(queue, &gauges);
+	/* a restored queue's newest successful sync, until a newer one */
+	i_zero(&counts);
+	counts.last_successful_sync = 550;
+	counts.oldest_pending = 540;
+	dovewarden_metrics_gauges_init(&gauges, &counts);
 	cr_assert_eq(gauges.oldest_pending, 540);
 	dovewarden_metrics_render(str, &gauges, 600);
 	assert_line(str_c(str),
 		    "dovewarden_last_successful_sync_timestamp_seconds 550");
 	assert_line(str_c(str),
 		    "dovewarden_seconds_since_last_successful_sync 50");
-	dovewarden_queue_deinit(&queue);
+
+	dovewarden_metrics_sync_finished(DOVEWARDEN_SYNC_RESULT_OK, 1000, 590);
+	str_truncate(str, 0);
+	dovewarden_metrics_render(str, &gauges, 600);
+	assert_line(str_c(str),
+		    "dovewarden_last_successful_sync_timestamp_seconds 590");
+}
+
+Test(metrics, backend_gauges)
+{
+	const struct dovewarden_queue_metric backend_metrics[] = {
+		{ "dovewarden_redis_connected", "1 when connected.", "gauge",
+		  1 },
+		{ "dovewarden_redis_dropped_notifications_total",
+		  "Changes dropped.", "counter", 12345678901ULL },
+	};
+	struct dovewarden_metrics_gauges gauges;
+	string_t *str = t_str_new(4096);
+
+	i_zero(&gauges);
+	gauges.backend_metrics = backend_metrics;
+	gauges.backend_metrics_count = N_ELEMENTS(backend_metrics);
+	dovewarden_metrics_render(str, &gauges, 600);
+	assert_line(str_c(str), "# TYPE dovewarden_redis_connected gauge");
+	assert_line(str_c(str), "dovewarden_redis_connected 1");
+	assert_line(str_c(str), "# TYPE "
+		    "dovewarden_redis_dropped_notifications_total counter");
+	assert_line(str_c(str),
+		    "dovewarden_redis_dropped_notifications_total 12345678901");
 }

@@ -1,0 +1,106 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "md5.h"
+#include "dovewarden-queue-rules.h"
+
+time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority)
+{
+	switch (priority) {
+	case DOVEWARDEN_PRIORITY_NONE:
+		return 0;
+	case DOVEWARDEN_PRIORITY_LOW:
+		return DOVEWARDEN_QUEUE_LOW_BOOST_SECS;
+	case DOVEWARDEN_PRIORITY_HIGH:
+		return DOVEWARDEN_QUEUE_HIGH_BOOST_SECS;
+	case DOVEWARDEN_PRIORITY_SYNC:
+		return DOVEWARDEN_QUEUE_SYNC_BOOST_SECS;
+	}
+	i_unreached();
+}
+
+/* A user's slot is a fixed phase of the wall clock within the interval,
+   picked by a hash of its name: users spread evenly, and a restart
+   neither moves the slot nor postpones it. Returns the first time after
+   now in the slot. */
+time_t dovewarden_queue_full_sync_slot(const char *username,
+				       unsigned int interval, time_t now)
+{
+	unsigned char digest[MD5_RESULTLEN];
+	uint32_t hash;
+	time_t phase, first = now + 1;
+
+	if (interval == 0)
+		return 0;
+	/* not str_hash(): it is keyed randomly per process. MD5 also
+	   spreads similar names (user1, user2, ...) well. */
+	md5_get_digest(username, strlen(username), digest);
+	hash = ((uint32_t)digest[0] << 24) | ((uint32_t)digest[1] << 16) |
+		((uint32_t)digest[2] << 8) | digest[3];
+	phase = hash % interval;
+
+	return first + (phase - first % interval + interval) % interval;
+}
+
+unsigned int
+dovewarden_queue_retry_secs(const struct dovewarden_queue_settings *set,
+			    unsigned int failures, bool config)
+{
+	unsigned long long secs = I_MAX(set->retry_min_secs, 1U);
+	unsigned int max = I_MAX(set->retry_max_secs, secs);
+	unsigned int i;
+
+	if (config)
+		return max;
+	for (i = 1; i < failures && secs < max; i++)
+		secs *= 2;
+	return I_MIN(secs, max);
+}
+
+unsigned int dovewarden_queue_retry_jitter(unsigned int secs)
+{
+	return i_rand_limit(secs / 4 + 1);
+}
+
+enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
+{
+	const char *code;
+
+	if (line == NULL)
+		return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+	if (line[0] == '+' && (line[1] == '\0' || line[1] == '\t'))
+		return DOVEWARDEN_SYNC_RESULT_OK;
+	if (line[0] != '-')
+		return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+
+	code = t_strcut(line + 1, '\t');
+	if (strcmp(code, "CHANGED") == 0)
+		return DOVEWARDEN_SYNC_RESULT_CHANGED;
+	if (strcmp(code, "NOUSER") == 0 || strcmp(code, "NOREPLICATE") == 0)
+		return DOVEWARDEN_SYNC_RESULT_NOUSER;
+	/* retrying these soon cannot help: the setup is wrong. Not
+	   NOTFOUND: dsync answers it also when a mailbox is deleted during
+	   the sync ("Mailbox was deleted under us"), which the next sync
+	   gets right. */
+	if (strcmp(code, "USAGE") == 0 || strcmp(code, "NOPERM") == 0 ||
+	    strcmp(code, "REFERRAL") == 0)
+		return DOVEWARDEN_SYNC_RESULT_CONFIG;
+	return DOVEWARDEN_SYNC_RESULT_TEMPFAIL;
+}
+
+const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result)
+{
+	switch (result) {
+	case DOVEWARDEN_SYNC_RESULT_OK:
+		return "ok";
+	case DOVEWARDEN_SYNC_RESULT_CHANGED:
+		return "changed";
+	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
+		return "tempfail";
+	case DOVEWARDEN_SYNC_RESULT_NOUSER:
+		return "nouser";
+	case DOVEWARDEN_SYNC_RESULT_CONFIG:
+		return "config";
+	}
+	i_unreached();
+}

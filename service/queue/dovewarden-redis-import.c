@@ -1,0 +1,162 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "ioloop.h"
+#include "dovewarden-queue.h"
+#include "dovewarden-store.h"
+#include "dovewarden-redis-queue.h"
+#include "dovewarden-redis-import.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+
+struct dovewarden_redis_import {
+	struct event *event;
+	struct dovewarden_queue *queue;
+	char *path;
+	unsigned int pending, imported_new, failed;
+	bool done:1;
+	bool deinitialized:1;
+};
+
+struct dovewarden_redis_import *
+dovewarden_redis_import_init(const char *path,
+			     const struct dovewarden_queue_settings *set,
+			     struct event *event)
+{
+	struct dovewarden_redis_import *import;
+	struct dovewarden_store_load_result result;
+	struct dovewarden_store *store;
+	struct stat st;
+	const char *error;
+
+	if (stat(path, &st) < 0) {
+		if (errno != ENOENT)
+			e_error(event, "stat(%s) failed: %m", path);
+		return NULL;
+	}
+	import = i_new(struct dovewarden_redis_import, 1);
+	import->event = event;
+	import->queue = dovewarden_queue_init(set);
+	store = dovewarden_store_init(path);
+	if (dovewarden_store_load(store, import->queue, ioloop_time, &result,
+				  &error) < 0) {
+		e_error(event, "Couldn't load %s to import it into Redis: %s",
+			path, error);
+		dovewarden_store_deinit(&store);
+		dovewarden_queue_deinit(&import->queue);
+		i_free(import);
+		return NULL;
+	}
+	dovewarden_store_deinit(&store);
+	import->path = i_strdup(path);
+	e_info(event, "Found the built-in queue's state (%u users) in %s: "
+	       "importing it into Redis", result.users_loaded, path);
+	return import;
+}
+
+static void redis_import_free(struct dovewarden_redis_import *import)
+{
+	dovewarden_queue_deinit(&import->queue);
+	i_free(import->path);
+	i_free(import);
+}
+
+void dovewarden_redis_import_deinit(struct dovewarden_redis_import **_import)
+{
+	struct dovewarden_redis_import *import = *_import;
+
+	if (import == NULL)
+		return;
+	*_import = NULL;
+	if (import->pending > 0) {
+		/* freed by the last pending callback */
+		import->deinitialized = TRUE;
+		return;
+	}
+	redis_import_free(import);
+}
+
+static void redis_import_finished(struct dovewarden_redis_import *import)
+{
+	const char *suffixes[] = { "", ".journal", ".journal.old" };
+	unsigned int total = import->imported_new + import->failed;
+	struct dovewarden_queue_stats counts;
+	const char *from, *to;
+
+	if (import->failed > 0) {
+		e_error(import->event, "Importing %s into Redis: %u of %u "
+			"users failed - trying again at the next connect",
+			import->path, import->failed, total);
+		import->failed = 0;
+		import->imported_new = 0;
+		return;
+	}
+	/* the files stay, renamed, for a way back to the built-in queue */
+	for (unsigned int i = 0; i < N_ELEMENTS(suffixes); i++) {
+		from = t_strconcat(import->path, suffixes[i], NULL);
+		to = t_strconcat(from, ".imported", NULL);
+		if (rename(from, to) < 0 && errno != ENOENT) {
+			e_error(import->event, "rename(%s, %s) failed: %m",
+				from, to);
+		}
+	}
+	dovewarden_queue_get_counts(import->queue, &counts);
+	e_info(import->event, "Imported the built-in queue's state (%u "
+	       "users, %u of them new to Redis) from %s; renamed it to "
+	       "%s.imported", counts.users, import->imported_new,
+	       import->path, import->path);
+	import->done = TRUE;
+}
+
+static void redis_import_callback(int ret, const char *error, void *context)
+{
+	struct dovewarden_redis_import *import = context;
+
+	if (ret < 0) {
+		if (import->failed++ == 0 && !import->deinitialized) {
+			e_error(import->event, "Importing a user into Redis "
+				"failed: %s", error);
+		}
+	} else if (ret > 0) {
+		import->imported_new++;
+	}
+	i_assert(import->pending > 0);
+	if (--import->pending > 0)
+		return;
+	if (import->deinitialized)
+		redis_import_free(import);
+	else T_BEGIN {
+		redis_import_finished(import);
+	} T_END;
+}
+
+bool dovewarden_redis_import_run(struct dovewarden_redis_import *import,
+				 struct dovewarden_redis_queue *rqueue)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	int ret;
+
+	if (import->done)
+		return TRUE;
+	if (import->pending > 0)
+		return FALSE;
+	iter = dovewarden_queue_iter_init(import->queue);
+	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
+		T_BEGIN {
+			ret = dovewarden_redis_queue_import(rqueue, user,
+				redis_import_callback, import);
+		} T_END;
+		if (ret < 0) {
+			import->failed++;
+			break;
+		}
+		import->pending++;
+	}
+	dovewarden_queue_iter_deinit(&iter);
+	if (import->pending == 0) T_BEGIN {
+		redis_import_finished(import);
+	} T_END;
+	return import->done;
+}

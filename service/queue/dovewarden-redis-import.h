@@ -1,0 +1,28 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+#ifndef DOVEWARDEN_REDIS_IMPORT_H
+#define DOVEWARDEN_REDIS_IMPORT_H
+
+#include "dovewarden-queue-rules.h"
+
+struct dovewarden_redis_queue;
+
+/* Switching from the built-in queue to Redis: the built-in queue's state
+   file (with its journals) is copied into Redis once, so that every user
+   keeps its dsync state and schedule (no full-sync storm, no lost pending
+   work). Users Redis knows already are left alone. When every user is in,
+   the files are renamed to *.imported (a way back to the built-in
+   queue). */
+
+/* Load path if it exists; NULL when there is nothing to import (or it
+   could not be read, which is logged). */
+struct dovewarden_redis_import *
+dovewarden_redis_import_init(const char *path,
+			     const struct dovewarden_queue_settings *set,
+			     struct event *event);
+void dovewarden_redis_import_deinit(struct dovewarden_redis_import **import);
+/* Redis is connected: copy the users in (again, if an earlier try
+   failed). Returns TRUE when the import is done and can be freed. */
+bool dovewarden_redis_import_run(struct dovewarden_redis_import *import,
+				 struct dovewarden_redis_queue *rqueue);
+
+#endif
