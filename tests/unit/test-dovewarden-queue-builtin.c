@@ -1,0 +1,131 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "ioloop.h"
+#include "unlink-directory.h"
+#include "dovewarden-queue-backend-private.h"
+
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include <criterion/criterion.h>
+
+/* The built-in backend journals every change, whoever makes it: a
+   service killed before its next save loses none of them. */
+
+static char tmpdir[] = "/tmp/dw-builtin-test.XXXXXX";
+static char *db_path;
+static struct ioloop *ioloop;
+
+static void test_init(void)
+{
+	lib_init();
+	cr_assert_not_null(mkdtemp(tmpdir));
+	db_path = i_strconcat(tmpdir, "/dovewarden.db", NULL);
+	ioloop = io_loop_create();
+	dovewarden_queue_backend_driver_register(
+		&dovewarden_queue_backend_builtin);
+}
+
+static void test_deinit(void)
+{
+	const char *error;
+
+	dovewarden_queue_backend_driver_unregister(
+		&dovewarden_queue_backend_builtin);
+	io_loop_destroy(&ioloop);
+	(void)unlink_directory(tmpdir, UNLINK_DIRECTORY_FLAG_RMDIR, &error);
+	i_free(db_path);
+	lib_deinit();
+}
+
+TestSuite(queue_builtin, .init = test_init, .fini = test_deinit);
+
+static struct dovewarden_queue_backend *backend_init(void)
+{
+	struct dovewarden_queue_backend_settings set;
+	struct dovewarden_queue_backend *backend;
+	const char *error;
+
+	i_zero(&set);
+	set.queue.full_sync_interval_secs = 3600;
+	set.queue.retry_min_secs = 60;
+	set.queue.retry_max_secs = 3600;
+	set.state_path = db_path;
+	set.server = "test";
+	backend = dovewarden_queue_backend_init("builtin", &set, NULL, NULL,
+						NULL, &error);
+	cr_assert_not_null(backend, "%s", error);
+	return backend;
+}
+
+static void remove_callback(int ret, const char *error ATTR_UNUSED,
+			    void *context)
+{
+	*(int *)context = ret;
+}
+
+static int backend_remove(struct dovewarden_queue_backend *backend,
+			  const char *username)
+{
+	int ret = -2;
+
+	dovewarden_queue_backend_remove(backend, username, remove_callback,
+					&ret);
+	/* the built-in backend answers at once */
+	cr_assert_neq(ret, -2);
+	return ret;
+}
+
+/* Run changes in a child that dies without saving, as kill -9 would */
+static void run_and_die(void (*changes)(struct dovewarden_queue_backend *))
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		changes(backend_init());
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void changes_add(struct dovewarden_queue_backend *backend)
+{
+	/* an admin's ADD and the userdb sweep */
+	(void)dovewarden_queue_backend_add(backend, "added");
+	(void)dovewarden_queue_backend_add(backend, "swept");
+	dovewarden_queue_backend_notify(backend, "changed",
+					DOVEWARDEN_PRIORITY_HIGH, 0);
+}
+
+static void changes_remove(struct dovewarden_queue_backend *backend)
+{
+	cr_assert_eq(backend_remove(backend, "added"), 1);
+}
+
+Test(queue_builtin, every_change_survives_a_kill)
+{
+	struct dovewarden_queue_backend *backend;
+	struct dovewarden_queue_counts counts;
+
+	run_and_die(changes_add);
+	backend = backend_init();
+	dovewarden_queue_backend_get_counts(backend, &counts);
+	cr_assert_eq(counts.users, 3);
+	cr_assert_eq(counts.pending[DOVEWARDEN_PRIORITY_HIGH], 1);
+	/* known: not added again */
+	cr_assert(!dovewarden_queue_backend_add(backend, "added"));
+	dovewarden_queue_backend_deinit(&backend);
+
+	run_and_die(changes_remove);
+	backend = backend_init();
+	dovewarden_queue_backend_get_counts(backend, &counts);
+	cr_assert_eq(counts.users, 2);
+	cr_assert_eq(backend_remove(backend, "added"), 0);
+	cr_assert_eq(backend_remove(backend, "swept"), 1);
+	dovewarden_queue_backend_deinit(&backend);
+}
