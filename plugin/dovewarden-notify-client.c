@@ -233,7 +233,7 @@ static void client_wait_log(struct dovewarden_notify_wait *wait,
 	const char *username = str_sanitize(wait->username, 256);
 	long long msecs = timeval_diff_msecs(&ioloop_timeval, &wait->start);
 	struct event_passthrough *e;
-	const char *msg;
+	const char *msg = NULL;
 
 	e = event_create_passthrough(wait->event)->
 		set_name("dovewarden_sync_wait_finished")->
@@ -259,8 +259,6 @@ static void client_wait_log(struct dovewarden_notify_wait *wait,
 				      "background", username, msecs,
 				      str_sanitize(reason, 256));
 		break;
-	default:
-		i_unreached();
 	}
 	/* Once per session: a dead peer would otherwise log every mail */
 	if (wait->user != NULL && wait->user->sync_wait_logged) {
