@@ -1,0 +1,1333 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "ioloop.h"
+#include "net.h"
+#include "time-util.h"
+#include "unlink-directory.h"
+#include "dovewarden-settings.h"
+#include "dovewarden-admin-protocol.h"
+#include "dovewarden-queue-backend-private.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The queue's rules (dovewarden-queue-rules.h) as every backend must
+   follow them, seen only through dovewarden-queue-backend.h: one
+   scenario, one test, run against each backend. This file is built
+   once per backend with QUEUE_BACKEND set to its name; the Redis run
+   starts its own redis-server (on a unix socket in a temporary
+   directory, one per test) and is skipped when it is not installed.
+   The backends keep time with the ioloop's clock or Redis's TIME, in
+   whole seconds, so the tests run in real time with intervals of a few
+   seconds, and check times with a second's slack either way. */
+
+#ifndef QUEUE_BACKEND
+#  error QUEUE_BACKEND must be the name of the backend to test
+#endif
+
+#define REDIS_SERVER_BIN "/usr/bin/redis-server"
+/* How long a request to the backend may take */
+#define REPLY_TIMEOUT_MSECS 3000
+
+static char test_dir[] = "/tmp/dw-queue-backend-test.XXXXXX";
+static char *socket_path, *state_path;
+static pid_t redis_pid = -1;
+static struct ioloop *ioloop;
+
+static bool backend_is_redis(void)
+{
+	return strcmp(QUEUE_BACKEND, "redis") == 0;
+}
+
+static void redis_start(void)
+{
+	int fd;
+
+	redis_pid = fork();
+	cr_assert(redis_pid >= 0);
+	if (redis_pid == 0) {
+		/* gone with us, also when we crash */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fd = open("/dev/null", O_WRONLY);
+		(void)dup2(fd, 1);
+		(void)dup2(fd, 2);
+		execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", "0",
+		      "--unixsocket", socket_path, "--dir", test_dir,
+		      "--save", "", "--appendonly", "no", (char *)NULL);
+		_exit(127);
+	}
+	for (unsigned int i = 0; i < 500; i++) {
+		fd = net_connect_unix(socket_path);
+		if (fd != -1) {
+			i_close_fd(&fd);
+			return;
+		}
+		usleep(10000);
+	}
+	cr_assert_fail("redis-server did not start");
+}
+
+static void redis_stop(void)
+{
+	if (redis_pid <= 0)
+		return;
+	(void)kill(redis_pid, SIGKILL);
+	(void)waitpid(redis_pid, NULL, 0);
+	redis_pid = -1;
+}
+
+/* the backend under test */
+
+struct sync_done {
+	char *username;
+	uint64_t seq;
+	enum dovewarden_sync_result result;
+};
+
+static struct dovewarden_queue_backend *backend;
+static struct dovewarden_settings service_set;
+/* the rules' parameters; a test may change them before backend_start() */
+static struct dovewarden_queue_settings queue_set = {
+	.full_sync_interval_secs = 86400,
+	.retry_min_secs = 2,
+	.retry_max_secs = 60,
+	.settle_delay_secs = 0,
+	.settle_max_secs = 300,
+};
+static bool backend_ready;
+static ARRAY(struct sync_done) syncs_done;
+
+static void syncs_done_clear(void)
+{
+	struct sync_done *done;
+
+	array_foreach_modifiable(&syncs_done, done)
+		i_free(done->username);
+	array_clear(&syncs_done);
+}
+
+static void suite_init(void)
+{
+	if (backend_is_redis() && access(REDIS_SERVER_BIN, X_OK) < 0)
+		cr_skip_test("%s is not installed", REDIS_SERVER_BIN);
+	lib_init();
+	ioloop = io_loop_create();
+	cr_assert_not_null(mkdtemp(test_dir));
+	socket_path = i_strconcat(test_dir, "/redis.sock", NULL);
+	state_path = i_strconcat(test_dir, "/state", NULL);
+	dovewarden_queue_backend_driver_register(
+		&dovewarden_queue_backend_builtin);
+	dovewarden_queue_backend_driver_register(
+		&dovewarden_queue_backend_redis);
+	if (backend_is_redis())
+		redis_start();
+}
+
+static void suite_fini(void)
+{
+	const char *error;
+
+	redis_stop();
+	if (ioloop == NULL)
+		return;
+	/* a failed test leaves it */
+	dovewarden_queue_backend_deinit(&backend);
+	if (array_is_created(&syncs_done)) {
+		syncs_done_clear();
+		array_free(&syncs_done);
+	}
+	dovewarden_queue_backend_driver_unregister(
+		&dovewarden_queue_backend_builtin);
+	dovewarden_queue_backend_driver_unregister(
+		&dovewarden_queue_backend_redis);
+	(void)unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR, &error);
+	i_free(socket_path);
+	i_free(state_path);
+	io_loop_destroy(&ioloop);
+	lib_deinit();
+}
+
+TestSuite(queue_backend, .init = suite_init, .fini = suite_fini);
+
+/* running the ioloop until something happened */
+
+static bool timed_out;
+
+static void run_timeout(void *context ATTR_UNUSED)
+{
+	timed_out = TRUE;
+	io_loop_stop(ioloop);
+}
+
+/* Run the ioloop until *flag is set (the callbacks stop the loop) or
+   msecs passed; returns *flag. */
+static bool run_until(const bool *flag, unsigned int msecs)
+{
+	struct timeout *to;
+
+	if (*flag)
+		return TRUE;
+	timed_out = FALSE;
+	to = timeout_add(msecs, run_timeout, NULL);
+	while (!*flag && !timed_out)
+		io_loop_run(ioloop);
+	timeout_remove(&to);
+	return *flag;
+}
+
+static void run_for(unsigned int msecs)
+{
+	bool never = FALSE;
+
+	(void)run_until(&never, msecs);
+}
+
+static long long now_msecs(void)
+{
+	struct timeval tv;
+
+	i_gettimeofday(&tv);
+	return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void backend_ready_callback(void *context ATTR_UNUSED)
+{
+	backend_ready = TRUE;
+	io_loop_stop(ioloop);
+}
+
+static void
+backend_sync_done_callback(const char *username, uint64_t seq,
+			   enum dovewarden_sync_result result,
+			   const char *error ATTR_UNUSED,
+			   void *context ATTR_UNUSED)
+{
+	struct sync_done *done = array_append_space(&syncs_done);
+
+	done->username = i_strdup(username);
+	done->seq = seq;
+	done->result = result;
+	io_loop_stop(ioloop);
+}
+
+static const struct dovewarden_queue_backend_callbacks backend_callbacks = {
+	.ready = backend_ready_callback,
+	.sync_done = backend_sync_done_callback,
+};
+
+static void backend_start(void)
+{
+	struct dovewarden_queue_backend_settings bset;
+	const char *error, *reason;
+
+	i_zero(&service_set);
+	service_set.dovewarden_redis_host = socket_path;
+	service_set.dovewarden_redis_username = "";
+	service_set.dovewarden_redis_password = "";
+	service_set.dovewarden_redis_prefix = "t:";
+	service_set.dovewarden_redis_timeout = 1000;
+	service_set.dovewarden_redis_claim_timeout = 60;
+	service_set.dovewarden_redis_buffer_limit = 1000;
+
+	i_zero(&bset);
+	bset.set = &service_set;
+	bset.queue = queue_set;
+	/* Redis would import it: the state is Redis's there */
+	bset.state_path = backend_is_redis() ? NULL : state_path;
+	bset.server = "a.example.org";
+
+	if (!array_is_created(&syncs_done))
+		i_array_init(&syncs_done, 16);
+	backend_ready = FALSE;
+	backend = dovewarden_queue_backend_init(QUEUE_BACKEND, &bset, NULL,
+						&backend_callbacks, NULL,
+						&error);
+	cr_assert_not_null(backend, "init failed: %s", error);
+	cr_assert_str_eq(dovewarden_queue_backend_get_name(backend),
+			 QUEUE_BACKEND);
+	if (!dovewarden_queue_backend_is_ready(backend, &reason)) {
+		cr_assert(run_until(&backend_ready, REPLY_TIMEOUT_MSECS),
+			  "backend not ready: %s", reason);
+		cr_assert(dovewarden_queue_backend_is_ready(backend, &reason));
+		/* let a shared backend's other connections (e.g. Redis's
+		   subscriber for sync_done) come up too */
+		run_for(200);
+	}
+}
+
+static void backend_stop(void)
+{
+	dovewarden_queue_backend_deinit(&backend);
+	syncs_done_clear();
+}
+
+static void backend_stop_all(void)
+{
+	backend_stop();
+	array_free(&syncs_done);
+}
+
+/* pop */
+
+struct pop_result {
+	bool called;
+	struct dovewarden_queue_job *job;
+	int retry_msecs;
+	char *error;
+};
+
+static void pop_callback(struct dovewarden_queue_job *job, int retry_msecs,
+			 const char *error, void *context)
+{
+	struct pop_result *res = context;
+
+	cr_assert(!res->called, "pop callback called twice");
+	res->called = TRUE;
+	res->job = job;
+	res->retry_msecs = retry_msecs;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+/* Pop once: the job, or NULL when nothing is due now */
+static struct dovewarden_queue_job *pop(bool allow_background)
+{
+	struct pop_result res;
+
+	i_zero(&res);
+	dovewarden_queue_backend_pop(backend, allow_background,
+				     pop_callback, &res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS),
+		  "pop got no reply");
+	cr_assert_null(res.error, "pop failed: %s", res.error);
+	if (res.job == NULL) {
+		cr_assert(res.retry_msecs == -1 || res.retry_msecs >= 0,
+			  "retry_msecs=%d", res.retry_msecs);
+	}
+	return res.job;
+}
+
+/* Pop until a job comes or msecs passed */
+static struct dovewarden_queue_job *
+pop_wait(bool allow_background, unsigned int msecs)
+{
+	struct dovewarden_queue_job *job;
+	long long end = now_msecs() + msecs;
+
+	for (;;) {
+		job = pop(allow_background);
+		if (job != NULL || now_msecs() >= end)
+			return job;
+		run_for(100);
+	}
+}
+
+/* Nothing is claimed during the next msecs */
+static void assert_nothing_due(bool allow_background, unsigned int msecs)
+{
+	struct dovewarden_queue_job *job;
+
+	job = pop_wait(allow_background, msecs);
+	cr_assert_null(job, "%s claimed unexpectedly", job->username);
+}
+
+static struct dovewarden_queue_job *
+pop_user(const char *username, bool allow_background)
+{
+	struct dovewarden_queue_job *job = pop(allow_background);
+
+	cr_assert_not_null(job, "nothing due, expected %s", username);
+	cr_assert_str_eq(job->username, username);
+	return job;
+}
+
+static void notify(const char *username, enum dovewarden_priority priority)
+{
+	dovewarden_queue_backend_notify(backend, username, priority, 0);
+}
+
+static struct dovewarden_queue_job *
+notify_and_claim(const char *username, enum dovewarden_priority priority)
+{
+	notify(username, priority);
+	return pop_user(username, FALSE);
+}
+
+static const struct sync_done *sync_done_find(const char *username,
+					      uint64_t seq)
+{
+	const struct sync_done *done;
+
+	array_foreach(&syncs_done, done) {
+		if (strcmp(done->username, username) == 0 && done->seq == seq)
+			return done;
+	}
+	return NULL;
+}
+
+/* Finish the job and wait until the backend tells that its sync is
+   done (sync_done with its seq) */
+static void finish_full(struct dovewarden_queue_job **_job,
+			enum dovewarden_sync_result result,
+			const char *new_state, const char *error,
+			bool repaired)
+{
+	struct dovewarden_queue_job *job = *_job;
+	const char *username = t_strdup(job->username);
+	const struct sync_done *done;
+	uint64_t seq = job->seq;
+	long long end = now_msecs() + REPLY_TIMEOUT_MSECS;
+
+	dovewarden_queue_backend_finish(_job, result, new_state, error,
+					repaired);
+	cr_assert_null(*_job);
+	while ((done = sync_done_find(username, seq)) == NULL &&
+	       now_msecs() < end)
+		run_for(50);
+	cr_assert_not_null(done, "no sync_done for %s seq %"PRIu64,
+			   username, seq);
+	cr_assert_eq(done->result, result);
+}
+
+static void finish(struct dovewarden_queue_job **job,
+		   enum dovewarden_sync_result result, const char *new_state)
+{
+	finish_full(job, result, new_state, NULL, FALSE);
+}
+
+/* Let a finish or release whose answer is not awaited reach the
+   backend */
+static void settle_requests(void)
+{
+	run_for(100);
+}
+
+/* remove */
+
+struct remove_result {
+	bool called;
+	int ret;
+	char *error;
+};
+
+static void remove_callback(int ret, const char *error, void *context)
+{
+	struct remove_result *res = context;
+
+	cr_assert(!res->called, "remove callback called twice");
+	res->called = TRUE;
+	res->ret = ret;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+static int remove_user(const char *username)
+{
+	struct remove_result res;
+
+	i_zero(&res);
+	dovewarden_queue_backend_remove(backend, username, remove_callback,
+					&res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS),
+		  "remove got no reply");
+	cr_assert(res.ret >= 0, "remove failed: %s", res.error);
+	cr_assert_null(res.error);
+	return res.ret;
+}
+
+/* notify_wait */
+
+struct wait_result {
+	bool called;
+	bool success;
+	uint64_t seq;
+};
+
+static void wait_callback(bool success, uint64_t seq, void *context)
+{
+	struct wait_result *res = context;
+
+	cr_assert(!res->called, "notify_wait callback called twice");
+	res->called = TRUE;
+	res->success = success;
+	res->seq = seq;
+	io_loop_stop(ioloop);
+}
+
+static uint64_t notify_wait(const char *username)
+{
+	struct wait_result res;
+
+	i_zero(&res);
+	dovewarden_queue_backend_notify_wait(backend, username,
+					     wait_callback, &res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS),
+		  "notify_wait got no reply");
+	cr_assert(res.success);
+	return res.seq;
+}
+
+/* counts */
+
+struct counts_result {
+	bool called;
+	struct dovewarden_queue_counts counts;
+	char *error;
+};
+
+static void counts_callback(const struct dovewarden_queue_counts *counts,
+			    const char *error, void *context)
+{
+	struct counts_result *res = context;
+
+	cr_assert(!res->called, "counts callback called twice");
+	res->called = TRUE;
+	if (counts != NULL)
+		res->counts = *counts;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+static struct dovewarden_queue_counts read_counts(void)
+{
+	struct counts_result res;
+
+	i_zero(&res);
+	dovewarden_queue_backend_read_counts(backend, counts_callback, &res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS),
+		  "read_counts got no reply");
+	cr_assert_null(res.error, "read_counts failed: %s", res.error);
+	return res.counts;
+}
+
+/* NONE is unused */
+static unsigned int pending_total(const struct dovewarden_queue_counts *c)
+{
+	unsigned int i, sum = 0;
+
+	for (i = DOVEWARDEN_PRIORITY_LOW; i < DOVEWARDEN_PRIORITY_COUNT; i++)
+		sum += c->pending[i];
+	return sum;
+}
+
+/* status iteration */
+
+static void iter_async_callback(void *context)
+{
+	bool *more = context;
+
+	*more = TRUE;
+	io_loop_stop(ioloop);
+}
+
+/* The usernames the status iteration of mask returns, space-separated;
+   the status of the last one in *status_r (if not NULL) */
+static const char *
+iter_usernames(const char *mask, struct dovewarden_admin_user_status *status_r)
+{
+	struct dovewarden_queue_backend_iter *iter;
+	const struct dovewarden_admin_user_status *status;
+	string_t *str = t_str_new(64);
+	const char *error;
+	bool more;
+
+	if (status_r != NULL)
+		i_zero(status_r);
+	iter = dovewarden_queue_backend_iter_init(backend, mask);
+	dovewarden_queue_backend_iter_set_async_callback(
+		iter, iter_async_callback, &more);
+	for (;;) {
+		more = FALSE;
+		while (dovewarden_queue_backend_iter_next(iter, &status)) {
+			if (str_len(str) > 0)
+				str_append_c(str, ' ');
+			str_append(str, status->username);
+			if (status_r != NULL) {
+				*status_r = *status;
+				status_r->username =
+					t_strdup(status->username);
+				status_r->last_error =
+					t_strdup(status->last_error);
+			}
+		}
+		if (!dovewarden_queue_backend_iter_has_more(iter))
+			break;
+		cr_assert(run_until(&more, REPLY_TIMEOUT_MSECS),
+			  "status iteration got stuck");
+	}
+	cr_assert_eq(dovewarden_queue_backend_iter_deinit(&iter, &error), 0,
+		     "iteration failed: %s", error);
+	return str_c(str);
+}
+
+/* The scenarios */
+
+Test(queue_backend, higher_priorities_go_first)
+{
+	struct dovewarden_queue_job *job;
+	const char *expected[] = { "s", "h", "l" };
+
+	backend_start();
+	notify("l", DOVEWARDEN_PRIORITY_LOW);
+	notify("h", DOVEWARDEN_PRIORITY_HIGH);
+	notify("s", DOVEWARDEN_PRIORITY_SYNC);
+	for (unsigned int i = 0; i < N_ELEMENTS(expected); i++) {
+		job = pop_user(expected[i], FALSE);
+		cr_assert_eq(job->priority,
+			     i == 0 ? DOVEWARDEN_PRIORITY_SYNC :
+			     i == 1 ? DOVEWARDEN_PRIORITY_HIGH :
+			     DOVEWARDEN_PRIORITY_LOW);
+		finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	}
+	cr_assert_null(pop(TRUE));
+	backend_stop_all();
+}
+
+Test(queue_backend, head_starts_order_changes_by_age_and_priority)
+{
+	struct dovewarden_queue_job *job;
+
+	/* the head starts decide which of two changes a second apart goes
+	   first only when they differ by more than that second */
+	cr_assert_gt(DOVEWARDEN_QUEUE_SYNC_BOOST_SECS,
+		     DOVEWARDEN_QUEUE_HIGH_BOOST_SECS + 2);
+	cr_assert_gt(DOVEWARDEN_QUEUE_HIGH_BOOST_SECS,
+		     DOVEWARDEN_QUEUE_LOW_BOOST_SECS + 2);
+	backend_start();
+	/* "old-low" and "old-high" change a second (and more) before the
+	   others */
+	notify("old-low", DOVEWARDEN_PRIORITY_LOW);
+	notify("old-high", DOVEWARDEN_PRIORITY_HIGH);
+	notify("old-high2", DOVEWARDEN_PRIORITY_HIGH);
+	run_for(1100);
+	notify("new-high", DOVEWARDEN_PRIORITY_HIGH);
+	notify("new-sync", DOVEWARDEN_PRIORITY_SYNC);
+	/* a repeated (or lower) notification does not move a user back */
+	notify("old-high", DOVEWARDEN_PRIORITY_HIGH);
+	notify("old-high2", DOVEWARDEN_PRIORITY_LOW);
+
+	/* the sync change's head start beats a second's age; among the
+	   high ones the older go first (in any order within the second);
+	   the low change is older, but its head start is smaller */
+	job = pop_user("new-sync", FALSE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	job = pop(FALSE);
+	cr_assert_not_null(job);
+	cr_assert(strcmp(job->username, "old-high") == 0 ||
+		  strcmp(job->username, "old-high2") == 0,
+		  "%s went before the older high changes", job->username);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	job = pop(FALSE);
+	cr_assert_not_null(job);
+	cr_assert(strcmp(job->username, "old-high") == 0 ||
+		  strcmp(job->username, "old-high2") == 0,
+		  "%s went before the older high changes", job->username);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	job = pop_user("new-high", FALSE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	job = pop_user("old-low", FALSE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	cr_assert_null(pop(TRUE));
+	backend_stop_all();
+}
+
+Test(queue_backend, repeated_changes_are_one_job)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_queue_counts c;
+
+	backend_start();
+	for (unsigned int i = 0; i < 4; i++)
+		notify("alice", DOVEWARDEN_PRIORITY_HIGH);
+	notify("alice", DOVEWARDEN_PRIORITY_LOW);
+	c = read_counts();
+	cr_assert_eq(c.users, 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_HIGH], 1);
+	cr_assert_eq(pending_total(&c), 1);
+	job = pop_user("alice", FALSE);
+	/* the highest priority of the merged changes */
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_null(pop(TRUE));
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	cr_assert_null(pop(TRUE));
+	c = read_counts();
+	cr_assert_eq(c.users, 1);
+	cr_assert_eq(pending_total(&c), 0);
+	backend_stop_all();
+}
+
+Test(queue_backend, change_during_a_job_is_one_more_job_with_the_new_state)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_queue_counts c;
+
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_str_eq(job->state, "");
+	cr_assert_eq(job->consecutive_failures, 0);
+	cr_assert_str_eq(job->last_error, "");
+	cr_assert(!dovewarden_queue_backend_job_removed(job));
+	notify("alice", DOVEWARDEN_PRIORITY_SYNC);
+	notify("alice", DOVEWARDEN_PRIORITY_HIGH);
+	c = read_counts();
+	cr_assert_eq(c.syncing, 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_SYNC], 1);
+	/* one job per user at a time */
+	cr_assert_null(pop(TRUE));
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "state-after-1");
+	job = pop_user("alice", FALSE);
+	cr_assert_str_eq(job->state, "state-after-1");
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_SYNC);
+	/* the first sync was the full one */
+	cr_assert(!job->full);
+	cr_assert(!dovewarden_queue_backend_job_changed(job));
+	/* NULL keeps the state */
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	cr_assert_null(pop(TRUE));
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_str_eq(job->state, "state-after-1");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "");
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_str_eq(job->state, "state-after-1");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	backend_stop_all();
+}
+
+Test(queue_backend, failures_back_off)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_queue_counts c;
+	struct dovewarden_admin_user_status status;
+	unsigned int first_backoff_msecs;
+	long long start;
+
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(!job->full);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, "not-kept",
+		    "peer down", FALSE);
+	start = now_msecs();
+
+	c = read_counts();
+	cr_assert_eq(c.failed, 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_HIGH], 1);
+	cr_assert_neq(c.oldest_pending, 0);
+	cr_assert(c.failed_waiting == 0 || c.failed_waiting == 1);
+	cr_assert_str_eq(iter_usernames("alice", &status), "alice");
+	cr_assert_eq(status.consecutive_failures, 1);
+	cr_assert_str_eq(status.last_error, "peer down");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_HIGH);
+
+	/* retry_min_secs (2 s) plus up to a quarter, in whole seconds */
+	job = pop_wait(FALSE, 4000);
+	cr_assert_not_null(job, "no retry after the back-off");
+	first_backoff_msecs = now_msecs() - start;
+	cr_assert_geq(first_backoff_msecs, 1000,
+		      "retried after %u ms", first_backoff_msecs);
+	cr_assert_str_eq(job->username, "alice");
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_eq(job->consecutive_failures, 1);
+	cr_assert_str_eq(job->last_error, "peer down");
+	/* the failed sync's new state was not kept */
+	cr_assert_str_eq(job->state, "s1");
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+		    "peer still down", FALSE);
+	start = now_msecs();
+
+	/* the back-off doubles: 4 s, so nothing for 2.5 s */
+	assert_nothing_due(TRUE, 2500);
+	/* a full sync asked for runs also during the back-off */
+	dovewarden_queue_backend_notify(backend, "alice",
+					DOVEWARDEN_PRIORITY_NONE,
+					DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC);
+	job = pop_user("alice", FALSE);
+	cr_assert(job->full);
+	cr_assert_eq(job->consecutive_failures, 2);
+	cr_assert_str_eq(job->last_error, "peer still down");
+	cr_assert_lt(now_msecs() - start, 4000);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+
+	c = read_counts();
+	cr_assert_eq(c.failed, 0);
+	cr_assert_eq(c.failed_waiting, 0);
+	cr_assert_eq(pending_total(&c), 0);
+	cr_assert_eq(c.oldest_pending, 0);
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_eq(job->consecutive_failures, 0);
+	cr_assert_str_eq(job->last_error, "");
+	cr_assert_str_eq(job->state, "s2");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	backend_stop_all();
+}
+
+Test(queue_backend, config_errors_wait_the_longest_back_off)
+{
+	struct dovewarden_queue_job *job;
+	long long start;
+	unsigned int msecs;
+
+	queue_set.retry_min_secs = 1;
+	queue_set.retry_max_secs = 4;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_CONFIG, NULL,
+		    "no replica", FALSE);
+	start = now_msecs();
+	/* retry_max_secs, not retry_min_secs */
+	assert_nothing_due(TRUE, 2500);
+	job = pop_wait(FALSE, 4500);
+	cr_assert_not_null(job, "no retry after the longest back-off");
+	msecs = now_msecs() - start;
+	cr_assert_geq(msecs, 3000, "retried after %u ms", msecs);
+	cr_assert_eq(job->consecutive_failures, 1);
+	cr_assert_str_eq(job->last_error, "no replica");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	backend_stop_all();
+}
+
+Test(queue_backend, changed_retries_soon_and_then_fully)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_queue_counts c;
+	long long start;
+	unsigned int msecs;
+
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(!job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, "not-kept");
+	start = now_msecs();
+	/* not a failure */
+	c = read_counts();
+	cr_assert_eq(c.failed, 0);
+	cr_assert_eq(pending_total(&c), 1);
+	cr_assert_null(pop(TRUE));
+	job = pop_wait(FALSE, 1000 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS +
+		       1500);
+	cr_assert_not_null(job, "no retry after CHANGED");
+	msecs = now_msecs() - start;
+	cr_assert_geq(msecs, 1000 * (DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS - 1),
+		      "retried after %u ms", msecs);
+	cr_assert_geq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_eq(job->consecutive_failures, 0);
+	cr_assert_str_eq(job->state, "s1");
+	/* DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT (2) in a row make the
+	   next one full */
+	cr_assert(!job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
+	job = pop_wait(FALSE, 1000 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS +
+		       1500);
+	cr_assert_not_null(job, "no retry after the second CHANGED");
+	cr_assert(job->full, "no full sync after two CHANGED");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	cr_assert_null(pop(TRUE));
+
+	/* an OK in between starts the count again */
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(!job->full);
+	cr_assert_str_eq(job->state, "s2");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
+	job = pop_wait(FALSE, 1000 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS +
+		       1500);
+	cr_assert_not_null(job);
+	cr_assert(!job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	backend_stop_all();
+}
+
+Test(queue_backend, a_change_is_settled_by_a_full_sync)
+{
+	struct dovewarden_queue_job *job;
+	long long start;
+	unsigned int msecs;
+
+	queue_set.settle_delay_secs = 2;
+	backend_start();
+	/* the first sync is full: nothing to settle after it */
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	start = now_msecs();
+	cr_assert(!job->full);
+	cr_assert(!job->settle);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+
+	/* settle_delay_secs after the change, and only as background
+	   work */
+	cr_assert_null(pop(TRUE));
+	job = pop_wait(TRUE, 1000 * 2 + 1500);
+	cr_assert_not_null(job, "no settle sync");
+	msecs = now_msecs() - start;
+	cr_assert_geq(msecs, 1000, "settled after %u ms", msecs);
+	cr_assert_str_eq(job->username, "alice");
+	cr_assert(job->full);
+	cr_assert(job->settle);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_NONE);
+	cr_assert_str_eq(job->state, "s2");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s3");
+	/* settled */
+	assert_nothing_due(TRUE, 3000);
+	backend_stop_all();
+}
+
+Test(queue_backend, settle_is_background_work_restarted_by_changes)
+{
+	struct dovewarden_queue_job *job;
+
+	queue_set.settle_delay_secs = 1;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	run_for(2100);
+	/* due, but not claimed without allow_background */
+	cr_assert_null(pop(FALSE));
+	/* a change restarts the delay: its sync is no settle */
+	notify("alice", DOVEWARDEN_PRIORITY_LOW);
+	job = pop_user("alice", FALSE);
+	cr_assert(!job->full);
+	cr_assert(!job->settle);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	/* the settle follows a delay after that change */
+	job = pop_wait(TRUE, 2500);
+	cr_assert_not_null(job, "no settle sync");
+	cr_assert(job->full);
+	cr_assert(job->settle);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_NONE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	assert_nothing_due(TRUE, 2000);
+	backend_stop_all();
+}
+
+Test(queue_backend, a_repairing_full_sync_is_followed_by_another)
+{
+	struct dovewarden_queue_job *job;
+	long long start;
+	unsigned int msecs;
+
+	queue_set.settle_delay_secs = 2;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1", NULL, TRUE);
+	start = now_msecs();
+	cr_assert_null(pop(TRUE));
+	job = pop_wait(TRUE, 1000 * 2 + 1500);
+	cr_assert_not_null(job, "no full sync after the repair");
+	msecs = now_msecs() - start;
+	cr_assert_geq(msecs, 1000, "after %u ms", msecs);
+	cr_assert(job->full);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_NONE);
+	/* this one found the servers the same: done */
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	assert_nothing_due(TRUE, 3000);
+	backend_stop_all();
+}
+
+Test(queue_backend, a_new_user_syncs_fully_first)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_admin_user_status status;
+	struct dovewarden_queue_counts c;
+
+	backend_start();
+	/* known, idle: its first full sync is at its slot within the
+	   interval, not now */
+	cr_assert(dovewarden_queue_backend_add(backend, "idle"));
+	if (!backend_is_redis()) {
+		/* the built-in queue can tell at once */
+		cr_assert(!dovewarden_queue_backend_add(backend, "idle"));
+	} else {
+		(void)dovewarden_queue_backend_add(backend, "idle");
+	}
+	notify("none", DOVEWARDEN_PRIORITY_NONE);
+	c = read_counts();
+	cr_assert_eq(c.users, 2);
+	cr_assert_eq(pending_total(&c), 0);
+	cr_assert_eq(c.full_sync_due, 0);
+	cr_assert_null(pop(TRUE));
+	cr_assert_str_eq(iter_usernames("idle", &status), "idle");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_NONE);
+	cr_assert_eq(status.last_full_sync, 0);
+	cr_assert(status.next_sync_secs > 0 &&
+		  status.next_sync_secs <= 86400,
+		  "next sync in %lld s", status.next_sync_secs);
+
+	/* a change makes it due at once, and full */
+	job = notify_and_claim("idle", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert(job->full);
+	cr_assert(!job->settle);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	job = notify_and_claim("new", DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert(job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	/* afterwards incremental */
+	job = notify_and_claim("new", DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert(!job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	/* the next full sync is an interval later */
+	cr_assert_str_eq(iter_usernames("new", &status), "new");
+	cr_assert_neq(status.last_full_sync, 0);
+	cr_assert(status.next_sync_secs > 86400 - 10 &&
+		  status.next_sync_secs <= 86400,
+		  "next sync in %lld s", status.next_sync_secs);
+	cr_assert_null(pop(TRUE));
+	backend_stop_all();
+}
+
+Test(queue_backend, a_failed_full_sync_stays_full)
+{
+	struct dovewarden_queue_job *job;
+
+	queue_set.retry_min_secs = 1;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL);
+	job = pop_wait(FALSE, 3000);
+	cr_assert_not_null(job);
+	cr_assert(job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	backend_stop_all();
+}
+
+Test(queue_backend, periodic_full_syncs_are_background_work)
+{
+	struct dovewarden_queue_job *job;
+
+	queue_set.full_sync_interval_secs = 3;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(!job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	/* an interval after the last full sync started */
+	run_for(3100);
+	cr_assert_null(pop(FALSE));
+	job = pop_wait(TRUE, 1500);
+	cr_assert_not_null(job, "no periodic full sync");
+	cr_assert_str_eq(job->username, "alice");
+	cr_assert(job->full);
+	cr_assert(!job->settle);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_NONE);
+	cr_assert_str_eq(job->state, "s2");
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	cr_assert_null(pop(TRUE));
+	backend_stop_all();
+}
+
+Test(queue_backend, remove_forgets_the_user)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_queue_counts c;
+
+	backend_start();
+	cr_assert_eq(remove_user("nobody"), 0);
+	notify("queued", DOVEWARDEN_PRIORITY_HIGH);
+	notify("idle", DOVEWARDEN_PRIORITY_NONE);
+	notify("bob", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_eq(remove_user("queued"), 1);
+	cr_assert_eq(remove_user("queued"), 0);
+	cr_assert_eq(remove_user("idle"), 1);
+	cr_assert_str_eq(iter_usernames("*", NULL), "bob");
+	cr_assert_str_eq(iter_usernames("queued", NULL), "");
+	c = read_counts();
+	cr_assert_eq(c.users, 1);
+	cr_assert_eq(pending_total(&c), 1);
+
+	/* removed while its job runs: the job's finish changes nothing */
+	job = pop_user("bob", FALSE);
+	cr_assert_eq(remove_user("bob"), 1);
+	if (dovewarden_queue_backend_job_removed(job))
+		cr_assert(dovewarden_queue_backend_job_changed(job));
+	dovewarden_queue_backend_finish(&job, DOVEWARDEN_SYNC_RESULT_OK,
+					"lost-state", NULL, FALSE);
+	settle_requests();
+	cr_assert_str_eq(iter_usernames("*", NULL), "");
+	c = read_counts();
+	cr_assert_eq(c.users, 0);
+	cr_assert_eq(c.syncing, 0);
+	cr_assert_eq(pending_total(&c), 0);
+	cr_assert_null(pop(TRUE));
+	/* known again: a new user */
+	job = notify_and_claim("bob", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_str_eq(job->state, "");
+	cr_assert(job->full);
+	/* the same with a failure */
+	cr_assert_eq(remove_user("bob"), 1);
+	dovewarden_queue_backend_finish(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
+					NULL, "lost", FALSE);
+	settle_requests();
+	c = read_counts();
+	cr_assert_eq(c.users, 0);
+	cr_assert_eq(c.failed, 0);
+	cr_assert_null(pop(TRUE));
+	backend_stop_all();
+}
+
+Test(queue_backend, nouser_forgets_the_user)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_queue_counts c;
+
+	backend_start();
+	job = notify_and_claim("gone", DOVEWARDEN_PRIORITY_LOW);
+	notify("gone", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_NOUSER, NULL);
+	c = read_counts();
+	cr_assert_eq(c.users, 0);
+	cr_assert_eq(pending_total(&c), 0);
+	cr_assert_null(pop(TRUE));
+	cr_assert_eq(remove_user("gone"), 0);
+	backend_stop_all();
+}
+
+Test(queue_backend, the_queue_survives_a_restart)
+{
+	struct dovewarden_queue_job *job, *jobs[3];
+	struct dovewarden_queue_counts c;
+	struct dovewarden_admin_user_status status;
+	unsigned int i;
+
+	backend_start();
+	/* synced with a state, then changed again */
+	job = notify_and_claim("synced", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "state-1");
+	notify("synced", DOVEWARDEN_PRIORITY_LOW);
+	/* failed */
+	job = notify_and_claim("failed", DOVEWARDEN_PRIORITY_HIGH);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL, "down",
+		    FALSE);
+	/* claimed when the service stops, given back */
+	job = notify_and_claim("released", DOVEWARDEN_PRIORITY_SYNC);
+	dovewarden_queue_backend_release(&job);
+	cr_assert_null(job);
+	/* only known */
+	notify("idle", DOVEWARDEN_PRIORITY_NONE);
+	backend_stop();
+
+	backend_start();
+	c = read_counts();
+	cr_assert_eq(c.users, 4);
+	cr_assert_eq(c.syncing, 0);
+	cr_assert_eq(c.failed, 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_SYNC], 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_HIGH], 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_LOW], 1);
+	cr_assert_neq(c.oldest_pending, 0);
+	cr_assert_str_eq(iter_usernames("*", NULL),
+			 "failed idle released synced");
+	cr_assert_str_eq(iter_usernames("failed", &status), "failed");
+	cr_assert_eq(status.consecutive_failures, 1);
+	cr_assert_str_eq(status.last_error, "down");
+
+	/* every change is synced again (the released one soon, without a
+	   back-off), the failed one after its back-off */
+	for (i = 0; i < N_ELEMENTS(jobs); i++) {
+		jobs[i] = pop_wait(FALSE, 4000);
+		cr_assert_not_null(jobs[i], "only %u jobs after restart", i);
+		if (strcmp(jobs[i]->username, "synced") == 0) {
+			cr_assert_str_eq(jobs[i]->state, "state-1");
+			cr_assert(!jobs[i]->full);
+			cr_assert_eq(jobs[i]->priority,
+				     DOVEWARDEN_PRIORITY_LOW);
+		} else if (strcmp(jobs[i]->username, "released") == 0) {
+			cr_assert_eq(jobs[i]->priority,
+				     DOVEWARDEN_PRIORITY_SYNC);
+			cr_assert_eq(jobs[i]->consecutive_failures, 0);
+			/* it never finished its first (full) sync */
+			cr_assert(jobs[i]->full);
+		} else {
+			cr_assert_str_eq(jobs[i]->username, "failed");
+			cr_assert_eq(jobs[i]->consecutive_failures, 1);
+			cr_assert_str_eq(jobs[i]->last_error, "down");
+			cr_assert(jobs[i]->full);
+		}
+	}
+	cr_assert_str_eq(jobs[2]->username, "failed");
+	for (i = 0; i < N_ELEMENTS(jobs); i++)
+		finish(&jobs[i], DOVEWARDEN_SYNC_RESULT_OK, "state-2");
+	cr_assert_null(pop(TRUE));
+	c = read_counts();
+	cr_assert_eq(c.users, 4);
+	cr_assert_eq(pending_total(&c), 0);
+	cr_assert_eq(c.failed, 0);
+	backend_stop_all();
+}
+
+Test(queue_backend, notify_wait_tells_which_sync_replicated_the_change)
+{
+	struct dovewarden_queue_job *job;
+	const struct sync_done *done;
+	uint64_t seq, seq2;
+
+	backend_start();
+	seq = notify_wait("alice");
+	job = pop_user("alice", FALSE);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert_gt(job->seq, seq);
+	seq = job->seq;
+	/* a change during the job: that job did not replicate it */
+	seq2 = notify_wait("alice");
+	cr_assert_geq(seq2, job->seq);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	done = sync_done_find("alice", seq);
+	cr_assert_leq(done->seq, seq2);
+	/* the next one did */
+	job = pop_user("alice", FALSE);
+	cr_assert_gt(job->seq, seq2);
+	seq = job->seq;
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	done = sync_done_find("alice", seq);
+	cr_assert_gt(done->seq, seq2);
+
+	/* also a failed or CHANGED sync is done, with its result */
+	seq2 = notify_wait("alice");
+	job = pop_user("alice", FALSE);
+	cr_assert_gt(job->seq, seq2);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
+	/* sync_done() also tells other users' syncs apart */
+	job = notify_and_claim("bob", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL);
+	cr_assert_eq(array_count(&syncs_done), 4);
+	backend_stop_all();
+}
+
+Test(queue_backend, counts_follow_the_queue)
+{
+	struct dovewarden_queue_counts c;
+	struct dovewarden_queue_job *job, *job2;
+	time_t before = time(NULL);
+
+	backend_start();
+	c = read_counts();
+	cr_assert_eq(c.users, 0);
+	cr_assert_eq(c.oldest_pending, 0);
+	notify("a", DOVEWARDEN_PRIORITY_LOW);
+	notify("b", DOVEWARDEN_PRIORITY_HIGH);
+	notify("c", DOVEWARDEN_PRIORITY_SYNC);
+	notify("d", DOVEWARDEN_PRIORITY_HIGH);
+	notify("e", DOVEWARDEN_PRIORITY_NONE);
+	job = pop_user("c", FALSE);
+	job2 = pop_user("b", FALSE);
+	finish(&job2, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL);
+
+	c = read_counts();
+	cr_assert_eq(c.users, 5);
+	cr_assert_eq(c.syncing, 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_SYNC], 0);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_HIGH], 2);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_LOW], 1);
+	cr_assert_eq(c.failed, 1);
+	cr_assert(c.failed_waiting == 0 || c.failed_waiting == 1);
+	cr_assert(c.oldest_pending >= before - 1 &&
+		  c.oldest_pending <= time(NULL) + 1,
+		  "oldest_pending %ld", (long)c.oldest_pending);
+
+	/* get_counts(): the same, at most a second later */
+	run_for(1100);
+	dovewarden_queue_backend_get_counts(backend, &c);
+	cr_assert_eq(c.users, 5);
+	cr_assert_eq(c.syncing, 1);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_HIGH], 2);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_LOW], 1);
+	cr_assert_eq(c.failed, 1);
+	cr_assert_eq(c.failed_waiting, 0);
+	cr_assert_eq(c.full_sync_due, 0);
+	cr_assert_neq(c.oldest_pending, 0);
+
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	c = read_counts();
+	cr_assert_eq(c.syncing, 0);
+	cr_assert_eq(c.pending[DOVEWARDEN_PRIORITY_HIGH], 2);
+	backend_stop_all();
+}
+
+Test(queue_backend, status_iteration_is_sorted_and_masked)
+{
+	struct dovewarden_admin_user_status status;
+	struct dovewarden_queue_job *job;
+	const char *names[] = { "b1", "a2", "c", "a1", "ab@example.org" };
+
+	backend_start();
+	cr_assert_str_eq(iter_usernames("*", NULL), "");
+	for (unsigned int i = 0; i < N_ELEMENTS(names); i++)
+		notify(names[i], DOVEWARDEN_PRIORITY_NONE);
+	notify("c", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_str_eq(iter_usernames("*", NULL),
+			 "a1 a2 ab@example.org b1 c");
+	cr_assert_str_eq(iter_usernames("a*", NULL), "a1 a2 ab@example.org");
+	cr_assert_str_eq(iter_usernames("a?", NULL), "a1 a2");
+	cr_assert_str_eq(iter_usernames("*@example.org", NULL),
+			 "ab@example.org");
+	cr_assert_str_eq(iter_usernames("x*", NULL), "");
+	cr_assert_str_eq(iter_usernames("nobody", NULL), "");
+
+	cr_assert_str_eq(iter_usernames("c", &status), "c");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_eq(status.consecutive_failures, 0);
+	cr_assert_str_eq(status.last_error, "");
+	cr_assert_eq(status.last_fast_sync, 0);
+	/* due now */
+	cr_assert(status.next_sync_secs <= 0, "next sync in %lld s",
+		  status.next_sync_secs);
+
+	job = pop_user("c", FALSE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	cr_assert_str_eq(iter_usernames("c", &status), "c");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_NONE);
+	cr_assert_neq(status.last_fast_sync, 0);
+	cr_assert_neq(status.last_full_sync, 0);
+	cr_assert_neq(status.last_successful_sync, 0);
+	cr_assert_neq(status.last_verified, 0);
+	cr_assert_eq(status.last_repaired, 0);
+	backend_stop_all();
+}
+
+struct lock_result {
+	bool called, acquired;
+	char *error;
+};
+
+static void lock_callback(bool acquired, const char *error, void *context)
+{
+	struct lock_result *res = context;
+
+	cr_assert(!res->called, "lock callback called twice");
+	res->called = TRUE;
+	res->acquired = acquired;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+Test(queue_backend, a_free_lock_is_taken)
+{
+	struct lock_result res;
+
+	backend_start();
+	i_zero(&res);
+	dovewarden_queue_backend_try_lock(backend, "sweep", 10,
+					  lock_callback, &res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS));
+	cr_assert_null(res.error, "%s", res.error);
+	cr_assert(res.acquired);
+	backend_stop_all();
+}
