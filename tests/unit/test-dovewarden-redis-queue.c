@@ -153,8 +153,6 @@ static const struct dovewarden_redis_queue_callbacks instance_callbacks = {
 };
 
 static const char *instance_username = "", *instance_password = "";
-/* settle delay (off unless a test sets it) */
-static unsigned int instance_settle_secs = 0;
 /* the Dovecot server the instances sync from */
 static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
@@ -173,8 +171,6 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.queue.full_sync_interval_secs = 86400;
 	set.queue.retry_min_secs = 2;
 	set.queue.retry_max_secs = 60;
-	set.queue.settle_delay_secs = instance_settle_secs;
-	set.queue.settle_max_secs = instance_settle_secs;
 	set.prefix = "t:";
 	set.owner = owner;
 	set.server = instance_server;
@@ -279,66 +275,6 @@ static void notify(struct instance *inst, const char *user,
 	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE);
 }
 
-Test(redis_queue, priorities_order_the_users)
-{
-	struct instance inst;
-	struct dovewarden_redis_job *job;
-	const char *expected[] = { "sync", "high", "low" };
-
-	instance_init_connected(&inst, "o1");
-	notify(&inst, "low", DOVEWARDEN_PRIORITY_LOW);
-	notify(&inst, "high", DOVEWARDEN_PRIORITY_HIGH);
-	notify(&inst, "sync", DOVEWARDEN_PRIORITY_SYNC);
-	for (unsigned int i = 0; i < N_ELEMENTS(expected); i++) {
-		job = pop(&inst, FALSE, NULL);
-		cr_assert_not_null(job);
-		cr_assert_str_eq(job->user.username, expected[i]);
-		/* the first sync of a user is a full one */
-		cr_assert(job->user.syncing_full);
-		finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "state1");
-	}
-	cr_assert_null(pop(&inst, FALSE, NULL));
-	instance_deinit(&inst);
-}
-
-Test(redis_queue, repeated_changes_are_one_sync)
-{
-	struct instance inst;
-	struct dovewarden_redis_job *job;
-
-	instance_init_connected(&inst, "o1");
-	for (unsigned int i = 0; i < 4; i++)
-		notify(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert_null(pop(&inst, FALSE, NULL));
-	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
-	cr_assert_null(pop(&inst, FALSE, NULL));
-	cr_assert_eq(stats(&inst).users, 1);
-	instance_deinit(&inst);
-}
-
-Test(redis_queue, change_during_sync_syncs_again_with_the_new_state)
-{
-	struct instance inst;
-	struct dovewarden_redis_job *job;
-
-	instance_init_connected(&inst, "o1");
-	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert_str_eq(job->user.state, "");
-	notify(&inst, "alice", DOVEWARDEN_PRIORITY_LOW);
-	/* syncing: not claimable twice */
-	cr_assert_null(pop(&inst, FALSE, NULL));
-	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "state-after-1");
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.state, "state-after-1");
-	cr_assert(!job->user.syncing_full);
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_LOW);
-	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
-	instance_deinit(&inst);
-}
-
 Test(redis_queue, two_instances_never_claim_one_user_twice)
 {
 	struct instance a, b;
@@ -425,86 +361,6 @@ Test(redis_queue, renewed_claims_do_not_expire)
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	instance_deinit(&a);
 	instance_deinit(&b);
-}
-
-Test(redis_queue, failures_back_off)
-{
-	struct instance inst;
-	struct dovewarden_redis_job *job;
-	struct dovewarden_redis_queue_stats st;
-	int next_due = 0;
-
-	instance_init_connected(&inst, "o1");
-	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	dovewarden_redis_queue_finish(inst.queue, &job,
-				      DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
-				      "peer down", FALSE);
-	run_for(50);
-	/* retry_min_secs = 2, plus up to a quarter */
-	cr_assert_null(pop(&inst, FALSE, &next_due));
-	cr_assert(next_due >= 1 && next_due <= 3, "next due in %d", next_due);
-	st = stats(&inst);
-	cr_assert_eq(st.failed, 1);
-	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_HIGH], 1);
-	cr_assert_neq(st.oldest_pending, 0);
-	run_for(2600);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
-	cr_assert_eq(job->user.consecutive_failures, 1);
-	cr_assert_str_eq(job->user.last_error, "peer down");
-	/* a failed full sync stays a full one */
-	cr_assert(job->user.syncing_full);
-	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
-	st = stats(&inst);
-	cr_assert_eq(st.failed, 0);
-	cr_assert_eq(st.pending, 0);
-	cr_assert_eq(st.oldest_pending, 0);
-	instance_deinit(&inst);
-}
-
-struct remove_result {
-	bool called;
-	int ret;
-};
-
-static void remove_callback(int ret, const char *error ATTR_UNUSED,
-			    void *context)
-{
-	struct remove_result *res = context;
-
-	res->called = TRUE;
-	res->ret = ret;
-	io_loop_stop(ioloop);
-}
-
-static int remove_user(struct instance *inst, const char *user)
-{
-	struct remove_result res;
-
-	i_zero(&res);
-	cr_assert_eq(dovewarden_redis_queue_remove(inst->queue, user,
-						   remove_callback, &res), 0);
-	cr_assert(run_until(&res.called, 3000));
-	return res.ret;
-}
-
-Test(redis_queue, nouser_forgets_the_user)
-{
-	struct instance inst;
-	struct dovewarden_redis_job *job;
-
-	instance_init_connected(&inst, "o1");
-	notify(&inst, "gone", DOVEWARDEN_PRIORITY_LOW);
-	notify(&inst, "stays", DOVEWARDEN_PRIORITY_NONE);
-	job = pop(&inst, FALSE, NULL);
-	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, "gone");
-	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_NOUSER, NULL);
-	cr_assert_eq(stats(&inst).users, 1);
-	cr_assert_eq(remove_user(&inst, "stays"), 1);
-	cr_assert_eq(remove_user(&inst, "stays"), 0);
-	cr_assert_eq(stats(&inst).users, 0);
-	instance_deinit(&inst);
 }
 
 Test(redis_queue, background_work_waits_for_its_slots)
@@ -962,32 +818,4 @@ Test(redis_queue, dsync_states_are_kept_per_server)
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	instance_deinit(&a);
 	instance_deinit(&b);
-}
-
-Test(redis_queue, a_repairing_full_sync_is_followed_by_another)
-{
-	struct instance inst;
-	struct dovewarden_redis_job *job;
-	int next_due = -1;
-
-	instance_settle_secs = 1;
-	instance_init_connected(&inst, "o1");
-	/* the first sync is a full one; it repaired something */
-	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert(job->user.syncing_full);
-	dovewarden_redis_queue_finish(inst.queue, &job,
-				      DOVEWARDEN_SYNC_RESULT_OK, "s", NULL,
-				      TRUE);
-	run_for(50);
-	cr_assert_null(pop(&inst, TRUE, &next_due));
-	cr_assert(next_due >= 0 && next_due <= 2, "next due in %d", next_due);
-	run_for(2100);
-	job = pop(&inst, TRUE, NULL);
-	cr_assert_not_null(job, "no full sync after the repair");
-	cr_assert(job->user.syncing_full);
-	/* this one found the servers the same: done */
-	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
-	run_for(2100);
-	cr_assert_null(pop(&inst, TRUE, NULL));
-	instance_deinit(&inst);
 }
