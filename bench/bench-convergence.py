@@ -39,22 +39,26 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
-import dwtest  # noqa: E402
-from dwtest import Pair  # noqa: E402
+from dwtest.common import (  # noqa: E402
+    NUMBERED_USERS, SIDES, Skip, time_secs, wait_until)
+from dwtest.load import MixedLoad  # noqa: E402
+from dwtest.pair import Pair  # noqa: E402
+from dwtest.web import (  # noqa: E402
+    http_listener_conf, http_port, scrape, wait_http)
 
 _START = re.compile(r"dovewarden: Debug: ([^:]+): Starting (settle full|full|"
                     r"incremental|normal) sync ")
 
 
 def side_conf(pair):
-    return {s: dwtest.http_listener_conf(dwtest.http_port(pair, s))
-            for s in dwtest.SIDES}
+    return {s: http_listener_conf(http_port(pair, s))
+            for s in SIDES}
 
 
 def counters(pair):
     out = {}
-    for s in dwtest.SIDES:
-        _r, m = dwtest.scrape(dwtest.http_port(pair, s))
+    for s in SIDES:
+        _r, m = scrape(http_port(pair, s))
         out[s] = {
             "notifications": m.sum("dovewarden_notifications_total"),
             "syncs": m.sum("dovewarden_syncs_total"),
@@ -68,7 +72,7 @@ def log_starts(pair):
     """Counter of sync kinds started since the log mark, both sides."""
     kinds = {}
     users = set()
-    for s in dwtest.SIDES:
+    for s in SIDES:
         for line in pair.log_since_mark(s):
             m = _START.search(line)
             if m:
@@ -84,24 +88,24 @@ def one_run(name, settle_conf, args, users):
     res = {"name": name}
     try:
         pair.start()
-        for s in dwtest.SIDES:
-            dwtest.wait_http(dwtest.http_port(pair, s))
-        settle = dwtest.time_secs(pair.doveconf("A",
-                                                "dovewarden_settle_delay"))
+        for s in SIDES:
+            wait_http(http_port(pair, s))
+        settle = time_secs(pair.doveconf("A",
+                                         "dovewarden_settle_delay"))
         res["settle"] = settle
-        dwtest.MixedLoad.prepare(pair, users, 60)
+        MixedLoad.prepare(pair, users, 60)
         # the first syncs of the preparation and their settle syncs
         # are not part of the measurement
         if settle:
             time.sleep(settle + 5)
-        dwtest.wait_until(lambda: all(pair.queues_empty(s)
-                                      for s in dwtest.SIDES), 60,
-                          "empty queues after the preparation")
-        for s in dwtest.SIDES:
+        wait_until(lambda: all(pair.queues_empty(s)
+                               for s in SIDES), 60,
+                   "empty queues after the preparation")
+        for s in SIDES:
             pair.mark_log(s)
         c0 = counters(pair)
-        load = dwtest.MixedLoad(pair, users, args.seed, args.threads,
-                                args.duration, max_ops=args.ops)
+        load = MixedLoad(pair, users, args.seed, args.threads,
+                         args.duration, max_ops=args.ops)
         t0 = time.monotonic()
         res["ran"] = load.run()
         t_stop = time.monotonic()
@@ -121,7 +125,7 @@ def one_run(name, settle_conf, args, users):
         res["diff_end"] = len(pair.diff_users(users))
         res["window"] = window
         for k in ("notifications", "syncs", "verifications", "repairs"):
-            res[k] = sum(c1[s][k] - c0[s][k] for s in dwtest.SIDES)
+            res[k] = sum(c1[s][k] - c0[s][k] for s in SIDES)
         res["dsyncs"] = res["syncs"] + res["verifications"]
         res["full"] = kinds.get("full", 0) + kinds.get("settle full", 0)
         res["settle_full"] = kinds.get("settle full", 0)
@@ -146,11 +150,11 @@ def main():
                     help="the longest the load may run (default 60 s)")
     ap.add_argument("--window", type=float, default=30.0)
     args = ap.parse_args()
-    users = dwtest.NUMBERED_USERS[:args.users]
+    users = NUMBERED_USERS[:args.users]
 
     try:
         Pair().check_available(True)
-    except dwtest.Skip as e:
+    except Skip as e:
         print("SKIP: %s" % e)
         return 77
     base_extra = os.environ.get("DW_EXTRA_CONF", "")

@@ -56,7 +56,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
-import dwtest  # noqa: E402
+from dwtest.pair import SilentListener, listen_unix  # noqa: E402
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIR = os.path.join(SRC, "testenv", "pair")
@@ -223,7 +223,7 @@ def wait_status(admin, pred, timeout, what, interval=0.01):
 
 def fake_doveadm():
     """A doveadm-server socket that accepts and never answers"""
-    return dwtest.SilentListener(dwtest.listen_unix(FAKE_DOVEADM, 16))
+    return SilentListener(listen_unix(FAKE_DOVEADM, 16))
 
 
 # -- phases --

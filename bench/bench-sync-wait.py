@@ -30,8 +30,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
-import dwtest  # noqa: E402
-from dwtest import Pair, make_message, wait_until  # noqa: E402
+from dwtest.clients import make_message  # noqa: E402
+from dwtest.common import Skip, wait_until  # noqa: E402
+from dwtest.pair import Pair  # noqa: E402
 
 WAIT_USER, ASYNC_USER, DSYNC_USER = "user20", "user21", "norepl"
 
@@ -73,7 +74,7 @@ def main():
     pair = Pair()
     try:
         pair.check_available(True)
-    except dwtest.Skip as e:
+    except Skip as e:
         print("SKIP: %s" % e)
         return 77
     times = {"async": [], "wait": [], "dsync": []}

@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PAIR = os.path.join(HERE, "pair")
 DW_DIR = os.environ.get("DW_DIR", "/srv/dt")
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
-from dwtest import RedisServer  # noqa: E402
+from dwtest.pair import RedisServer  # noqa: E402
 
 # extra dovecot.conf lines of both servers
 EXTRA_CONF = ""

@@ -14,14 +14,16 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import Snapshot, compare_snapshots, make_message  # noqa: E402
+from dwtest.checker import Snapshot, compare_snapshots  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import NUMBERED_USERS  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 # No plugin, and no replica for the service either, so that nothing (not
 # even a sync of all users that the service might run by itself) changes
 # what the cases set up.
-r = dwtest.Runner("test-checker", no_plugin=True,
-                  extra_conf="dovewarden_replica =")
+r = Runner("test-checker", no_plugin=True,
+           extra_conf="dovewarden_replica =")
 
 
 def expect(cond, msg):
@@ -55,8 +57,8 @@ def base(side):
     return s
 
 
-H1 = dwtest.msg_hash(b"Subject: one\r\n\r\n1\r\n")
-H2 = dwtest.msg_hash(b"Subject: two\r\n\r\n2\r\n")
+H1 = msg_hash(b"Subject: one\r\n\r\n1\r\n")
+H2 = msg_hash(b"Subject: two\r\n\r\n2\r\n")
 
 
 @r.case("synthetic: identical snapshots compare equal")
@@ -155,7 +157,7 @@ def _(pair):
 # Real servers, no replication: a change on A is a difference until
 # doveadm sync carries it over
 
-users = iter(dwtest.NUMBERED_USERS)
+users = iter(NUMBERED_USERS)
 
 
 def prepared(pair, nmsgs=1):
@@ -164,7 +166,7 @@ def prepared(pair, nmsgs=1):
     msgs = [make_message("seed-%s-%d" % (user, i)) for i in range(nmsgs)]
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.select("INBOX"), "SELECT INBOX")
+        check_ok(m.select("INBOX"), "SELECT INBOX")
         for msg in msgs:
             pair.append("A", user, msg, conn=m)
     finally:
@@ -177,8 +179,8 @@ def prepared(pair, nmsgs=1):
     expect(d == [], "differences after doveadm sync: %r" % d)
     b = pair.snapshot("B", user)
     for msg in msgs:
-        expect(dwtest.msg_hash(msg) in b.hashes(), "seed not on B")
-    return user, [dwtest.msg_hash(x) for x in msgs]
+        expect(msg_hash(msg) in b.hashes(), "seed not on B")
+    return user, [msg_hash(x) for x in msgs]
 
 
 def still_differs(pair, user, *words):
@@ -201,7 +203,7 @@ def _(pair):
     user, _seed = prepared(pair)
     msg = make_message("checker-append")
     pair.append("A", user, msg)
-    h = dwtest.msg_hash(msg)
+    h = msg_hash(msg)
     d = still_differs(pair, user, "'INBOX'", h, "on A only")
     expect(h not in pair.snapshot("B", user).hashes(), "message on B")
     synced(pair, user)
@@ -214,8 +216,8 @@ def _(pair):
     user, (h,) = prepared(pair)
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.select("INBOX"), "SELECT")
-        dwtest.check_ok(m.store("1", "+FLAGS", "(\\Flagged)"), "STORE")
+        check_ok(m.select("INBOX"), "SELECT")
+        check_ok(m.store("1", "+FLAGS", "(\\Flagged)"), "STORE")
     finally:
         m.logout()
     d = still_differs(pair, user, h, "flags differ", "\\Flagged")
@@ -230,9 +232,9 @@ def _(pair):
     user, (h,) = prepared(pair)
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.select("INBOX"), "SELECT")
-        dwtest.check_ok(m.store("1", "+FLAGS", "($Label1 checkerkw)"),
-                        "STORE")
+        check_ok(m.select("INBOX"), "SELECT")
+        check_ok(m.store("1", "+FLAGS", "($Label1 checkerkw)"),
+                 "STORE")
     finally:
         m.logout()
     d = still_differs(pair, user, h, "flags differ", "$Label1", "checkerkw")
@@ -247,7 +249,7 @@ def _(pair):
     user, _seed = prepared(pair)
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.create("checkerbox"), "CREATE")
+        check_ok(m.create("checkerbox"), "CREATE")
     finally:
         m.logout()
     d = still_differs(pair, user, "mailbox 'checkerbox' exists on A only")
@@ -265,7 +267,7 @@ def _(pair):
     user, _seed = prepared(pair)
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.create("checker/nested"), "CREATE")
+        check_ok(m.create("checker/nested"), "CREATE")
     finally:
         m.logout()
     d = still_differs(pair, user, "mailbox 'checker/nested' exists on A only")
@@ -285,13 +287,13 @@ def _(pair):
     user, _seed = prepared(pair)
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.create("subbed"), "CREATE")
+        check_ok(m.create("subbed"), "CREATE")
     finally:
         m.logout()
     synced(pair, user)
     m = pair.imap("A", user)
     try:
-        dwtest.check_ok(m.subscribe("subbed"), "SUBSCRIBE")
+        check_ok(m.subscribe("subbed"), "SUBSCRIBE")
     finally:
         m.logout()
     d = still_differs(pair, user, "subscription 'subbed' on A only")
@@ -306,9 +308,9 @@ def _(pair):
     user, (h1, h2) = prepared(pair, nmsgs=2)
     m = pair.imap("B", user)
     try:
-        dwtest.check_ok(m.select("INBOX"), "SELECT")
-        dwtest.check_ok(m.store("1", "+FLAGS", "(\\Deleted)"), "STORE")
-        dwtest.check_ok(m.expunge(), "EXPUNGE")
+        check_ok(m.select("INBOX"), "SELECT")
+        check_ok(m.store("1", "+FLAGS", "(\\Deleted)"), "STORE")
+        check_ok(m.expunge(), "EXPUNGE")
     finally:
         m.logout()
     d = still_differs(pair, user, h1, "on A only")
@@ -327,7 +329,7 @@ def _(pair):
         pair.wait_converged(user, timeout=0.5)
     except AssertionError as e:
         text = str(e)
-        expect(dwtest.msg_hash(msg) in text and "on B only" in text
+        expect(msg_hash(msg) in text and "on B only" in text
                and user in text, "unexpected message: " + text)
         synced(pair, user)
         dt = pair.wait_converged(user, timeout=2)
@@ -336,4 +338,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

@@ -10,8 +10,8 @@ For each seed (DW_SEED: one seed or a comma-separated list; default
     random operations from DW_CONV_THREADS client threads per side
     (default 3) on A and on B at once: APPEND, LMTP delivery, STORE
     +FLAGS/-FLAGS, EXPUNGE, UID EXPUNGE, COPY, MOVE, CREATE, RENAME,
-    DELETE, SUBSCRIBE, UNSUBSCRIBE (dwtest.MixedLoad). Once it stops, the
-    checker must find no difference between A and B within the bound
+    DELETE, SUBSCRIBE, UNSUBSCRIBE (dwtest.load.MixedLoad). Once it stops,
+    the checker must find no difference between A and B within the bound
     plus a margin, and the INBOX UIDVALIDITY of every user must be the
     one it had before the load, on both sides.
 (2) New users: users that have never been synced (3 of user31..user40,
@@ -49,8 +49,11 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_subject  # noqa: E402
+from dwtest.common import (  # noqa: E402
+    NUMBERED_USERS, POLL_INTERVAL, SIDES, log, time_secs)
+from dwtest.load import MixedLoad  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 SEEDS = [s.strip() for s in os.environ.get("DW_SEED", "1,2,3").split(",")
          if s.strip()]
@@ -60,11 +63,11 @@ THREADS = int(os.environ.get("DW_CONV_THREADS", "3"))
 MARGIN = float(os.environ.get("DW_CONV_MARGIN", "10"))
 PREP_TIMEOUT = 60.0
 
-LOAD_USERS = dwtest.NUMBERED_USERS[:min(N_USERS, 30)]
-NEW_USERS = dwtest.NUMBERED_USERS[30:] + ["erin", "frank"]
+LOAD_USERS = NUMBERED_USERS[:min(N_USERS, 30)]
+NEW_USERS = NUMBERED_USERS[30:] + ["erin", "frank"]
 NEW_PER_SEED = 3
 
-r = dwtest.Runner("test-convergence")
+r = Runner("test-convergence")
 results = []
 
 
@@ -81,7 +84,7 @@ def message_id(msg):
 def bound_of(pair):
     """(bound in seconds, settle delay in seconds or None when the
     service has no such setting)."""
-    settle = dwtest.time_secs(pair.doveconf("A", "dovewarden_settle_delay"))
+    settle = time_secs(pair.doveconf("A", "dovewarden_settle_delay"))
     bound = float(os.environ.get("DW_CONV_BOUND", "30"))
     if settle:
         bound = max(bound, settle + 20)
@@ -100,7 +103,7 @@ def fmt_diffs(diffs, limit=40):
 def uidvalidities(pair, users):
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         futs = {(s, u): ex.submit(pair.uidvalidity, s, u)
-                for s in dwtest.SIDES for u in users}
+                for s in SIDES for u in users}
         return {k: f.result() for k, f in futs.items()}
 
 
@@ -117,7 +120,7 @@ def repair(pair, users):
 
 @r.case("prepare %d users on A" % len(LOAD_USERS))
 def _(pair):
-    t = dwtest.MixedLoad.prepare(pair, LOAD_USERS, PREP_TIMEOUT)
+    t = MixedLoad.prepare(pair, LOAD_USERS, PREP_TIMEOUT)
     t0 = time.monotonic()
     pair.diff_users(LOAD_USERS)
     bound, settle = bound_of(pair)
@@ -135,7 +138,7 @@ def load_case(seed):
         uv0 = uidvalidities(pair, users)
         expect(all(uv0.values()), "INBOX missing before the load: %s"
                % [k for k, v in uv0.items() if not v])
-        load = dwtest.MixedLoad(pair, users, seed, THREADS, DURATION)
+        load = MixedLoad(pair, users, seed, THREADS, DURATION)
         ran = load.run()
         t_stop = time.monotonic()
         res = {"seed": seed, "ops": load.total_ops(), "no": load.total_no(),
@@ -154,7 +157,7 @@ def load_case(seed):
         first = True
         while True:
             empty = (res["t_queues"] is None and
-                     all(pair.queues_empty(s) for s in dwtest.SIDES))
+                     all(pair.queues_empty(s) for s in SIDES))
             t_empty = time.monotonic() - t_stop
             diffs = pair.diff_users(users)
             if first:
@@ -165,7 +168,7 @@ def load_case(seed):
                 res["diff_at_queues"] = len(diffs)
             if not diffs or time.monotonic() >= end:
                 break
-            time.sleep(dwtest.POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
         t = None if diffs else time.monotonic() - t_stop
         res["t_converged"] = t
         res["diff_after_bound"] = len(diffs)
@@ -188,8 +191,8 @@ def load_case(seed):
                        % res["t_converged"] if t is not None
                        else "NOT converged within %.0f+%.0f s"
                        % (bound, MARGIN)))
-        dwtest.log("# " + summary)
-        dwtest.log("#   ops: " + load.summary())
+        log("# " + summary)
+        log("#   ops: " + load.summary())
         if diffs or changed:
             msg = summary
             if diffs:
@@ -242,7 +245,7 @@ def new_users_case(seed, idx):
                 with lock:
                     sent[user].append(msg)
 
-        pids = {s: pair.service_pid(s) for s in dwtest.SIDES}
+        pids = {s: pair.service_pid(s) for s in SIDES}
         try:
             for pid in pids.values():
                 os.kill(pid, signal.SIGSTOP)
@@ -267,7 +270,7 @@ def new_users_case(seed, idx):
                 for f in futs:
                     f.result()
             guids = {(s, u): pair.mailbox_guid(s, u)
-                     for u in users for s in dwtest.SIDES}
+                     for u in users for s in SIDES}
         finally:
             for pid in pids.values():
                 os.kill(pid, signal.SIGCONT)
@@ -276,9 +279,9 @@ def new_users_case(seed, idx):
                % (bound, MARGIN, fmt_diffs(diffs)))
         lost = []
         for u in users:
-            for s in dwtest.SIDES:
+            for s in SIDES:
                 have = pair.message_ids(s, u)
-                lost += ["%s on %s: %s" % (u, s, dwtest.msg_subject(msg))
+                lost += ["%s on %s: %s" % (u, s, msg_subject(msg))
                          for msg in sent[u] if message_id(msg) not in have]
         expect(not lost, "messages lost:\n  " + "\n  ".join(lost))
         final = uidvalidities(pair, users)
@@ -289,9 +292,9 @@ def new_users_case(seed, idx):
             want = ub if nb > na or (nb == na and ub > ua) else ua
             changed = [s for s, v0, v1 in (("A", ua, fa), ("B", ub, fb))
                        if v0 != v1]
-            dwtest.log("#   %s: INBOX created on both (GUIDs %s), %d "
-                       "messages on A, %d on B; UIDVALIDITY A %s, B %s -> "
-                       "%s; changed on: %s" % (
+            log("#   %s: INBOX created on both (GUIDs %s), %d "
+                "messages on A, %d on B; UIDVALIDITY A %s, B %s -> "
+                "%s; changed on: %s" % (
                            u, "differ" if guids[("A", u)] != guids[("B", u)]
                            else "EQUAL", na, nb, ua, ub, fa,
                            ", ".join(changed) or "neither"))
@@ -321,9 +324,9 @@ for _i, _seed in enumerate(SEEDS):
 @r.case("summary")
 def _(pair):
     for res in results:
-        dwtest.log("# seed %s: ops %d, NO %d, disconnects %d, differing "
-                   "users at stop %s, at empty queues %s, after the bound "
-                   "%s, converged after %s s" % (
+        log("# seed %s: ops %d, NO %d, disconnects %d, differing "
+            "users at stop %s, at empty queues %s, after the bound "
+            "%s, converged after %s s" % (
                        res["seed"], res["ops"], res["no"], res["aborts"],
                        res.get("diff_at_stop", "-"),
                        "-" if res.get("diff_at_queues") is None
@@ -334,4 +337,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

@@ -18,8 +18,10 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import hms_secs, make_message, msg_hash  # noqa: E402
+from dwtest.clients import make_message, msg_hash  # noqa: E402
+from dwtest.common import hms_secs, wait_until  # noqa: E402
+from dwtest.pair import SilentListener  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 EX_USAGE, EX_NOUSER, EX_TEMPFAIL = 64, 67, 75
 USER_COLUMNS = ["username", "priority", "fast sync", "full sync",
@@ -30,7 +32,7 @@ USER_FIELDS = ["username", "priority", "fast_sync", "full_sync",
                "verified", "repaired"]
 DSYNC_FIELDS = ["username", "type", "status", "running"]
 
-r = dwtest.Runner(
+r = Runner(
     "test-doveadm-commands",
     extra_conf="dovewarden_max_syncs = 1\n"
                "dovewarden_retry_min_interval = 1s\n"
@@ -65,7 +67,7 @@ def dw_fail(pair, *args, fmt=None):
 def _(pair):
     # the userdb sweep at the start makes the users known (with the Redis
     # backend after the instance got its lock)
-    dwtest.wait_until(
+    wait_until(
         lambda: overview_value(pair.dw_overview("A"), r"known users") > 0,
         10, "the first userdb sweep")
     table = pair.dw("A", "status").stdout.splitlines()
@@ -170,7 +172,7 @@ def fake_peer(port):
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
     srv.listen(16)
-    return dwtest.SilentListener(srv)
+    return SilentListener(srv)
 
 
 @r.case("replicate -p, dsync-status, remove, errors, with a held sync")
@@ -187,8 +189,8 @@ def _(pair):
             js = json.loads(pair.dw("A", "dsync-status", fmt="json").stdout
                             or "[]")
             return [d for d in js if d.get("username") == holder]
-        d = dwtest.wait_until(running, 10, "dsync-status to list %s"
-                              % holder)[0]
+        d = wait_until(running, 10, "dsync-status to list %s"
+                       % holder)[0]
         expect(list(d) == DSYNC_FIELDS, "dsync-status json fields %r" % d)
         expect(d["type"] in ("full", "incremental", "normal") and
                d["status"] and hms_secs(d["running"]) is not None,
@@ -278,12 +280,12 @@ def _(pair):
         return all(u in st and st[u]["priority"] == "none" and
                    st[u]["failed"] == 0 and st[u]["success_sync"] != "-"
                    for u in users)
-    dwtest.wait_until(all_synced, 30, "the held and queued users to sync "
-                      "after B came back")
+    wait_until(all_synced, 30, "the held and queued users to sync "
+               "after B came back")
     pair.wait_converged(users, 10, "after B came back")
     expect(msg_hash(msg) in pair.snapshot("B", holder).hashes(),
            "the held message is not on B")
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

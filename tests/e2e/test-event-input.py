@@ -31,8 +31,12 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
+from dwtest.web import (  # noqa: E402
+    event_exporter_conf, http_listener_conf, http_port, http_raw,
+    http_request, scrape, wait_http)
 
 SECRET = "dwtest-http-secret"
 CONVERGE = 20.0
@@ -41,14 +45,14 @@ MAX_DEPTH = 16           # DOVEWARDEN_EVENT_MAX_DEPTH
 
 
 def side_conf(pair):
-    port = dwtest.http_port(pair, "A")
+    port = http_port(pair, "A")
     url = "http://dovecot:%s@127.0.0.1:%d/events" % (SECRET, port)
-    return {"A": dwtest.http_listener_conf(port) +
+    return {"A": http_listener_conf(port) +
             "dovewarden_http_secret = %s\n" % SECRET +
-            dwtest.event_exporter_conf(url)}
+            event_exporter_conf(url)}
 
 
-r = dwtest.Runner(
+r = Runner(
     "test-event-input", no_plugin=True, need_plugin=False,
     extra_conf="dovewarden_full_sync_interval = 0\n"
                "dovewarden_userdb_sweep_interval = 0",
@@ -61,7 +65,7 @@ def expect(cond, msg):
 
 
 def port(pair):
-    return dwtest.http_port(pair, "A")
+    return http_port(pair, "A")
 
 
 def auth(secret=SECRET, user="dovecot"):
@@ -76,11 +80,11 @@ def post(pair, body, headers=None, with_auth=True):
     h.update(headers or {})
     if isinstance(body, str):
         body = body.encode()
-    return dwtest.http_request(port(pair), "POST", "/events", body, h)
+    return http_request(port(pair), "POST", "/events", body, h)
 
 
 def metrics(pair):
-    return dwtest.scrape(port(pair))[1]
+    return scrape(port(pair))[1]
 
 
 def http_counts(pair):
@@ -106,8 +110,8 @@ def wait_http_notified(pair, before, what, timeout=10.0):
     def grown():
         n = http_counts(pair)[0]
         return n if n > before else None
-    return dwtest.wait_until(grown, timeout, "an HTTP notification for "
-                             + what)
+    return wait_until(grown, timeout, "an HTTP notification for "
+                      + what)
 
 
 def change_reaches_b(pair, user, what, action, check_b):
@@ -129,23 +133,23 @@ def change_reaches_b(pair, user, what, action, check_b):
 @r.case("listener: healthz, readyz, metrics, 404, 405")
 def _(pair):
     p = port(pair)
-    dwtest.wait_http(p)
-    h = dwtest.http_request(p, "GET", "/healthz")
+    wait_http(p)
+    h = http_request(p, "GET", "/healthz")
     expect(h.status == 200, "GET /healthz: %r" % h)
-    rd = dwtest.wait_until(
+    rd = wait_until(
         lambda: (lambda x: x if x.status == 200 else None)(
-            dwtest.http_request(p, "GET", "/readyz")), 10,
+            http_request(p, "GET", "/readyz")), 10,
         "GET /readyz to answer 200")
-    resp, m = dwtest.scrape(p)
+    resp, m = scrape(p)
     expect(resp.headers.get("content-type", "").startswith("text/plain"),
            "/metrics Content-Type: %r" % resp.headers)
     expect(m.value("dovewarden_notifications_total", source="plugin") == 0,
            "plugin notifications without the plugin")
-    nf = dwtest.http_request(p, "GET", "/nonexistent")
+    nf = http_request(p, "GET", "/nonexistent")
     expect(nf.status == 404, "GET /nonexistent: %r" % nf)
-    bm = dwtest.http_request(p, "GET", "/events", headers=auth())
+    bm = http_request(p, "GET", "/events", headers=auth())
     expect(bm.status == 405, "GET /events: %r" % bm)
-    bm2 = dwtest.http_request(p, "POST", "/metrics", body=b"x")
+    bm2 = http_request(p, "POST", "/metrics", body=b"x")
     expect(bm2.status == 405, "POST /metrics: %r" % bm2)
     return "healthz %r, readyz %r" % (h.body, rd.body)
 
@@ -284,7 +288,7 @@ def _(pair):
     n1, _p, _r = http_counts(pair)
     expect(n1 - n0 == 3, "3 users queued, but notifications grew by %d"
            % (n1 - n0))
-    st = dwtest.wait_until(
+    st = wait_until(
         lambda: (lambda u: u if all(
             x in u and u[x]["success_sync"] != "-"
             for x in ("user07", "user08", "user09")) else None)(
@@ -412,15 +416,15 @@ def _(pair):
                 "%s\r\n" % (cred, extra)).encode()
     # declared one byte too large: refused before the body is read
     body = b" " * (MAX_BODY + 1)
-    resp = dwtest.http_raw(p, head("Content-Length: %d\r\n" % len(body)),
-                           [body[i:i + 8192]
-                            for i in range(0, len(body), 8192)])
+    resp = http_raw(p, head("Content-Length: %d\r\n" % len(body)),
+                    [body[i:i + 8192]
+                     for i in range(0, len(body), 8192)])
     expect(resp is not None and resp.status == 413,
            "Content-Length %d: %r" % (len(body), resp))
     # absurdly large: answered without waiting for the body
     t0 = time.monotonic()
-    resp = dwtest.http_raw(p, head("Content-Length: 10000000000\r\n"),
-                           [b"x" * 65536] * 4)
+    resp = http_raw(p, head("Content-Length: 10000000000\r\n"),
+                    [b"x" * 65536] * 4)
     expect(resp is not None and resp.status == 413,
            "Content-Length 10^10: %r" % resp)
     t_big = time.monotonic() - t0
@@ -448,7 +452,7 @@ def _(pair):
             "Transfer-Encoding: chunked\r\n\r\n"
             % auth()["Authorization"]).encode()
     chunk = b"%x\r\n%s\r\n" % (16384, b" " * 16384)
-    resp = dwtest.http_raw(p, head, [chunk] * 16 + [b"0\r\n\r\n"])
+    resp = http_raw(p, head, [chunk] * 16 + [b"0\r\n\r\n"])
     expect(resp is not None and resp.status == 413,
            "256 KiB chunked: %r" % resp)
     _n, _p, r1 = http_counts(pair)
@@ -470,7 +474,7 @@ def _(pair):
             ("bad Content-Length", b"POST /events HTTP/1.1\r\nHost: x\r\n"
              b"Content-Length: -5\r\n\r\n"),
             ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")):
-        resp = dwtest.http_raw(p, raw, timeout=5)
+        resp = http_raw(p, raw, timeout=5)
         status = resp.status if resp else None
         expect(status is None or 400 <= status < 600,
                "%s: %r" % (what, resp))
@@ -485,7 +489,7 @@ def _(pair):
             many.append(socket.create_connection(("127.0.0.1", p),
                                                  timeout=10))
         t0 = time.monotonic()
-        h = dwtest.http_request(p, "GET", "/healthz", timeout=5)
+        h = http_request(p, "GET", "/healthz", timeout=5)
         dt = time.monotonic() - t0
         expect(h.status == 200, "healthz beside a stalled client: %r" % h)
         expect(dt < 2.0, "healthz took %.2f s beside a stalled client" % dt)
@@ -520,7 +524,7 @@ def _(pair):
     note = change_reaches_b(pair, user, "APPEND after hostile input",
                             lambda: pair.append("A", user, msg),
                             lambda b: msg_hash(msg) in b.hashes())
-    h = dwtest.http_request(port(pair), "GET", "/healthz")
+    h = http_request(port(pair), "GET", "/healthz")
     expect(h.status == 200, "healthz: %r" % h)
     expect(pair.service_pid("A") == pid, "the service process changed")
     bad = [l for l in pair.log_tail("A", 2000)
@@ -531,4 +535,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

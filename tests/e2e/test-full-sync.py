@@ -23,14 +23,16 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, hms_secs, make_message  # noqa: E402
+from dwtest.clients import check_ok, make_message  # noqa: E402
+from dwtest.common import SIDES, hms_secs, wait_until  # noqa: E402
+from dwtest.pair import listen_unix  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 PROXY_NAME = "dwtest-doveadm"
 QUIET_WINDOW = 1.5
 
-r = dwtest.Runner("test-full-sync",
-                  extra_conf="dovewarden_doveadm_socket_path = "
+r = Runner("test-full-sync",
+           extra_conf="dovewarden_doveadm_socket_path = "
                              + PROXY_NAME)
 
 
@@ -52,7 +54,7 @@ class Proxy:
         self.stopping = False
 
     def start(self):
-        self.srv = dwtest.listen_unix(self.path)
+        self.srv = listen_unix(self.path)
         self.srv.settimeout(0.2)
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -120,7 +122,7 @@ proxies = {}
 
 def setup(pair):
     if not proxies:
-        for s in dwtest.SIDES:
+        for s in SIDES:
             run = os.path.join(pair.dw_dir, s, "run")
             p = Proxy(os.path.join(run, PROXY_NAME),
                       os.path.join(run, "doveadm-server"))
@@ -130,7 +132,7 @@ def setup(pair):
 
 
 def wait_sync_cmd(proxy, user, n_before, what):
-    return dwtest.wait_until(
+    return wait_until(
         lambda: proxy.sync_commands(user)[n_before:], 10, what)
 
 
@@ -218,6 +220,6 @@ def cleanup():
 
 if __name__ == "__main__":
     try:
-        dwtest.run(r)
+        run(r)
     finally:
         cleanup()

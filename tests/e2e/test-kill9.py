@@ -21,13 +21,14 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message  # noqa: E402
+from dwtest.clients import check_ok, make_message  # noqa: E402
+from dwtest.common import wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 CONVERGE_TIMEOUT = 40.0
 RESTART_TIMEOUT = 10.0
 
-r = dwtest.Runner(
+r = Runner(
     "test-kill9",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = 3s")
@@ -111,7 +112,7 @@ class Workload:
 
 
 def wait_new_service(pair, old):
-    return dwtest.wait_until(
+    return wait_until(
         lambda: [p for p in pair.service_pids("A") if p != old],
         RESTART_TIMEOUT, "a new dovewarden service of A after the kill "
         "of %d" % old)[0]
@@ -160,7 +161,7 @@ def _(pair):
             finally:
                 m.logout()
         # the service has the changes: it tried and failed to sync them
-        dwtest.wait_until(
+        wait_until(
             lambda: all(int(pair.dw_users("A", u).get(u, {})
                             .get("failed", 0)) >= 1 for u in users),
             15, "a failed sync of every user on A")
@@ -195,4 +196,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

@@ -15,13 +15,15 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import (  # noqa: E402
+    NAMED_USERS, NUMBERED_USERS, SIDES, wait_until)
+from dwtest.runner import Runner, run  # noqa: E402
 
 TIMEOUT = float(os.environ.get("DW_E2E_LOAD_TIMEOUT", "30"))
 WORKERS = 8
 
-r = dwtest.Runner("test-many-users")
+r = Runner("test-many-users")
 
 
 def expect(cond, msg):
@@ -47,7 +49,7 @@ def parallel(fn, items):
 
 @r.case("40 users change on A and B at once")
 def _(pair):
-    users = dwtest.NUMBERED_USERS
+    users = NUMBERED_USERS
 
     def prep(user):
         seed = make_message("seed-" + user)
@@ -59,9 +61,9 @@ def _(pair):
             m.logout()
         return msg_hash(seed)
     seeds = parallel(prep, users)
-    dwtest.wait_until(lambda: all(pair.inbox_dir_exists("B", u)
-                                  for u in users), TIMEOUT,
-                      "replication to create every INBOX on B")
+    wait_until(lambda: all(pair.inbox_dir_exists("B", u)
+                           for u in users), TIMEOUT,
+               "replication to create every INBOX on B")
     t_prep = pair.wait_converged(users, TIMEOUT, "preparation")
 
     def load(user):
@@ -105,7 +107,7 @@ def _(pair):
 
 @r.case("new users get mail on A and B before any sync")
 def _(pair):
-    users = dwtest.NAMED_USERS
+    users = NAMED_USERS
 
     def deliver(user):
         ma = make_message("first-a-" + user)
@@ -120,7 +122,7 @@ def _(pair):
     sent = parallel(deliver, users)
     t = pair.wait_converged(users, TIMEOUT, "first mail on both sides")
     for user in users:
-        for side in dwtest.SIDES:
+        for side in SIDES:
             snap = pair.snapshot(side, user)
             subjects = {snap.subjects[h] for h in snap.hashes()}
             expect(set(sent[user]) <= subjects,
@@ -130,4 +132,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

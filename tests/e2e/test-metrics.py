@@ -4,7 +4,7 @@
 whether the metrics tell what really happened.
 
 Both instances have the HTTP listener; the mail plugin is on. The page
-is parsed strictly (dwtest.parse_metrics: TYPE and HELP lines, grouped
+is parsed strictly (dwtest.web.parse_metrics: TYPE and HELP lines, grouped
 families, label escapes, cumulative histogram buckets), and a scraper
 thread keeps parsing it while the workload runs: counters never go down,
 the histogram's count is the sum of syncs_total in every scrape, running
@@ -31,8 +31,12 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import SIDES, wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
+from dwtest.web import (  # noqa: E402
+    http_listener_conf, http_port, http_request, scrape as scrape_port,
+    wait_http)
 
 N_APPENDS = 4
 WORK_USERS = ["user%02d" % i for i in range(21, 26)]
@@ -77,11 +81,11 @@ COUNTERS = [("dovewarden_syncs_total", {"result": x}) for x in RESULTS] + \
 
 
 def side_conf(pair):
-    return {s: dwtest.http_listener_conf(dwtest.http_port(pair, s))
-            for s in dwtest.SIDES}
+    return {s: http_listener_conf(http_port(pair, s))
+            for s in SIDES}
 
 
-r = dwtest.Runner(
+r = Runner(
     "test-metrics",
     extra_conf="dovewarden_max_syncs = %d\n"
                "dovewarden_retry_min_interval = %ds\n"
@@ -96,7 +100,7 @@ def expect(cond, msg):
 
 
 def scrape(pair, side="A"):
-    return dwtest.scrape(dwtest.http_port(pair, side))[1]
+    return scrape_port(http_port(pair, side))[1]
 
 
 def counters(m):
@@ -144,7 +148,7 @@ def wait_quiet(pair, timeout=20.0, side="A"):
                 == 0):
             return m
         return None
-    return dwtest.wait_until(quiet, timeout, "%s's queue to empty" % side)
+    return wait_until(quiet, timeout, "%s's queue to empty" % side)
 
 
 class Scraper:
@@ -197,16 +201,16 @@ class Scraper:
 @r.case("healthz, readyz, and a well-formed /metrics page")
 def _(pair):
     notes = []
-    for side in dwtest.SIDES:
-        port = dwtest.http_port(pair, side)
-        dwtest.wait_http(port)
-        h = dwtest.http_request(port, "GET", "/healthz")
+    for side in SIDES:
+        port = http_port(pair, side)
+        wait_http(port)
+        h = http_request(port, "GET", "/healthz")
         expect(h.status == 200, "%s GET /healthz: %r" % (side, h))
-        rd = dwtest.wait_until(
+        rd = wait_until(
             lambda: (lambda x: x if x.status == 200 else None)(
-                dwtest.http_request(port, "GET", "/readyz")), 10,
+                http_request(port, "GET", "/readyz")), 10,
             "%s GET /readyz to answer 200" % side)
-        resp, m = dwtest.scrape(port)
+        resp, m = scrape_port(port)
         ctype = resp.headers.get("content-type", "")
         expect(ctype.startswith("text/plain") and "0.0.4" in ctype,
                "%s /metrics Content-Type %r" % (side, ctype))
@@ -235,10 +239,10 @@ def _(pair):
         expect(got == {"plugin", "http", "admin"},
                "%s: rejected input sources %r" % (side, got))
         check_consistent(m, side)
-        hd = dwtest.http_request(port, "HEAD", "/metrics")
+        hd = http_request(port, "HEAD", "/metrics")
         expect(hd.status == 200 and hd.body == b"", "%s HEAD /metrics: %r"
                % (side, hd))
-        nf = dwtest.http_request(port, "GET", "/metrics/x")
+        nf = http_request(port, "GET", "/metrics/x")
         expect(nf.status == 404, "%s GET /metrics/x: %r" % (side, nf))
         notes.append("%s: %d families, %d samples, users %d, readyz %r"
                      % (side, len(m.types), len(m.samples),
@@ -338,7 +342,7 @@ def wait_counter(pair, name, labels, target, what):
     def reached():
         m = scrape(pair)
         return m if m.value(name, **labels) >= target else None
-    m = dwtest.wait_until(reached, 10, what)
+    m = wait_until(reached, 10, what)
     time.sleep(0.3)
     m = scrape(pair)
     expect(m.value(name, **labels) == target, "%s: %s%r is %r, expected "
@@ -427,8 +431,8 @@ def _(pair):
                     syncs(m, "tempfail") - syncs(m0, "tempfail") >= 3):
                 return m
             return None
-        m1 = dwtest.wait_until(failing, 30, "tempfail and failing users "
-                               "to rise while B is down")
+        m1 = wait_until(failing, 30, "tempfail and failing users "
+                        "to rise while B is down")
         # a user counts in queue_users while it waits, not while its
         # (failing) sync runs
         def both_queued():
@@ -436,8 +440,8 @@ def _(pair):
             return m if (m.value("dovewarden_queue_users", priority="high")
                          >= 1 and m.value("dovewarden_queue_users",
                                           priority="low") >= 1) else None
-        dwtest.wait_until(both_queued, 10, "%s (high) and %s (low) queued "
-                          "while B is down" % DOWN_USERS)
+        wait_until(both_queued, 10, "%s (high) and %s (low) queued "
+                   "while B is down" % DOWN_USERS)
         age1 = m1.value("dovewarden_oldest_pending_change_seconds")
         expect(age1 >= 0, "age %r" % age1)
         time.sleep(2.2)
@@ -456,8 +460,8 @@ def _(pair):
                "status shows %d failing users, the metric %r"
                % (nfail, m2.value("dovewarden_users_failing")))
         # readiness is about the local doveadm-server, not the peer
-        ready_down = dwtest.http_request(dwtest.http_port(pair, "A"),
-                                         "GET", "/readyz").status
+        ready_down = http_request(http_port(pair, "A"),
+                                  "GET", "/readyz").status
     finally:
         pair.start_one("B")
     t = pair.wait_converged(list(DOWN_USERS), CONVERGE, "after B is back")
@@ -489,7 +493,7 @@ def _(pair):
     def counted():
         m = scrape(pair)
         return m if syncs(m, "nouser") > syncs(m0, "nouser") else None
-    m1 = dwtest.wait_until(counted, 15, "a nouser sync result")
+    m1 = wait_until(counted, 15, "a nouser sync result")
     check_consistent(m1, "after nouser")
     m2 = wait_quiet(pair)
     expect(syncs(m2, "nouser") == syncs(m0, "nouser") + 1,
@@ -506,26 +510,26 @@ def _(pair):
 
 @r.case("readyz: 503 while doveadm-server's socket is gone, 200 again")
 def _(pair):
-    port = dwtest.http_port(pair, "A")
+    port = http_port(pair, "A")
     sock = os.path.join(pair.dw_dir, "A", "run", "doveadm-server")
     moved = sock + ".dwtest-moved"
 
     def status_is(code):
         def probe():
-            resp = dwtest.http_request(port, "GET", "/readyz")
+            resp = http_request(port, "GET", "/readyz")
             return resp if resp.status == code else None
         return probe
     os.rename(sock, moved)
     try:
         # the service caches the probe's result for up to 5 s
-        down = dwtest.wait_until(status_is(503), 10,
-                                 "GET /readyz to answer 503")
-        h = dwtest.http_request(port, "GET", "/healthz")
+        down = wait_until(status_is(503), 10,
+                          "GET /readyz to answer 503")
+        h = http_request(port, "GET", "/healthz")
         expect(h.status == 200, "healthz while not ready: %r" % h)
         scrape(pair)
     finally:
         os.rename(moved, sock)
-    dwtest.wait_until(status_is(200), 10, "GET /readyz to answer 200 again")
+    wait_until(status_is(200), 10, "GET /readyz to answer 200 again")
     return "while gone: %r" % down.body
 
 
@@ -542,4 +546,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

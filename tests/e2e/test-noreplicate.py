@@ -18,13 +18,14 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 ABSENCE_WINDOW = 3.0   # how long B is watched for what must not come
 OVERRIDE_USERS = {"user38": "dovewarden_replica", "user39": "mail_replica"}
 
-r = dwtest.Runner(
+r = Runner(
     "test-noreplicate",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = 3s")
@@ -119,7 +120,7 @@ def _(pair):
         hashes[u] = msg_hash(msg)
     pair.wait_converged(good, 20, "the user without an override")
     for u in sorted(OVERRIDE_USERS):
-        st = dwtest.wait_until(
+        st = wait_until(
             lambda: (lambda s: s if s and int(s["failed"]) >= 1 else None)(
                 pair.dw_users("A", u).get(u)), 15,
             "a failed sync of %s to %s" % (u, bogus))
@@ -136,4 +137,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

@@ -19,15 +19,16 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, hms_secs, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import POLL_INTERVAL, hms_secs, wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 RETRY_MIN = 2
 RETRY_MAX = 8
 CONVERGE_TIMEOUT = RETRY_MAX * 1.25 + 20.0
 FAILURES = 3   # watch the count rise to this while B is down
 
-r = dwtest.Runner(
+r = Runner(
     "test-peer-down",
     extra_conf="dovewarden_retry_min_interval = %ds\n"
                "dovewarden_retry_max_interval = %ds" % (RETRY_MIN, RETRY_MAX))
@@ -80,7 +81,7 @@ def _(pair):
             expect(time.monotonic() < end, "the failure count did not "
                    "reach %d: seen (failed, next sync secs) %r"
                    % (FAILURES, seen))
-            time.sleep(dwtest.POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
         counts = [f for f, _n in seen]
         expect(counts == sorted(counts), "the failure count went down: %r"
                % seen)
@@ -123,7 +124,7 @@ def _(pair):
     t = pair.wait_converged(user, CONVERGE_TIMEOUT, "after B was started")
     expect(msg_hash(msg) in pair.snapshot("B", user).hashes(),
            "the message is not on B")
-    st = dwtest.wait_until(
+    st = wait_until(
         lambda: (lambda s: s if int(s["failed"]) == 0 else None)(
             pair.dw_users("A", user)[user]), 5,
         "the failure count to go back to 0")
@@ -135,4 +136,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

@@ -22,8 +22,10 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message  # noqa: E402
+from dwtest.clients import check_ok, make_message  # noqa: E402
+from dwtest.common import wait_until  # noqa: E402
+from dwtest.pair import listen_unix  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 SOCKET_NAME = "dwtest-notify"
 LINE_TIMEOUT = 1.0    # a notification must arrive within this
@@ -31,8 +33,8 @@ QUIET_WINDOW = 0.3    # how long to watch for lines that must not come
 APPEND_BOUND = 0.1    # seconds an APPEND may take while nobody listens
 RECONNECT_TIMEOUT = 8.0
 
-r = dwtest.Runner("test-plugin-notify",
-                  extra_conf="dovewarden_notify_socket_path = " + SOCKET_NAME)
+r = Runner("test-plugin-notify",
+           extra_conf="dovewarden_notify_socket_path = " + SOCKET_NAME)
 
 
 def expect(cond, msg):
@@ -52,7 +54,7 @@ class Listener:
         self.stopping = False
 
     def start(self):
-        self.srv = dwtest.listen_unix(self.path)
+        self.srv = listen_unix(self.path)
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -362,7 +364,7 @@ def _(pair):
         expect(t < APPEND_BOUND, "APPEND took %.3f s" % t)
         # the session ends after LOGOUT's reply: keep the socket dead
         # until its last attempt has failed
-        dwtest.wait_until(
+        wait_until(
             lambda: any(user in l and "notification lost" in l
                         for l in pair.log_since_mark("A")),
             5, "a 'notification lost' warning for " + user)
@@ -378,6 +380,6 @@ def cleanup():
 
 if __name__ == "__main__":
     try:
-        dwtest.run(r)
+        run(r)
     finally:
         cleanup()

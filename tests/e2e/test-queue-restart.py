@@ -14,14 +14,15 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 RETRY_MAX = 3
 CONVERGE_TIMEOUT = 30.0
 USERS = ["user%02d" % i for i in range(1, 7)]
 
-r = dwtest.Runner(
+r = Runner(
     "test-queue-restart",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = %ds" % RETRY_MAX)
@@ -57,7 +58,7 @@ def _(pair):
             finally:
                 m.logout()
         # every user's sync has failed at least once against the dead B
-        dwtest.wait_until(
+        wait_until(
             lambda: all(int(pair.dw_users("A", u).get(u, {})
                             .get("failed", 0)) >= 1 for u in USERS),
             15, "a failed sync of every user on A")
@@ -110,4 +111,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

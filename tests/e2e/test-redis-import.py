@@ -17,14 +17,16 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import make_message  # noqa: E402
+from dwtest.clients import make_message  # noqa: E402
+from dwtest.common import SIDES, wait_until  # noqa: E402
+from dwtest.pair import RedisServer  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 USERS = ["user%02d" % i for i in range(1, 7)]
 # synced before the switch, then left alone
 IDLE_USER = "user07"
 
-r = dwtest.Runner(
+r = Runner(
     "redis-import",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = 3s\n")
@@ -48,17 +50,17 @@ def _(pair):
     pair.stop_one("A")
     expect(os.path.exists(state), "A's service saved no %s" % state)
 
-    redis = dwtest.RedisServer()
+    redis = RedisServer()
     redis.start(fresh=True)
     try:
-        for side in dwtest.SIDES:
+        for side in SIDES:
             conf = os.path.join(pair.dw_dir, side, "dovecot.conf")
             with open(conf, "a") as f:
                 f.write("\n" + redis.conf())
         pair.mark_log("A")
         pair.start_one("A")
         pair.start_one("B")
-        dwtest.wait_until(
+        wait_until(
             lambda: any("Imported the built-in queue's state" in l
                         for l in pair.log_since_mark("A")),
             20, "A's service to import its state file")
@@ -83,4 +85,4 @@ def _(pair):
         line.split("dovewarden: Info: ")[-1], t)
 
 
-dwtest.run(r)
+run(r)

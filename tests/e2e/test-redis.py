@@ -27,8 +27,10 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import make_message  # noqa: E402
+from dwtest.clients import make_message  # noqa: E402
+from dwtest.common import SIDES, wait_until  # noqa: E402
+from dwtest.load import MixedLoad  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 USERS = ["user%02d" % i for i in range(1, 11)]
 PREP_TIMEOUT = 60.0
@@ -36,7 +38,7 @@ CONVERGE_TIMEOUT = 60.0
 LOAD_SECS = 8.0
 
 os.environ["DW_E2E_REDIS"] = "1"
-r = dwtest.Runner(
+r = Runner(
     "test-redis",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = 3s\n"
@@ -58,8 +60,8 @@ def fmt_diffs(diffs, limit=30):
 def run_load(pair, seed, during):
     """MixedLoad on both servers for LOAD_SECS; during(load) runs in this
     thread after a third of it. Returns the load."""
-    load = dwtest.MixedLoad(pair, USERS, seed, threads_per_side=2,
-                            duration=LOAD_SECS)
+    load = MixedLoad(pair, USERS, seed, threads_per_side=2,
+                     duration=LOAD_SECS)
     th = threading.Thread(target=load.run, daemon=True)
     th.start()
     time.sleep(LOAD_SECS / 3)
@@ -81,7 +83,7 @@ def converge(pair, load, what):
 
 @r.case("prepare: both instances sync the users through one queue")
 def _(pair):
-    t = dwtest.MixedLoad.prepare(pair, USERS, PREP_TIMEOUT)
+    t = MixedLoad.prepare(pair, USERS, PREP_TIMEOUT)
     known = set(pair.redis.cmd("SMEMBERS", "dovewarden:users"))
     expect(set(USERS) <= known, "Redis does not know %s"
            % sorted(set(USERS) - known))
@@ -93,7 +95,7 @@ def _(pair):
     user = "alice"
     pair.append("A", user, make_message("redis-shared"))
     pair.wait_converged(user, 20, "APPEND on A")
-    st = dwtest.wait_until(
+    st = wait_until(
         lambda: pair.dw_users("B", user).get(user), 10,
         "B's instance to show %s" % user)
     expect(st["success_sync"] not in ("", "0", 0, None, "-"),
@@ -124,9 +126,9 @@ def _(pair):
 
     def kill_during_claim(load):
         pid = pair.service_pid("A")
-        claimed = dwtest.wait_until(lambda: a_claims(pair, pid), 20,
-                                    "A's instance to hold a claim",
-                                    interval=0.005)
+        claimed = wait_until(lambda: a_claims(pair, pid), 20,
+                             "A's instance to hold a claim",
+                             interval=0.005)
         os.kill(pid, signal.SIGKILL)
         info["claimed"] = claimed
         info["pid"] = pid
@@ -135,8 +137,8 @@ def _(pair):
     note = converge(pair, load, "after kill -9")
     # the killed instance's dsync processes may finish its syncs, so the
     # servers can be the same before its claims expire
-    took_back = dwtest.wait_until(
-        lambda: [s for s in dwtest.SIDES
+    took_back = wait_until(
+        lambda: [s for s in SIDES
                  if "Took back" in "\n".join(pair.log_since_mark(s))],
         15, "an instance to log that it took back the expired claims of "
         "the killed one (claimed: %r)" % info["claimed"])
@@ -155,7 +157,7 @@ def _(pair):
 
     load = run_load(pair, "redis-restart", restart)
     note = converge(pair, load, "after the Redis restart")
-    logs = "\n".join(l for s in dwtest.SIDES for l in pair.log_since_mark(s))
+    logs = "\n".join(l for s in SIDES for l in pair.log_since_mark(s))
     expect("keeping notifications in memory" in logs,
            "no instance logged that it buffered notifications")
     expect("Connected again" in logs,
@@ -163,4 +165,4 @@ def _(pair):
     return note
 
 
-dwtest.run(r)
+run(r)

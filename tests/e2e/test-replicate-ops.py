@@ -17,13 +17,16 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash, peer  # noqa: E402
+from dwtest.clients import (  # noqa: E402
+    check_ok, imap_quote, make_message, msg_hash)
+from dwtest.common import (  # noqa: E402
+    ALL_USERS, POLL_INTERVAL, SIDES, peer, wait_until)
+from dwtest.runner import Runner, run  # noqa: E402
 
 TIMEOUT = float(os.environ.get("DW_E2E_TIMEOUT", "10"))
 
-r = dwtest.Runner("test-replicate-ops")
-users = iter(dwtest.ALL_USERS)
+r = Runner("test-replicate-ops")
+users = iter(ALL_USERS)
 
 
 def expect(cond, msg):
@@ -58,18 +61,18 @@ def prepare(pair, origin, nmsgs=2, seed_flags=None, mailboxes=(),
         for msg in msgs:
             pair.append(origin, user, msg, flags=seed_flags, conn=m)
         for mb in mailboxes:
-            check_ok(m.create(dwtest.imap_quote(mb)), "CREATE " + mb)
+            check_ok(m.create(imap_quote(mb)), "CREATE " + mb)
         for mb in subscribe:
-            check_ok(m.subscribe(dwtest.imap_quote(mb)), "SUBSCRIBE " + mb)
+            check_ok(m.subscribe(imap_quote(mb)), "SUBSCRIBE " + mb)
         for mb, msg in extra.items():
             pair.append(origin, user, msg, mailbox=mb, conn=m)
     finally:
         m.logout()
     # No access on the peer before replication made the user's INBOX
     # there, so the peer does not create an INBOX of its own.
-    dwtest.wait_until(lambda: pair.inbox_dir_exists(peer(origin), user),
-                      TIMEOUT, "replication to create %s's INBOX on %s"
-                      % (user, peer(origin)))
+    wait_until(lambda: pair.inbox_dir_exists(peer(origin), user),
+               TIMEOUT, "replication to create %s's INBOX on %s"
+               % (user, peer(origin)))
     t = pair.wait_converged(user, TIMEOUT, "preparation of " + user)
     p = pair.snapshot(peer(origin), user)
     for msg in msgs:
@@ -94,7 +97,7 @@ def converge(pair, prep, what):
 
 def both_ways(name):
     def deco(fn):
-        for origin in dwtest.SIDES:
+        for origin in SIDES:
             def case(pair, origin=origin):
                 return fn(pair, origin)
             r.case("%s %s->%s" % (name, origin, peer(origin)))(case)
@@ -104,7 +107,7 @@ def both_ways(name):
 
 def imap_session(pair, prep, mailbox="INBOX"):
     m = pair.imap(prep.origin, prep.user)
-    check_ok(m.select(dwtest.imap_quote(mailbox)), "SELECT " + mailbox)
+    check_ok(m.select(imap_quote(mailbox)), "SELECT " + mailbox)
     return m
 
 
@@ -347,7 +350,7 @@ def _(pair, origin):
     # replicated SUBSCRIBE is lost by dsync itself (checked with plain
     # doveadm sync). Let the clock pass into the next second.
     second = int(time.time())
-    dwtest.wait_until(lambda: int(time.time()) > second, 2, "next second")
+    wait_until(lambda: int(time.time()) > second, 2, "next second")
     m = imap_session(pair, prep)
     try:
         check_ok(m.unsubscribe("Lists"), "UNSUBSCRIBE")
@@ -465,9 +468,9 @@ def _(pair):
         expect(not os.path.exists(os.path.join(
             pair.dw_dir, "B", "mail", user)),
             "mail of the noreplicate user appeared on B")
-        time.sleep(dwtest.POLL_INTERVAL)
+        time.sleep(POLL_INTERVAL)
     return "nothing reached B within 1.5 s"
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

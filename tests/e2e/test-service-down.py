@@ -22,8 +22,9 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
+from dwtest.common import POLL_INTERVAL, wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 APPEND_BOUND = 0.5   # seconds an APPEND may take (the acceptance bound)
 LOGOUT_BOUND = 1.0   # a LOGOUT must not hang on the missing service
@@ -31,7 +32,7 @@ CONVERGE_TIMEOUT = float(os.environ.get("DW_E2E_RECOVERY_TIMEOUT", "30"))
 ABSENCE_WINDOW = 1.0  # how long B is watched for mail that must not come
 N = 20
 
-r = dwtest.Runner("test-service-down")
+r = Runner("test-service-down")
 users = iter(["alice", "bob", "carol", "dave", "erin", "frank"])
 
 
@@ -51,8 +52,8 @@ def prepare(pair):
         pair.append("A", user, seed, conn=m)
     finally:
         m.logout()
-    dwtest.wait_until(lambda: pair.inbox_dir_exists("B", user), 10,
-                      "replication to create %s's INBOX on B" % user)
+    wait_until(lambda: pair.inbox_dir_exists("B", user), 10,
+               "replication to create %s's INBOX on B" % user)
     pair.wait_converged(user, 10, "preparation of " + user)
     expect(msg_hash(seed) in pair.snapshot("B", user).hashes(),
            "seed not on B")
@@ -103,7 +104,7 @@ def assert_absent_on_b(pair, user, hashes):
                "service was stopped" % (len(arrived), len(hashes)))
         if time.monotonic() >= end:
             return
-        time.sleep(dwtest.POLL_INTERVAL)
+        time.sleep(POLL_INTERVAL)
 
 
 def assert_all_on_b(pair, user, hashes):
@@ -172,7 +173,7 @@ def _(pair):
                    "was stopped")
             if time.monotonic() >= end:
                 break
-            time.sleep(dwtest.POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
     finally:
         os.kill(pid, signal.SIGCONT)
     t = pair.wait_converged(user, CONVERGE_TIMEOUT, "after SIGCONT")
@@ -200,7 +201,7 @@ def _(pair):
             m.logout()
         expect(not slow, "with B down: " + "; ".join(slow))
         # let the service's first attempt fail against the missing peer
-        dwtest.wait_until(
+        wait_until(
             lambda: any("sync" in l.lower() and user in l
                         and ("fail" in l.lower() or "error" in l.lower())
                         for l in pair.log_since_mark("A")),
@@ -213,4 +214,4 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    dwtest.run(r)
+    run(r)

@@ -22,14 +22,15 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dwtest  # noqa: E402
-from dwtest import BView, check_ok, make_message  # noqa: E402
+from dwtest.clients import check_ok, make_message  # noqa: E402
+from dwtest.load import appends_checked_on_b  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
 
 WAIT_SECS = 5.0
 # a reply that the waiting session would hold up takes the whole wait
 OTHER_MAX_SECS = 1.0
 
-r = dwtest.Runner(
+r = Runner(
     "sync-wait-shared",
     extra_conf="dovewarden_sync_wait = 5s\n",
     side_conf={"A": """
@@ -128,8 +129,8 @@ def _(pair):
 def _(pair):
     users = ["dave", "erin", "frank"]
     rounds = 15
-    times, errors = dwtest.appends_checked_on_b(pair, users, rounds,
-                                                "sync-wait shared")
+    times, errors = appends_checked_on_b(pair, users, rounds,
+                                         "sync-wait shared")
     expect(not errors, "; ".join(errors[:10]))
     expect(len(times) == rounds * len(users), "only %d APPENDs ran"
            % len(times))
@@ -143,4 +144,4 @@ def _(pair):
         times[-1] * 1000)
 
 
-dwtest.run(r)
+run(r)

@@ -16,8 +16,10 @@ import socket
 import statistics
 import time
 
-from dwtest import (Runner, run, make_message, password, wait_until, log,
-                    BView, appends_checked_on_b)
+from dwtest.clients import BView, make_message
+from dwtest.common import wait_until
+from dwtest.load import appends_checked_on_b
+from dwtest.runner import Runner, run
 
 WAIT_SECS = 5.0
 r = Runner("sync-wait", extra_conf="dovewarden_sync_wait = 5s")

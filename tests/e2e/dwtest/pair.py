@@ -1,0 +1,479 @@
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""The pair of Dovecot instances A and B that testenv/pair makes: its
+configuration, start and stop, doveadm and the dovewarden admin commands,
+the service process and the Dovecot logs; the real redis-server of the
+Redis queue backend, and listeners that stand in for a hung peer."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+
+from dwtest.checker import PairChecker
+from dwtest.clients import PairClients
+from dwtest.common import SIDES, Skip, log, peer, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
+PAIR = os.path.join(REPO, "testenv", "pair")
+
+DOVECOT = "/usr/sbin/dovecot"
+DOVEADM = "/usr/bin/doveadm"
+SERVICE_BIN = "/usr/lib/dovecot/dovewarden"
+PLUGIN_SO = "/usr/lib/dovecot/modules/lib20_dovewarden_plugin.so"
+SETTINGS_SO = "/usr/lib/dovecot/modules/settings/libdovewarden_settings.so"
+
+HOSTNAMES = {"A": "a.test", "B": "b.test"}
+
+
+def listen_unix(path, backlog=64):
+    """Listen on a unix socket at path (replacing a stale one), open to
+    the mail uid. Returns the listening socket."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o666)
+    srv.listen(backlog)
+    return srv
+
+
+class SilentListener:
+    """Accepts connections on a listening socket and never answers (a
+    hung peer or doveadm-server). conns holds the accepted ones; close()
+    drops them and the listener."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.srv.settimeout(0.2)
+        self.conns = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                c, _ = self.srv.accept()
+                self.conns.append(c)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.srv.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+class Pair(PairClients, PairChecker):
+    """The instances A and B of testenv/pair. The IMAP, POP3 and LMTP
+    sessions come from PairClients, the checker from PairChecker."""
+
+    def __init__(self, no_plugin=False, extra_conf=None, side_conf=None):
+        """side_conf: extra configuration of A or B only, as a dict
+        side -> text, or a function(pair) returning one; the function is
+        called when the ports are known (pair.port() works), before the
+        pair starts."""
+        self.dw_dir = os.environ.get("DW_DIR", "/srv/dt")
+        self.port_offset = os.environ.get("DW_PORT_OFFSET", "0")
+        self.no_plugin = no_plugin
+        self.extra_conf = extra_conf
+        self.side_conf = side_conf
+        self.ports = {}
+        self.started = False
+        self.log_marks = {}
+        self.touched = set()
+        self.simulator = None
+        # the RedisServer of the Redis backend, when it is used
+        self.redis = None
+
+    # -- lifecycle --
+
+    def _env(self):
+        env = dict(os.environ)
+        env["DW_DIR"] = self.dw_dir
+        env["DW_PORT_OFFSET"] = self.port_offset
+        if self.no_plugin:
+            env["DW_NO_PLUGIN"] = "1"
+        else:
+            env.pop("DW_NO_PLUGIN", None)
+        extra = [env.get("DW_EXTRA_CONF", "")]
+        if self.extra_conf:
+            extra.append(self.extra_conf)
+        env["DW_EXTRA_CONF"] = "\n".join(x for x in extra if x)
+        sides = self.side_conf if isinstance(self.side_conf, dict) else {}
+        for s in SIDES:
+            env["DW_EXTRA_CONF_" + s] = sides.get(s, "")
+        return env
+
+    def _pair(self, *args, timeout=60):
+        # Output goes to a file, not a pipe: the daemons that pair starts
+        # could keep a pipe open and make the wait for EOF hang.
+        with tempfile.TemporaryFile("w+") as out:
+            r = subprocess.run([PAIR] + list(args), env=self._env(),
+                               stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, text=True,
+                               timeout=timeout)
+            out.seek(0)
+            r.stdout = out.read()
+            r.stderr = ""
+            return r
+
+    def check_available(self, need_plugin):
+        for path in (PAIR, DOVECOT, DOVEADM):
+            if not os.access(path, os.X_OK):
+                raise Skip("%s is not available" % path)
+        try:
+            ver = subprocess.run([DOVECOT, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            raise Skip("cannot run %s: %s" % (DOVECOT, e))
+        if not re.match(r"2\.([4-9]|\d\d)|[3-9]\.", ver):
+            raise Skip("Dovecot 2.4 or later is needed, found %r" % ver)
+        if shutil.which("ss") is None:
+            raise Skip("ss (iproute2) is not available")
+        extra = os.environ.get("DW_EXTRA_CONF", "")
+        if (os.path.exists(SETTINGS_SO) and not os.access(SERVICE_BIN, os.X_OK)
+                and "executable" not in extra):
+            raise Skip("the dovewarden service is not installed (%s)"
+                       % SERVICE_BIN)
+        if need_plugin and not os.path.exists(PLUGIN_SO):
+            raise Skip("the dovewarden plugin is not installed (%s)"
+                       % PLUGIN_SO)
+
+    def _read_env(self):
+        r = self._pair("env")
+        if r.returncode != 0:
+            raise RuntimeError("testenv/pair env failed: " + r.stdout)
+        for line in r.stdout.splitlines():
+            k, _, v = line.partition("=")
+            self.ports[k] = v
+
+    def start(self):
+        if callable(self.side_conf):
+            self._read_env()
+            self.side_conf = self.side_conf(self)
+        self.started = True
+        r = self._pair("start", timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("testenv/pair start failed (rc %d): %s%s"
+                               % (r.returncode, r.stdout, r.stderr))
+        self._read_env()
+        for s in SIDES:
+            self.mark_log(s)
+
+    def stop(self):
+        if not self.started:
+            return
+        r = self._pair("stop", timeout=120)
+        if r.returncode != 0:
+            log("WARNING: testenv/pair stop failed: %s%s"
+                % (r.stdout, r.stderr))
+        self.started = False
+
+    def stop_one(self, side):
+        r = self._pair("stop-one", side, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("pair stop-one %s: %s" % (side, r.stdout))
+
+    def start_one(self, side):
+        r = self._pair("start-one", side, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("pair start-one %s: %s" % (side, r.stdout))
+
+    def port(self, side, proto):
+        return int(self.ports["%s_%s" % (side, proto.upper())])
+
+    # -- logs --
+
+    def log_path(self, side):
+        return os.path.join(self.dw_dir, side, "log", "dovecot.log")
+
+    def mark_log(self, side):
+        try:
+            self.log_marks[side] = os.path.getsize(self.log_path(side))
+        except OSError:
+            self.log_marks[side] = 0
+
+    def log_since_mark(self, side):
+        try:
+            with open(self.log_path(side), "rb") as f:
+                f.seek(self.log_marks.get(side, 0))
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    def log_tail(self, side, n=60):
+        try:
+            with open(self.log_path(side), "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return lines[-n:]
+        except OSError as e:
+            return ["(cannot read %s: %s)" % (self.log_path(side), e)]
+
+    def dump_logs(self, n=60, since_mark=False, header=""):
+        for s in SIDES:
+            lines = (self.log_since_mark(s) if since_mark
+                     else self.log_tail(s, n * 20))
+            lines = [l for l in lines if not _LOG_NOISE.search(l)][-n:]
+            log("----- %s%s %s (%s) -----" % (
+                header, s, "log lines of this case" if since_mark
+                else "log tail", self.log_path(s)))
+            for line in lines:
+                log("  " + line)
+
+    # -- doveadm --
+
+    def doveadm(self, side, *args, timeout=60, check=True):
+        env = dict(os.environ)
+        env["DOVECOT_HOSTNAME"] = HOSTNAMES[side]
+        cmd = [DOVEADM, "-c", os.path.join(self.dw_dir, side, "dovecot.conf")]
+        cmd += list(args)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError("%s failed (rc %d): %s%s" % (
+                " ".join(cmd), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def manual_sync(self, user, side="A"):
+        """Sync user between the instances with doveadm sync, run on
+        side, as the service would."""
+        dest = "tcp:127.0.0.1:%d" % self.port(peer(side), "doveadm")
+        return self.doveadm(side, "sync", "-l", "30", "-u", user, dest)
+
+    # -- the dovewarden admin commands --
+
+    def dw(self, side, *args, fmt=None, check=True, timeout=60):
+        """doveadm [-f fmt] dovewarden args... on side."""
+        pre = ["-f", fmt] if fmt else []
+        return self.doveadm(side, *(pre + ["dovewarden"] + list(args)),
+                            check=check, timeout=timeout)
+
+    def dw_users(self, side, mask="*"):
+        """doveadm -f json dovewarden status <mask> on side, as
+        username -> dict of the JSON fields (username, priority,
+        fast_sync, full_sync, success_sync, failed, next_sync,
+        last_error)."""
+        r = self.dw(side, "status", mask, fmt="json")
+        return {u["username"]: u for u in json.loads(r.stdout or "[]")}
+
+    def dw_overview(self, side):
+        """doveadm -f json dovewarden status on side, as label -> int."""
+        r = self.dw(side, "status", fmt="json")
+        return {d["field"]: int(d["value"]) for d in json.loads(r.stdout)}
+
+    def service_idle(self, side, user):
+        """True when side's service has nothing pending or running for
+        user (or does not know it)."""
+        st = self.dw_users(side, user).get(user)
+        if st is not None and st["priority"] != "none":
+            return False
+        r = self.dw(side, "dsync-status", fmt="json")
+        return not any(d.get("username") == user
+                       for d in json.loads(r.stdout or "[]"))
+
+    def wait_service_idle(self, user, timeout=10.0, sides=SIDES, polls=3):
+        """Poll until the services of sides have had nothing pending or
+        running for user in polls checks in a row."""
+        quiet = [0]
+
+        def check():
+            if all(self.service_idle(s, user) for s in sides):
+                quiet[0] += 1
+            else:
+                quiet[0] = 0
+            return quiet[0] >= polls
+        wait_until(check, timeout, "the services to be idle for " + user)
+
+    def wait_log(self, side, pred, timeout, what):
+        """Poll side's log lines since the case's mark until pred(line)
+        holds for one; returns that line."""
+        def find():
+            for line in self.log_since_mark(side):
+                if pred(line):
+                    return line
+            return None
+        return wait_until(find, timeout, what)
+
+    # -- mailboxes, settings, queues --
+
+    def mailbox_guid(self, side, user, mailbox="INBOX"):
+        """The mailbox GUID from doveadm mailbox status (None when it
+        does not exist)."""
+        r = self.doveadm(side, "mailbox", "status", "-u", user, "guid",
+                         mailbox, check=False)
+        m = re.search(r"guid=([0-9a-f]+)", r.stdout)
+        return m.group(1) if m else None
+
+    def doveconf(self, side, name):
+        """doveconf -h name of side's configuration; None when the
+        setting is unknown."""
+        r = subprocess.run(["/usr/bin/doveconf", "-c",
+                            os.path.join(self.dw_dir, side, "dovecot.conf"),
+                            "-h", name], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=30)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    def queues_empty(self, side):
+        """True when side's service has nothing queued or running
+        (doveadm dovewarden status; periodic full syncs not counted)."""
+        ov = self.dw_overview(side)
+        return all(v == 0 for k, v in ov.items()
+                   if k.startswith("Queued '") and "full" not in k
+                   or k == "Syncs running")
+
+    def inbox_dir_exists(self, side, user):
+        return os.path.isdir(os.path.join(
+            self.dw_dir, side, "mail", user, "sdbox", "mailboxes", "INBOX"))
+
+    # -- the service process --
+
+    def master_pid(self, side):
+        with open(os.path.join(self.dw_dir, side, "run", "master.pid")) as f:
+            return int(f.read().strip())
+
+    def service_pids(self, side):
+        """PIDs of side's dovewarden service: children of that instance's
+        master whose executable or process title is dovewarden."""
+        master = self.master_pid(side)
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d, "rb") as f:
+                    stat = f.read()
+                ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+                if ppid != master:
+                    continue
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(
+                        "utf-8", "replace")
+                try:
+                    exe = os.readlink("/proc/%s/exe" % d)
+                except OSError:
+                    exe = ""
+            except (OSError, ValueError, IndexError):
+                continue
+            if (os.path.basename(exe) == "dovewarden"
+                    or re.search(r"(^|[/ ])dovewarden\b", cmdline)):
+                pids.append(int(d))
+        return pids
+
+    def service_pid(self, side, timeout=10.0):
+        def one():
+            p = self.service_pids(side)
+            return p[0] if len(p) == 1 else None
+        return wait_until(one, timeout,
+                          "exactly one dovewarden process of %s" % side)
+
+
+# Log lines that every IMAP/POP3 access writes and that explain nothing,
+# and lib-http's per-request debug lines of the service's HTTP listener
+_LOG_NOISE = re.compile(r"-login: Info: Logged in: |"
+                        r": Info: Disconnected: Logged out |"
+                        r": Debug: http: http-server: ")
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 (port 16379 + DW_PORT_OFFSET),
+    with its data under DW_DIR/redis and the append-only file on, so that
+    a restart keeps the queue, as production Redis would be set up.
+    Started and stopped by PID; cmd() speaks RESP itself."""
+
+    BIN = "/usr/bin/redis-server"
+
+    def __init__(self):
+        self.dir = os.path.join(os.environ.get("DW_DIR", "/srv/dt"), "redis")
+        self.port = 16379 + int(os.environ.get("DW_PORT_OFFSET", "0"))
+        self.proc = None
+
+    def available(self):
+        return os.access(self.BIN, os.X_OK)
+
+    def conf(self, prefix="dovewarden:"):
+        """dovecot.conf lines that point the service at this server"""
+        return ("dovewarden_queue_backend = redis\n"
+                "dovewarden_redis_host = 127.0.0.1\n"
+                "dovewarden_redis_port = %d\n"
+                "dovewarden_redis_prefix = %s\n" % (self.port, prefix))
+
+    def start(self, fresh=False):
+        if fresh:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir, exist_ok=True)
+        logf = open(os.path.join(self.dir, "redis.log"), "a")
+        self.proc = subprocess.Popen(
+            [self.BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--appendonly", "yes",
+             "--appendfsync", "always", "--save", "",
+             "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        wait_until(lambda: self._ping(), 10, "redis-server to answer PING")
+
+    def _ping(self):
+        try:
+            return self.cmd("PING") == "PONG"
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def cmd(self, *args):
+        with socket.create_connection(("127.0.0.1", self.port), 5) as s:
+            out = b"*%d\r\n" % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(out)
+            f = s.makefile("rb")
+            return self._read(f)
+
+    def _read(self, f):
+        line = f.readline()
+        if not line:
+            raise OSError("redis closed the connection")
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError("redis: " + rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)[:-2]
+            return data.decode("utf-8", "surrogateescape")
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read(f) for _ in range(n)]
+        raise OSError("unexpected redis reply %r" % line)

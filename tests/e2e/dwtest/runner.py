@@ -1,0 +1,197 @@
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""Running the cases of one test program against one pair."""
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from dwtest.common import SIDES, Skip, log
+from dwtest.pair import Pair, RedisServer
+
+EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
+
+
+# Stand-in for the service while developing the tests: with
+# DW_E2E_SIMULATE_SYNC=1 the pair runs without the plugin and a thread
+# runs doveadm sync for every user the test has touched, over and over.
+# Not for judging dovewarden.
+
+class SyncSimulator:
+    def __init__(self, pair):
+        self.pair = pair
+        self.stopping = threading.Event()
+        self.paused = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stopping.is_set():
+            for user in sorted(self.pair.touched):
+                if self.stopping.is_set() or self.paused.is_set():
+                    break
+                try:
+                    self.pair.manual_sync(user)
+                except Exception as e:
+                    log("simulator: sync of %s failed: %s" % (user, e))
+            self.stopping.wait(0.2)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(60)
+
+
+# ---------------------------------------------------------------------------
+# Running a test program
+
+class Runner:
+    """Runs the cases of one test program against one pair.
+
+        r = Runner("replicate-ops")
+        @r.case("append A->B")
+        def _(pair): ...
+        sys.exit(r.main())
+    """
+
+    def __init__(self, name, no_plugin=False, need_plugin=True,
+                 extra_conf=None, side_conf=None):
+        self.name = name
+        self.no_plugin = no_plugin
+        self.need_plugin = need_plugin and not no_plugin
+        self.extra_conf = extra_conf
+        self.side_conf = side_conf
+        self.cases = []
+        self.results = []
+        self.pair = None
+        self.simulator = None
+        # a RedisServer the program made itself, or one for DW_E2E_REDIS
+        self.redis = None
+        if os.environ.get("DW_E2E_SIMULATE_SYNC") == "1":
+            self.no_plugin = True
+            self.need_plugin = False
+
+    def case(self, name):
+        def deco(fn):
+            self.cases.append((name, fn))
+            return fn
+        return deco
+
+    def _selected(self):
+        only = os.environ.get("DW_E2E_ONLY")
+        if not only:
+            return self.cases
+        pat = re.compile(only)
+        return [(n, f) for n, f in self.cases if pat.search(n)]
+
+    def main(self):
+        """With DW_E2E_REDIS=1 the program runs against the Redis queue
+        backend: a real redis-server is started first (see RedisServer)
+        and both services share it."""
+        extra_conf = self.extra_conf
+        if os.environ.get("DW_E2E_REDIS") == "1" and self.redis is None:
+            self.redis = RedisServer()
+            if not self.redis.available():
+                log("SKIP %s: %s is not available" % (self.name,
+                                                      RedisServer.BIN))
+                return EXIT_SKIP
+            extra_conf = ((extra_conf or "") + "\n" + self.redis.conf() +
+                          "dovewarden_redis_claim_timeout = 3s\n")
+            self.name += " (Redis backend)"
+        pair = Pair(no_plugin=self.no_plugin, extra_conf=extra_conf,
+                    side_conf=self.side_conf)
+        self.pair = pair
+        try:
+            pair.check_available(self.need_plugin)
+        except Skip as e:
+            log("SKIP %s: %s" % (self.name, e))
+            return EXIT_SKIP
+        if self.redis is not None:
+            self.redis.start(fresh=True)
+            pair.redis = self.redis
+        try:
+            return self._main(pair)
+        finally:
+            if self.redis is not None:
+                self.redis.stop()
+
+    def _main(self, pair):
+        failed = False
+        verbose = os.environ.get("DW_E2E_VERBOSE") == "1"
+        try:
+            t0 = time.monotonic()
+            pair.start()
+            log("# %s: pair started in %.2f s (DW_DIR=%s, A imap %d, "
+                "B imap %d)" % (self.name, time.monotonic() - t0,
+                                pair.dw_dir, pair.port("A", "imap"),
+                                pair.port("B", "imap")))
+            if os.environ.get("DW_E2E_SIMULATE_SYNC") == "1":
+                log("# WARNING: DW_E2E_SIMULATE_SYNC=1: no plugin, doveadm "
+                    "sync stands in for dovewarden")
+                self.simulator = SyncSimulator(pair)
+                pair.simulator = self.simulator
+                self.simulator.start()
+            for name, fn in self._selected():
+                for s in SIDES:
+                    pair.mark_log(s)
+                t0 = time.monotonic()
+                status, detail = "PASS", ""
+                try:
+                    note = fn(pair)
+                    if note:
+                        detail = str(note)
+                except AssertionError as e:
+                    status, detail = "FAIL", str(e)
+                except Exception:
+                    status, detail = "ERROR", traceback.format_exc()
+                dt = time.monotonic() - t0
+                self.results.append((name, status, dt, detail))
+                line = "%-5s %s (%.2f s)" % (status, name, dt)
+                if status == "PASS":
+                    log(line + (": " + detail if detail else ""))
+                    if verbose:
+                        pair.dump_logs(n=40, since_mark=True)
+                else:
+                    failed = True
+                    log(line)
+                    for l in detail.rstrip().splitlines():
+                        log("      " + l)
+                    pair.dump_logs(n=80, since_mark=True,
+                                   header="[%s] " % name)
+        except Exception:
+            failed = True
+            log("ERROR %s: %s" % (self.name, traceback.format_exc()))
+            pair.dump_logs(n=40)
+        finally:
+            if self.simulator:
+                self.simulator.stop()
+            if failed and self.results:
+                pair.dump_logs(n=30)
+            pair.stop()
+        n_pass = sum(1 for r in self.results if r[1] == "PASS")
+        log("# %s: %d/%d cases passed" % (self.name, n_pass,
+                                          len(self.results)))
+        for name, status, dt, _d in self.results:
+            if status != "PASS":
+                log("#   %s: %s" % (status, name))
+        return EXIT_FAIL if failed else EXIT_PASS
+
+
+def run(runner):
+    # a SIGTERM from meson's timeout still stops the pair
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        code = runner.main()
+    except KeyboardInterrupt:
+        if runner.pair is not None:
+            runner.pair.stop()
+        if runner.redis is not None:
+            runner.redis.stop()
+        code = EXIT_FAIL
+    sys.exit(code)
