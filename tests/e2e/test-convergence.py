@@ -51,9 +51,10 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import check_ok, make_message, msg_subject  # noqa: E402
 from dwtest.common import (  # noqa: E402
-    NUMBERED_USERS, POLL_INTERVAL, SIDES, log, time_secs)
+    NUMBERED_USERS, POLL_INTERVAL, SIDES, time_secs)
 from dwtest.load import MixedLoad  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
+from dwtest.tap import diag  # noqa: E402
 
 SEEDS = [s.strip() for s in os.environ.get("DW_SEED", "1,2,3").split(",")
          if s.strip()]
@@ -191,8 +192,8 @@ def load_case(seed):
                        % res["t_converged"] if t is not None
                        else "NOT converged within %.0f+%.0f s"
                        % (bound, MARGIN)))
-        log("# " + summary)
-        log("#   ops: " + load.summary())
+        diag(summary)
+        diag("  ops: " + load.summary())
         if diffs or changed:
             msg = summary
             if diffs:
@@ -292,9 +293,9 @@ def new_users_case(seed, idx):
             want = ub if nb > na or (nb == na and ub > ua) else ua
             changed = [s for s, v0, v1 in (("A", ua, fa), ("B", ub, fb))
                        if v0 != v1]
-            log("#   %s: INBOX created on both (GUIDs %s), %d "
-                "messages on A, %d on B; UIDVALIDITY A %s, B %s -> "
-                "%s; changed on: %s" % (
+            diag("  %s: INBOX created on both (GUIDs %s), %d "
+                 "messages on A, %d on B; UIDVALIDITY A %s, B %s -> "
+                 "%s; changed on: %s" % (
                            u, "differ" if guids[("A", u)] != guids[("B", u)]
                            else "EQUAL", na, nb, ua, ub, fa,
                            ", ".join(changed) or "neither"))
@@ -324,9 +325,9 @@ for _i, _seed in enumerate(SEEDS):
 @r.case("summary")
 def _(pair):
     for res in results:
-        log("# seed %s: ops %d, NO %d, disconnects %d, differing "
-            "users at stop %s, at empty queues %s, after the bound "
-            "%s, converged after %s s" % (
+        diag("seed %s: ops %d, NO %d, disconnects %d, differing "
+             "users at stop %s, at empty queues %s, after the bound "
+             "%s, converged after %s s" % (
                        res["seed"], res["ops"], res["no"], res["aborts"],
                        res.get("diff_at_stop", "-"),
                        "-" if res.get("diff_at_queues") is None

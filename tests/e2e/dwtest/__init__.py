@@ -19,4 +19,5 @@ The modules, by concern:
   web      the service's HTTP listener: requests, event exporter, /metrics
   load     load generators: MixedLoad, concurrent APPENDs checked on B
   runner   running a program's cases against one pair
+  tap      their TAP output
 """

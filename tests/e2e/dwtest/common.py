@@ -27,10 +27,6 @@ def peer(side):
     return "B" if side == "A" else "A"
 
 
-def log(msg):
-    print(msg, flush=True)
-
-
 def wait_until(pred, timeout, what, interval=POLL_INTERVAL):
     """Poll pred() until it returns a true value; returns that value.
     Raises AssertionError naming what after timeout seconds."""

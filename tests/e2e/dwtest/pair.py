@@ -16,7 +16,8 @@ import threading
 
 from dwtest.checker import PairChecker
 from dwtest.clients import PairClients
-from dwtest.common import SIDES, Skip, log, peer, wait_until
+from dwtest.common import SIDES, Skip, peer, wait_until
+from dwtest.tap import diag
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
@@ -182,8 +183,8 @@ class Pair(PairClients, PairChecker):
             return
         r = self._pair("stop", timeout=120)
         if r.returncode != 0:
-            log("WARNING: testenv/pair stop failed: %s%s"
-                % (r.stdout, r.stderr))
+            diag("WARNING: testenv/pair stop failed: %s%s"
+                 % (r.stdout, r.stderr))
         self.started = False
 
     def stop_one(self, side):
@@ -231,11 +232,10 @@ class Pair(PairClients, PairChecker):
             lines = (self.log_since_mark(s) if since_mark
                      else self.log_tail(s, n * 20))
             lines = [l for l in lines if not _LOG_NOISE.search(l)][-n:]
-            log("----- %s%s %s (%s) -----" % (
+            diag("\n".join(["----- %s%s %s (%s) -----" % (
                 header, s, "log lines of this case" if since_mark
-                else "log tail", self.log_path(s)))
-            for line in lines:
-                log("  " + line)
+                else "log tail", self.log_path(s))] +
+                ["  " + line for line in lines]))
 
     # -- doveadm --
 

@@ -1,5 +1,6 @@
 # Copyright (c) 2026 dovewarden authors, see the included COPYING file
-"""Running the cases of one test program against one pair."""
+"""Running the cases of one test program against one pair, reported in
+TAP (see tap.py): meson names each case that fails."""
 
 import os
 import re
@@ -9,10 +10,12 @@ import threading
 import time
 import traceback
 
-from dwtest.common import SIDES, Skip, log
+from dwtest.common import SIDES, Skip
 from dwtest.pair import Pair, RedisServer
+from dwtest.tap import Tap, diag
 
-EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
+# A skipped program exits 0: its TAP plan says that it skipped
+EXIT_PASS, EXIT_FAIL = 0, 1
 
 
 # Stand-in for the service while developing the tests: with
@@ -35,7 +38,7 @@ class SyncSimulator:
                 try:
                     self.pair.manual_sync(user)
                 except Exception as e:
-                    log("simulator: sync of %s failed: %s" % (user, e))
+                    diag("simulator: sync of %s failed: %s" % (user, e))
             self.stopping.wait(0.2)
 
     def start(self):
@@ -55,7 +58,13 @@ class Runner:
         r = Runner("replicate-ops")
         @r.case("append A->B")
         def _(pair): ...
-        sys.exit(r.main())
+        run(r)
+
+    Each case is one TAP result, named by its name; a case passes when
+    it returns (what it returns is printed with the result), fails with
+    an AssertionError and is an error with any other exception. A case
+    that fails does not stop the later ones. A failure outside the cases
+    (the pair does not start) gives up: "Bail out!".
     """
 
     def __init__(self, name, no_plugin=False, need_plugin=True,
@@ -67,6 +76,7 @@ class Runner:
         self.side_conf = side_conf
         self.cases = []
         self.results = []
+        self.tap = Tap()
         self.pair = None
         self.simulator = None
         # a RedisServer the program made itself, or one for DW_E2E_REDIS
@@ -92,13 +102,14 @@ class Runner:
         """With DW_E2E_REDIS=1 the program runs against the Redis queue
         backend: a real redis-server is started first (see RedisServer)
         and both services share it."""
+        self.tap.version()
         extra_conf = self.extra_conf
         if os.environ.get("DW_E2E_REDIS") == "1" and self.redis is None:
             self.redis = RedisServer()
             if not self.redis.available():
-                log("SKIP %s: %s is not available" % (self.name,
-                                                      RedisServer.BIN))
-                return EXIT_SKIP
+                self.tap.skip_all("%s: %s is not available"
+                                  % (self.name, RedisServer.BIN))
+                return EXIT_PASS
             extra_conf = ((extra_conf or "") + "\n" + self.redis.conf() +
                           "dovewarden_redis_claim_timeout = 3s\n")
             self.name += " (Redis backend)"
@@ -108,34 +119,42 @@ class Runner:
         try:
             pair.check_available(self.need_plugin)
         except Skip as e:
-            log("SKIP %s: %s" % (self.name, e))
-            return EXIT_SKIP
-        if self.redis is not None:
-            self.redis.start(fresh=True)
-            pair.redis = self.redis
+            self.tap.skip_all("%s: %s" % (self.name, e))
+            return EXIT_PASS
+        cases = self._selected()
+        self.tap.plan(len(cases))
         try:
-            return self._main(pair)
+            if self.redis is not None:
+                try:
+                    self.redis.start(fresh=True)
+                except Exception as e:
+                    self.tap.bail_out("%s: redis-server did not start: %s"
+                                      % (self.name, e))
+                    diag(traceback.format_exc())
+                    return EXIT_FAIL
+                pair.redis = self.redis
+            return self._main(pair, cases)
         finally:
             if self.redis is not None:
                 self.redis.stop()
 
-    def _main(self, pair):
+    def _main(self, pair, cases):
         failed = False
         verbose = os.environ.get("DW_E2E_VERBOSE") == "1"
         try:
             t0 = time.monotonic()
             pair.start()
-            log("# %s: pair started in %.2f s (DW_DIR=%s, A imap %d, "
-                "B imap %d)" % (self.name, time.monotonic() - t0,
-                                pair.dw_dir, pair.port("A", "imap"),
-                                pair.port("B", "imap")))
+            diag("%s: pair started in %.2f s (DW_DIR=%s, A imap %d, "
+                 "B imap %d)" % (self.name, time.monotonic() - t0,
+                                 pair.dw_dir, pair.port("A", "imap"),
+                                 pair.port("B", "imap")))
             if os.environ.get("DW_E2E_SIMULATE_SYNC") == "1":
-                log("# WARNING: DW_E2E_SIMULATE_SYNC=1: no plugin, doveadm "
-                    "sync stands in for dovewarden")
+                diag("WARNING: DW_E2E_SIMULATE_SYNC=1: no plugin, doveadm "
+                     "sync stands in for dovewarden")
                 self.simulator = SyncSimulator(pair)
                 pair.simulator = self.simulator
                 self.simulator.start()
-            for name, fn in self._selected():
+            for name, fn in cases:
                 for s in SIDES:
                     pair.mark_log(s)
                 t0 = time.monotonic()
@@ -150,21 +169,23 @@ class Runner:
                     status, detail = "ERROR", traceback.format_exc()
                 dt = time.monotonic() - t0
                 self.results.append((name, status, dt, detail))
-                line = "%-5s %s (%.2f s)" % (status, name, dt)
                 if status == "PASS":
-                    log(line + (": " + detail if detail else ""))
+                    self.tap.result(name, True, "%.2f s%s" % (
+                        dt, ": " + detail if detail else ""))
                     if verbose:
                         pair.dump_logs(n=40, since_mark=True)
                 else:
                     failed = True
-                    log(line)
-                    for l in detail.rstrip().splitlines():
-                        log("      " + l)
+                    self.tap.result(name, False, "%s after %.2f s:\n%s" % (
+                        status, dt, "\n".join(
+                            "    " + l for l in detail.rstrip().split("\n"))))
                     pair.dump_logs(n=80, since_mark=True,
                                    header="[%s] " % name)
-        except Exception:
+        except Exception as e:
             failed = True
-            log("ERROR %s: %s" % (self.name, traceback.format_exc()))
+            self.tap.bail_out("%s: %s: %s" % (self.name, type(e).__name__,
+                                              e))
+            diag(traceback.format_exc())
             pair.dump_logs(n=40)
         finally:
             if self.simulator:
@@ -173,11 +194,11 @@ class Runner:
                 pair.dump_logs(n=30)
             pair.stop()
         n_pass = sum(1 for r in self.results if r[1] == "PASS")
-        log("# %s: %d/%d cases passed" % (self.name, n_pass,
-                                          len(self.results)))
+        diag("%s: %d/%d cases passed" % (self.name, n_pass,
+                                         len(self.results)))
         for name, status, dt, _d in self.results:
             if status != "PASS":
-                log("#   %s: %s" % (status, name))
+                diag("  %s: %s" % (status, name))
         return EXIT_FAIL if failed else EXIT_PASS
 
 
@@ -188,7 +209,9 @@ def run(runner):
     signal.signal(signal.SIGTERM, on_term)
     try:
         code = runner.main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        runner.tap.bail_out("%s: interrupted (%s)" % (runner.name,
+                                                     e or "SIGINT"))
         if runner.pair is not None:
             runner.pair.stop()
         if runner.redis is not None:
