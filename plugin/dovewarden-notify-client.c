@@ -17,6 +17,11 @@
 #define DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS 1000
 #define DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS 5000
 #define DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE (64 * 1024)
+/* A connection with nothing to send and no wait running is closed after
+   this long, so that the service holds connections only for recently
+   active sessions, not for every idle IMAP client (a server may have
+   50,000 of them); the next change connects again */
+#define DOVEWARDEN_NOTIFY_IDLE_DISCONNECT_MSECS 5000
 /* The longest wait the service accepts */
 #define DOVEWARDEN_NOTIFY_WAIT_MAX_MSECS (60 * 60 * 1000)
 
@@ -73,6 +78,8 @@ struct dovewarden_notify_client {
 	struct ioloop *wait_ioloop;
 	/* Ends the waits with a callback at their deadline */
 	struct timeout *to_waits;
+	/* Closes the connection once it has been idle for a while */
+	struct timeout *to_idle;
 
 	/* A connection failure was logged; the next success is logged too */
 	bool failure_logged:1;
@@ -145,6 +152,34 @@ static struct ioloop *client_ioloop(struct dovewarden_notify_client *client)
 	if (client->ioloop == NULL)
 		client->ioloop = current_ioloop;
 	return client->ioloop;
+}
+
+static bool client_is_idle(struct dovewarden_notify_client *client)
+{
+	return client->conn != NULL && client->pending_head == NULL &&
+		client->waits_head == NULL &&
+		o_stream_get_buffer_used_size(client->conn->conn.output) == 0;
+}
+
+static void client_idle_timeout(struct dovewarden_notify_client *client)
+{
+	timeout_remove(&client->to_idle);
+	if (!client_is_idle(client))
+		return;
+	e_debug(client->event, "Closing the idle connection to %s",
+		client->path);
+	client_conn_free(client);
+}
+
+/* (Re)start the idle timer when the connection has nothing to do */
+static void client_idle_check(struct dovewarden_notify_client *client)
+{
+	timeout_remove(&client->to_idle);
+	if (client_is_idle(client)) {
+		client->to_idle = timeout_add_to(client_ioloop(client),
+			DOVEWARDEN_NOTIFY_IDLE_DISCONNECT_MSECS,
+			client_idle_timeout, client);
+	}
 }
 
 static void client_reconnect_timeout(struct dovewarden_notify_client *client)
@@ -291,6 +326,7 @@ static void client_wait_finish(struct dovewarden_notify_client *client,
 					     DOVEWARDEN_NOTIFY_REASON_SAVE);
 	}
 	client_wait_free(client, wait);
+	client_idle_check(client);
 	if (client->wait_ioloop != NULL)
 		io_loop_stop(client->wait_ioloop);
 	if (callback != NULL) {
@@ -366,6 +402,8 @@ static int client_output(struct dovewarden_notify_client *client)
 	}
 	if (ret > 0 && client->pending_head != NULL)
 		client_flush(client);
+	else if (ret > 0)
+		client_idle_check(client);
 	return 1;
 }
 
@@ -461,6 +499,7 @@ static void client_flush(struct dovewarden_notify_client *client)
 			break;
 		client_dequeue(client, user);
 	}
+	client_idle_check(client);
 }
 
 static unsigned int client_waits_expire(struct dovewarden_notify_client *client);
@@ -508,6 +547,7 @@ static void client_ioloop_destroyed(struct ioloop *ioloop)
 	timeout_remove(&client->to_flush);
 	timeout_remove(&client->to_reconnect);
 	timeout_remove(&client->to_waits);
+	timeout_remove(&client->to_idle);
 	if (client->conn != NULL) {
 		struct ostream *output = client->conn->conn.output;
 		size_t unsent = 0;
@@ -578,6 +618,7 @@ void dovewarden_notify_client_deinit(struct dovewarden_notify_client **_client)
 	timeout_remove(&client->to_waits);
 	timeout_remove(&client->to_flush);
 	timeout_remove(&client->to_reconnect);
+	timeout_remove(&client->to_idle);
 	if (client->conn != NULL) {
 		struct ostream *output = client->conn->conn.output;
 
