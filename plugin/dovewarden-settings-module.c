@@ -57,6 +57,11 @@ const struct setting_keyvalue dovewarden_settings_service_settings_defaults[] = 
 	/* the queue keeps every known user in memory, about 450 bytes
 	   each: 256M (default_vsz_limit) holds only about 600,000 users */
 	{ "vsz_limit", "2G" },
+	/* every mail process that changed something in the last few
+	   seconds holds a notify connection (idle ones close): a server
+	   with tens of thousands of sessions needs more than
+	   default_client_limit */
+	{ "client_limit", "10000" },
 
 	{ "unix_listener", "dovewarden-notify dovewarden-admin" },
 
