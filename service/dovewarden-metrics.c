@@ -26,6 +26,7 @@ struct metrics {
 	uint64_t notifications[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
+	uint64_t waits_refused;
 	time_t last_successful_sync;
 };
 
@@ -46,6 +47,11 @@ void dovewarden_metrics_rejected(enum dovewarden_metrics_source source)
 {
 	i_assert(source < DOVEWARDEN_METRICS_SOURCE_COUNT);
 	metrics.rejected[source]++;
+}
+
+void dovewarden_metrics_wait_refused(void)
+{
+	metrics.waits_refused++;
 }
 
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
@@ -153,6 +159,10 @@ static void metrics_render_counters(string_t *dest)
 			    "{source=\"%s\"} %"PRIu64"\n", source_names[i],
 			    metrics.notifications[i]);
 	}
+	metric_header(dest, "dovewarden_sync_waits_refused_total", "counter",
+		      "Sync waits refused because too many were pending.");
+	str_printfa(dest, "dovewarden_sync_waits_refused_total %"PRIu64"\n",
+		    metrics.waits_refused);
 	metric_header(dest, "dovewarden_rejected_inputs_total", "counter",
 		      "Inputs rejected as malformed, oversized, "
 		      "unauthorized or invalid, by source.");

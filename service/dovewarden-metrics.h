@@ -47,6 +47,8 @@ void dovewarden_metrics_notification(enum dovewarden_metrics_source source);
 /* An input was rejected: malformed, oversized, unauthorized, invalid
    username */
 void dovewarden_metrics_rejected(enum dovewarden_metrics_source source);
+/* A sync wait was refused: too many were pending */
+void dovewarden_metrics_wait_refused(void);
 /* A sync ended with result after duration_usecs; now is when. */
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 				      long long duration_usecs, time_t now);

@@ -18,8 +18,15 @@
 #include "dovewarden-notify-server.h"
 
 #define NOTIFY_OUTPUT_MAX_SIZE (128 * 1024)
-/* Pending wait requests per client */
+/* Pending wait requests per client, and over all clients: a wait beyond
+   either is refused (its user is not queued at sync priority; the mail
+   process's own notification still queues the change) */
 #define NOTIFY_MAX_WAITS_PER_CLIENT 1000
+#define NOTIFY_MAX_WAITS_TOTAL 20000
+/* A client that sends nothing this long and has no wait running is
+   disconnected (the mail plugin closes its idle connections after a few
+   seconds itself) */
+#define NOTIFY_IDLE_TIMEOUT_SECS 60
 /* Longest wait a client may ask for */
 #define NOTIFY_MAX_WAIT_MSECS (60 * 60 * 1000)
 /* How much of a bad line is quoted (escaped) in the log */
@@ -40,6 +47,7 @@ struct notify_client {
 	struct connection conn;
 	struct dovewarden_notify_server *server;
 	ARRAY(struct notify_wait *) waits;
+	struct timeout *to_idle;
 };
 
 struct dovewarden_notify_server {
@@ -47,8 +55,11 @@ struct dovewarden_notify_server {
 	struct dovewarden_replicator *replicator;
 	struct dovewarden_sync_waits *waits;
 	struct event *event;
+	/* waits of all clients */
+	unsigned int wait_count;
 
 	struct dovewarden_log_limit error_limit;
+	struct dovewarden_log_limit limit_log_limit;
 };
 
 static void ATTR_FORMAT(3, 4)
@@ -111,6 +122,8 @@ static void notify_wait_free(struct notify_wait *nwait)
 			break;
 		}
 	}
+	i_assert(client->server->wait_count > 0);
+	client->server->wait_count--;
 	i_free(nwait);
 }
 
@@ -128,24 +141,45 @@ static void notify_wait_callback(bool success, const char *reason,
 }
 
 static void
+notify_client_limit_log(struct notify_client *client, const char *which)
+{
+	struct dovewarden_notify_server *server = client->server;
+	unsigned int suppressed;
+
+	if (!dovewarden_log_limit_allow(&server->limit_log_limit,
+					ioloop_time, &suppressed))
+		return;
+	e_warning(client->conn.event, "Refused a sync wait: %u waits pending "
+		  "%s (limits: %u per client, %u in total)%s", which[0] == 'p' ?
+		  array_count(&client->waits) : server->wait_count, which,
+		  NOTIFY_MAX_WAITS_PER_CLIENT, NOTIFY_MAX_WAITS_TOTAL,
+		  suppressed == 0 ? "" : t_strdup_printf(
+			" (%u more refusals not logged)", suppressed));
+}
+
+static void
 notify_client_wait(struct notify_client *client,
 		   const struct dovewarden_notify_request *req)
 {
 	struct notify_wait *nwait;
 	string_t *str;
 
-	if (array_count(&client->waits) >= NOTIFY_MAX_WAITS_PER_CLIENT) {
+	if (array_count(&client->waits) >= NOTIFY_MAX_WAITS_PER_CLIENT ||
+	    client->server->wait_count >= NOTIFY_MAX_WAITS_TOTAL) {
+		dovewarden_metrics_wait_refused();
+		notify_client_limit_log(client,
+			array_count(&client->waits) >=
+			NOTIFY_MAX_WAITS_PER_CLIENT ?
+			"per client" : "in total");
 		str = t_str_new(64);
 		dovewarden_notify_append_reply(str, req->id, FALSE,
 					       "Too many pending waits");
 		o_stream_nsend(client->conn.output, str_data(str),
 			       str_len(str));
-		dovewarden_replicator_notify(client->server->replicator,
-					     req->username,
-					     DOVEWARDEN_PRIORITY_SYNC, 0);
 		return;
 	}
 	nwait = i_new(struct notify_wait, 1);
+	client->server->wait_count++;
 	nwait->client = client;
 	nwait->id = req->id;
 	array_push_back(&client->waits, &nwait);
@@ -156,6 +190,19 @@ notify_client_wait(struct notify_client *client,
 	dovewarden_replicator_queue_changed(client->server->replicator);
 }
 
+static void notify_client_idle_timeout(struct notify_client *client)
+{
+	if (array_count(&client->waits) > 0) {
+		/* waiting for its answers is not idle */
+		timeout_reset(client->to_idle);
+		return;
+	}
+	e_debug(client->conn.event, "Disconnecting: idle for %u secs",
+		NOTIFY_IDLE_TIMEOUT_SECS);
+	client->conn.disconnect_reason = CONNECTION_DISCONNECT_IDLE_TIMEOUT;
+	client->conn.v.destroy(&client->conn);
+}
+
 static int notify_client_input_args(struct connection *conn,
 				    const char *const *args)
 {
@@ -163,6 +210,8 @@ static int notify_client_input_args(struct connection *conn,
 		container_of(conn, struct notify_client, conn);
 	struct dovewarden_notify_request req;
 	const char *error;
+
+	timeout_reset(client->to_idle);
 
 	if (dovewarden_notify_parse_request(args, &req, &error) < 0) {
 		notify_client_error(client, "Invalid request",
@@ -235,6 +284,8 @@ static void notify_client_destroy(struct connection *conn)
 	const unsigned char *data;
 	size_t size;
 
+	timeout_remove(&client->to_idle);
+
 	if (conn->disconnect_reason == CONNECTION_DISCONNECT_BUFFER_FULL) {
 		data = i_stream_get_data(conn->input, &size);
 		notify_client_error(client, "Invalid request",
@@ -284,6 +335,8 @@ dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
 	server->event = event_create(event_parent);
 	server->error_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
 	server->error_limit.max_per_window = NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
+	server->limit_log_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
+	server->limit_log_limit.max_per_window = 1;
 	server->clients = connection_list_init(&notify_conn_set,
 					       &notify_conn_vfuncs);
 	return server;
@@ -315,4 +368,6 @@ void dovewarden_notify_server_accept(
 	client->conn.event_parent = server->event;
 	connection_init_server(server->clients, &client->conn, conn->name,
 			       conn->fd, conn->fd);
+	client->to_idle = timeout_add(NOTIFY_IDLE_TIMEOUT_SECS * 1000,
+				      notify_client_idle_timeout, client);
 }
