@@ -57,6 +57,10 @@ struct dovewarden_settings {
 	/* Service: with this set, POST /events on the HTTP listener needs
 	   it as the Basic auth password or Bearer token (empty = none) */
 	const char *dovewarden_http_secret;
+	/* Service: accept POST /events without dovewarden_http_secret also
+	   on a listener that is not on a loopback address (a wildcard
+	   address included). Without it such a listener refuses events. */
+	bool dovewarden_http_allow_insecure;
 
 	/* Service: where the queue lives: "builtin" (in the service, saved
 	   in its state directory) or "redis" (shared by every instance that

@@ -6,6 +6,7 @@
 #include "buffer.h"
 #include "str.h"
 #include "strnum.h"
+#include "sha2.h"
 #include "str-sanitize.h"
 #include "llist.h"
 #include "ioloop.h"
@@ -15,6 +16,7 @@
 #include "http-auth.h"
 #include "http-url.h"
 #include "http-server.h"
+#include "master-interface.h"
 #include "master-service.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-event.h"
@@ -34,6 +36,8 @@ struct dovewarden_http_client {
 	struct dovewarden_http_server *server;
 	struct http_server_connection *http_conn;
 	struct ip_addr remote_ip;
+	/* the listener is open to the network and has no secret */
+	bool events_refused:1;
 };
 
 struct http_ready_probe {
@@ -106,6 +110,20 @@ http_reject(struct dovewarden_http_client *client, struct http_server_request *r
  * POST /events
  */
 
+/* Compares the digests, so that neither the bytes nor the length of the
+   secret show in how long the comparison takes */
+static bool http_secret_equals(const char *given, size_t given_size,
+			       const char *secret)
+{
+	unsigned char given_digest[SHA256_RESULTLEN];
+	unsigned char secret_digest[SHA256_RESULTLEN];
+
+	sha256_get_digest(given, given_size, given_digest);
+	sha256_get_digest(secret, strlen(secret), secret_digest);
+	return mem_equals_timing_safe(given_digest, secret_digest,
+				      SHA256_RESULTLEN);
+}
+
 /* Returns 1 if the request may post events, 0 if it has no credentials
    and -1 if they are wrong. */
 static int http_check_auth(struct dovewarden_http_client *client,
@@ -124,9 +142,10 @@ static int http_check_auth(struct dovewarden_http_client *client,
 		return 0;
 	if (ret < 0 || creds.data == NULL)
 		return -1;
-	if (strcasecmp(creds.scheme, "Bearer") == 0)
-		return str_equals_timing_almost_safe(creds.data, secret) ?
-			1 : -1;
+	if (strcasecmp(creds.scheme, "Bearer") == 0) {
+		return http_secret_equals(creds.data, strlen(creds.data),
+					  secret) ? 1 : -1;
+	}
 	if (strcasecmp(creds.scheme, "Basic") != 0)
 		return -1;
 	decoded = t_base64_decode_str(creds.data);
@@ -134,10 +153,9 @@ static int http_check_auth(struct dovewarden_http_client *client,
 	if (p == NULL)
 		return -1;
 	p++;
-	return str_equals_timing_almost_safe(
-		t_strndup(p, decoded->used - (p - (const unsigned char *)
-						decoded->data)), secret) ?
-		1 : -1;
+	return http_secret_equals((const char *)p, decoded->used -
+				  (p - (const unsigned char *)decoded->data),
+				  secret) ? 1 : -1;
 }
 
 struct http_events_request {
@@ -261,6 +279,12 @@ http_handle_events(struct dovewarden_http_client *client, struct http_server_req
 
 	if (strcmp(hreq->method, "POST") != 0) {
 		http_server_request_fail_bad_method(req, "POST");
+		return;
+	}
+	if (client->events_refused) {
+		http_reject(client, req, 403, "Forbidden", "events are not "
+			    "accepted on a listener that is not on a loopback "
+			    "address without dovewarden_http_secret");
 		return;
 	}
 	switch (http_check_auth(client, req)) {
@@ -566,15 +590,74 @@ static const struct http_server_callbacks http_callbacks = {
 	.connection_destroy = http_connection_destroy,
 };
 
+bool dovewarden_http_ip_is_loopback(const struct ip_addr *ip)
+{
+	if (IPADDR_IS_V4(ip))
+		return net_is_in_network(ip, &net_ip4_loopback, 8);
+	if (IPADDR_IS_V6(ip))
+		return net_ip_compare(ip, &net_ip6_loopback);
+	return FALSE;
+}
+
+/* Returns TRUE when POST /events must be refused on the listener: it is
+   bound to an address other hosts can reach (a wildcard too) and nothing
+   authenticates the events. */
+static bool
+http_listener_is_insecure(struct dovewarden_http_server *server,
+			  int listen_fd, struct ip_addr *ip_r,
+			  in_port_t *port_r)
+{
+	if (server->set->dovewarden_http_secret[0] != '\0' ||
+	    server->set->dovewarden_http_allow_insecure)
+		return FALSE;
+	if (net_getsockname(listen_fd, ip_r, port_r) < 0) {
+		/* can't tell: refuse rather than trust */
+		i_zero(ip_r);
+		*port_r = 0;
+		return TRUE;
+	}
+	/* a unix socket has no family */
+	return ip_r->family != 0 && !dovewarden_http_ip_is_loopback(ip_r);
+}
+
+static void http_check_listeners(struct dovewarden_http_server *server)
+{
+	unsigned int i, count = master_service_get_socket_count(master_service);
+	struct ip_addr ip;
+	in_port_t port;
+	const char *type;
+	int fd;
+
+	for (i = 0; i < count; i++) {
+		fd = MASTER_LISTEN_FD_FIRST + i;
+		type = master_service_get_socket_type(master_service, fd);
+		if (type == NULL || strcmp(type, "http") != 0 ||
+		    !http_listener_is_insecure(server, fd, &ip, &port))
+			continue;
+		e_error(server->event, "Listener '%s' on %s is not on a "
+			"loopback address and dovewarden_http_secret is not "
+			"set: refusing POST /events on it (set "
+			"dovewarden_http_secret, listen on 127.0.0.1 or ::1, "
+			"or set dovewarden_http_allow_insecure = yes)",
+			master_service_get_socket_name(master_service, fd),
+			port == 0 ? "an unknown address" :
+			net_ipport2str(&ip, port));
+	}
+}
+
 void
 dovewarden_http_server_accept(struct dovewarden_http_server *server,
 			      const struct master_service_connection *conn)
 {
 	struct dovewarden_http_client *client;
+	struct ip_addr ip;
+	in_port_t port;
 
 	client = i_new(struct dovewarden_http_client, 1);
 	client->server = server;
 	client->remote_ip = conn->remote_ip;
+	client->events_refused = http_listener_is_insecure(
+		server, conn->listen_fd, &ip, &port);
 	DLLIST_PREPEND(&server->clients, client);
 	client->http_conn = http_server_connection_create(
 		server->http_server, conn->fd, conn->fd, conn->ssl,
@@ -620,6 +703,7 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 	server->http_server = http_server_init(http_set, http_event);
 	event_unref(&http_event);
 	pool_unref(&pool);
+	http_check_listeners(server);
 	return server;
 }
 

@@ -6,6 +6,7 @@ struct master_service_connection;
 struct dovewarden_settings;
 struct dovewarden_queue_backend;
 struct dovewarden_replicator;
+struct ip_addr;
 
 /* The HTTP listener (type "http") of the service:
 
@@ -26,7 +27,15 @@ struct dovewarden_replicator;
    set, POST /events needs "Authorization: Basic" with that secret as the
    password (any user name), which is what Dovecot's http-post exporter
    sends for http://user:secret@host:port/events, or
-   "Authorization: Bearer <secret>". Rejected requests are logged at most
+   "Authorization: Bearer <secret>". The comparison takes as long
+   whatever the credentials' bytes and length.
+
+   Without dovewarden_http_secret, POST /events is accepted only on a
+   listener bound to a loopback address (127.0.0.0/8, ::1). On any other
+   one, a wildcard such as "*" or "::" included, the service logs an error
+   at start and answers POST /events with 403, unless
+   dovewarden_http_allow_insecure is set. /metrics, /healthz and /readyz
+   are served on every listener: they change nothing. Rejected requests are logged at most
    DOVEWARDEN_HTTP_LOG_MAX_PER_MINUTE times a minute, never with any of
    the body. */
 
@@ -46,6 +55,9 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 			    struct event *event_parent);
 /* Closes all connections; pending /readyz requests get 503. */
 void dovewarden_http_server_deinit(struct dovewarden_http_server **server);
+
+/* TRUE for 127.0.0.0/8 and ::1 */
+bool dovewarden_http_ip_is_loopback(const struct ip_addr *ip);
 
 /* Take over an accepted master service connection. */
 void

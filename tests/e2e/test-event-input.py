@@ -13,7 +13,8 @@ off, so only the exported events can make A sync a user.
 Checked: APPEND, STORE, EXPUNGE, CREATE, COPY/MOVE/RENAME/SUBSCRIBE/
 DELETE and LMTP delivery on A each reach B, the service counted them as
 HTTP notifications and none from the plugin. Then hostile requests:
-missing or wrong credentials (401, 403), malformed JSON, wrong shapes,
+missing or wrong credentials (401, 403), events on B's listener, which
+listens on "*" without a secret (403, an error at start), malformed JSON, wrong shapes,
 invalid users (400), oversized bodies by Content-Length and chunked
 (413), deep nesting (400), broken HTTP, a stalled client and many
 connections. Each rejection by the service's own code is counted in
@@ -47,9 +48,12 @@ MAX_DEPTH = 16           # DOVEWARDEN_EVENT_MAX_DEPTH
 def side_conf(pair):
     port = http_port(pair, "A")
     url = "http://dovecot:%s@127.0.0.1:%d/events" % (SECRET, port)
+    # B: the listener on the wildcard address, as a global "listen = *"
+    # makes it, and no secret
     return {"A": http_listener_conf(port) +
             "dovewarden_http_secret = %s\n" % SECRET +
-            event_exporter_conf(url)}
+            event_exporter_conf(url),
+            "B": http_listener_conf(http_port(pair, "B"), listen="*")}
 
 
 r = Runner(
@@ -83,12 +87,16 @@ def post(pair, body, headers=None, with_auth=True):
     return http_request(port(pair), "POST", "/events", body, h)
 
 
-def metrics(pair):
-    return scrape(port(pair))[1]
+def metrics(pair, side="A"):
+    return scrape(http_port(pair, side))[1]
 
 
 def http_counts(pair):
-    m = metrics(pair)
+    return http_counts_of(pair, "A")
+
+
+def http_counts_of(pair, side):
+    m = metrics(pair, side)
     return (m.value("dovewarden_notifications_total", source="http"),
             m.value("dovewarden_notifications_total", source="plugin"),
             m.value("dovewarden_rejected_inputs_total", source="http"))
@@ -336,6 +344,29 @@ def _(pair):
     expect(r1 - r0 == 6, "6 rejected requests, counter grew by %d"
            % (r1 - r0))
     return "rejected_inputs_total{source=\"http\"} %d -> %d" % (r0, r1)
+
+
+@r.case("no secret on a wildcard listener: events 403, error at start")
+def _(pair):
+    port_b = http_port(pair, "B")
+    wait_http(port_b)
+    _n, _p, r0 = http_counts_of(pair, "B")
+    body = json.dumps(imap_event("user10", "APPEND"))
+    resp = http_request(port_b, "POST", "/events", body=body,
+                        headers={"Content-Type": "application/json"})
+    expect(resp.status == 403, "events on B's listener on *: %r" % resp)
+    _n, _p, r1 = http_counts_of(pair, "B")
+    expect(r1 - r0 == 1, "the refusal was not counted: %d -> %d"
+           % (r0, r1))
+    resp = http_request(port_b, "GET", "/healthz")
+    expect(resp.status == 200, "/healthz on B: %r" % resp)
+    expect(any("dovewarden_http_secret is not set" in line and
+               "dovewarden-http" in line for line in pair.log_tail("B", 500)),
+           "no error about the insecure listener in B's log")
+    expect(not any("dovewarden_http_secret is not set" in line
+                   for line in pair.log_tail("A", 500)),
+           "A's listener on 127.0.0.1 with a secret was called insecure")
+    return "B: POST /events 403, /healthz 200, error logged at start"
 
 
 @r.case("malformed bodies: 400, counted")

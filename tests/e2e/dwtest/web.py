@@ -28,12 +28,16 @@ def http_port(pair, side):
     return pair.port(side, "http")
 
 
-def http_listener_conf(port):
+def http_listener_conf(port, listen=None):
+    """listen: the listener's own address (default: the service's
+    default, 127.0.0.1)"""
     return ("service dovewarden {\n"
             "  inet_listener %s {\n"
             "    port = %d\n"
+            "%s"
             "  }\n"
-            "}\n" % (HTTP_LISTENER, port))
+            "}\n" % (HTTP_LISTENER, port,
+                      "    listen = %s\n" % listen if listen else ""))
 
 
 def event_exporter_conf(url, name="dwtest", event_filter=EVENT_FILTER):
