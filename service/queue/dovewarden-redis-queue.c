@@ -7,6 +7,9 @@
 #include "ioloop.h"
 #include "str.h"
 #include "strnum.h"
+#include "str-sanitize.h"
+#include "dovewarden-protocol.h"
+#include "dovewarden-log-limit.h"
 #include "dovewarden-redis-queue.h"
 #include "dovewarden-redis-queue-lua.h"
 
@@ -18,6 +21,9 @@
 #define REDIS_QUEUE_FLUSH_BATCH 1000
 /* Notifications that Redis refused are sent again after this long */
 #define REDIS_QUEUE_FLUSH_RETRY_MSECS 1000
+/* Invalid names and states read from Redis are logged at most this
+   often a minute */
+#define REDIS_QUEUE_INVALID_LOG_MAX_PER_MINUTE 10
 
 /* The scripts are in lua/ (the user hash fields are described in
    lua/prelude.lua); every script starts with the prelude, which takes
@@ -101,6 +107,9 @@ struct dovewarden_redis_queue {
 	/* results not written yet (Redis was unreachable) */
 	struct redis_queue_finish *finishes;
 	struct dovewarden_redis_queue_stats stats;
+	/* invalid names and states read from Redis, skipped */
+	uint64_t invalid_entries;
+	struct dovewarden_log_limit invalid_log_limit;
 	/* the outage and buffer were logged */
 	bool buffering_logged:1;
 	bool stats_running:1;
@@ -144,6 +153,61 @@ static const char *redis_reply_string(const redisReply *reply)
 	if (reply == NULL || reply->type != REDIS_REPLY_STRING)
 		return "";
 	return t_strndup(reply->str, reply->len);
+}
+
+/* Returns the reply as a username, or NULL when it is not a string or not
+   a valid username (a NUL in it included) */
+static const char *redis_reply_username(const redisReply *reply)
+{
+	const char *name;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_STRING ||
+	    memchr(reply->str, '\0', reply->len) != NULL)
+		return NULL;
+	name = t_strndup(reply->str, reply->len);
+	return dovewarden_username_is_valid(name) ? name : NULL;
+}
+
+/* A dsync state is one word of printable ASCII (base64 from dsync) */
+static bool redis_state_is_valid(const char *state)
+{
+	for (; *state != '\0'; state++) {
+		if (*state <= ' ' || *state > '~')
+			return FALSE;
+	}
+	return TRUE;
+}
+
+/* Something read from Redis that no instance writes: someone else wrote
+   to our keys, or they are damaged. Skipped, counted and logged (at most
+   REDIS_QUEUE_INVALID_LOG_MAX_PER_MINUTE a minute), never trusted. */
+static void
+redis_queue_invalid(struct dovewarden_redis_queue *queue, const char *what,
+		    const redisReply *reply)
+{
+	unsigned int suppressed;
+	const char *value = reply == NULL ? "(none)" :
+		reply->type != REDIS_REPLY_STRING ? "(not a string)" :
+		t_strndup(reply->str, reply->len);
+
+	queue->invalid_entries++;
+	if (!dovewarden_log_limit_allow(&queue->invalid_log_limit,
+					ioloop_time, &suppressed))
+		return;
+	if (suppressed > 0) {
+		e_warning(queue->event, "%u more invalid entries read from "
+			  "Redis were not logged in the last minute",
+			  suppressed);
+	}
+	e_warning(queue->event, "Skipped an invalid %s read from Redis "
+		  "(written by something else than dovewarden?): '%s'",
+		  what, str_sanitize(value, 80));
+}
+
+uint64_t
+dovewarden_redis_queue_get_invalid_count(struct dovewarden_redis_queue *queue)
+{
+	return queue->invalid_entries;
 }
 
 static const char *
@@ -445,14 +509,48 @@ redis_queue_request_send(struct dovewarden_redis_queue *queue,
 	return ret;
 }
 
+static void
+redis_queue_remove_invalid_callback(const redisReply *reply ATTR_UNUSED,
+				    const char *error, void *context)
+{
+	struct dovewarden_redis_queue *queue = context;
+
+	if (error != NULL) {
+		e_warning(queue->event, "Removing an invalid user from "
+			  "Redis failed: %s", error);
+	}
+}
+
+/* Removes a claimed user with an invalid name from the queue, so that it
+   is not claimed again and again */
+static void
+redis_queue_remove_invalid(struct dovewarden_redis_queue *queue,
+			   const redisReply *name)
+{
+	const char **argv;
+	unsigned int argc;
+
+	if (name == NULL || name->type != REDIS_REPLY_STRING)
+		return;
+	argv = redis_queue_args(queue, 1, &argc);
+	argv[argc++] = t_strndup(name->str, name->len);
+	(void)dovewarden_redis_eval(queue->redis, &redis_queue_remove_script,
+				    argc, argv,
+				    redis_queue_remove_invalid_callback, queue);
+}
+
+/* Returns NULL with *invalid_r=FALSE for a reply of the wrong shape, and
+   with *invalid_r=TRUE for a claim of an invalid user (removed) */
 static struct dovewarden_redis_job *
 redis_queue_job_parse(struct dovewarden_redis_queue *queue,
-		      const redisReply *reply)
+		      const redisReply *reply, bool *invalid_r)
 {
 	struct dovewarden_redis_job *job;
 	struct dovewarden_user *user;
+	const char *username, *state;
 	long long full, settle, prio, seq, failures;
 
+	*invalid_r = FALSE;
 	if (reply->elements != 10 ||
 	    !redis_reply_integer(reply->element[3], &full) ||
 	    !redis_reply_integer(reply->element[4], &settle) ||
@@ -462,10 +560,27 @@ redis_queue_job_parse(struct dovewarden_redis_queue *queue,
 	    prio < 0 || prio >= DOVEWARDEN_PRIORITY_COUNT)
 		return NULL;
 
+	username = redis_reply_username(reply->element[1]);
+	if (username == NULL) {
+		redis_queue_invalid(queue, "username in a claim",
+				    reply->element[1]);
+		redis_queue_remove_invalid(queue, reply->element[1]);
+		*invalid_r = TRUE;
+		return NULL;
+	}
+	state = redis_reply_string(reply->element[2]);
+	if (!redis_state_is_valid(state)) {
+		/* without a state, dsync compares everything */
+		redis_queue_invalid(queue, t_strdup_printf(
+			"dsync state of user %s",
+			str_sanitize(username, 80)), reply->element[2]);
+		state = "";
+	}
+
 	job = i_new(struct dovewarden_redis_job, 1);
 	user = &job->user;
-	user->username = i_strdup(redis_reply_string(reply->element[1]));
-	user->state = i_strdup(redis_reply_string(reply->element[2]));
+	user->username = i_strdup(username);
+	user->state = i_strdup(state);
 	user->syncing = TRUE;
 	user->syncing_full = full != 0;
 	user->syncing_settle = settle != 0;
@@ -501,6 +616,7 @@ redis_queue_pop_callback(const redisReply *reply, const char *error,
 	const char *failure = redis_queue_reply_failure(reply, error);
 	void *callback_context = request->context;
 	long long flag, next_due = -1, expired;
+	bool invalid = FALSE;
 
 	i_free(request);
 	if (failure == NULL &&
@@ -515,8 +631,11 @@ redis_queue_pop_callback(const redisReply *reply, const char *error,
 			  "their users are synced again", expired);
 	}
 	if (failure == NULL && flag == 1) {
-		job = redis_queue_job_parse(queue, reply);
-		if (job == NULL)
+		job = redis_queue_job_parse(queue, reply, &invalid);
+		if (invalid) {
+			/* skipped: the next user may be due now */
+			next_due = 0;
+		} else if (job == NULL)
 			failure = "Unexpected claim in the reply to pop";
 	} else if (failure == NULL &&
 		   !redis_reply_integer(reply->element[1], &next_due)) {
@@ -882,9 +1001,10 @@ redis_queue_scan_callback(const redisReply *reply, const char *error,
 			  void *context)
 {
 	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
 	dovewarden_redis_queue_scan_callback_t *callback = request->callback;
 	const char *failure = redis_queue_reply_failure(reply, error);
-	const char **names = NULL, *cursor = "0";
+	const char **names = NULL, *cursor = "0", *name;
 	const redisReply *list;
 	unsigned int i, count = 0;
 
@@ -898,9 +1018,14 @@ redis_queue_scan_callback(const redisReply *reply, const char *error,
 		list = reply->element[1];
 		names = t_new(const char *, list->elements + 1);
 		for (i = 0; i < list->elements; i++) {
-			if (list->element[i]->type == REDIS_REPLY_STRING)
-				names[count++] = redis_reply_string(
-					list->element[i]);
+			name = redis_reply_username(list->element[i]);
+			if (name != NULL)
+				names[count++] = name;
+			else {
+				redis_queue_invalid(queue, "username in the "
+						    "users set",
+						    list->element[i]);
+			}
 		}
 	}
 	callback(names, count, cursor, failure, request->context);
@@ -1064,6 +1189,11 @@ static void redis_queue_message(const char *message, void *context)
 	if (str_array_length(args) < 3 || str_to_uint64(args[1], &seq) < 0)
 		return;
 	username = message + strlen(args[0]) + 1 + strlen(args[1]) + 1;
+	if (!dovewarden_username_is_valid(username)) {
+		redis_queue_invalid(queue, "username in a sync result "
+				    "message", NULL);
+		return;
+	}
 	if (queue->callbacks->sync_done != NULL)
 		queue->callbacks->sync_done(username, seq, args[0],
 					    queue->context);
@@ -1087,6 +1217,9 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	queue->callbacks = callbacks;
 	queue->context = context;
 	queue->event = event_create(event_parent);
+	queue->invalid_log_limit.window_secs = 60;
+	queue->invalid_log_limit.max_per_window =
+		REDIS_QUEUE_INVALID_LOG_MAX_PER_MINUTE;
 	hash_table_create(&queue->buffer, default_pool, 0, str_hash, strcmp);
 
 	queue->redis = dovewarden_redis_init(&set->redis, queue->event,

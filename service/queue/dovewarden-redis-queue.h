@@ -211,4 +211,9 @@ void dovewarden_redis_queue_get_buffer(struct dovewarden_redis_queue *queue,
 				       unsigned int *buffered_r,
 				       uint64_t *dropped_r);
 
+/* Names and dsync states read from Redis that were invalid and skipped
+   (a claimed user with an invalid name is removed from Redis) */
+uint64_t
+dovewarden_redis_queue_get_invalid_count(struct dovewarden_redis_queue *queue);
+
 #endif
