@@ -48,6 +48,8 @@ static struct dovewarden_redis_script redis_queue_stats_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("stats", dovewarden_redis_queue_lua_stats);
 static struct dovewarden_redis_script redis_queue_get_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("get", dovewarden_redis_queue_lua_get);
+static struct dovewarden_redis_script redis_queue_done_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("done", dovewarden_redis_queue_lua_done);
 
 static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_notify_script,
@@ -57,6 +59,7 @@ static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_remove_script,
 	&redis_queue_stats_script,
 	&redis_queue_get_script,
+	&redis_queue_done_script,
 	&redis_queue_import_script,
 };
 
@@ -1178,11 +1181,45 @@ static const struct dovewarden_redis_callbacks redis_queue_sub_callbacks = {
 	.disconnected = NULL,
 };
 
+struct redis_queue_done_check {
+	struct dovewarden_redis_queue *queue;
+	char *username;
+};
+
+static void
+redis_queue_done_callback(const redisReply *reply, const char *error,
+			  void *context)
+{
+	struct redis_queue_done_check *check = context;
+	struct dovewarden_redis_queue *queue = check->queue;
+	const char *result;
+	long long seq;
+
+	/* nothing recorded (or Redis went away): no answer; a wait that
+	   gets none times out */
+	if (error == NULL && reply != NULL &&
+	    reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    redis_reply_integer(reply->element[0], &seq) && seq >= 0 &&
+	    !queue->deinitializing && queue->callbacks->sync_done != NULL) {
+		result = redis_reply_string(reply->element[1]);
+		queue->callbacks->sync_done(check->username, seq, result,
+					    queue->context);
+	}
+	i_free(check->username);
+	i_free(check);
+}
+
+/* A message on <prefix>done says that a sync of a user finished. Any
+   client that may PUBLISH could send one, so it is only a hint: the
+   result that answers waits is the one finish.lua recorded in the user's
+   hash, read back with done.lua. */
 static void redis_queue_message(const char *message, void *context)
 {
 	struct dovewarden_redis_queue *queue = context;
 	const char *const *args = t_strsplit(message, " ");
-	const char *username;
+	struct redis_queue_done_check *check;
+	const char *username, **argv;
+	unsigned int argc;
 	uint64_t seq;
 
 	/* the username may contain spaces: it is all after the second */
@@ -1194,9 +1231,19 @@ static void redis_queue_message(const char *message, void *context)
 				    "message", NULL);
 		return;
 	}
-	if (queue->callbacks->sync_done != NULL)
-		queue->callbacks->sync_done(username, seq, args[0],
-					    queue->context);
+	if (queue->callbacks->sync_done == NULL)
+		return;
+	check = i_new(struct redis_queue_done_check, 1);
+	check->queue = queue;
+	check->username = i_strdup(username);
+	argv = redis_queue_args(queue, 1, &argc);
+	argv[argc++] = username;
+	if (dovewarden_redis_eval(queue->redis, &redis_queue_done_script,
+				  argc, argv, redis_queue_done_callback,
+				  check) < 0) {
+		i_free(check->username);
+		i_free(check);
+	}
 }
 
 struct dovewarden_redis_queue *

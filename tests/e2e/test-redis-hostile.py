@@ -9,10 +9,17 @@ UTF-8 and one too long in the users set, and a due (ready) claimable
 entry of the empty user. doveadm dovewarden status '*', replicate '*'
 and the pops of both instances must skip them (logged, never an
 assertion): the services keep their PIDs and a following change still
-replicates."""
+replicates.
+
+A sync wait is answered only by a sync that really finished: with B
+down (every sync of the user fails), a client that PUBLISHes fake "ok"
+results on <prefix>done does not end an APPEND's wait before its
+dovewarden_sync_wait timeout."""
 
 import os
 import sys
+import threading
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -22,12 +29,14 @@ from dwtest.runner import Runner, run  # noqa: E402
 
 P = "dovewarden:"
 BAD_NAMES = [b"", b"line\nfeed", b"\xff\xfe", b"x" * 2000]
+WAIT_SECS = 6
 
 os.environ["DW_E2E_REDIS"] = "1"
 r = Runner(
     "test-redis-hostile",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
-               "dovewarden_retry_max_interval = 3s\n")
+               "dovewarden_retry_max_interval = 3s\n"
+               "dovewarden_sync_wait = %ds\n" % WAIT_SECS)
 
 
 def expect(cond, msg):
@@ -64,6 +73,40 @@ def _(pair):
                    for s in SIDES for line in pair.log_since_mark(s)),
            "a panic in the log")
     return "%d warnings, services kept PIDs %r" % (len(logged), after)
+
+
+@r.case("a PUBLISHed fake result does not answer a sync wait")
+def _(pair):
+    user = "user02"
+    pair.append("A", user, make_message("forge-prep"))
+    pair.wait_converged(user, 20, "first APPEND")
+    pair.stop_one("B")
+    took = {}
+
+    def append():
+        t0 = time.monotonic()
+        pair.append("A", user, make_message("forge-wait"))
+        took["secs"] = time.monotonic() - t0
+
+    th = threading.Thread(target=append)
+    th.start()
+    try:
+        time.sleep(1.0)
+        for _ in range(10):
+            for seq in list(range(0, 40)) + [10 ** 9]:
+                pair.redis.cmd("PUBLISH", P + "done",
+                               "ok %d %s" % (seq, user))
+            time.sleep(0.2)
+        th.join(WAIT_SECS + 10)
+    finally:
+        pair.start_one("B")
+    expect("secs" in took, "the APPEND did not finish")
+    expect(took["secs"] >= WAIT_SECS - 0.5,
+           "the wait was answered after %.1f s, before its %d s timeout, "
+           "by a fake result" % (took["secs"], WAIT_SECS))
+    pair.wait_converged(user, 30, "APPEND once B is back")
+    return "APPEND waited %.1f s (timeout %d s) despite fake results" % (
+        took["secs"], WAIT_SECS)
 
 
 run(r)

@@ -5,7 +5,9 @@
 -- [15] CHANGED retry seconds, [16] CHANGED count for a full sync,
 -- [17] the server the sync ran from, [18] repairs in a row after which
 -- no settle follows.
--- Returns 1, or 0 when the claim was lost.
+-- Returns 1, or 0 when the claim was lost. The result is recorded (dq, dr
+-- in the user hash; <prefix>gone:<user> for nouser) before it is
+-- published, for done.lua to confirm.
 local user, res = ARGV[6], ARGV[8]
 local uk = P..'u:'..user
 local h, o = load(uk, FQ)
@@ -14,6 +16,7 @@ local seq = num(h.seq)
 if res == 'nouser' then
   setp(user, h, 0)
   redis.call('DEL', uk); redis.call('SREM', U, user)
+  redis.call('SET', P..'gone:'..user, seq, 'EX', 3600)
   redis.call('SREM', FL, user)
   for _, z in ipairs({W, R, C, PD}) do redis.call('ZREM', z, user) end
 else
@@ -64,6 +67,7 @@ else
   unclaim(user, h)
   place(user, h)
   save(uk, h, o)
+  redis.call('HSET', uk, 'dq', seq, 'dr', res)
 end
 redis.call('PUBLISH', P..'done', res..' '..seq..' '..user)
 return 1

@@ -22,6 +22,7 @@
 --   sfull, sset  the claimed sync is full / the settle
 --   ch    a change arrived during the claim qk   sort key once due
 --   rr    full syncs in a row that repaired something
+--   dq, dr  claim sequence and result of the last finished sync
 local P = ARGV[1]
 local interval = tonumber(ARGV[2])
 local sdelay = tonumber(ARGV[3])
