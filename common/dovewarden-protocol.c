@@ -40,10 +40,18 @@ bool dovewarden_priority_parse(const char *str,
 
 bool dovewarden_username_is_valid(const char *username)
 {
+	const unsigned char *p = (const unsigned char *)username;
 	size_t len = strlen(username);
 
-	return len > 0 && len <= DOVEWARDEN_USERNAME_MAX_LENGTH &&
-		uni_utf8_str_is_valid(username);
+	if (len == 0 || len > DOVEWARDEN_USERNAME_MAX_LENGTH)
+		return FALSE;
+	/* control bytes would forge log lines and mean nothing in a
+	   username */
+	for (; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return FALSE;
+	}
+	return uni_utf8_str_is_valid(username);
 }
 
 void dovewarden_notify_append_notify(string_t *dest, const char *username,
@@ -81,7 +89,8 @@ static int parse_username(const char *username, const char **error_r)
 {
 	if (!dovewarden_username_is_valid(username)) {
 		*error_r = username[0] == '\0' ? "Empty username" :
-			"Invalid username (too long or not UTF-8)";
+			"Invalid username (too long, control characters or "
+			"not UTF-8)";
 		return -1;
 	}
 	return 0;

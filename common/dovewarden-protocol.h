@@ -78,7 +78,8 @@ bool dovewarden_priority_parse(const char *str,
 			       enum dovewarden_priority *priority_r);
 
 /* Returns TRUE when the username may be queued: not empty, not longer than
-   DOVEWARDEN_USERNAME_MAX_LENGTH, and valid UTF-8. */
+   DOVEWARDEN_USERNAME_MAX_LENGTH, valid UTF-8 and without control bytes
+   (below 0x20, 0x7f). */
 bool dovewarden_username_is_valid(const char *username);
 
 /* Append a complete request line, with its trailing LF, to dest. */

@@ -349,7 +349,8 @@ static bool dovewarden_user_init(struct mail_user *user,
 	}
 	if (!dovewarden_username_is_valid(user->username)) {
 		e_warning(duser->event, "Username can't be replicated "
-			  "(empty, too long or not UTF-8) - "
+			  "(empty, too long, control characters or "
+			  "not UTF-8) - "
 			  "replication disabled");
 		return FALSE;
 	}

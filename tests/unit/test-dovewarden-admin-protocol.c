@@ -37,9 +37,8 @@ static const char *const *split_str(string_t *str)
 
 static const char *const odd_names[] = {
 	"alice",
-	"tab\there",
-	"lf\nhere",
-	"\001escape\001t",
+	"space here",
+	"quote\"here",
 	"j\xc3\xbcrgen@example.com",
 	"trailing\\",
 };

@@ -383,7 +383,7 @@ Test(redis_queue, sync_results_are_published)
 {
 	struct instance a, b;
 	struct dovewarden_redis_job *job;
-	const char *user = "odd user\twith tab";
+	const char *user = "odd user with spaces";
 	char *line;
 
 	instance_init_connected(&a, "a");
@@ -401,7 +401,7 @@ Test(redis_queue, sync_results_are_published)
 		run_for(50);
 	cr_assert_eq(array_count(&b.done), 1);
 	line = array_idx_elem(&b.done, 0);
-	cr_assert_str_eq(line, "ok 1 odd user\twith tab");
+	cr_assert_str_eq(line, "ok 1 odd user with spaces");
 	instance_deinit(&a);
 	instance_deinit(&b);
 }

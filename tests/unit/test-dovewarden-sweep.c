@@ -150,6 +150,7 @@ Test(sweep, lists_and_adds_new_users)
 	server_start("VERSION\t1\t3\nSPID\t123\n"
 		     "LIST\t1\talice\n"
 		     "LIST\t1\tknown\n"
+		     "LIST\t1\tspace user\n"
 		     "LIST\t1\ttab\001tuser\n"
 		     "LIST\t1\tbob\n"
 		     "DONE\t1\n");
@@ -157,10 +158,12 @@ Test(sweep, lists_and_adds_new_users)
 	cr_assert_null(result_error, "%s", result_error);
 	cr_assert_eq(result_listed, 4);
 	cr_assert_eq(result_added, 3);
-	cr_assert_eq(result_invalid, 0);
+	/* control characters: skipped */
+	cr_assert_eq(result_invalid, 1);
 	cr_assert_not_null(dovewarden_queue_lookup(queue, "alice"));
 	cr_assert_not_null(dovewarden_queue_lookup(queue, "bob"));
-	cr_assert_not_null(dovewarden_queue_lookup(queue, "tab\tuser"));
+	cr_assert_not_null(dovewarden_queue_lookup(queue, "space user"));
+	cr_assert_null(dovewarden_queue_lookup(queue, "tab\tuser"));
 	/* known users are untouched */
 	cr_assert_eq(dovewarden_queue_lookup(queue, "known"), known);
 	cr_assert_eq(known->priority, DOVEWARDEN_PRIORITY_HIGH);
