@@ -7,12 +7,13 @@ import concurrent.futures
 import imaplib
 import random
 import smtplib
+import statistics
 import threading
 import time
 
 from dwtest.clients import (BView, check_ok, fmt_flags, imap_quote,
                             make_message)
-from dwtest.common import SIDES
+from dwtest.common import NUMBERED_USERS, SIDES
 
 class MixedLoad:
     """Client threads on A and on B that, until a deadline, pick a user at
@@ -307,3 +308,83 @@ def appends_checked_on_b(pair, users, rounds, tag):
     for t in threads:
         t.join(300)
     return times, errors
+
+
+# ---------------------------------------------------------------------------
+# Many logged-in sessions
+
+# Dovecot's own limits, raised for thousands of sessions
+MANY_SESSIONS_CONF = """
+default_process_limit = 5000
+default_client_limit = 10000
+mail_max_userip_connections = 10000
+service imap {
+  process_limit = 5000
+}
+service anvil {
+  client_limit = 20000
+}
+service stats {
+  client_limit = 20000
+}
+# logins in high-performance mode: a login process per connection would
+# make opening the sessions the slowest part of the test
+service imap-login {
+  restart_request_count = unlimited
+  process_min_avail = 2
+  client_limit = 1000
+}
+"""
+
+SESSION_WORKERS = 16
+
+
+def open_sessions(pair, count, tag):
+    """count IMAP sessions on A over the numbered users, each of which
+    APPENDs a message and stays logged in. Returns [(user, conn)]."""
+    users = NUMBERED_USERS
+
+    def one(i):
+        user = users[i % len(users)]
+        m = pair.imap("A", user)
+        pair.append("A", user, make_message("%s-%d" % (tag, i)), conn=m)
+        return user, m
+    with concurrent.futures.ThreadPoolExecutor(SESSION_WORKERS) as ex:
+        return list(ex.map(one, range(count)))
+
+
+def close_sessions(sessions):
+    def one(s):
+        try:
+            s[1].logout()
+        except Exception:
+            pass
+    with concurrent.futures.ThreadPoolExecutor(SESSION_WORKERS) as ex:
+        list(ex.map(one, sessions))
+
+
+def measure_new_mail(pair, sessions, views, tag):
+    """APPEND a message in each session and time until it is on B."""
+    lat = []
+    for i, (user, m) in enumerate(sessions):
+        msg = make_message("%s-%d" % (tag, i))
+        t0 = time.monotonic()
+        pair.append("A", user, msg, conn=m)
+        view = views[user]
+        deadline = t0 + 60
+        while not view.has(msg):
+            if time.monotonic() >= deadline:
+                raise AssertionError("%s: new mail not on B after 60 s"
+                                     % user)
+            time.sleep(0.01)
+        lat.append(time.monotonic() - t0)
+    return lat
+
+
+def p90(lat):
+    return sorted(lat)[int(len(lat) * 0.9) - 1]
+
+
+def summary(lat):
+    return "median %.3f s, 90th percentile %.3f s, max %.3f s" % (
+        statistics.median(lat), p90(lat), max(lat))
