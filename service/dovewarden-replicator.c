@@ -397,6 +397,19 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 		replicator_sync_skip(sync, "noreplicate set in userdb");
 		return;
 	}
+	if (info.canonical != NULL &&
+	    dovewarden_username_is_valid(info.canonical)) {
+		/* e.g. ALICE when auth_username_format lowercases: the queue
+		   keeps the userdb's name only, so that aliases don't sync
+		   the same mailbox separately */
+		dovewarden_replicator_notify(replicator, info.canonical,
+					     sync->job->priority, 0);
+		replicator_sync_skip(sync, t_strdup_printf(
+			"the userdb calls the user %s, which is replicated "
+			"instead", str_sanitize(info.canonical,
+						REPLICATOR_LOG_USERNAME_MAX)));
+		return;
+	}
 
 	replica = info.replica != NULL ? info.replica :
 		dovewarden_settings_get_replica(replicator->set);

@@ -15,7 +15,7 @@ struct userdb_cache_entry {
 	time_t expires;
 	/* 1 = found, 0 = no such user */
 	int ret;
-	char *replica;
+	char *replica, *canonical;
 	bool noreplicate;
 };
 
@@ -84,6 +84,7 @@ static void userdb_cache_entry_free(struct userdb_cache_entry *entry)
 {
 	i_free(entry->username);
 	i_free(entry->replica);
+	i_free(entry->canonical);
 	i_free(entry);
 }
 
@@ -131,6 +132,7 @@ userdb_cache_add(struct dovewarden_userdb *userdb, const char *username,
 	entry->expires = ioloop_time + userdb->cache_secs;
 	entry->ret = ret;
 	entry->replica = i_strdup(info->replica);
+	entry->canonical = i_strdup(info->canonical);
 	entry->noreplicate = info->noreplicate;
 	hash_table_insert(userdb->cache, entry->username, entry);
 }
@@ -151,6 +153,7 @@ int dovewarden_userdb_lookup(struct dovewarden_userdb *userdb,
 	if (entry != NULL) {
 		if (entry->expires > ioloop_time) {
 			info_r->replica = t_strdup(entry->replica);
+			info_r->canonical = t_strdup(entry->canonical);
 			info_r->noreplicate = entry->noreplicate;
 			return entry->ret;
 		}
@@ -172,6 +175,8 @@ int dovewarden_userdb_lookup(struct dovewarden_userdb *userdb,
 		dovewarden_userdb_fields_apply(fields, info_r);
 		/* the fields live in the pool freed below */
 		info_r->replica = t_strdup(info_r->replica);
+		if (username_r != NULL && strcmp(username_r, username) != 0)
+			info_r->canonical = t_strdup(username_r);
 		userdb_cache_add(userdb, username, 1, info_r);
 	} else {
 		userdb_cache_add(userdb, username, 0, info_r);

@@ -12,6 +12,9 @@ struct dovewarden_userdb_info {
 	const char *replica;
 	/* dovewarden_noreplicate or noreplicate is true */
 	bool noreplicate;
+	/* The username as the userdb returned it (its user field, or the
+	   name after auth_username_format), NULL if the same */
+	const char *canonical;
 };
 
 /* Apply userdb fields ("key=value" strings) to info. A noreplicate field
