@@ -26,6 +26,12 @@ struct dovewarden_settings {
 
 	/* Plugin: the service's notify socket, relative to base_dir */
 	const char *dovewarden_notify_socket_path;
+	/* Service: a notify request is taken only from a peer whose uid
+	   (from the socket) is root, mail_uid, or the uid the user's mail
+	   runs as (from the userdb); no: from every peer that can connect */
+	bool dovewarden_notify_check_peer;
+	/* Dovecot's mail_uid (the same setting), for that check */
+	const char *mail_uid;
 	/* Plugin: new mail (save, delivery) is acknowledged only after a
 	   sync of the user that started after it was saved succeeded, or
 	   after this many milliseconds. 0 = don't wait (asynchronous). */

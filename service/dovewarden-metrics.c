@@ -26,7 +26,7 @@ struct metrics {
 	uint64_t notifications[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
-	uint64_t waits_refused;
+	uint64_t waits_refused, refused_peers;
 	time_t last_successful_sync;
 };
 
@@ -52,6 +52,11 @@ void dovewarden_metrics_rejected(enum dovewarden_metrics_source source)
 void dovewarden_metrics_wait_refused(void)
 {
 	metrics.waits_refused++;
+}
+
+void dovewarden_metrics_refused_peer(void)
+{
+	metrics.refused_peers++;
 }
 
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
@@ -163,6 +168,11 @@ static void metrics_render_counters(string_t *dest)
 		      "Sync waits refused because too many were pending.");
 	str_printfa(dest, "dovewarden_sync_waits_refused_total %"PRIu64"\n",
 		    metrics.waits_refused);
+	metric_header(dest, "dovewarden_notify_refused_total", "counter",
+		      "Notify requests refused: the peer's uid may not "
+		      "notify for that user.");
+	str_printfa(dest, "dovewarden_notify_refused_total %"PRIu64"\n",
+		    metrics.refused_peers);
 	metric_header(dest, "dovewarden_rejected_inputs_total", "counter",
 		      "Inputs rejected as malformed, oversized, "
 		      "unauthorized or invalid, by source.");

@@ -49,6 +49,8 @@ void dovewarden_metrics_notification(enum dovewarden_metrics_source source);
 void dovewarden_metrics_rejected(enum dovewarden_metrics_source source);
 /* A sync wait was refused: too many were pending */
 void dovewarden_metrics_wait_refused(void);
+/* A notify request was refused: its peer may not notify for the user */
+void dovewarden_metrics_refused_peer(void);
 /* A sync ended with result after duration_usecs; now is when. */
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 				      long long duration_usecs, time_t now);

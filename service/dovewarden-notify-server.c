@@ -9,12 +9,15 @@
 #include "str-sanitize.h"
 #include "strnum.h"
 #include "connection.h"
+#include "ipwd.h"
 #include "master-service.h"
 #include "dovewarden-protocol.h"
 #include "dovewarden-replicator.h"
 #include "dovewarden-sync-wait.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-log-limit.h"
+#include "dovewarden-settings.h"
+#include "dovewarden-userdb.h"
 #include "dovewarden-notify-server.h"
 
 #define NOTIFY_OUTPUT_MAX_SIZE (128 * 1024)
@@ -27,6 +30,12 @@
    disconnected (the mail plugin closes its idle connections after a few
    seconds itself) */
 #define NOTIFY_IDLE_TIMEOUT_SECS 60
+/* A client whose requests were refused this many times (a peer that may
+   not notify for those users) is disconnected */
+#define NOTIFY_MAX_REFUSED_PER_CLIENT 100
+/* userdb lookups of the peer check: as the replicator's */
+#define NOTIFY_USERDB_TIMEOUT_MSECS (3 * 1000)
+#define NOTIFY_USERDB_CACHE_SECS 60
 /* Longest wait a client may ask for */
 #define NOTIFY_MAX_WAIT_MSECS (60 * 60 * 1000)
 /* How much of a bad line is quoted (escaped) in the log */
@@ -48,6 +57,7 @@ struct notify_client {
 	struct dovewarden_notify_server *server;
 	ARRAY(struct notify_wait *) waits;
 	struct timeout *to_idle;
+	unsigned int refused;
 };
 
 struct dovewarden_notify_server {
@@ -57,6 +67,12 @@ struct dovewarden_notify_server {
 	struct event *event;
 	/* waits of all clients */
 	unsigned int wait_count;
+
+	/* the peer check: NULL userdb when it is off */
+	struct dovewarden_userdb *userdb;
+	uid_t mail_uid;
+	bool mail_uid_set;
+	struct dovewarden_log_limit refused_log_limit;
 
 	struct dovewarden_log_limit error_limit;
 	struct dovewarden_log_limit limit_log_limit;
@@ -190,6 +206,59 @@ notify_client_wait(struct notify_client *client,
 	dovewarden_replicator_queue_changed(client->server->replicator);
 }
 
+/* A mail process notifies only for its own user: the peer is root, runs
+   as mail_uid, or as the uid the userdb gives the user. A user the
+   userdb does not know is refused the same way, so that the answer does
+   not tell whether it exists. */
+static bool
+notify_client_allowed(struct notify_client *client, const char *username)
+{
+	struct dovewarden_notify_server *server = client->server;
+	struct dovewarden_userdb_info info;
+	uid_t uid = client->conn.remote_uid;
+	const char *error;
+
+	if (server->userdb == NULL || uid == 0)
+		return TRUE;
+	if (uid == (uid_t)-1)
+		return FALSE;
+	if (server->mail_uid_set && uid == server->mail_uid)
+		return TRUE;
+	if (dovewarden_userdb_lookup(server->userdb, username, &info,
+				     &error) <= 0)
+		return FALSE;
+	return info.uid_set && info.uid == uid;
+}
+
+static void
+notify_client_refused(struct notify_client *client,
+		      const struct dovewarden_notify_request *req)
+{
+	struct dovewarden_notify_server *server = client->server;
+	unsigned int suppressed;
+	string_t *str;
+
+	dovewarden_metrics_refused_peer();
+	if (req->cmd == DOVEWARDEN_NOTIFY_CMD_WAIT) {
+		str = t_str_new(64);
+		dovewarden_notify_append_reply(str, req->id, FALSE,
+					       "Permission denied");
+		o_stream_nsend(client->conn.output, str_data(str),
+			       str_len(str));
+	}
+	if (dovewarden_log_limit_allow(&server->refused_log_limit,
+				       ioloop_time, &suppressed)) {
+		e_warning(client->conn.event, "Refused a request for user %s "
+			  "from uid %ld: only root, mail_uid and the user's "
+			  "own uid may notify (dovewarden_notify_check_peer)%s",
+			  str_sanitize(req->username, 100),
+			  (long)client->conn.remote_uid, suppressed == 0 ? "" :
+			  t_strdup_printf(" (%u more refusals not logged)",
+					  suppressed));
+	}
+	client->refused++;
+}
+
 static void notify_client_idle_timeout(struct notify_client *client)
 {
 	if (array_count(&client->waits) > 0) {
@@ -221,6 +290,12 @@ static int notify_client_input_args(struct connection *conn,
 					  strlen(args[0])),
 			str_array_length(args));
 		return -1;
+	}
+	if (!notify_client_allowed(client, req.username)) {
+		notify_client_refused(client, &req);
+		/* a peer that keeps trying is not a mail process */
+		return client->refused >= NOTIFY_MAX_REFUSED_PER_CLIENT ?
+			-1 : 1;
 	}
 	dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	switch (req.cmd) {
@@ -322,8 +397,36 @@ static const struct connection_vfuncs notify_conn_vfuncs = {
 	.handshake_args = notify_client_handshake_args,
 };
 
+static void
+notify_server_mail_uid(struct dovewarden_notify_server *server,
+		       const char *mail_uid)
+{
+	struct passwd pw;
+
+	if (mail_uid[0] == '\0')
+		return;
+	if (str_to_uid(mail_uid, &server->mail_uid) == 0) {
+		server->mail_uid_set = TRUE;
+		return;
+	}
+	switch (i_getpwnam(mail_uid, &pw)) {
+	case 1:
+		server->mail_uid = pw.pw_uid;
+		server->mail_uid_set = TRUE;
+		break;
+	case 0:
+		e_error(server->event, "mail_uid: No such user: %s", mail_uid);
+		break;
+	default:
+		e_error(server->event, "getpwnam(%s) failed: %m", mail_uid);
+		break;
+	}
+}
+
 struct dovewarden_notify_server *
-dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
+dovewarden_notify_server_init(const struct dovewarden_settings *set,
+			      const char *auth_socket_path,
+			      struct dovewarden_replicator *replicator,
 			      struct dovewarden_sync_waits *waits,
 			      struct event *event_parent)
 {
@@ -337,6 +440,15 @@ dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
 	server->error_limit.max_per_window = NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
 	server->limit_log_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
 	server->limit_log_limit.max_per_window = 1;
+	server->refused_log_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
+	server->refused_log_limit.max_per_window =
+		NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
+	if (set->dovewarden_notify_check_peer) {
+		server->userdb = dovewarden_userdb_init(auth_socket_path,
+			NOTIFY_USERDB_TIMEOUT_MSECS, NOTIFY_USERDB_CACHE_SECS,
+			server->event);
+		notify_server_mail_uid(server, set->mail_uid);
+	}
 	server->clients = connection_list_init(&notify_conn_set,
 					       &notify_conn_vfuncs);
 	return server;
@@ -352,6 +464,8 @@ void dovewarden_notify_server_deinit(struct dovewarden_notify_server **_server)
 
 	/* destroys every client through notify_client_destroy() */
 	connection_list_deinit(&server->clients);
+	if (server->userdb != NULL)
+		dovewarden_userdb_deinit(&server->userdb);
 	event_unref(&server->event);
 	i_free(server);
 }

@@ -3,6 +3,7 @@
 #define DOVEWARDEN_NOTIFY_SERVER_H
 
 struct master_service_connection;
+struct dovewarden_settings;
 struct dovewarden_replicator;
 struct dovewarden_sync_waits;
 
@@ -15,7 +16,9 @@ struct dovewarden_sync_waits;
 
 /* The replicator and waits must outlive the server. */
 struct dovewarden_notify_server *
-dovewarden_notify_server_init(struct dovewarden_replicator *replicator,
+dovewarden_notify_server_init(const struct dovewarden_settings *set,
+			      const char *auth_socket_path,
+			      struct dovewarden_replicator *replicator,
 			      struct dovewarden_sync_waits *waits,
 			      struct event *event_parent);
 /* Disconnects all clients and cancels their waits. */

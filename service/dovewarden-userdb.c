@@ -3,6 +3,7 @@
 #include "lib.h"
 #include "ioloop.h"
 #include "hash.h"
+#include "strnum.h"
 #include "auth-master.h"
 #include "dovewarden-userdb.h"
 
@@ -16,6 +17,8 @@ struct userdb_cache_entry {
 	/* 1 = found, 0 = no such user */
 	int ret;
 	char *replica, *canonical;
+	uid_t uid;
+	bool uid_set;
 	bool noreplicate;
 };
 
@@ -49,7 +52,11 @@ void dovewarden_userdb_fields_apply(const char *const *fields,
 			key = t_strdup_until(*fields, value);
 			value++;
 		}
-		if (strcmp(key, "dovewarden_replica") == 0 && value != NULL &&
+		if (strcmp(key, "uid") == 0 && value != NULL &&
+		    str_to_uid(value, &info->uid) == 0)
+			info->uid_set = TRUE;
+		else if (strcmp(key, "dovewarden_replica") == 0 &&
+			 value != NULL &&
 		    value[0] != '\0')
 			info->replica = value;
 		else if (strcmp(key, "mail_replica") == 0 && value != NULL &&
@@ -133,6 +140,8 @@ userdb_cache_add(struct dovewarden_userdb *userdb, const char *username,
 	entry->ret = ret;
 	entry->replica = i_strdup(info->replica);
 	entry->canonical = i_strdup(info->canonical);
+	entry->uid = info->uid;
+	entry->uid_set = info->uid_set;
 	entry->noreplicate = info->noreplicate;
 	hash_table_insert(userdb->cache, entry->username, entry);
 }
@@ -154,6 +163,8 @@ int dovewarden_userdb_lookup(struct dovewarden_userdb *userdb,
 		if (entry->expires > ioloop_time) {
 			info_r->replica = t_strdup(entry->replica);
 			info_r->canonical = t_strdup(entry->canonical);
+			info_r->uid = entry->uid;
+			info_r->uid_set = entry->uid_set;
 			info_r->noreplicate = entry->noreplicate;
 			return entry->ret;
 		}

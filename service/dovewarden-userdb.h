@@ -12,6 +12,10 @@ struct dovewarden_userdb_info {
 	const char *replica;
 	/* dovewarden_noreplicate or noreplicate is true */
 	bool noreplicate;
+	/* The uid the user's mail runs as, if the userdb returns it
+	   (uid_set) */
+	uid_t uid;
+	bool uid_set;
 	/* The username as the userdb returned it (its user field, or the
 	   name after auth_username_format), NULL if the same */
 	const char *canonical;

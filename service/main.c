@@ -121,8 +121,8 @@ static void main_init(void)
 		dovewarden_set->dovewarden_userdb_sweep_interval,
 		auth_socket_path, queue, dovewarden_event,
 		sweep_users_added, NULL);
-	notify_server = dovewarden_notify_server_init(replicator, sync_waits,
-						      dovewarden_event);
+	notify_server = dovewarden_notify_server_init(dovewarden_set,
+		auth_socket_path, replicator, sync_waits, dovewarden_event);
 	http_server = dovewarden_http_server_init(dovewarden_set, queue,
 		replicator, main_socket_path(mset->base_dir,
 			dovewarden_set->dovewarden_doveadm_socket_path),
