@@ -20,6 +20,12 @@
 #ifndef DOVEWARDEN_QUEUE_BUILTIN_SAVE_INTERVAL_SECS
 #  define DOVEWARDEN_QUEUE_BUILTIN_SAVE_INTERVAL_SECS (5 * 60)
 #endif
+/* A journal this big is compacted into a snapshot at once, without
+   waiting for the periodic save: a flood of notifications for new (or
+   junk) names must not grow the state files without bound. Its size is
+   checked every BUILTIN_JOURNAL_CHECK_INTERVAL changes. */
+#define BUILTIN_JOURNAL_MAX_SIZE (8 * 1024 * 1024)
+#define BUILTIN_JOURNAL_CHECK_INTERVAL 1024
 /* The longest a pop asks the caller to wait before it looks again */
 #define BUILTIN_RETRY_MAX_SECS (60 * 60)
 
@@ -44,6 +50,7 @@ struct builtin_backend {
 	/* When the running background save started */
 	struct timeval save_start;
 	time_t journal_error_logged;
+	unsigned int journal_changes;
 	/* Claims so far: a job's sequence number */
 	uint64_t claim_seq;
 	time_t last_successful_sync;
@@ -239,6 +246,22 @@ static bool builtin_is_ready(struct dovewarden_queue_backend *backend ATTR_UNUSE
 	return TRUE;
 }
 
+/* A change was journaled: save early when the journal got big */
+static void builtin_journal_changed(struct builtin_backend *b)
+{
+	if (++b->journal_changes < BUILTIN_JOURNAL_CHECK_INTERVAL)
+		return;
+	b->journal_changes = 0;
+	if (dovewarden_store_journal_get_size(b->store) <
+	    BUILTIN_JOURNAL_MAX_SIZE ||
+	    dovewarden_store_save_is_running(b->store))
+		return;
+	e_debug(b->backend.event, "The journal has grown past %u MB: "
+		"saving the queue state now",
+		BUILTIN_JOURNAL_MAX_SIZE / (1024 * 1024));
+	builtin_save_background(b);
+}
+
 static void builtin_journal_error(struct builtin_backend *b, const char *error)
 {
 	if (b->journal_error_logged != ioloop_time) {
@@ -259,11 +282,13 @@ builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) == 0) {
 		/* journal first: after a kill -9 the change is replayed at
 		   start */
-		if (b->store != NULL &&
-		    dovewarden_store_journal_notify(b->store, b->queue,
-						    username, priority,
-						    &error) < 0)
-			builtin_journal_error(b, error);
+		if (b->store != NULL) {
+			if (dovewarden_store_journal_notify(b->store, b->queue,
+							    username, priority,
+							    &error) < 0)
+				builtin_journal_error(b, error);
+			builtin_journal_changed(b);
+		}
 		(void)dovewarden_queue_notify(b->queue, username, priority,
 					      ioloop_time);
 		return;
@@ -288,11 +313,14 @@ builtin_add(struct dovewarden_queue_backend *backend, const char *username)
 
 	if (dovewarden_queue_lookup(b->queue, username) != NULL)
 		return FALSE;
-	if (b->store != NULL &&
-	    dovewarden_store_journal_notify(b->store, b->queue, username,
-					    DOVEWARDEN_PRIORITY_NONE,
-					    &error) < 0)
-		builtin_journal_error(b, error);
+	if (b->store != NULL) {
+		if (dovewarden_store_journal_notify(b->store, b->queue,
+						    username,
+						    DOVEWARDEN_PRIORITY_NONE,
+						    &error) < 0)
+			builtin_journal_error(b, error);
+		builtin_journal_changed(b);
+	}
 	(void)dovewarden_queue_add(b->queue, username, ioloop_time);
 	return TRUE;
 }

@@ -956,3 +956,12 @@ int dovewarden_store_load(struct dovewarden_store *store,
 	return store_load_journal(store, store->journal_path, queue, now,
 				  result_r, error_r);
 }
+
+uoff_t dovewarden_store_journal_get_size(struct dovewarden_store *store)
+{
+	struct stat st;
+
+	if (store->journal_fd == -1 || fstat(store->journal_fd, &st) < 0)
+		return 0;
+	return st.st_size;
+}

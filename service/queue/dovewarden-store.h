@@ -208,4 +208,7 @@ int dovewarden_store_journal_remove(struct dovewarden_store *store,
 				    struct dovewarden_queue *queue,
 				    const char *username, const char **error_r);
 
+/* The size of the current journal (0 when it is not open) */
+uoff_t dovewarden_store_journal_get_size(struct dovewarden_store *store);
+
 #endif

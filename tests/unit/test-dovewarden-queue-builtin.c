@@ -6,6 +6,7 @@
 #include "dovewarden-queue-backend-private.h"
 
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
@@ -127,5 +128,35 @@ Test(queue_builtin, every_change_survives_a_kill)
 	cr_assert_eq(counts.users, 2);
 	cr_assert_eq(backend_remove(backend, "added"), 0);
 	cr_assert_eq(backend_remove(backend, "swept"), 1);
+	dovewarden_queue_backend_deinit(&backend);
+}
+
+static void save_wait_timeout(void *context ATTR_UNUSED)
+{
+	io_loop_stop(ioloop);
+}
+
+Test(queue_builtin, a_flood_of_new_names_does_not_grow_the_journal)
+{
+	struct dovewarden_queue_backend *backend;
+	struct timeout *to;
+	struct stat st;
+	const char *journal = t_strconcat(db_path, ".journal", NULL);
+	unsigned int i;
+
+	backend = backend_init();
+	/* about 20 MB of journal lines without the early save */
+	for (i = 0; i < 500000; i++) T_BEGIN {
+		dovewarden_queue_backend_notify(backend,
+			t_strdup_printf("junk-user-%u@example.com", i),
+			DOVEWARDEN_PRIORITY_HIGH, 0);
+	} T_END;
+	/* let the background saves finish */
+	to = timeout_add(2000, save_wait_timeout, NULL);
+	io_loop_run(ioloop);
+	timeout_remove(&to);
+	cr_assert_eq(stat(journal, &st), 0);
+	cr_assert_lt(st.st_size, 16 * 1024 * 1024,
+		     "journal has %lld bytes", (long long)st.st_size);
 	dovewarden_queue_backend_deinit(&backend);
 }
