@@ -19,6 +19,11 @@
 
 /* How much of a username goes into log prefixes */
 #define REPLICATOR_LOG_USERNAME_MAX 100
+/* One run of the scheduler claims at most this many users, then lets the
+   ioloop serve the notifications: users whose sync ends at once (unknown
+   to the userdb, noreplicate) would otherwise keep it busy for as long as
+   the queue has them */
+#define REPLICATOR_FILL_MAX_POPS 100
 /* At most this many sync failures are logged per window, whatever the
    users: a dead peer fails every user at once */
 #define REPLICATOR_FAILURE_LOG_WINDOW_SECS 60
@@ -516,6 +521,7 @@ replicator_pop_callback(struct dovewarden_queue_job *job, int retry_msecs,
 
 static void replicator_fill(struct dovewarden_replicator *replicator)
 {
+	unsigned int pops = 0;
 	bool allow_background;
 
 	timeout_remove(&replicator->to_fill);
@@ -525,6 +531,11 @@ static void replicator_fill(struct dovewarden_replicator *replicator)
 	while (!replicator->pop_running &&
 	       array_count(&replicator->syncs) <
 	       replicator->set->dovewarden_max_syncs) {
+		if (++pops > REPLICATOR_FILL_MAX_POPS) {
+			replicator->filling = FALSE;
+			replicator_fill_soon(replicator);
+			return;
+		}
 		allow_background = replicator_background_running(replicator) <
 			replicator_background_limit(replicator);
 		replicator->pop_running = TRUE;
