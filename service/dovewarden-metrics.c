@@ -26,7 +26,7 @@ struct metrics {
 	uint64_t notifications[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
-	uint64_t waits_refused, refused_peers;
+	uint64_t waits_refused, refused_peers, unknown_dropped;
 	time_t last_successful_sync;
 };
 
@@ -57,6 +57,11 @@ void dovewarden_metrics_wait_refused(void)
 void dovewarden_metrics_refused_peer(void)
 {
 	metrics.refused_peers++;
+}
+
+void dovewarden_metrics_unknown_user_dropped(void)
+{
+	metrics.unknown_dropped++;
 }
 
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
@@ -173,6 +178,12 @@ static void metrics_render_counters(string_t *dest)
 		      "notify for that user.");
 	str_printfa(dest, "dovewarden_notify_refused_total %"PRIu64"\n",
 		    metrics.refused_peers);
+	metric_header(dest, "dovewarden_notify_unknown_dropped_total",
+		      "counter", "Notifications of users the userdb does not "
+		      "know, dropped from clients that sent more than 1000 "
+		      "a second.");
+	str_printfa(dest, "dovewarden_notify_unknown_dropped_total %"PRIu64
+		    "\n", metrics.unknown_dropped);
 	metric_header(dest, "dovewarden_rejected_inputs_total", "counter",
 		      "Inputs rejected as malformed, oversized, "
 		      "unauthorized or invalid, by source.");

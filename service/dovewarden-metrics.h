@@ -51,6 +51,9 @@ void dovewarden_metrics_rejected(enum dovewarden_metrics_source source);
 void dovewarden_metrics_wait_refused(void);
 /* A notify request was refused: its peer may not notify for the user */
 void dovewarden_metrics_refused_peer(void);
+/* A flooding client's notification of a user the userdb does not know
+   was dropped */
+void dovewarden_metrics_unknown_user_dropped(void);
 /* A sync ended with result after duration_usecs; now is when. */
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 				      long long duration_usecs, time_t now);

@@ -33,6 +33,12 @@
 /* A client whose requests were refused this many times (a peer that may
    not notify for those users) is disconnected */
 #define NOTIFY_MAX_REFUSED_PER_CLIENT 100
+/* A client that sends more requests than this within a second (a mail
+   process sends one per user per change burst; an LMTP delivery to a big
+   list of known users is far below) gets the rest of them checked in the
+   userdb, and the names the userdb does not know are dropped: a flood of
+   junk names queues nothing and does not hold up the real users' syncs */
+#define NOTIFY_UNVERIFIED_PER_SEC 1000
 /* userdb lookups of the peer check: as the replicator's */
 #define NOTIFY_USERDB_TIMEOUT_MSECS (3 * 1000)
 #define NOTIFY_USERDB_CACHE_SECS 60
@@ -58,6 +64,9 @@ struct notify_client {
 	ARRAY(struct notify_wait *) waits;
 	struct timeout *to_idle;
 	unsigned int refused;
+	/* requests within the current second */
+	time_t rate_second;
+	unsigned int rate_count;
 };
 
 struct dovewarden_notify_server {
@@ -68,11 +77,13 @@ struct dovewarden_notify_server {
 	/* waits of all clients */
 	unsigned int wait_count;
 
-	/* the peer check: NULL userdb when it is off */
+	/* the peer check and the flood check */
 	struct dovewarden_userdb *userdb;
+	bool check_peer;
 	uid_t mail_uid;
 	bool mail_uid_set;
 	struct dovewarden_log_limit refused_log_limit;
+	struct dovewarden_log_limit unknown_log_limit;
 
 	struct dovewarden_log_limit error_limit;
 	struct dovewarden_log_limit limit_log_limit;
@@ -218,7 +229,7 @@ notify_client_allowed(struct notify_client *client, const char *username)
 	uid_t uid = client->conn.remote_uid;
 	const char *error;
 
-	if (server->userdb == NULL || uid == 0)
+	if (!server->check_peer || uid == 0)
 		return TRUE;
 	if (uid == (uid_t)-1)
 		return FALSE;
@@ -259,6 +270,39 @@ notify_client_refused(struct notify_client *client,
 	client->refused++;
 }
 
+/* Returns FALSE when the client sends so much that the request was
+   checked in the userdb, and the userdb does not know the user */
+static bool
+notify_client_rate_check(struct notify_client *client, const char *username)
+{
+	struct dovewarden_notify_server *server = client->server;
+	struct dovewarden_userdb_info info;
+	unsigned int suppressed;
+	const char *error;
+
+	if (client->rate_second != ioloop_time) {
+		client->rate_second = ioloop_time;
+		client->rate_count = 0;
+	}
+	if (++client->rate_count <= NOTIFY_UNVERIFIED_PER_SEC)
+		return TRUE;
+	/* a lookup failure is not the user's fault: queue it */
+	if (dovewarden_userdb_lookup(server->userdb, username, &info,
+				     &error) != 0)
+		return TRUE;
+	dovewarden_metrics_unknown_user_dropped();
+	if (dovewarden_log_limit_allow(&server->unknown_log_limit,
+				       ioloop_time, &suppressed)) {
+		e_warning(client->conn.event, "More than %u requests a "
+			  "second: dropped user %s, which the userdb does not "
+			  "know%s", NOTIFY_UNVERIFIED_PER_SEC,
+			  str_sanitize(username, 100), suppressed == 0 ? "" :
+			  t_strdup_printf(" (%u more not logged)",
+					  suppressed));
+	}
+	return FALSE;
+}
+
 static void notify_client_idle_timeout(struct notify_client *client)
 {
 	if (array_count(&client->waits) > 0) {
@@ -296,6 +340,17 @@ static int notify_client_input_args(struct connection *conn,
 		/* a peer that keeps trying is not a mail process */
 		return client->refused >= NOTIFY_MAX_REFUSED_PER_CLIENT ?
 			-1 : 1;
+	}
+	if (!notify_client_rate_check(client, req.username)) {
+		if (req.cmd == DOVEWARDEN_NOTIFY_CMD_WAIT) {
+			string_t *str = t_str_new(64);
+
+			dovewarden_notify_append_reply(str, req.id, FALSE,
+						       "Unknown user");
+			o_stream_nsend(client->conn.output, str_data(str),
+				       str_len(str));
+		}
+		return 1;
 	}
 	dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	switch (req.cmd) {
@@ -443,12 +498,15 @@ dovewarden_notify_server_init(const struct dovewarden_settings *set,
 	server->refused_log_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
 	server->refused_log_limit.max_per_window =
 		NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
-	if (set->dovewarden_notify_check_peer) {
-		server->userdb = dovewarden_userdb_init(auth_socket_path,
-			NOTIFY_USERDB_TIMEOUT_MSECS, NOTIFY_USERDB_CACHE_SECS,
-			server->event);
+	server->unknown_log_limit.window_secs = NOTIFY_ERROR_LOG_WINDOW_SECS;
+	server->unknown_log_limit.max_per_window =
+		NOTIFY_ERROR_LOG_MAX_PER_WINDOW;
+	server->userdb = dovewarden_userdb_init(auth_socket_path,
+		NOTIFY_USERDB_TIMEOUT_MSECS, NOTIFY_USERDB_CACHE_SECS,
+		server->event);
+	server->check_peer = set->dovewarden_notify_check_peer;
+	if (server->check_peer)
 		notify_server_mail_uid(server, set->mail_uid);
-	}
 	server->clients = connection_list_init(&notify_conn_set,
 					       &notify_conn_vfuncs);
 	return server;
@@ -464,8 +522,7 @@ void dovewarden_notify_server_deinit(struct dovewarden_notify_server **_server)
 
 	/* destroys every client through notify_client_destroy() */
 	connection_list_deinit(&server->clients);
-	if (server->userdb != NULL)
-		dovewarden_userdb_deinit(&server->userdb);
+	dovewarden_userdb_deinit(&server->userdb);
 	event_unref(&server->event);
 	i_free(server);
 }
