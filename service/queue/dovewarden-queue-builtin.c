@@ -270,6 +270,19 @@ static void builtin_journal_error(struct builtin_backend *b, const char *error)
 	}
 }
 
+/* A sync's result: a restart resumes from it instead of redoing the
+   sync */
+static void builtin_journal_user(struct builtin_backend *b,
+				 const char *username)
+{
+	const char *error;
+
+	if (b->store != NULL &&
+	    dovewarden_store_journal_user(b->store, b->queue, username,
+					  &error) < 0)
+		builtin_journal_error(b, error);
+}
+
 static void
 builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 	       enum dovewarden_priority priority,
@@ -448,6 +461,7 @@ builtin_finish(struct dovewarden_queue_backend *backend,
 	/* frees the user after NOUSER or when it was removed */
 	dovewarden_queue_sync_finished(b->queue, user, result, new_state,
 				       error, ioloop_time);
+	builtin_journal_user(b, username);
 	dovewarden_queue_backend_sync_done(backend, username, seq, result,
 					   error);
 }
@@ -459,12 +473,14 @@ builtin_release(struct dovewarden_queue_backend *backend,
 	struct builtin_backend *b = BUILTIN(backend);
 	struct builtin_job *bjob = BUILTIN_JOB(job);
 	struct dovewarden_user *user = bjob->user;
+	const char *username = t_strdup(user->username);
 
 	i_free(bjob);
 	/* not a failure: synced again soon, without back-off */
 	dovewarden_queue_sync_finished(b->queue, user,
 				       DOVEWARDEN_SYNC_RESULT_CHANGED,
 				       NULL, NULL, ioloop_time);
+	builtin_journal_user(b, username);
 }
 
 static void

@@ -567,27 +567,19 @@ int dovewarden_store_save_background(struct dovewarden_store *store,
 	return 0;
 }
 
+/* Append line (without its LF) with a single write() */
 static int
-store_journal_append(struct dovewarden_store *store, char cmd,
-		     const char *username, enum dovewarden_priority priority,
-		     const char **error_r)
+store_journal_write(struct dovewarden_store *store, string_t *line,
+		    const char **error_r)
 {
-	string_t *line;
 	const unsigned char *data;
 	size_t size;
 	ssize_t ret;
 
 	if (store_journal_open(store, error_r) < 0)
 		return -1;
-
-	line = t_str_new(128);
 	if (store->journal_need_lf)
-		str_append_c(line, '\n');
-	str_append_c(line, cmd);
-	str_append_c(line, '\t');
-	str_append_tabescaped(line, username);
-	str_append_c(line, '\t');
-	str_append(line, dovewarden_priority_to_str(priority));
+		str_insert(line, 0, "\n");
 	str_append_c(line, '\n');
 
 	data = str_data(line);
@@ -611,6 +603,21 @@ store_journal_append(struct dovewarden_store *store, char cmd,
 	}
 	store->journal_need_lf = FALSE;
 	return 0;
+}
+
+static int
+store_journal_append(struct dovewarden_store *store, char cmd,
+		     const char *username, enum dovewarden_priority priority,
+		     const char **error_r)
+{
+	string_t *line = t_str_new(128);
+
+	str_append_c(line, cmd);
+	str_append_c(line, '\t');
+	str_append_tabescaped(line, username);
+	str_append_c(line, '\t');
+	str_append(line, dovewarden_priority_to_str(priority));
+	return store_journal_write(store, line, error_r);
 }
 
 int dovewarden_store_journal_notify(struct dovewarden_store *store,
@@ -648,6 +655,33 @@ int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
 	T_BEGIN {
 		ret = store_journal_append(store, 'F', username, priority,
 					   error_r);
+	} T_END_PASS_STR_IF(ret < 0, error_r);
+	return ret;
+}
+
+int dovewarden_store_journal_user(struct dovewarden_store *store,
+				  struct dovewarden_queue *queue,
+				  const char *username, const char **error_r)
+{
+	const struct dovewarden_user *user;
+	string_t *line;
+	int ret;
+
+	user = dovewarden_queue_lookup(queue, username);
+	T_BEGIN {
+		if (user == NULL) {
+			ret = store_journal_append(store, 'R', username,
+				DOVEWARDEN_PRIORITY_NONE, error_r);
+		} else {
+			line = t_str_new(256);
+			str_append(line, "U\t");
+			store_append_user(line, user, TRUE);
+			str_truncate(line, str_len(line) - 1);
+			/* loading would skip it: the sync is redone after a
+			   crash, as without this line */
+			ret = str_len(line) > DOVEWARDEN_STORE_MAX_LINE_LENGTH - 1 ?
+				0 : store_journal_write(store, line, error_r);
+		}
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret;
 }
@@ -877,13 +911,31 @@ store_load_snapshot(struct dovewarden_store *store,
 	return ret;
 }
 
+/* A user's fields after a sync replace what the queue has of it */
+static bool
+store_replay_user(struct dovewarden_queue *queue, char *line, time_t now)
+{
+	struct dovewarden_user fields, *user;
+
+	if (!store_parse_user(line, 2, &fields))
+		return FALSE;
+	user = dovewarden_queue_lookup(queue, fields.username);
+	if (user != NULL)
+		dovewarden_queue_remove(queue, user);
+	(void)dovewarden_queue_restore(queue, &fields, now);
+	return TRUE;
+}
+
 static bool
 store_replay_line(struct dovewarden_queue *queue, char *line, time_t now)
 {
-	const char *const *args = t_strsplit_tabescaped(line);
+	const char *const *args;
 	struct dovewarden_user *user;
 	enum dovewarden_priority priority;
 
+	if (line[0] == 'U' && line[1] == '\t')
+		return store_replay_user(queue, line + 2, now);
+	args = t_strsplit_tabescaped(line);
 	if (str_array_length(args) != STORE_JOURNAL_FIELD_COUNT ||
 	    !dovewarden_username_is_valid(args[1]) ||
 	    !dovewarden_priority_parse(args[2], &priority))

@@ -41,7 +41,10 @@
 
      N\t<username>\t<priority>		a notification
      F\t<username>\t<priority>		an admin's forced full sync
-     R\t<username>\tnone		the user was removed
+     R\t<username>\tnone		the user was removed (or forgotten
+					after NOUSER)
+     U\t<user line>			a user's fields after a sync, in
+					the snapshot's user line format
 
    appended with a single write() on an O_APPEND descriptor, before the
    change is applied to the queue. Appends are not fsync()ed: after a
@@ -65,10 +68,13 @@
 
    Changes are journaled only when they raise what the snapshot would
    save (a new user, a higher pending priority, a new forced full sync),
-   so a busy user costs one line per sync, not one per message. Sync
-   results are not journaled: after a crash a replayed notification
-   causes at most one more sync, and dsync's incremental sync of a user
-   that is already in sync is cheap.
+   so a busy user costs one line per change that arrived while it was
+   not pending, not one per message. Every sync's result is journaled
+   too (a U line: its new dsync state, sync times, back-off and settle),
+   so a restart (kill -9, doveadm reload) resumes where the service was
+   instead of redoing every sync since the last snapshot: a new user's
+   first full sync, the settle full syncs and the changes they covered.
+   A sync still running at the kill is not recorded and runs again.
 
    Loading reads the snapshot, then replays <path>.journal.old (if any)
    and <path>.journal as notifications. A corrupt snapshot or journal
@@ -202,6 +208,13 @@ int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
 					     const char *username,
 					     enum dovewarden_priority priority,
 					     const char **error_r);
+/* Call after dovewarden_queue_sync_finished() of username: appends the
+   user's fields as they are now (or a remove line when the sync made
+   the queue forget it), so that loading restores them instead of the
+   older snapshot's or journal's. Returns 0, or -1 with error_r. */
+int dovewarden_store_journal_user(struct dovewarden_store *store,
+				  struct dovewarden_queue *queue,
+				  const char *username, const char **error_r);
 /* Call before dovewarden_queue_remove() of a known user: appends a
    journal line, so that a restart does not bring the user back. */
 int dovewarden_store_journal_remove(struct dovewarden_store *store,

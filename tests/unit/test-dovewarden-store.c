@@ -629,6 +629,70 @@ Test(store, journal_replay_after_kill)
 	cr_assert(user->syncing_full);
 }
 
+/* A restart resumes from the last sync results: a new user's first full
+   sync, a settle full sync and the state they returned are not redone
+   (they were, before sync results were journaled) */
+Test(store, sync_results_survive_kill)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_user *user;
+	const char *error = NULL;
+
+	settle_delay_secs = 10;
+	dovewarden_queue_deinit(&queue);
+	queue = queue_new();
+	(void)dovewarden_queue_add(queue, "bob", T0);
+	save();
+	/* new user: first sync is full */
+	journal_notify("new\tuser", HIGH, T0 + 1);
+	user = dovewarden_queue_pop(queue, T0 + 1);
+	cr_assert_str_eq(user->username, "new\tuser");
+	cr_assert(user->syncing_full);
+	dovewarden_queue_sync_finished(queue, user, DOVEWARDEN_SYNC_RESULT_OK,
+				       "state\t1", NULL, T0 + 2);
+	cr_assert_eq(dovewarden_store_journal_user(store, queue, "new\tuser",
+						   &error), 0, "%s", error);
+	/* bob fails: its back-off survives */
+	journal_notify("bob", LOW, T0 + 3);
+	user = dovewarden_queue_pop(queue, T0 + 3);
+	cr_assert_str_eq(user->username, "bob");
+	dovewarden_queue_sync_finished(queue, user,
+				       DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+				       "peer down", T0 + 4);
+	cr_assert_eq(dovewarden_store_journal_user(store, queue, "bob",
+						   &error), 0, "%s", error);
+	/* and a change after the result is replayed on top of it */
+	journal_notify("new\tuser", LOW, T0 + 5);
+
+	restart(&result, T0 + 6);
+	cr_assert_eq(result.journal_lines_replayed, 5);
+	user = dovewarden_queue_lookup(queue, "new\tuser");
+	cr_assert_not_null(user);
+	cr_assert_str_eq(user->state, "state\t1");
+	cr_assert_eq(user->last_full_sync, T0 + 1);
+	cr_assert_eq(user->last_verified, T0 + 1);
+	cr_assert_eq(user->priority, LOW);
+	cr_assert(!user->force_full_sync);
+	user = dovewarden_queue_pop(queue, T0 + 6);
+	cr_assert_str_eq(user->username, "new\tuser");
+	cr_assert(!user->syncing_full, "the first full sync was redone");
+	user = dovewarden_queue_lookup(queue, "bob");
+	cr_assert_eq(user->consecutive_failures, 1);
+	cr_assert_str_eq(user->last_error, "peer down");
+	cr_assert_gt(user->next_try, T0 + 4);
+
+	/* a user forgotten after its sync (NOUSER) stays forgotten */
+	user = dovewarden_queue_pop(queue, user->next_try);
+	cr_assert_str_eq(user->username, "bob");
+	dovewarden_queue_sync_finished(queue, user,
+				       DOVEWARDEN_SYNC_RESULT_NOUSER, NULL,
+				       NULL, user->next_try);
+	cr_assert_eq(dovewarden_store_journal_user(store, queue, "bob",
+						   &error), 0, "%s", error);
+	restart(&result, T0 + 3600);
+	cr_assert_null(dovewarden_queue_lookup(queue, "bob"));
+}
+
 /* A real kill -9: a child accepts notifications (saving a snapshot half
    way), tells the parent how many, and is killed without any cleanup. */
 Test(store, kill_9_loses_nothing)
