@@ -82,6 +82,7 @@ sweep_schedule_finished(const struct dovewarden_sweep_result *result,
 			"sweeps off)", result->duration_msecs / 1000,
 			result->duration_msecs % 1000, result->listed,
 			result->added, result->error, retry_secs);
+		dovewarden_queue_backend_unlock(sched->queue, "sweep");
 		sweep_schedule_after(sched, retry_secs);
 	} else {
 		e_info(sched->event, "Userdb sweep finished in %lld.%03lld "

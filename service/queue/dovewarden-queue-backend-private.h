@@ -48,6 +48,8 @@ struct dovewarden_queue_backend_vfuncs {
 			 const char *name, unsigned int secs,
 			 dovewarden_queue_backend_lock_callback_t *callback,
 			 void *context);
+	void (*unlock)(struct dovewarden_queue_backend *backend,
+		       const char *name);
 	void (*get_counts)(struct dovewarden_queue_backend *backend,
 			   struct dovewarden_queue_counts *counts_r);
 	void (*read_counts)(struct dovewarden_queue_backend *backend,

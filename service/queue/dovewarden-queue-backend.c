@@ -179,6 +179,12 @@ void dovewarden_queue_backend_try_lock(struct dovewarden_queue_backend *backend,
 	backend->driver->v.try_lock(backend, name, secs, callback, context);
 }
 
+void dovewarden_queue_backend_unlock(struct dovewarden_queue_backend *backend,
+				     const char *name)
+{
+	backend->driver->v.unlock(backend, name);
+}
+
 void dovewarden_queue_backend_get_counts(struct dovewarden_queue_backend *backend,
 					 struct dovewarden_queue_counts *counts_r)
 {

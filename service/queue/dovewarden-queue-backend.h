@@ -210,12 +210,18 @@ void dovewarden_queue_backend_finish(struct dovewarden_queue_job **job,
 void dovewarden_queue_backend_release(struct dovewarden_queue_job **job);
 
 /* Take the named lock for secs seconds unless someone has it (with a
-   shared backend only one instance gets it; the built-in queue always
-   gives it). */
+   shared backend only one instance gets it). The lock outlives the
+   process that took it: a restarted service does not get it again before
+   it expires (the built-in queue keeps it in a file beside its state;
+   without a state file it always gives it). */
 void dovewarden_queue_backend_try_lock(struct dovewarden_queue_backend *backend,
 				       const char *name, unsigned int secs,
 				       dovewarden_queue_backend_lock_callback_t *callback,
 				       void *context);
+/* Let the named lock go before it expires (the job it guarded failed and
+   should be tried again sooner). Failures are only logged. */
+void dovewarden_queue_backend_unlock(struct dovewarden_queue_backend *backend,
+				     const char *name);
 
 /* The counts as the backend has them now, at most a second old; only the
    fields that are not documented as read_counts() only. */

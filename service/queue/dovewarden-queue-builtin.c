@@ -5,11 +5,19 @@
 #include "ioloop.h"
 #include "priorityq.h"
 #include "time-util.h"
+#include "str.h"
+#include "strnum.h"
+#include "safe-mkstemp.h"
+#include "write-full.h"
 #include "wildcard-match.h"
 #include "dovewarden-admin-protocol.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 #include "dovewarden-queue-backend-private.h"
+
+#include <stdio.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 /* The built-in backend: the queue of dovewarden-queue.h in this process's
    memory, persisted by dovewarden-store.h (a snapshot saved in the
@@ -46,6 +54,9 @@ struct builtin_backend {
 	struct dovewarden_queue *queue;
 	/* NULL when the state is not kept */
 	struct dovewarden_store *store;
+	/* <state path>.lock. (a lock's file is this plus its name), NULL
+	   when the state is not kept */
+	char *lock_path_prefix;
 	struct timeout *to_save;
 	/* When the running background save started */
 	struct timeval save_start;
@@ -215,8 +226,12 @@ builtin_init(const struct dovewarden_queue_backend_settings *set,
 	b->backend.event = event;
 	b->set = set->queue;
 	b->queue = dovewarden_queue_init(&b->set);
+	if (set->state_path != NULL)
+		b->lock_path_prefix = i_strconcat(set->state_path, ".lock.",
+						  NULL);
 	if (set->state_path != NULL &&
 	    builtin_load(b, set->state_path, error_r) < 0) {
+		i_free(b->lock_path_prefix);
 		dovewarden_store_deinit(&b->store);
 		dovewarden_queue_deinit(&b->queue);
 		i_free(b);
@@ -237,6 +252,7 @@ static void builtin_deinit(struct dovewarden_queue_backend *backend)
 		dovewarden_store_deinit(&b->store);
 	}
 	dovewarden_queue_deinit(&b->queue);
+	i_free(b->lock_path_prefix);
 	i_free(b);
 }
 
@@ -483,14 +499,89 @@ builtin_release(struct dovewarden_queue_backend *backend,
 	builtin_journal_user(b, username);
 }
 
+/* Returns the expiry of the lock in path, 0 when there is none (or it
+   can't be read: a lock that is lost is only taken again) */
+static time_t builtin_lock_read(struct builtin_backend *b, const char *path)
+{
+	char buf[MAX_INT_STRLEN + 1];
+	time_t expiry;
+	ssize_t ret;
+	int fd;
+
+	fd = open(path, O_RDONLY);
+	if (fd == -1) {
+		if (errno != ENOENT)
+			e_error(b->backend.event, "open(%s) failed: %m", path);
+		return 0;
+	}
+	ret = read(fd, buf, sizeof(buf) - 1);
+	if (ret < 0)
+		e_error(b->backend.event, "read(%s) failed: %m", path);
+	i_close_fd(&fd);
+	if (ret <= 0)
+		return 0;
+	buf[ret] = '\0';
+	if (str_to_time(t_strcut(buf, '\n'), &expiry) < 0)
+		return 0;
+	return expiry;
+}
+
+static void builtin_lock_write(struct builtin_backend *b, const char *path,
+			       time_t expiry)
+{
+	string_t *tmp_path = t_str_new(128);
+	const char *data = t_strdup_printf("%"PRIdTIME_T"\n", expiry);
+	int fd;
+
+	str_append(tmp_path, path);
+	fd = safe_mkstemp(tmp_path, 0600, (uid_t)-1, (gid_t)-1);
+	if (fd == -1) {
+		e_error(b->backend.event, "safe_mkstemp(%s) failed: %m", path);
+		return;
+	}
+	if (write_full(fd, data, strlen(data)) < 0) {
+		e_error(b->backend.event, "write(%s) failed: %m",
+			str_c(tmp_path));
+		i_unlink(str_c(tmp_path));
+	} else if (rename(str_c(tmp_path), path) < 0) {
+		e_error(b->backend.event, "rename(%s, %s) failed: %m",
+			str_c(tmp_path), path);
+		i_unlink(str_c(tmp_path));
+	}
+	i_close_fd(&fd);
+}
+
 static void
-builtin_try_lock(struct dovewarden_queue_backend *backend ATTR_UNUSED,
-		 const char *name ATTR_UNUSED, unsigned int secs ATTR_UNUSED,
+builtin_try_lock(struct dovewarden_queue_backend *backend, const char *name,
+		 unsigned int secs,
 		 dovewarden_queue_backend_lock_callback_t *callback,
 		 void *context)
 {
-	/* nobody else uses this queue */
-	callback(TRUE, NULL, context);
+	struct builtin_backend *b = BUILTIN(backend);
+	const char *path;
+	bool acquired = TRUE;
+
+	/* nobody else uses this queue, but a restart must not take the lock
+	   again (e.g. sweep the userdb at every start) */
+	if (b->lock_path_prefix != NULL) T_BEGIN {
+		path = t_strconcat(b->lock_path_prefix, name, NULL);
+		if (builtin_lock_read(b, path) > ioloop_time)
+			acquired = FALSE;
+		else
+			builtin_lock_write(b, path, ioloop_time + secs);
+	} T_END;
+	callback(acquired, NULL, context);
+}
+
+static void
+builtin_unlock(struct dovewarden_queue_backend *backend, const char *name)
+{
+	struct builtin_backend *b = BUILTIN(backend);
+
+	if (b->lock_path_prefix != NULL) T_BEGIN {
+		i_unlink_if_exists(t_strconcat(b->lock_path_prefix, name,
+					       NULL));
+	} T_END;
 }
 
 static void
@@ -726,6 +817,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_builtin = 
 		.finish = builtin_finish,
 		.release = builtin_release,
 		.try_lock = builtin_try_lock,
+		.unlock = builtin_unlock,
 		.get_counts = builtin_get_counts,
 		.read_counts = builtin_read_counts,
 		.iter_init = builtin_iter_init,

@@ -375,6 +375,17 @@ redis_backend_try_lock(struct dovewarden_queue_backend *backend,
 }
 
 static void
+redis_backend_unlock(struct dovewarden_queue_backend *backend, const char *name)
+{
+	struct redis_backend *rb = REDIS_BACKEND(backend);
+
+	if (dovewarden_redis_queue_unlock(rb->rqueue, name) < 0) {
+		e_warning(backend->event, "Couldn't release the %s lock: %s",
+			  name, redis_not_connected);
+	}
+}
+
+static void
 redis_backend_counts_init(const struct dovewarden_redis_queue_stats *stats,
 			  struct dovewarden_queue_counts *counts_r)
 {
@@ -676,6 +687,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_redis = {
 		.finish = redis_backend_finish,
 		.release = redis_backend_release,
 		.try_lock = redis_backend_try_lock,
+		.unlock = redis_backend_unlock,
 		.get_counts = redis_backend_get_counts,
 		.read_counts = redis_backend_read_counts,
 		.get_metrics = redis_backend_get_metrics,

@@ -925,6 +925,32 @@ int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,
 }
 
 static void
+redis_queue_unlock_callback(const redisReply *reply, const char *error,
+			    void *context)
+{
+	struct redis_queue_request *request = context;
+	const char *failure = redis_queue_reply_failure(reply, error);
+
+	if (failure != NULL && !request->queue->deinitializing) {
+		e_warning(request->queue->event, "Releasing a lock failed: %s",
+			  failure);
+	}
+	i_free(request);
+}
+
+int dovewarden_redis_queue_unlock(struct dovewarden_redis_queue *queue,
+				  const char *name)
+{
+	const char *argv[2];
+
+	argv[0] = "DEL";
+	argv[1] = t_strconcat(queue->set.prefix, "lock:", name, NULL);
+	return redis_queue_request_send(queue, NULL, N_ELEMENTS(argv), argv,
+					redis_queue_unlock_callback, NULL,
+					NULL, 0);
+}
+
+static void
 redis_queue_get_callback(const redisReply *reply, const char *error,
 			 void *context)
 {

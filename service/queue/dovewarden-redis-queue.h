@@ -161,6 +161,10 @@ int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,
 				    const char *name, unsigned int secs,
 				    dovewarden_redis_queue_lock_callback_t *callback,
 				    void *context);
+/* Delete the named lock, whoever has it. Returns -1 when not
+   connected. */
+int dovewarden_redis_queue_unlock(struct dovewarden_redis_queue *queue,
+				  const char *name);
 
 /* Read the users' fields (HGETALL-like, for status output). The callback
    gets a user per username (NULL when unknown), in the same order. */

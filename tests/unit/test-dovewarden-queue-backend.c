@@ -1331,3 +1331,40 @@ Test(queue_backend, a_free_lock_is_taken)
 	cr_assert(res.acquired);
 	backend_stop_all();
 }
+
+static bool try_lock(const char *name, unsigned int secs)
+{
+	struct lock_result res;
+
+	i_zero(&res);
+	dovewarden_queue_backend_try_lock(backend, name, secs, lock_callback,
+					  &res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS));
+	cr_assert_null(res.error, "%s", res.error);
+	return res.acquired;
+}
+
+/* A restarted service (kill -9, doveadm reload) must not sweep the
+   userdb again at once: the lock outlives the process */
+Test(queue_backend, a_lock_survives_a_restart)
+{
+	backend_start();
+	cr_assert(try_lock("sweep", 60));
+	cr_assert(!try_lock("sweep", 60));
+	backend_stop();
+	backend_start();
+	cr_assert(!try_lock("sweep", 60), "a restart took the lock again");
+	cr_assert(try_lock("other", 60));
+	/* let go (a failed sweep): the next try gets it */
+	dovewarden_queue_backend_unlock(backend, "sweep");
+	run_for(100);
+	cr_assert(try_lock("sweep", 1));
+	/* and it expires */
+	run_for(2100);
+	cr_assert(try_lock("sweep", 60));
+	/* the next test starts without them */
+	dovewarden_queue_backend_unlock(backend, "sweep");
+	dovewarden_queue_backend_unlock(backend, "other");
+	run_for(100);
+	backend_stop_all();
+}
