@@ -4,12 +4,22 @@
 #include "array.h"
 #include "ioloop.h"
 #include "hostpid.h"
+#include "hex-binary.h"
+#include "randgen.h"
+#include "mkdir-parents.h"
+#include "safe-mkstemp.h"
+#include "write-full.h"
+#include "str.h"
 #include "wildcard-match.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-admin-protocol.h"
 #include "dovewarden-redis-queue.h"
 #include "dovewarden-redis-import.h"
 #include "dovewarden-queue-backend-private.h"
+
+#include <stdio.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 /* The Redis backend: the queue of dovewarden-redis-queue.h, shared by
    every instance that uses the same Redis database and key prefix. */
@@ -26,6 +36,8 @@ struct redis_backend {
 	struct dovewarden_queue_settings set;
 	struct dovewarden_redis_queue *rqueue;
 	char *owner;
+	/* <host name>:<id kept in state_dir>, NULL without a state_dir */
+	char *identity;
 	/* the built-in queue's state being moved into Redis */
 	struct dovewarden_redis_import *import;
 };
@@ -121,6 +133,58 @@ static const struct dovewarden_redis_queue_callbacks redis_backend_callbacks = {
 	.sync_done = redis_backend_sync_done,
 };
 
+/* The random part of the identity: made at the first start, kept in
+   <state path>.instance. Returns NULL (logged) when it can't be kept. */
+static const char *
+redis_backend_instance_id(const char *path, struct event *event)
+{
+	unsigned char rand[8];
+	char buf[64];
+	string_t *tmp_path;
+	const char *id, *dir;
+	ssize_t ret;
+	int fd;
+
+	fd = open(path, O_RDONLY);
+	if (fd != -1) {
+		ret = read(fd, buf, sizeof(buf) - 1);
+		i_close_fd(&fd);
+		if (ret > 0) {
+			buf[ret] = '\0';
+			id = t_strcut(buf, '\n');
+			if (id[0] != '\0')
+				return t_strdup(id);
+		}
+	} else if (errno != ENOENT) {
+		e_error(event, "open(%s) failed: %m", path);
+		return NULL;
+	}
+
+	random_fill(rand, sizeof(rand));
+	id = binary_to_hex(rand, sizeof(rand));
+	dir = strrchr(path, '/') == NULL ? "." :
+		t_strdup_until(path, strrchr(path, '/'));
+	if (mkdir_parents(dir, 0700) < 0 && errno != EEXIST) {
+		e_error(event, "mkdir(%s) failed: %m", dir);
+		return NULL;
+	}
+	tmp_path = t_str_new(128);
+	str_append(tmp_path, path);
+	fd = safe_mkstemp(tmp_path, 0600, (uid_t)-1, (gid_t)-1);
+	if (fd == -1) {
+		e_error(event, "safe_mkstemp(%s) failed: %m", path);
+		return NULL;
+	}
+	if (write_full(fd, t_strconcat(id, "\n", NULL), strlen(id) + 1) < 0 ||
+	    fsync(fd) < 0 || rename(str_c(tmp_path), path) < 0) {
+		e_error(event, "Couldn't write %s: %m", path);
+		i_unlink(str_c(tmp_path));
+		id = NULL;
+	}
+	i_close_fd(&fd);
+	return id;
+}
+
 static struct dovewarden_queue_backend *
 redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 		   struct event *event, const char **error_r ATTR_UNUSED)
@@ -132,10 +196,27 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 	rb = i_new(struct redis_backend, 1);
 	rb->backend.event = event;
 	rb->set = bset->queue;
-	/* unique also across restarts: a claim of our previous life must
-	   not look like ours */
-	rb->owner = i_strdup_printf("%s:%s:%x", my_hostname, my_pid,
-				    i_rand());
+	/* The identity stays across restarts, so that a restarted instance
+	   gives the claims of its previous run back at once; the host name
+	   alone is not enough (containers may share it). The owner is
+	   unique also across restarts: a claim of the previous run must not
+	   look like ours. */
+	if (bset->state_path != NULL) {
+		const char *id = redis_backend_instance_id(
+			t_strconcat(bset->state_path, ".instance", NULL),
+			event);
+
+		if (id != NULL)
+			rb->identity = i_strdup_printf("%s:%s", my_hostname,
+						       id);
+	}
+	if (rb->identity != NULL) {
+		rb->owner = i_strdup_printf("%s:%s:%x", rb->identity, my_pid,
+					    i_rand());
+	} else {
+		rb->owner = i_strdup_printf("%s:%s:%x", my_hostname, my_pid,
+					    i_rand());
+	}
 	i_zero(&rset);
 	rset.redis.host = set->dovewarden_redis_host;
 	rset.redis.port = set->dovewarden_redis_port;
@@ -146,6 +227,7 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 	rset.queue = bset->queue;
 	rset.prefix = set->dovewarden_redis_prefix;
 	rset.owner = rb->owner;
+	rset.identity = rb->identity;
 	rset.server = bset->server;
 	rset.claim_timeout_secs = set->dovewarden_redis_claim_timeout;
 	rset.buffer_limit = set->dovewarden_redis_buffer_limit;
@@ -171,6 +253,7 @@ static void redis_backend_deinit(struct dovewarden_queue_backend *backend)
 	dovewarden_redis_queue_deinit(&rb->rqueue);
 	dovewarden_redis_import_deinit(&rb->import);
 	i_free(rb->owner);
+	i_free(rb->identity);
 	i_free(rb);
 }
 

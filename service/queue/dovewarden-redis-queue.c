@@ -51,6 +51,10 @@ static struct dovewarden_redis_script redis_queue_get_script =
 static struct dovewarden_redis_script redis_queue_done_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("done", dovewarden_redis_queue_lua_done);
 
+static struct dovewarden_redis_script redis_queue_takeback_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("takeback",
+				     dovewarden_redis_queue_lua_takeback);
+
 static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_notify_script,
 	&redis_queue_pop_script,
@@ -61,6 +65,7 @@ static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_get_script,
 	&redis_queue_done_script,
 	&redis_queue_import_script,
+	&redis_queue_takeback_script,
 };
 
 struct redis_queue_buffered {
@@ -95,7 +100,7 @@ struct redis_queue_request {
 
 struct dovewarden_redis_queue {
 	struct dovewarden_redis_queue_settings set;
-	char *prefix, *owner, *server;
+	char *prefix, *owner, *server, *identity;
 	struct event *event;
 	const struct dovewarden_redis_queue_callbacks *callbacks;
 	void *context;
@@ -113,10 +118,14 @@ struct dovewarden_redis_queue {
 	/* invalid names and states read from Redis, skipped */
 	uint64_t invalid_entries;
 	struct dovewarden_log_limit invalid_log_limit;
+	/* claims of earlier lives given back at start */
+	uint64_t claims_taken_back;
 	/* the outage and buffer were logged */
 	bool buffering_logged:1;
 	bool stats_running:1;
 	bool deinitializing:1;
+	/* the claims of our earlier lives were given back */
+	bool took_back:1;
 };
 
 static void redis_queue_flush(struct dovewarden_redis_queue *queue);
@@ -1172,6 +1181,50 @@ bool dovewarden_redis_queue_is_connected(struct dovewarden_redis_queue *queue)
 		DOVEWARDEN_REDIS_STATE_CONNECTED;
 }
 
+static void
+redis_queue_takeback_callback(const redisReply *reply, const char *error,
+			      void *context)
+{
+	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	long long count;
+
+	i_free(request);
+	if (failure == NULL && !redis_reply_integer(reply, &count))
+		failure = "Unexpected reply to takeback";
+	if (failure != NULL) {
+		/* they expire as any claim does */
+		if (!queue->deinitializing) {
+			e_warning(queue->event, "Couldn't take back the claims "
+				  "of this instance's previous run: %s",
+				  failure);
+		}
+		return;
+	}
+	queue->took_back = TRUE;
+	if (count > 0) {
+		queue->claims_taken_back += count;
+		e_info(queue->event, "Took back %lld claims of this instance's "
+		       "previous run (%s); their users are synced again",
+		       count, queue->set.identity);
+	}
+}
+
+static void redis_queue_takeback(struct dovewarden_redis_queue *queue)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 2, &argc);
+	argv[argc++] = t_strconcat(queue->set.identity, ":", NULL);
+	argv[argc++] = queue->set.owner;
+	(void)redis_queue_request_send(queue, &redis_queue_takeback_script,
+				       argc, argv,
+				       redis_queue_takeback_callback, NULL,
+				       NULL, 0);
+}
+
 /* connection events */
 
 static void redis_queue_connected(void *context)
@@ -1179,6 +1232,9 @@ static void redis_queue_connected(void *context)
 	struct dovewarden_redis_queue *queue = context;
 
 	T_BEGIN {
+		/* before the first pop: our claims are due again at once */
+		if (queue->set.identity != NULL && !queue->took_back)
+			redis_queue_takeback(queue);
 		redis_queue_send_finishes(queue);
 	} T_END;
 	redis_queue_flush_soon(queue);
@@ -1286,6 +1342,7 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	queue->set = *set;
 	queue->set.prefix = queue->prefix = i_strdup(set->prefix);
 	queue->set.owner = queue->owner = i_strdup(set->owner);
+	queue->set.identity = queue->identity = i_strdup(set->identity);
 	queue->set.server = queue->server = i_strdup(set->server);
 	queue->callbacks = callbacks;
 	queue->context = context;
@@ -1409,6 +1466,7 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
 	event_unref(&queue->event);
 	i_free(queue->prefix);
 	i_free(queue->owner);
+	i_free(queue->identity);
 	i_free(queue->server);
 	i_free(queue);
 }

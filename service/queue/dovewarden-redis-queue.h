@@ -46,8 +46,14 @@ struct dovewarden_redis_queue_settings {
 	struct dovewarden_redis_settings redis;
 	struct dovewarden_queue_settings queue;
 	const char *prefix;
-	/* this instance's name in claims (unique among the instances) */
+	/* this instance's name in claims (unique among the instances and
+	   across their restarts): "<identity>:<this run>" */
 	const char *owner;
+	/* what stays the same across restarts of this instance (and differs
+	   between instances); NULL if there is none. At the first connect
+	   the claims of owners "<identity>:<an earlier run>" are given back
+	   at once: that run was killed or replaced. */
+	const char *identity;
 	/* the Dovecot server this instance syncs from (its host name): a
 	   dsync state holds that server's modseqs, so each server keeps its
 	   own state of each user (instances of one server share it) */

@@ -10,9 +10,10 @@ by either one (dsync is two-way), each user by one instance at a time.
     (its doveadm status reads the shared queue), and is replicated.
 (b) A workload runs on both servers; in its middle, A's service is
     killed with SIGKILL while it holds a claim (a running sync). The
-    claim expires (dovewarden_redis_claim_timeout = 3s), an instance
-    takes the user back, and once the workload stops every user is the
-    same on both servers.
+    restarted instance gives its previous run's claims back at start (or
+    they expire, dovewarden_redis_claim_timeout = 3s), an instance syncs
+    the user again, and once the workload stops every user is the same
+    on both servers.
 (c) A workload runs on both servers; in its middle, redis-server is
     stopped, the workload goes on for a few seconds (the services keep
     the notifications in memory), and Redis is started again. Every user
@@ -20,6 +21,7 @@ by either one (dsync is two-way), each user by one instance at a time.
     and the replay."""
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -110,12 +112,13 @@ def _(pair):
 
 
 def a_claims(pair, pid):
-    """users claimed by A's instance of this PID"""
-    prefix = "a.test:%d:" % pid
+    """users claimed by A's instance of this PID (owner
+    "a.test:<instance id>:<pid>:<random>")"""
+    owner_re = re.compile(r"a\.test:[0-9a-f]+:%d:" % pid)
     out = []
     for u in pair.redis.cmd("ZRANGE", "dovewarden:claims", 0, -1):
         owner = pair.redis.cmd("HGET", "dovewarden:u:" + u, "o")
-        if owner and owner.startswith(prefix):
+        if owner and owner_re.match(owner):
             out.append(u)
     return out
 

@@ -156,6 +156,8 @@ static const char *instance_username = "", *instance_password = "";
 /* the Dovecot server the instances sync from */
 static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
+/* the instances' identity (NULL: none) */
+static const char *instance_identity = NULL;
 
 static void instance_init(struct instance *inst, const char *owner,
 			  unsigned int claim_secs, unsigned int buffer_limit)
@@ -173,6 +175,7 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.queue.retry_max_secs = 60;
 	set.prefix = "t:";
 	set.owner = owner;
+	set.identity = instance_identity;
 	set.server = instance_server;
 	set.claim_timeout_secs = claim_secs;
 	set.buffer_limit = buffer_limit;
@@ -342,6 +345,58 @@ Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	cr_assert_null(pop(&b, TRUE, NULL));
 	instance_deinit(&b);
+}
+
+/* A restarted instance (kill -9, doveadm reload) gives its previous
+   run's claims back at once, not after the claim timeout (it did after
+   a minute by default); other instances' claims stay */
+Test(redis_queue, a_restarted_instance_takes_its_claims_back_at_once)
+{
+	struct instance a, other;
+	struct dovewarden_redis_job *job;
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		instance_identity = "host:1234";
+		instance_init(&a, "host:1234:111:aa", 60, 1000);
+		if (!run_until(&a.connected, 3000))
+			_exit(1);
+		notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+		notify(&a, "bob", DOVEWARDEN_PRIORITY_LOW);
+		if (pop(&a, FALSE, NULL) == NULL ||
+		    pop(&a, FALSE, NULL) == NULL)
+			_exit(2);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* another instance's claim: "host:12345" is not "host:1234" */
+	instance_identity = "host:12345";
+	instance_init_connected(&other, "host:12345:222:bb");
+	notify(&other, "carol", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_not_null(pop(&other, FALSE, NULL));
+	cr_assert_eq(stats(&other).syncing, 3);
+
+	instance_identity = "host:1234";
+	instance_init_connected(&a, "host:1234:333:cc");
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job, "the previous run's claims were not taken "
+			   "back");
+	cr_assert_str_eq(job->user.username, "alice");
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, "bob");
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	cr_assert_null(pop(&a, FALSE, NULL));
+	cr_assert_eq(stats(&a).syncing, 1);
+	instance_identity = NULL;
+	instance_deinit(&a);
+	instance_deinit(&other);
 }
 
 Test(redis_queue, renewed_claims_do_not_expire)
