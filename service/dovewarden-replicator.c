@@ -28,6 +28,13 @@
    users: a dead peer fails every user at once */
 #define REPLICATOR_FAILURE_LOG_WINDOW_SECS 60
 #define REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW 20
+/* An outage: syncs of at least two users failed and none succeeded
+   since. While it lasts, the user that failed last is tried this often
+   regardless of its back-off, so that the replica's return is noticed
+   within seconds; the first success ends the back-off of every user. A
+   single user that keeps failing (a broken mailbox) is no outage: it
+   keeps its back-off. */
+#define REPLICATOR_OUTAGE_PROBE_MSECS (5 * 1000)
 
 struct replicator_sync {
 	struct dovewarden_replicator *replicator;
@@ -62,6 +69,17 @@ struct dovewarden_replicator {
 	struct dovewarden_log_limit failure_log_limit;
 
 	struct timeout *to_fill;
+	/* the outage's probe, see REPLICATOR_OUTAGE_PROBE_MSECS */
+	struct timeout *to_probe;
+	/* the user whose sync failed last since the last success (NULL
+	   after a success), and when the first of them failed */
+	char *last_failed_user;
+	time_t failing_since;
+	/* retry_failed() calls waiting for their callback (after deinit the
+	   last one frees the replicator) */
+	unsigned int retry_requests;
+	/* a second user failed since the last success */
+	bool outage:1;
 	/* to_fill is a 0-ms timeout */
 	bool fill_now:1;
 	/* a pop is waiting for its callback */
@@ -263,6 +281,104 @@ static void replicator_sync_free(struct replicator_sync *sync)
 	i_free(sync);
 }
 
+/* Returns FALSE when the replicator was deinitialized (and is freed now
+   if this was the last request) */
+static bool replicator_retry_done(struct dovewarden_replicator *replicator)
+{
+	i_assert(replicator->retry_requests > 0);
+	replicator->retry_requests--;
+	if (!replicator->deinitializing)
+		return TRUE;
+	if (replicator->retry_requests == 0)
+		i_free(replicator);
+	return FALSE;
+}
+
+static void
+replicator_retry_callback(unsigned int count, const char *error,
+			  void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+
+	if (!replicator_retry_done(replicator))
+		return;
+	if (error != NULL) {
+		e_warning(replicator->event, "Couldn't end the users' "
+			  "back-off after the outage (they are synced when "
+			  "it ends): %s", error);
+		return;
+	}
+	if (count > 0) {
+		e_info(replicator->event, "The replica answers again: "
+		       "syncing the %u users in failure back-off now", count);
+	}
+	replicator_fill_soon(replicator);
+}
+
+static void
+replicator_probe_callback(unsigned int count, const char *error ATTR_UNUSED,
+			  void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+
+	if (replicator_retry_done(replicator) && count > 0)
+		replicator_fill_soon(replicator);
+}
+
+static void replicator_probe(struct dovewarden_replicator *replicator)
+{
+	i_assert(replicator->last_failed_user != NULL);
+
+	e_debug(replicator->event, "Outage: trying %s despite its back-off",
+		replicator->last_failed_user);
+	replicator->retry_requests++;
+	dovewarden_queue_backend_retry_failed(replicator->queue,
+					      replicator->last_failed_user,
+					      replicator_probe_callback,
+					      replicator);
+}
+
+static void
+replicator_outage_update(struct dovewarden_replicator *replicator,
+			 const char *username,
+			 enum dovewarden_sync_result result)
+{
+	switch (result) {
+	case DOVEWARDEN_SYNC_RESULT_OK:
+		timeout_remove(&replicator->to_probe);
+		if (replicator->outage) {
+			e_debug(replicator->event, "Outage of %lld secs "
+				"ended", (long long)(ioloop_time -
+						     replicator->failing_since));
+			replicator->retry_requests++;
+			dovewarden_queue_backend_retry_failed(
+				replicator->queue, NULL,
+				replicator_retry_callback, replicator);
+		}
+		i_free(replicator->last_failed_user);
+		replicator->outage = FALSE;
+		break;
+	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
+		if (replicator->last_failed_user == NULL)
+			replicator->failing_since = ioloop_time;
+		else if (strcmp(replicator->last_failed_user, username) != 0)
+			replicator->outage = TRUE;
+		i_free(replicator->last_failed_user);
+		replicator->last_failed_user = i_strdup(username);
+		if (replicator->outage && replicator->to_probe == NULL) {
+			replicator->to_probe = timeout_add(
+				REPLICATOR_OUTAGE_PROBE_MSECS,
+				replicator_probe, replicator);
+		}
+		break;
+	case DOVEWARDEN_SYNC_RESULT_CHANGED:
+	case DOVEWARDEN_SYNC_RESULT_NOUSER:
+	case DOVEWARDEN_SYNC_RESULT_CONFIG:
+		/* say nothing about the replica */
+		break;
+	}
+}
+
 /* Finish a sync that was started; frees it. */
 static void
 replicator_sync_finish(struct replicator_sync *sync,
@@ -278,6 +394,7 @@ replicator_sync_finish(struct replicator_sync *sync,
 	duration_usecs = timeval_diff_usecs(&ioloop_timeval, &sync->start_time);
 	replicator_sync_log(sync, result, error, duration_usecs);
 	dovewarden_metrics_sync_finished(result, duration_usecs, ioloop_time);
+	replicator_outage_update(replicator, sync->job->username, result);
 
 	/* the waits are answered from the queue's sync_done */
 	dovewarden_queue_backend_finish(&sync->job, result, new_state, error,
@@ -611,6 +728,7 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 
 	replicator->deinitializing = TRUE;
 	timeout_remove(&replicator->to_fill);
+	timeout_remove(&replicator->to_probe);
 	while (array_count(&replicator->syncs) > 0) {
 		sync = array_idx_elem(&replicator->syncs, 0);
 		e_debug(sync->event, "Aborting sync: shutting down");
@@ -628,7 +746,9 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 	event_unref(&replicator->event);
 	i_free(replicator->auth_socket_path);
 	i_free(replicator->doveadm_socket_path);
-	i_free(replicator);
+	i_free(replicator->last_failed_user);
+	if (replicator->retry_requests == 0)
+		i_free(replicator);
 }
 
 void dovewarden_replicator_notify(struct dovewarden_replicator *replicator,

@@ -50,6 +50,10 @@ struct dovewarden_queue_backend_vfuncs {
 			 void *context);
 	void (*unlock)(struct dovewarden_queue_backend *backend,
 		       const char *name);
+	void (*retry_failed)(struct dovewarden_queue_backend *backend,
+			     const char *username,
+			     dovewarden_queue_backend_retry_callback_t *callback,
+			     void *context);
 	void (*get_counts)(struct dovewarden_queue_backend *backend,
 			   struct dovewarden_queue_counts *counts_r);
 	void (*read_counts)(struct dovewarden_queue_backend *backend,

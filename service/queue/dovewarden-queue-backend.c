@@ -179,6 +179,14 @@ void dovewarden_queue_backend_try_lock(struct dovewarden_queue_backend *backend,
 	backend->driver->v.try_lock(backend, name, secs, callback, context);
 }
 
+void dovewarden_queue_backend_retry_failed(struct dovewarden_queue_backend *backend,
+					   const char *username,
+					   dovewarden_queue_backend_retry_callback_t *callback,
+					   void *context)
+{
+	backend->driver->v.retry_failed(backend, username, callback, context);
+}
+
 void dovewarden_queue_backend_unlock(struct dovewarden_queue_backend *backend,
 				     const char *name)
 {

@@ -218,6 +218,17 @@ void dovewarden_queue_backend_try_lock(struct dovewarden_queue_backend *backend,
 				       const char *name, unsigned int secs,
 				       dovewarden_queue_backend_lock_callback_t *callback,
 				       void *context);
+/* End the failure back-off of username (NULL: of every user in back-off)
+   now: the replica answers again. The users are synced in their usual
+   order, at most max_syncs at once. The callback, if not NULL, gets how
+   many users were in back-off, or an error. */
+typedef void
+dovewarden_queue_backend_retry_callback_t(unsigned int count,
+					  const char *error, void *context);
+void dovewarden_queue_backend_retry_failed(struct dovewarden_queue_backend *backend,
+					   const char *username,
+					   dovewarden_queue_backend_retry_callback_t *callback,
+					   void *context);
 /* Let the named lock go before it expires (the job it guarded failed and
    should be tried again sooner). Failures are only logged. */
 void dovewarden_queue_backend_unlock(struct dovewarden_queue_backend *backend,

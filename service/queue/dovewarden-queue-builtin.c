@@ -574,6 +574,27 @@ builtin_try_lock(struct dovewarden_queue_backend *backend, const char *name,
 }
 
 static void
+builtin_retry_failed(struct dovewarden_queue_backend *backend,
+		     const char *username,
+		     dovewarden_queue_backend_retry_callback_t *callback,
+		     void *context)
+{
+	struct builtin_backend *b = BUILTIN(backend);
+	struct dovewarden_user *user = NULL;
+	unsigned int count = 0;
+
+	/* not journaled: after a restart the back-off only lasts longer */
+	if (username != NULL)
+		user = dovewarden_queue_lookup(b->queue, username);
+	if (username == NULL || user != NULL) {
+		count = dovewarden_queue_retry_failed(b->queue, user,
+						      ioloop_time);
+	}
+	if (callback != NULL)
+		callback(count, NULL, context);
+}
+
+static void
 builtin_unlock(struct dovewarden_queue_backend *backend, const char *name)
 {
 	struct builtin_backend *b = BUILTIN(backend);
@@ -818,6 +839,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_builtin = 
 		.release = builtin_release,
 		.try_lock = builtin_try_lock,
 		.unlock = builtin_unlock,
+		.retry_failed = builtin_retry_failed,
 		.get_counts = builtin_get_counts,
 		.read_counts = builtin_read_counts,
 		.iter_init = builtin_iter_init,

@@ -458,6 +458,39 @@ redis_backend_try_lock(struct dovewarden_queue_backend *backend,
 }
 
 static void
+redis_backend_retry_callback(long long count, const char *error, void *context)
+{
+	struct redis_backend_request *req = context;
+	dovewarden_queue_backend_retry_callback_t *callback = req->callback;
+	void *callback_context = req->context;
+
+	i_free(req);
+	if (callback != NULL) {
+		callback(count < 0 ? 0 : count > UINT_MAX ? UINT_MAX :
+			 (unsigned int)count, error, callback_context);
+	}
+}
+
+static void
+redis_backend_retry_failed(struct dovewarden_queue_backend *backend,
+			   const char *username,
+			   dovewarden_queue_backend_retry_callback_t *callback,
+			   void *context)
+{
+	struct redis_backend *rb = REDIS_BACKEND(backend);
+	struct redis_backend_request *req;
+
+	req = redis_backend_request(rb, callback, context);
+	if (dovewarden_redis_queue_retry_failed(rb->rqueue, username,
+						redis_backend_retry_callback,
+						req) < 0) {
+		i_free(req);
+		if (callback != NULL)
+			callback(0, redis_not_connected, context);
+	}
+}
+
+static void
 redis_backend_unlock(struct dovewarden_queue_backend *backend, const char *name)
 {
 	struct redis_backend *rb = REDIS_BACKEND(backend);
@@ -771,6 +804,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_redis = {
 		.release = redis_backend_release,
 		.try_lock = redis_backend_try_lock,
 		.unlock = redis_backend_unlock,
+		.retry_failed = redis_backend_retry_failed,
 		.get_counts = redis_backend_get_counts,
 		.read_counts = redis_backend_read_counts,
 		.get_metrics = redis_backend_get_metrics,

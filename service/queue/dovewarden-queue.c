@@ -317,6 +317,39 @@ queue_relink(struct dovewarden_queue *queue, struct dovewarden_user *user,
 	queue_link(queue, user, now);
 }
 
+static bool
+queue_retry_failed_user(struct dovewarden_queue *queue,
+			struct dovewarden_user *user, time_t now)
+{
+	if (user->consecutive_failures == 0 || user->syncing ||
+	    user->removed || user->next_try <= now)
+		return FALSE;
+	user->next_try = now;
+	queue_relink(queue, user, now);
+	return TRUE;
+}
+
+unsigned int dovewarden_queue_retry_failed(struct dovewarden_queue *queue,
+					   struct dovewarden_user *user,
+					   time_t now)
+{
+	struct hash_iterate_context *iter;
+	char *username;
+	unsigned int count = 0;
+
+	if (user != NULL)
+		return queue_retry_failed_user(queue, user, now) ? 1 : 0;
+	if (queue->failed_count == 0)
+		return 0;
+	iter = hash_table_iterate_init(queue->users);
+	while (hash_table_iterate(iter, queue->users, &username, &user)) {
+		if (queue_retry_failed_user(queue, user, now))
+			count++;
+	}
+	hash_table_iterate_deinit(&iter);
+	return count;
+}
+
 void dovewarden_queue_requeue(struct dovewarden_queue *queue,
 			      struct dovewarden_user *user, time_t now)
 {

@@ -244,6 +244,14 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 				    const char *new_state, const char *error,
 				    time_t now);
 
+/* End the failure back-off of user (NULL: of every user in back-off):
+   it is due at once with its pending changes, and a failure puts it back
+   where its back-off was. For when the replica is reachable again after
+   an outage. Returns how many users were waiting in back-off. */
+unsigned int dovewarden_queue_retry_failed(struct dovewarden_queue *queue,
+					   struct dovewarden_user *user,
+					   time_t now);
+
 /* Re-position a user after the caller changed its fields directly (for
    example restored priority, last_full_sync or next_try from a saved
    state). Queued users keep their position until this is called. No-op

@@ -54,6 +54,8 @@ static struct dovewarden_redis_script redis_queue_done_script =
 static struct dovewarden_redis_script redis_queue_takeback_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("takeback",
 				     dovewarden_redis_queue_lua_takeback);
+static struct dovewarden_redis_script redis_queue_retry_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("retry", dovewarden_redis_queue_lua_retry);
 
 static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_notify_script,
@@ -66,6 +68,7 @@ static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_done_script,
 	&redis_queue_import_script,
 	&redis_queue_takeback_script,
+	&redis_queue_retry_script,
 };
 
 struct redis_queue_buffered {
@@ -1223,6 +1226,39 @@ static void redis_queue_takeback(struct dovewarden_redis_queue *queue)
 				       argc, argv,
 				       redis_queue_takeback_callback, NULL,
 				       NULL, 0);
+}
+
+static void
+redis_queue_retry_callback(const redisReply *reply, const char *error,
+			   void *context)
+{
+	struct redis_queue_request *request = context;
+	dovewarden_redis_queue_retry_callback_t *callback = request->callback;
+	void *callback_context = request->context;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	long long count = 0;
+
+	i_free(request);
+	if (failure == NULL && !redis_reply_integer(reply, &count))
+		failure = "Unexpected reply to retry";
+	if (callback != NULL)
+		callback(count, failure, callback_context);
+}
+
+int dovewarden_redis_queue_retry_failed(struct dovewarden_redis_queue *queue,
+					const char *username,
+					dovewarden_redis_queue_retry_callback_t *callback,
+					void *context)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 1, &argc);
+	argv[argc++] = username == NULL ? "" : username;
+	return redis_queue_request_send(queue, &redis_queue_retry_script,
+					argc, argv,
+					redis_queue_retry_callback, callback,
+					context, 0);
 }
 
 /* connection events */

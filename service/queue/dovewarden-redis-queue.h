@@ -167,6 +167,16 @@ int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,
 				    const char *name, unsigned int secs,
 				    dovewarden_redis_queue_lock_callback_t *callback,
 				    void *context);
+/* End the failure back-off of username (NULL: of every failed user),
+   see dovewarden_queue_retry_failed(). The callback gets how many users
+   were in back-off, or an error. Returns -1 when not connected. */
+typedef void dovewarden_redis_queue_retry_callback_t(long long count,
+						     const char *error,
+						     void *context);
+int dovewarden_redis_queue_retry_failed(struct dovewarden_redis_queue *queue,
+					const char *username,
+					dovewarden_redis_queue_retry_callback_t *callback,
+					void *context);
 /* Delete the named lock, whoever has it. Returns -1 when not
    connected. */
 int dovewarden_redis_queue_unlock(struct dovewarden_redis_queue *queue,

@@ -770,6 +770,82 @@ Test(queue_backend, failures_back_off)
 	backend_stop_all();
 }
 
+struct retry_result {
+	bool called;
+	unsigned int count;
+	char *error;
+};
+
+static void retry_callback(unsigned int count, const char *error,
+			   void *context)
+{
+	struct retry_result *res = context;
+
+	cr_assert(!res->called, "retry callback called twice");
+	res->called = TRUE;
+	res->count = count;
+	res->error = i_strdup(error);
+	io_loop_stop(ioloop);
+}
+
+static unsigned int retry_failed(const char *username)
+{
+	struct retry_result res;
+
+	i_zero(&res);
+	dovewarden_queue_backend_retry_failed(backend, username,
+					      retry_callback, &res);
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS));
+	cr_assert_null(res.error, "%s", res.error);
+	return res.count;
+}
+
+/* The peer is back after an outage: users in back-off are due at once,
+   one (the probe) or all */
+Test(queue_backend, retry_failed_ends_the_back_off)
+{
+	struct dovewarden_queue_job *job, *job2;
+
+	queue_set.retry_min_secs = 60;
+	queue_set.retry_max_secs = 600;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL, "peer down",
+		    FALSE);
+	job = notify_and_claim("bob", DOVEWARDEN_PRIORITY_LOW);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL, "peer down",
+		    FALSE);
+	job = notify_and_claim("carol", DOVEWARDEN_PRIORITY_LOW);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	assert_nothing_due(TRUE, 200);
+
+	/* the probe: one user */
+	cr_assert_eq(retry_failed("bob"), 1);
+	cr_assert_eq(retry_failed("nobody"), 0);
+	job = pop_wait(FALSE, 2000);
+	cr_assert_not_null(job, "the probed user is not due");
+	cr_assert_str_eq(job->username, "bob");
+	cr_assert_eq(job->consecutive_failures, 1);
+	/* a claimed user is not touched */
+	cr_assert_eq(retry_failed(NULL), 1);
+	job2 = pop_wait(FALSE, 2000);
+	cr_assert_not_null(job2, "alice is not due");
+	cr_assert_str_eq(job2->username, "alice");
+	cr_assert_eq(job2->priority, DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	finish_full(&job2, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+		    "peer down", FALSE);
+	/* a failure goes on backing off */
+	assert_nothing_due(TRUE, 200);
+	cr_assert_eq(retry_failed(NULL), 1);
+	job = pop_wait(FALSE, 2000);
+	cr_assert_not_null(job);
+	cr_assert_eq(job->consecutive_failures, 2);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	cr_assert_eq(retry_failed(NULL), 0);
+	backend_stop_all();
+}
+
 Test(queue_backend, config_errors_wait_the_longest_back_off)
 {
 	struct dovewarden_queue_job *job;
