@@ -27,6 +27,7 @@ struct metrics {
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
 	uint64_t waits_refused, refused_peers, unknown_dropped;
+	uint64_t outage_retries, sweeps_skipped;
 	time_t last_successful_sync;
 };
 
@@ -89,6 +90,16 @@ void dovewarden_metrics_verification(bool repaired)
 	metrics.verifications++;
 	if (repaired)
 		metrics.repairs++;
+}
+
+void dovewarden_metrics_outage_retries(unsigned int users)
+{
+	metrics.outage_retries += users;
+}
+
+void dovewarden_metrics_sweep_skipped(void)
+{
+	metrics.sweeps_skipped++;
 }
 
 void dovewarden_metrics_reset(void)
@@ -161,6 +172,17 @@ static void metrics_render_counters(string_t *dest)
 		      "repaired them.");
 	str_printfa(dest, "dovewarden_repairs_total %"PRIu64"\n",
 		    metrics.repairs);
+	metric_header(dest, "dovewarden_outage_retries_total", "counter",
+		      "Users whose failure back-off was ended because the "
+		      "replica answered again after an outage.");
+	str_printfa(dest, "dovewarden_outage_retries_total %"PRIu64"\n",
+		    metrics.outage_retries);
+	metric_header(dest, "dovewarden_userdb_sweeps_skipped_total", "counter",
+		      "Userdb sweeps not run because one ran within "
+		      "dovewarden_userdb_sweep_interval (on another instance, "
+		      "or before a restart).");
+	str_printfa(dest, "dovewarden_userdb_sweeps_skipped_total %"PRIu64"\n",
+		    metrics.sweeps_skipped);
 
 	metric_header(dest, "dovewarden_notifications_total", "counter",
 		      "Valid change notifications received, by source.");

@@ -60,6 +60,11 @@ void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 /* A successful full sync of a user that had a dsync state finished;
    repaired tells whether it changed something. */
 void dovewarden_metrics_verification(bool repaired);
+/* The back-off of users was ended: the replica answers again */
+void dovewarden_metrics_outage_retries(unsigned int users);
+/* A userdb sweep was due but ran within the interval already (on another
+   instance, or before a restart) */
+void dovewarden_metrics_sweep_skipped(void);
 /* Forget all counters (for tests). */
 void dovewarden_metrics_reset(void);
 

@@ -311,6 +311,7 @@ replicator_retry_callback(unsigned int count, const char *error,
 	if (count > 0) {
 		e_info(replicator->event, "The replica answers again: "
 		       "syncing the %u users in failure back-off now", count);
+		dovewarden_metrics_outage_retries(count);
 	}
 	replicator_fill_soon(replicator);
 }

@@ -6,6 +6,7 @@
 #include "dovewarden-queue-backend.h"
 #include "dovewarden-sweep.h"
 #include "dovewarden-sweep-schedule.h"
+#include "dovewarden-metrics.h"
 
 /* The longest timer; a longer wait is made in steps */
 #define SWEEP_SCHEDULE_TIMER_MAX_SECS (60 * 60)
@@ -116,8 +117,10 @@ sweep_schedule_lock_callback(bool acquired, const char *error, void *context)
 		return;
 	}
 	if (!acquired) {
-		e_debug(sched->event, "Userdb sweep: another instance ran it "
-			"within dovewarden_userdb_sweep_interval");
+		e_debug(sched->event, "Userdb sweep: it ran within "
+			"dovewarden_userdb_sweep_interval (on another "
+			"instance, or before a restart)");
+		dovewarden_metrics_sweep_skipped();
 		sweep_schedule_after(sched, sched->interval_secs);
 		return;
 	}

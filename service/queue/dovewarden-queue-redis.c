@@ -587,6 +587,12 @@ redis_backend_get_metrics(struct dovewarden_queue_backend *backend,
 	m->type = "counter";
 	m->help = "Changes dropped because the buffer for Redis was full.";
 	m->value = dropped;
+	m = array_append_space(metrics);
+	m->name = "dovewarden_redis_claims_taken_back_total";
+	m->type = "counter";
+	m->help = "Claims of this instance's previous run given back at "
+		"start (it was killed or reloaded).";
+	m->value = dovewarden_redis_queue_get_claims_taken_back(rb->rqueue);
 }
 
 /* status iteration: the known users are listed with SSCAN, the matching

@@ -1261,6 +1261,12 @@ int dovewarden_redis_queue_retry_failed(struct dovewarden_redis_queue *queue,
 					context, 0);
 }
 
+uint64_t
+dovewarden_redis_queue_get_claims_taken_back(struct dovewarden_redis_queue *queue)
+{
+	return queue->claims_taken_back;
+}
+
 /* connection events */
 
 static void redis_queue_connected(void *context)

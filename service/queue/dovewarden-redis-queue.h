@@ -177,6 +177,9 @@ int dovewarden_redis_queue_retry_failed(struct dovewarden_redis_queue *queue,
 					const char *username,
 					dovewarden_redis_queue_retry_callback_t *callback,
 					void *context);
+/* Claims of earlier runs given back at start so far */
+uint64_t
+dovewarden_redis_queue_get_claims_taken_back(struct dovewarden_redis_queue *queue);
 /* Delete the named lock, whoever has it. Returns -1 when not
    connected. */
 int dovewarden_redis_queue_unlock(struct dovewarden_redis_queue *queue,

@@ -119,6 +119,8 @@ Test(metrics, empty)
 		    "dovewarden_rejected_inputs_total{source=\"admin\"} 0");
 	assert_line(str_c(str), "dovewarden_verifications_total 0");
 	assert_line(str_c(str), "dovewarden_repairs_total 0");
+	assert_line(str_c(str), "dovewarden_outage_retries_total 0");
+	assert_line(str_c(str), "dovewarden_userdb_sweeps_skipped_total 0");
 	cr_assert_null(strstr(str_c(str), "# EOF"));
 }
 
@@ -142,6 +144,9 @@ Test(metrics, counters)
 	dovewarden_metrics_verification(FALSE);
 	dovewarden_metrics_verification(TRUE);
 	dovewarden_metrics_verification(FALSE);
+	dovewarden_metrics_outage_retries(7);
+	dovewarden_metrics_outage_retries(3);
+	dovewarden_metrics_sweep_skipped();
 	i_zero(&gauges);
 	/* the queue's, older than what was counted: ignored */
 	gauges.last_successful_sync = 100;
@@ -161,6 +166,8 @@ Test(metrics, counters)
 	assert_line(str_c(str), "dovewarden_syncs_total{result=\"changed\"} 1");
 	assert_line(str_c(str), "dovewarden_verifications_total 3");
 	assert_line(str_c(str), "dovewarden_repairs_total 1");
+	assert_line(str_c(str), "dovewarden_outage_retries_total 10");
+	assert_line(str_c(str), "dovewarden_userdb_sweeps_skipped_total 1");
 	assert_line(str_c(str),
 		    "dovewarden_syncs_total{result=\"tempfail\"} 1");
 	assert_line(str_c(str), "dovewarden_syncs_total{result=\"nouser\"} 0");
