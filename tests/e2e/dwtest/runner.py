@@ -68,11 +68,14 @@ class Runner:
     """
 
     def __init__(self, name, no_plugin=False, need_plugin=True,
-                 extra_conf=None, side_conf=None):
+                 extra_conf=None, side_conf=None, redis_extra_conf=None):
         self.name = name
         self.no_plugin = no_plugin
         self.need_plugin = need_plugin and not no_plugin
         self.extra_conf = extra_conf
+        # with DW_E2E_REDIS=1: after the Redis settings, so it can
+        # override them
+        self.redis_extra_conf = redis_extra_conf
         self.side_conf = side_conf
         self.cases = []
         self.results = []
@@ -111,7 +114,8 @@ class Runner:
                                   % (self.name, RedisServer.BIN))
                 return EXIT_PASS
             extra_conf = ((extra_conf or "") + "\n" + self.redis.conf() +
-                          "dovewarden_redis_claim_timeout = 3s\n")
+                          "dovewarden_redis_claim_timeout = 3s\n" +
+                          (self.redis_extra_conf or ""))
             self.name += " (Redis backend)"
         pair = Pair(no_plugin=self.no_plugin, extra_conf=extra_conf,
                     side_conf=self.side_conf)
