@@ -146,9 +146,10 @@ Test(queue_builtin, a_flood_of_new_names_does_not_grow_the_journal)
 
 	backend = backend_init();
 	/* about 20 MB of journal lines without the early save */
-	for (i = 0; i < 500000; i++) T_BEGIN {
-		dovewarden_queue_backend_notify(backend,
-			t_strdup_printf("junk-user-%u@example.com", i),
+	for (i = 0; i < 170000; i++) T_BEGIN {
+		dovewarden_queue_backend_notify(backend, t_strdup_printf(
+			"junk-user-%u-with-a-long-name-to-fill-the-journal-"
+			"faster@flood.example.com", i),
 			DOVEWARDEN_PRIORITY_HIGH, 0);
 	} T_END;
 	/* let the background saves finish */

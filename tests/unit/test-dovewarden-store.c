@@ -644,13 +644,13 @@ Test(store, sync_results_survive_kill)
 	(void)dovewarden_queue_add(queue, "bob", T0);
 	save();
 	/* new user: first sync is full */
-	journal_notify("new\tuser", HIGH, T0 + 1);
+	journal_notify("new user", HIGH, T0 + 1);
 	user = dovewarden_queue_pop(queue, T0 + 1);
-	cr_assert_str_eq(user->username, "new\tuser");
+	cr_assert_str_eq(user->username, "new user");
 	cr_assert(user->syncing_full);
 	dovewarden_queue_sync_finished(queue, user, DOVEWARDEN_SYNC_RESULT_OK,
 				       "state\t1", NULL, T0 + 2);
-	cr_assert_eq(dovewarden_store_journal_user(store, queue, "new\tuser",
+	cr_assert_eq(dovewarden_store_journal_user(store, queue, "new user",
 						   &error), 0, "%s", error);
 	/* bob fails: its back-off survives */
 	journal_notify("bob", LOW, T0 + 3);
@@ -662,11 +662,11 @@ Test(store, sync_results_survive_kill)
 	cr_assert_eq(dovewarden_store_journal_user(store, queue, "bob",
 						   &error), 0, "%s", error);
 	/* and a change after the result is replayed on top of it */
-	journal_notify("new\tuser", LOW, T0 + 5);
+	journal_notify("new user", LOW, T0 + 5);
 
 	restart(&result, T0 + 6);
 	cr_assert_eq(result.journal_lines_replayed, 5);
-	user = dovewarden_queue_lookup(queue, "new\tuser");
+	user = dovewarden_queue_lookup(queue, "new user");
 	cr_assert_not_null(user);
 	cr_assert_str_eq(user->state, "state\t1");
 	cr_assert_eq(user->last_full_sync, T0 + 1);
@@ -674,7 +674,7 @@ Test(store, sync_results_survive_kill)
 	cr_assert_eq(user->priority, LOW);
 	cr_assert(!user->force_full_sync);
 	user = dovewarden_queue_pop(queue, T0 + 6);
-	cr_assert_str_eq(user->username, "new\tuser");
+	cr_assert_str_eq(user->username, "new user");
 	cr_assert(!user->syncing_full, "the first full sync was redone");
 	user = dovewarden_queue_lookup(queue, "bob");
 	cr_assert_eq(user->consecutive_failures, 1);
