@@ -35,6 +35,11 @@ static const struct setting_define dovewarden_setting_defines[] = {
 	DEF(STR, dovewarden_redis_username),
 	DEF(STR, dovewarden_redis_password),
 	DEF(UINT, dovewarden_redis_db),
+	DEF(BOOL, dovewarden_redis_ssl),
+	DEF(STR, dovewarden_redis_ssl_ca_file),
+	DEF(STR, dovewarden_redis_ssl_cert_file),
+	DEF(STR, dovewarden_redis_ssl_key_file),
+	DEF(STR, dovewarden_redis_ssl_server_name),
 	DEF(STR, dovewarden_redis_prefix),
 	DEF(TIME_MSECS, dovewarden_redis_timeout),
 	DEF(TIME, dovewarden_redis_claim_timeout),
@@ -69,11 +74,35 @@ static const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_redis_username = "",
 	.dovewarden_redis_password = "",
 	.dovewarden_redis_db = 0,
+	.dovewarden_redis_ssl = FALSE,
+	.dovewarden_redis_ssl_ca_file = "",
+	.dovewarden_redis_ssl_cert_file = "",
+	.dovewarden_redis_ssl_key_file = "",
+	.dovewarden_redis_ssl_server_name = "",
 	.dovewarden_redis_prefix = "dovewarden:",
 	.dovewarden_redis_timeout = 5 * 1000,
 	.dovewarden_redis_claim_timeout = 60,
 	.dovewarden_redis_buffer_limit = 100000,
 };
+
+static int dovewarden_redis_ssl_check(const struct dovewarden_settings *set,
+				      const char **error_r)
+{
+	if (!set->dovewarden_redis_ssl)
+		return 0;
+	if (set->dovewarden_redis_host[0] == '/') {
+		*error_r = "dovewarden_redis_ssl = yes needs a TCP "
+			"dovewarden_redis_host, not a unix socket";
+		return -1;
+	}
+	if ((set->dovewarden_redis_ssl_cert_file[0] == '\0') !=
+	    (set->dovewarden_redis_ssl_key_file[0] == '\0')) {
+		*error_r = "dovewarden_redis_ssl_cert_file and "
+			"dovewarden_redis_ssl_key_file must be set together";
+		return -1;
+	}
+	return 0;
+}
 
 static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 				      const char **error_r)
@@ -107,6 +136,8 @@ static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 			*error_r = "dovewarden_redis_buffer_limit must not be 0";
 			return FALSE;
 		}
+		if (dovewarden_redis_ssl_check(set, error_r) < 0)
+			return FALSE;
 	}
 	if (dovewarden_replica_parse(dovewarden_settings_get_replica(set),
 				     &dest, error_r) < 0)

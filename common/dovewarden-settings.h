@@ -80,6 +80,16 @@ struct dovewarden_settings {
 	const char *dovewarden_redis_username;
 	const char *dovewarden_redis_password;
 	unsigned int dovewarden_redis_db;
+	/* Service, Redis backend: TLS to Redis (not with a unix socket).
+	   The server's certificate is verified against the CA file (the
+	   system's CAs when empty) and its name against ssl_server_name
+	   (empty: dovewarden_redis_host); a client certificate and its key
+	   are sent when set. */
+	bool dovewarden_redis_ssl;
+	const char *dovewarden_redis_ssl_ca_file;
+	const char *dovewarden_redis_ssl_cert_file;
+	const char *dovewarden_redis_ssl_key_file;
+	const char *dovewarden_redis_ssl_server_name;
 	/* Service, Redis backend: every key starts with this */
 	const char *dovewarden_redis_prefix;
 	/* Service, Redis backend: a command (or the connect) that takes

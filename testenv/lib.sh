@@ -7,8 +7,8 @@ DW_CHROOT=${DW_CHROOT:-/var/tmp/dw24}
 DW_MIRROR=${DW_MIRROR:-http://deb.debian.org/debian}
 DW_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DW_CHROOT_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
- dovecot-dev gcc libc6-dev meson ninja-build pkg-config libhiredis-dev
- libjson-c-dev libcriterion-dev redis-server python3 iproute2 procps
+ dovecot-dev gcc libc6-dev meson ninja-build pkg-config libhiredis-dev libssl-dev
+ libjson-c-dev libcriterion-dev redis-server openssl python3 iproute2 procps
  promtool"
 
 dw_log() { printf '[testenv] %s\n' "$*" >&2; }

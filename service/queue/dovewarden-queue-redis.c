@@ -224,6 +224,11 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 	rset.redis.password = set->dovewarden_redis_password;
 	rset.redis.db = set->dovewarden_redis_db;
 	rset.redis.timeout_msecs = set->dovewarden_redis_timeout;
+	rset.redis.ssl = set->dovewarden_redis_ssl;
+	rset.redis.ssl_ca_file = set->dovewarden_redis_ssl_ca_file;
+	rset.redis.ssl_cert_file = set->dovewarden_redis_ssl_cert_file;
+	rset.redis.ssl_key_file = set->dovewarden_redis_ssl_key_file;
+	rset.redis.ssl_server_name = set->dovewarden_redis_ssl_server_name;
 	rset.queue = bset->queue;
 	rset.prefix = set->dovewarden_redis_prefix;
 	rset.owner = rb->owner;
@@ -237,9 +242,10 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 	}
 	rb->rqueue = dovewarden_redis_queue_init(&rset, event,
 						 &redis_backend_callbacks, rb);
-	e_info(event, "Queue in Redis at %s, database %u, key prefix '%s' "
+	e_info(event, "Queue in Redis at %s%s, database %u, key prefix '%s' "
 	       "(this instance: %s)",
 	       dovewarden_redis_settings_address(&rset.redis),
+	       rset.redis.ssl ? " (TLS)" : "",
 	       set->dovewarden_redis_db, set->dovewarden_redis_prefix,
 	       rb->owner);
 	return &rb->backend;

@@ -5,10 +5,15 @@
 #include "ioloop.h"
 #include "hex-binary.h"
 #include "sha1.h"
+#include "net.h"
 #include "dovewarden-redis.h"
 
 #include <hiredis/hiredis.h>
+#include <hiredis/hiredis_ssl.h>
 #include <hiredis/async.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <unistd.h>
 
 struct redis_request {
@@ -25,6 +30,12 @@ struct dovewarden_redis {
 	struct event *event;
 	struct dovewarden_redis_settings set;
 	char *host, *username, *password;
+	char *ssl_ca_file, *ssl_cert_file, *ssl_key_file, *ssl_server_name;
+	/* created at the first connect (again at the next one if that
+	   failed: the admin may fix the files) */
+	SSL_CTX *ssl_ctx;
+	/* the connection's, owned by hiredis (NULL without TLS) */
+	SSL *ssl;
 	struct timeval timeout_tv;
 	const struct dovewarden_redis_callbacks *callbacks;
 	void *context;
@@ -113,6 +124,136 @@ redis_select_args(const struct dovewarden_redis_settings *set)
 	return argv;
 }
 
+/* TLS */
+
+/* The reason of OpenSSL's last error; clears its error queue */
+static const char *redis_ssl_last_error(void)
+{
+	unsigned long err = ERR_peek_last_error();
+	const char *reason;
+	char buf[256];
+
+	if (err == 0)
+		reason = "Unknown error";
+	else if ((reason = ERR_reason_error_string(err)) == NULL) {
+		ERR_error_string_n(err, buf, sizeof(buf));
+		reason = buf;
+	}
+	reason = t_strdup(reason);
+	ERR_clear_error();
+	return reason;
+}
+
+static SSL_CTX *
+redis_ssl_ctx_create(const struct dovewarden_redis_settings *set,
+		     const char **error_r)
+{
+	SSL_CTX *ctx;
+
+	ERR_clear_error();
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		*error_r = t_strdup_printf("TLS: SSL_CTX_new() failed: %s",
+					   redis_ssl_last_error());
+		return NULL;
+	}
+	(void)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (set->ssl_ca_file[0] != '\0') {
+		if (SSL_CTX_load_verify_locations(ctx, set->ssl_ca_file,
+						  NULL) != 1) {
+			*error_r = t_strdup_printf(
+				"TLS: Can't load the CA file %s: %s",
+				set->ssl_ca_file, redis_ssl_last_error());
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		*error_r = t_strdup_printf(
+			"TLS: Can't load the system's CA certificates: %s",
+			redis_ssl_last_error());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (set->ssl_cert_file[0] == '\0')
+		return ctx;
+	if (SSL_CTX_use_certificate_chain_file(ctx, set->ssl_cert_file) != 1) {
+		*error_r = t_strdup_printf(
+			"TLS: Can't load the client certificate %s: %s",
+			set->ssl_cert_file, redis_ssl_last_error());
+	} else if (SSL_CTX_use_PrivateKey_file(ctx, set->ssl_key_file,
+					       SSL_FILETYPE_PEM) != 1) {
+		*error_r = t_strdup_printf(
+			"TLS: Can't load the client key %s: %s",
+			set->ssl_key_file, redis_ssl_last_error());
+	} else if (SSL_CTX_check_private_key(ctx) != 1) {
+		*error_r = t_strdup_printf(
+			"TLS: The client key %s does not match "
+			"the certificate %s: %s", set->ssl_key_file,
+			set->ssl_cert_file, redis_ssl_last_error());
+	} else {
+		return ctx;
+	}
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Why the TLS connection failed: the certificate verification's error
+   when there was one (hiredis only knows errno) */
+static const char *redis_ssl_error(SSL *ssl, const char *error)
+{
+	long verify = SSL_get_verify_result(ssl);
+
+	if (verify != X509_V_OK) {
+		ERR_clear_error();
+		return t_strdup_printf(
+			"TLS: The server's certificate is not valid: %s",
+			X509_verify_cert_error_string(verify));
+	}
+	if (!SSL_is_init_finished(ssl)) {
+		if (ERR_peek_last_error() != 0)
+			error = redis_ssl_last_error();
+		return t_strdup_printf("TLS handshake failed: %s", error);
+	}
+	return error;
+}
+
+/* Start TLS on a connected (or connecting) context: hiredis owns *ssl_r
+   afterwards. */
+static int redis_ssl_start(redisContext *c, SSL_CTX *ctx,
+			   const struct dovewarden_redis_settings *set,
+			   SSL **ssl_r, const char **error_r)
+{
+	const char *name = set->ssl_server_name[0] != '\0' ?
+		set->ssl_server_name : set->host;
+	struct ip_addr ip;
+	SSL *ssl;
+
+	ERR_clear_error();
+	ssl = SSL_new(ctx);
+	if (ssl == NULL) {
+		*error_r = t_strdup_printf("TLS: SSL_new() failed: %s",
+					   redis_ssl_last_error());
+		return -1;
+	}
+	/* SSL_set1_host() takes an IP address too; SNI only a name */
+	if ((net_addr2ip(name, &ip) < 0 &&
+	     SSL_set_tlsext_host_name(ssl, name) != 1) ||
+	    SSL_set1_host(ssl, name) != 1) {
+		*error_r = t_strdup_printf("TLS: Invalid server name '%s': %s",
+					   name, redis_ssl_last_error());
+		SSL_free(ssl);
+		return -1;
+	}
+	if (redisInitiateSSL(c, ssl) != REDIS_OK) {
+		*error_r = redis_ssl_error(ssl, c->errstr);
+		SSL_free(ssl);
+		return -1;
+	}
+	*ssl_r = ssl;
+	return 0;
+}
+
 /* hiredis event adapter */
 
 static void redis_handle_read(struct dovewarden_redis *redis)
@@ -199,6 +340,7 @@ static void redis_schedule_reconnect(struct dovewarden_redis *redis)
 static void redis_went_down(struct dovewarden_redis *redis, const char *error)
 {
 	redis->ac = NULL;
+	redis->ssl = NULL;
 	if (redis->deinitializing)
 		return;
 	if (redis->down_since == 0)
@@ -225,9 +367,13 @@ static const char *redis_ac_error(const redisAsyncContext *ac)
 static void redis_disconnect_callback(const redisAsyncContext *ac, int status)
 {
 	struct dovewarden_redis *redis = ac->data;
+	const char *error = status == REDIS_OK ? "Disconnected" :
+		redis_ac_error(ac);
 
-	redis_went_down(redis, status == REDIS_OK ? "Disconnected" :
-			redis_ac_error(ac));
+	/* hiredis frees the SSL after this */
+	if (redis->ssl != NULL && status != REDIS_OK)
+		error = redis_ssl_error(redis->ssl, error);
+	redis_went_down(redis, error);
 }
 
 static void redis_request_callback(redisAsyncContext *ac, void *r,
@@ -399,6 +545,19 @@ static void redis_connect(struct dovewarden_redis *redis)
 		redis_went_down(redis, error);
 		return;
 	}
+	if (redis->set.ssl) {
+		const char *error;
+
+		if ((redis->ssl_ctx == NULL &&
+		     (redis->ssl_ctx = redis_ssl_ctx_create(&redis->set,
+							    &error)) == NULL) ||
+		    redis_ssl_start(&ac->c, redis->ssl_ctx, &redis->set,
+				    &redis->ssl, &error) < 0) {
+			redisAsyncFree(ac);
+			redis_went_down(redis, error);
+			return;
+		}
+	}
 	redis->ac = ac;
 	redis->state = DOVEWARDEN_REDIS_STATE_CONNECTING;
 	ac->data = redis;
@@ -428,6 +587,14 @@ dovewarden_redis_init(const struct dovewarden_redis_settings *set,
 	redis->set.host = redis->host = i_strdup(set->host);
 	redis->set.username = redis->username = i_strdup(set->username);
 	redis->set.password = redis->password = i_strdup(set->password);
+	redis->set.ssl_ca_file = redis->ssl_ca_file =
+		i_strdup(set->ssl_ca_file);
+	redis->set.ssl_cert_file = redis->ssl_cert_file =
+		i_strdup(set->ssl_cert_file);
+	redis->set.ssl_key_file = redis->ssl_key_file =
+		i_strdup(set->ssl_key_file);
+	redis->set.ssl_server_name = redis->ssl_server_name =
+		i_strdup(set->ssl_server_name);
 	redis_timeval(set->timeout_msecs, &redis->timeout_tv);
 	redis->callbacks = callbacks;
 	redis->context = context;
@@ -454,6 +621,12 @@ void dovewarden_redis_deinit(struct dovewarden_redis **_redis)
 		redis->ac = NULL;
 	}
 	i_assert(redis->pending_count == 0);
+	if (redis->ssl_ctx != NULL)
+		SSL_CTX_free(redis->ssl_ctx);
+	i_free(redis->ssl_ca_file);
+	i_free(redis->ssl_cert_file);
+	i_free(redis->ssl_key_file);
+	i_free(redis->ssl_server_name);
 	array_free(&redis->scripts);
 	i_free(redis->channel);
 	i_free(redis->host);
@@ -601,6 +774,21 @@ int dovewarden_redis_blocking_connect(
 		*error_r = t_strdup(ctx->errstr);
 		redisFree(ctx);
 		return -1;
+	}
+	if (set->ssl) {
+		SSL_CTX *ssl_ctx = redis_ssl_ctx_create(set, error_r);
+		SSL *ssl;
+		int ret = -1;
+
+		/* the SSL keeps its own reference to the SSL_CTX */
+		if (ssl_ctx != NULL) {
+			ret = redis_ssl_start(ctx, ssl_ctx, set, &ssl, error_r);
+			SSL_CTX_free(ssl_ctx);
+		}
+		if (ret < 0) {
+			redisFree(ctx);
+			return -1;
+		}
 	}
 	redis = i_new(struct dovewarden_redis_blocking, 1);
 	redis->ctx = ctx;

@@ -3,8 +3,9 @@
 #define DOVEWARDEN_REDIS_H
 
 /* A Redis connection on Dovecot's ioloop: hiredis's asynchronous API with
-   an adapter of our own (io_add/timeout_add). The connection is made at
-   init and made anew after every failure, with back-off
+   an adapter of our own (io_add/timeout_add), optionally over TLS
+   (hiredis_ssl). The connection is made at init and made anew after
+   every failure (a TLS error included), with back-off
    (DOVEWARDEN_REDIS_RECONNECT_*_MSECS). Every command has a timeout;
    when it passes, or the connection breaks, every pending command's
    callback is called with reply=NULL and an error, and the connection is
@@ -38,6 +39,15 @@ struct dovewarden_redis_settings {
 	unsigned int db;
 	/* connect and command timeout */
 	unsigned int timeout_msecs;
+	/* TLS (TCP only). The server's certificate is verified against
+	   ssl_ca_file (the system's CAs when empty), and its name against
+	   ssl_server_name (host when empty), which is also sent as SNI
+	   unless it is an IP address. A client certificate is sent when
+	   ssl_cert_file is set (ssl_key_file is its key). "" is unset; the
+	   strings may be NULL only when ssl is FALSE. */
+	bool ssl;
+	const char *ssl_ca_file, *ssl_cert_file, *ssl_key_file;
+	const char *ssl_server_name;
 	/* For a connection that only listens to a Pub/Sub channel: no
 	   command timeout (replies come whenever someone publishes) */
 	bool subscriber;

@@ -9,8 +9,10 @@
 
 #include <hiredis/hiredis.h>
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -153,6 +155,8 @@ static const struct dovewarden_redis_queue_callbacks instance_callbacks = {
 };
 
 static const char *instance_username = "", *instance_password = "";
+/* with TLS: the host, port and TLS settings (NULL: the unix socket) */
+static const struct dovewarden_redis_settings *instance_tls = NULL;
 /* the Dovecot server the instances sync from */
 static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
@@ -170,6 +174,15 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.redis.password = instance_password;
 	set.redis.db = instance_db;
 	set.redis.timeout_msecs = 500;
+	if (instance_tls != NULL) {
+		set.redis.host = instance_tls->host;
+		set.redis.port = instance_tls->port;
+		set.redis.ssl = instance_tls->ssl;
+		set.redis.ssl_ca_file = instance_tls->ssl_ca_file;
+		set.redis.ssl_cert_file = instance_tls->ssl_cert_file;
+		set.redis.ssl_key_file = instance_tls->ssl_key_file;
+		set.redis.ssl_server_name = instance_tls->ssl_server_name;
+	}
 	set.queue.full_sync_interval_secs = 86400;
 	set.queue.retry_min_secs = 2;
 	set.queue.retry_max_secs = 60;
@@ -873,4 +886,282 @@ Test(redis_queue, dsync_states_are_kept_per_server)
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	instance_deinit(&a);
 	instance_deinit(&b);
+}
+
+/* TLS: a redis-server that speaks only TLS (on a TCP port), with a CA,
+   server and client certificates made by openssl at suite start */
+
+#define OPENSSL_BIN "/usr/bin/openssl"
+
+static in_port_t tls_port;
+static ARRAY(char *) logged_errors;
+
+static void tls_run(const char *cmd)
+{
+	cr_assert_eq(system(t_strdup_printf("cd %s && (%s) >/dev/null 2>&1",
+					    test_dir, cmd)), 0, "%s", cmd);
+}
+
+/* a key and a certificate signed by ca (or self-signed as a CA) */
+static void tls_make_cert(const char *name, const char *ca, const char *san)
+{
+	const char *key = t_strdup_printf(
+		"-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+		"-keyout %s.key -subj /CN=%s", name, name);
+
+	if (ca == NULL) {
+		tls_run(t_strdup_printf("%s req -x509 %s -days 2 -out %s.crt",
+					OPENSSL_BIN, key, name));
+		return;
+	}
+	tls_run(t_strdup_printf("%s req %s -out %s.csr", OPENSSL_BIN, key,
+				name));
+	tls_run(t_strdup_printf("printf 'subjectAltName=%s\\n' > %s.ext",
+				san, name));
+	tls_run(t_strdup_printf("%s x509 -req -in %s.csr -CA %s.crt "
+				"-CAkey %s.key -CAcreateserial -days 2 "
+				"-extfile %s.ext -out %s.crt", OPENSSL_BIN,
+				name, ca, ca, name, name));
+}
+
+static in_port_t tls_free_port(void)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	i_zero(&sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(fd >= 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	i_close_fd(&fd);
+	return ntohs(sin.sin_port);
+}
+
+static bool tls_port_open(void)
+{
+	struct sockaddr_in sin;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	bool ret;
+
+	i_zero(&sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons(tls_port);
+	ret = connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+	i_close_fd(&fd);
+	return ret;
+}
+
+static void tls_redis_start(void)
+{
+	const char *path;
+	int fd;
+
+	tls_port = tls_free_port();
+	redis_pid = fork();
+	cr_assert(redis_pid >= 0);
+	if (redis_pid == 0) {
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fd = open("/dev/null", O_WRONLY);
+		(void)dup2(fd, 1);
+		(void)dup2(fd, 2);
+		path = test_dir;
+		execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", "0",
+		      "--tls-port", dec2str(tls_port), "--dir", path,
+		      "--save", "", "--tls-cert-file",
+		      t_strconcat(path, "/server.crt", NULL),
+		      "--tls-key-file", t_strconcat(path, "/server.key", NULL),
+		      "--tls-ca-cert-file", t_strconcat(path, "/ca.crt", NULL),
+		      "--tls-auth-clients", "optional", (char *)NULL);
+		_exit(127);
+	}
+	for (unsigned int i = 0; i < 500; i++) {
+		if (tls_port_open())
+			return;
+		usleep(10000);
+	}
+	cr_assert_fail("redis-server with TLS did not start");
+}
+
+static void tls_error_handler(const struct failure_context *ctx,
+			      const char *format, va_list args)
+{
+	char *line = i_strdup_vprintf(format, args);
+
+	array_push_back(&logged_errors, &line);
+	(void)ctx;
+}
+
+static void tls_suite_init(void)
+{
+	if (access(REDIS_SERVER_BIN, X_OK) < 0 ||
+	    access(OPENSSL_BIN, X_OK) < 0)
+		cr_skip_test("redis-server or openssl is not installed");
+	lib_init();
+	ioloop = io_loop_create();
+	cr_assert_not_null(mkdtemp(test_dir));
+	i_array_init(&logged_errors, 8);
+	i_set_error_handler(tls_error_handler);
+	T_BEGIN {
+		tls_make_cert("ca", NULL, NULL);
+		tls_make_cert("otherca", NULL, NULL);
+		tls_make_cert("server", "ca", "IP:127.0.0.1,DNS:localhost");
+		tls_make_cert("client", "ca", "DNS:client");
+		tls_redis_start();
+	} T_END;
+}
+
+static void tls_suite_fini(void)
+{
+	char *line;
+
+	redis_stop();
+	if (ioloop == NULL)
+		return;
+	array_foreach_elem(&logged_errors, line)
+		i_free(line);
+	array_free(&logged_errors);
+	(void)system(t_strdup_printf("rm -rf %s", test_dir));
+	io_loop_destroy(&ioloop);
+	lib_deinit();
+}
+
+TestSuite(redis_tls, .init = tls_suite_init, .fini = tls_suite_fini);
+
+static void tls_settings(struct dovewarden_redis_settings *set,
+			 const char *ca)
+{
+	i_zero(set);
+	set->host = "127.0.0.1";
+	set->port = tls_port;
+	set->username = "";
+	set->password = "";
+	set->timeout_msecs = 500;
+	set->ssl = TRUE;
+	set->ssl_ca_file = t_strdup_printf("%s/%s.crt", test_dir, ca);
+	set->ssl_cert_file = "";
+	set->ssl_key_file = "";
+	set->ssl_server_name = "";
+}
+
+static bool tls_logged(const char *text)
+{
+	char *line;
+
+	array_foreach_elem(&logged_errors, line) {
+		if (strstr(line, text) != NULL)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+Test(redis_tls, a_round_over_tls_with_a_client_certificate)
+{
+	const char *config[] = { "CONFIG", "SET", "tls-auth-clients", "yes" };
+	const char *set_k[] = { "SET", "k", "v" };
+	struct dovewarden_redis_settings set;
+	struct dovewarden_redis_blocking *redis;
+	struct dovewarden_redis_job *job;
+	struct instance inst;
+	const char *error;
+
+	/* the server name checked is the host: 127.0.0.1 */
+	tls_settings(&set, "ca");
+	set.ssl_cert_file = t_strdup_printf("%s/client.crt", test_dir);
+	set.ssl_key_file = t_strdup_printf("%s/client.key", test_dir);
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     0, "connect failed: %s", error);
+	cr_assert_eq(dovewarden_redis_blocking_command(redis, N_ELEMENTS(config),
+						       config, &error), 0,
+		     "%s", error);
+	dovewarden_redis_blocking_disconnect(&redis);
+
+	instance_tls = &set;
+	instance_init_connected(&inst, "tls");
+	/* the Pub/Sub connection (over TLS too) may come up later */
+	run_for(200);
+	job = notify_and_claim(&inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	for (unsigned int i = 0; i < 20 && array_count(&inst.done) == 0; i++)
+		run_for(50);
+	cr_assert_eq(array_count(&inst.done), 1);
+	cr_assert_str_eq(array_idx_elem(&inst.done, 0), "ok 1 alice");
+	instance_deinit(&inst);
+
+	/* the blocking connection, also with the server name given */
+	set.ssl_server_name = "localhost";
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     0, "connect failed: %s", error);
+	cr_assert_eq(dovewarden_redis_blocking_command(redis, N_ELEMENTS(set_k),
+						       set_k, &error), 0,
+		     "%s", error);
+	dovewarden_redis_blocking_disconnect(&redis);
+
+	/* without the client certificate Redis refuses us now */
+	set.ssl_cert_file = set.ssl_key_file = "";
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     -1);
+	cr_assert_null(redis);
+	instance_tls = NULL;
+}
+
+Test(redis_tls, a_server_certificate_from_another_ca_is_refused_and_logged)
+{
+	struct dovewarden_redis_settings set;
+	struct dovewarden_redis_blocking *redis;
+	struct instance inst;
+	const char *error;
+
+	tls_settings(&set, "otherca");
+	instance_tls = &set;
+	instance_init(&inst, "wrongca", 60, 1000);
+	cr_assert(!run_until(&inst.connected, 1500));
+	instance_deinit(&inst);
+	cr_assert(tls_logged("certificate"), "no TLS error logged");
+	/* once per outage: not at every reconnect (two connections) */
+	cr_assert_leq(array_count(&logged_errors), 2);
+
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     -1);
+	cr_assert_null(redis);
+	cr_assert(strstr(error, "certificate") != NULL, "%s", error);
+	instance_tls = NULL;
+}
+
+Test(redis_tls, a_server_certificate_for_another_name_is_refused)
+{
+	struct dovewarden_redis_settings set;
+	struct dovewarden_redis_blocking *redis;
+	struct instance inst;
+	const char *error;
+
+	tls_settings(&set, "ca");
+	set.ssl_server_name = "redis.example.org";
+	cr_assert_eq(dovewarden_redis_blocking_connect(&set, &redis, &error),
+		     -1);
+	cr_assert(strstr(error, "hostname mismatch") != NULL, "%s", error);
+
+	instance_tls = &set;
+	instance_init(&inst, "wrongname", 60, 1000);
+	cr_assert(!run_until(&inst.connected, 1000));
+	instance_deinit(&inst);
+	cr_assert(tls_logged("hostname mismatch"), "no TLS error logged");
+	instance_tls = NULL;
+}
+
+Test(redis_tls, a_missing_ca_file_is_logged)
+{
+	struct dovewarden_redis_settings set;
+	struct instance inst;
+
+	tls_settings(&set, "nosuchca");
+	instance_tls = &set;
+	instance_init(&inst, "noca", 60, 1000);
+	cr_assert(!run_until(&inst.connected, 500));
+	instance_deinit(&inst);
+	cr_assert(tls_logged("Can't load the CA file"), "no error logged");
+	instance_tls = NULL;
 }
