@@ -9,7 +9,7 @@ DW_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DW_CHROOT_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
  dovecot-dev gcc libc6-dev meson ninja-build pkg-config libhiredis-dev libssl-dev
  libjson-c-dev libcriterion-dev redis-server openssl python3 iproute2 procps
- promtool"
+ promtool clang libclang-rt-dev"
 
 dw_log() { printf '[testenv] %s\n' "$*" >&2; }
 
