@@ -773,57 +773,77 @@ static bool store_parse_time(const char *str, time_t *time_r)
 	return str_to_time(str, time_r) == 0 && *time_r >= 0;
 }
 
-static bool
-store_parse_user(char *line, unsigned int version,
-		 struct dovewarden_user *fields_r)
+int dovewarden_store_parse_user(char *line, unsigned int version,
+				struct dovewarden_user *fields_r,
+				const char **reason_r)
 {
 	char **args = p_strsplit_tabescaped(pool_datastack_create(), line);
 
 	i_zero(fields_r);
 	if (str_array_length((const char *const *)args) !=
 	    (version == 1 ? STORE_USER_FIELD_COUNT_V1 :
-	     STORE_USER_FIELD_COUNT))
-		return FALSE;
+	     STORE_USER_FIELD_COUNT)) {
+		*reason_r = "wrong number of fields";
+		return -1;
+	}
 	if (version > 1 &&
 	    (!store_parse_time(args[11], &fields_r->settle_first_change) ||
 	     !store_parse_time(args[12], &fields_r->settle_last_change) ||
 	     !store_parse_time(args[13], &fields_r->last_verified) ||
-	     !store_parse_time(args[14], &fields_r->last_repaired)))
-		return FALSE;
+	     !store_parse_time(args[14], &fields_r->last_repaired))) {
+		*reason_r = "invalid time";
+		return -1;
+	}
 	fields_r->username = args[0];
 	fields_r->state = args[9];
 	fields_r->last_error = args[10][0] == '\0' ? NULL : args[10];
-	if (!dovewarden_username_is_valid(args[0]) ||
-	    !dovewarden_priority_parse(args[1], &fields_r->priority) ||
-	    !store_parse_time(args[2], &fields_r->last_update) ||
+	if (!dovewarden_username_is_valid(args[0])) {
+		*reason_r = "invalid username";
+		return -1;
+	}
+	if (!dovewarden_priority_parse(args[1], &fields_r->priority)) {
+		*reason_r = "unknown priority";
+		return -1;
+	}
+	if (!store_parse_time(args[2], &fields_r->last_update) ||
 	    !store_parse_time(args[3], &fields_r->last_fast_sync) ||
 	    !store_parse_time(args[4], &fields_r->last_full_sync) ||
 	    !store_parse_time(args[5], &fields_r->last_successful_sync) ||
-	    str_to_uint(args[6], &fields_r->consecutive_failures) < 0 ||
-	    !store_parse_time(args[7], &fields_r->next_try))
-		return FALSE;
+	    !store_parse_time(args[7], &fields_r->next_try)) {
+		*reason_r = "invalid time";
+		return -1;
+	}
+	if (str_to_uint(args[6], &fields_r->consecutive_failures) < 0) {
+		*reason_r = "invalid failure count";
+		return -1;
+	}
 	if (strcmp(args[8], "1") == 0)
 		fields_r->force_full_sync = TRUE;
-	else if (strcmp(args[8], "0") != 0)
-		return FALSE;
-	return TRUE;
+	else if (strcmp(args[8], "0") != 0) {
+		*reason_r = "invalid force_full_sync";
+		return -1;
+	}
+	return 0;
 }
 
 static bool
 store_restore_line(struct dovewarden_queue *queue, char *line,
-		   unsigned int version, time_t now)
+		   unsigned int version, time_t now, const char **reason_r)
 {
 	struct dovewarden_user fields;
 
-	if (!store_parse_user(line, version, &fields) ||
-	    dovewarden_queue_lookup(queue, fields.username) != NULL)
+	if (dovewarden_store_parse_user(line, version, &fields,
+					reason_r) < 0)
 		return FALSE;
+	if (dovewarden_queue_lookup(queue, fields.username) != NULL) {
+		*reason_r = "duplicate user";
+		return FALSE;
+	}
 	(void)dovewarden_queue_restore(queue, &fields, now);
 	return TRUE;
 }
 
-/* Returns the format version, 0 for an invalid header */
-static unsigned int store_header_parse(const char *line)
+unsigned int dovewarden_store_parse_header(const char *line)
 {
 	const char *const *args;
 
@@ -869,6 +889,7 @@ store_load_snapshot(struct dovewarden_store *store,
 	const char *reason = NULL;
 	char *line;
 	unsigned int version = 0;
+	const char *line_reason;
 	bool valid;
 	int ret;
 
@@ -883,7 +904,7 @@ store_load_snapshot(struct dovewarden_store *store,
 	}
 	if (ret == 0)
 		reason = "empty file";
-	else if ((version = store_header_parse(line)) == 0)
+	else if ((version = dovewarden_store_parse_header(line)) == 0)
 		reason = "missing or unknown header";
 	if (reason != NULL) {
 		i_stream_destroy(&reader.input);
@@ -894,7 +915,7 @@ store_load_snapshot(struct dovewarden_store *store,
 		T_BEGIN {
 			valid = line != NULL &&
 				store_restore_line(queue, line, version,
-						   now);
+						   now, &line_reason);
 		} T_END;
 		if (valid)
 			result->users_loaded++;
@@ -913,11 +934,12 @@ store_load_snapshot(struct dovewarden_store *store,
 
 /* A user's fields after a sync replace what the queue has of it */
 static bool
-store_replay_user(struct dovewarden_queue *queue, char *line, time_t now)
+store_replay_user(struct dovewarden_queue *queue, char *line, time_t now,
+		  const char **reason_r)
 {
 	struct dovewarden_user fields, *user;
 
-	if (!store_parse_user(line, 2, &fields))
+	if (dovewarden_store_parse_user(line, 2, &fields, reason_r) < 0)
 		return FALSE;
 	user = dovewarden_queue_lookup(queue, fields.username);
 	if (user != NULL)
@@ -926,34 +948,69 @@ store_replay_user(struct dovewarden_queue *queue, char *line, time_t now)
 	return TRUE;
 }
 
-static bool
-store_replay_line(struct dovewarden_queue *queue, char *line, time_t now)
+int dovewarden_store_parse_journal(const char *line,
+				   struct dovewarden_store_journal_record *rec_r,
+				   const char **reason_r)
 {
-	const char *const *args;
+	const char *const *args = t_strsplit_tabescaped(line);
+
+	i_zero(rec_r);
+	if (str_array_length(args) != STORE_JOURNAL_FIELD_COUNT) {
+		*reason_r = "wrong number of fields";
+		return -1;
+	}
+	if (strcmp(args[0], "N") == 0)
+		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_NOTIFY;
+	else if (strcmp(args[0], "F") == 0)
+		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC;
+	else if (strcmp(args[0], "R") == 0)
+		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_REMOVE;
+	else {
+		*reason_r = "unknown command";
+		return -1;
+	}
+	if (!dovewarden_username_is_valid(args[1])) {
+		*reason_r = "invalid username";
+		return -1;
+	}
+	if (!dovewarden_priority_parse(args[2], &rec_r->priority)) {
+		*reason_r = "unknown priority";
+		return -1;
+	}
+	rec_r->username = args[1];
+	return 0;
+}
+
+static bool
+store_replay_line(struct dovewarden_queue *queue, char *line,
+		  time_t now, const char **reason_r)
+{
+	struct dovewarden_store_journal_record rec;
 	struct dovewarden_user *user;
-	enum dovewarden_priority priority;
 
 	if (line[0] == 'U' && line[1] == '\t')
-		return store_replay_user(queue, line + 2, now);
-	args = t_strsplit_tabescaped(line);
-	if (str_array_length(args) != STORE_JOURNAL_FIELD_COUNT ||
-	    !dovewarden_username_is_valid(args[1]) ||
-	    !dovewarden_priority_parse(args[2], &priority))
+		return store_replay_user(queue, line + 2, now, reason_r);
+	if (dovewarden_store_parse_journal(line, &rec, reason_r) < 0)
 		return FALSE;
 
-	if (strcmp(args[0], "N") == 0)
-		(void)dovewarden_queue_notify(queue, args[1], priority, now);
-	else if (strcmp(args[0], "F") == 0) {
-		user = dovewarden_queue_lookup(queue, args[1]);
+	switch (rec.cmd) {
+	case DOVEWARDEN_STORE_JOURNAL_NOTIFY:
+		(void)dovewarden_queue_notify(queue, rec.username,
+					      rec.priority, now);
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC:
+		user = dovewarden_queue_lookup(queue, rec.username);
 		if (user == NULL)
-			user = dovewarden_queue_add(queue, args[1], now);
-		dovewarden_queue_force_full_sync(queue, user, priority, now);
-	} else if (strcmp(args[0], "R") == 0) {
-		user = dovewarden_queue_lookup(queue, args[1]);
+			user = dovewarden_queue_add(queue, rec.username, now);
+		dovewarden_queue_force_full_sync(queue, user, rec.priority,
+						 now);
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_REMOVE:
+		user = dovewarden_queue_lookup(queue, rec.username);
 		if (user != NULL)
 			dovewarden_queue_remove(queue, user);
-	} else
-		return FALSE;
+		break;
+	}
 	return TRUE;
 }
 
@@ -964,6 +1021,7 @@ store_load_journal(struct dovewarden_store *store, const char *path,
 		   const char **error_r)
 {
 	struct store_reader reader;
+	const char *line_reason;
 	char *line;
 	bool valid;
 	int ret;
@@ -974,7 +1032,8 @@ store_load_journal(struct dovewarden_store *store, const char *path,
 	while ((ret = store_read_line(&reader, &line)) > 0) {
 		T_BEGIN {
 			valid = line != NULL &&
-				store_replay_line(queue, line, now);
+				store_replay_line(queue, line, now,
+						  &line_reason);
 		} T_END;
 		if (valid)
 			result->journal_lines_replayed++;

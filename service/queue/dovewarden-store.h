@@ -224,4 +224,32 @@ int dovewarden_store_journal_remove(struct dovewarden_store *store,
 /* The size of the current journal (0 when it is not open) */
 uoff_t dovewarden_store_journal_get_size(struct dovewarden_store *store);
 
+/* The parsers of the files' lines, without I/O (the fuzz target calls
+   them). The header: returns the snapshot's format version (1 or 2), 0
+   for an invalid header. */
+unsigned int dovewarden_store_parse_header(const char *line);
+/* A snapshot's user line of a format version: returns 0 and fills
+   fields_r (its strings are allocated from the data stack), or -1 with
+   reason_r, a short static string such as "invalid time". Does not check
+   for duplicates. */
+int dovewarden_store_parse_user(char *line, unsigned int version,
+				struct dovewarden_user *fields_r,
+				const char **reason_r);
+
+enum dovewarden_store_journal_cmd {
+	DOVEWARDEN_STORE_JOURNAL_NOTIFY,
+	DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC,
+	DOVEWARDEN_STORE_JOURNAL_REMOVE,
+};
+struct dovewarden_store_journal_record {
+	enum dovewarden_store_journal_cmd cmd;
+	const char *username;
+	enum dovewarden_priority priority;
+};
+/* A journal line: returns 0 and fills rec_r (username on the data
+   stack), or -1 with reason_r. */
+int dovewarden_store_parse_journal(const char *line,
+				   struct dovewarden_store_journal_record *rec_r,
+				   const char **reason_r);
+
 #endif
