@@ -194,6 +194,16 @@ static int builtin_load(struct builtin_backend *b, const char *path,
 			  result.journal_lines_skipped,
 			  result.journal_first_skipped_line);
 	}
+	if (result.records_quarantined > 0) {
+		e_warning(event, "Kept the %u corrupt records in %s for "
+			  "inspection (delete it when done)",
+			  result.records_quarantined, result.quarantine_path);
+	}
+	if (result.records_not_quarantined > 0) {
+		e_error(event, "Dropped %u corrupt records: %s",
+			result.records_not_quarantined,
+			result.quarantine_error);
+	}
 	e_info(event, "Loaded %u users from %s and %u pending changes from "
 	       "its journal", result.users_loaded, path,
 	       result.journal_lines_replayed);

@@ -6,6 +6,7 @@
 #include "strnum.h"
 #include "ioloop.h"
 #include "fd-util.h"
+#include "write-full.h"
 #include "istream.h"
 #include "ostream.h"
 #include "eacces-error.h"
@@ -40,7 +41,7 @@
 
 struct dovewarden_store {
 	char *path, *tmp_path, *journal_path, *journal_old_path;
-	char *corrupt_path, *dir;
+	char *corrupt_path, *quarantine_path, *dir;
 
 	int journal_fd;
 	/* An append failed half-way: start the next one on a new line */
@@ -76,6 +77,7 @@ struct dovewarden_store *dovewarden_store_init(const char *path)
 	store->journal_path = i_strconcat(path, ".journal", NULL);
 	store->journal_old_path = i_strconcat(path, ".journal.old", NULL);
 	store->corrupt_path = i_strconcat(path, ".corrupt", NULL);
+	store->quarantine_path = i_strconcat(path, ".quarantine", NULL);
 	p = strrchr(path, '/');
 	if (p == NULL)
 		store->dir = i_strdup(".");
@@ -104,6 +106,7 @@ void dovewarden_store_deinit(struct dovewarden_store **_store)
 	i_free(store->journal_path);
 	i_free(store->journal_old_path);
 	i_free(store->corrupt_path);
+	i_free(store->quarantine_path);
 	i_free(store->dir);
 	i_free(store);
 }
@@ -770,7 +773,10 @@ store_read_error(struct store_reader *reader, const char **error_r)
 
 static bool store_parse_time(const char *str, time_t *time_r)
 {
-	return str_to_time(str, time_r) == 0 && *time_r >= 0;
+	/* the queue adds intervals to these: keep them far from
+	   overflowing */
+	return str_to_time(str, time_r) == 0 && *time_r >= 0 &&
+		*time_r <= DOVEWARDEN_STORE_MAX_TIME;
 }
 
 int dovewarden_store_parse_user(char *line, unsigned int version,
@@ -860,6 +866,76 @@ unsigned int dovewarden_store_parse_header(const char *line)
 	return 0;
 }
 
+/* Append a corrupt line (NULL when the reader could not return it) to
+   <path>.quarantine. Returns NULL, or the error. */
+static const char *
+store_quarantine_append(struct dovewarden_store *store, const char *path,
+			unsigned int line_num, const char *reason,
+			const char *line)
+{
+	const char *error = NULL;
+	struct stat st;
+	string_t *str;
+	int fd;
+
+	str = t_str_new(128 + (line == NULL ? 0 : strlen(line)));
+	str_append_tabescaped(str, path);
+	str_printfa(str, "\t%u\t", line_num);
+	str_append_tabescaped(str, reason);
+	str_append_c(str, '\t');
+	if (line != NULL)
+		str_append_tabescaped(str, line);
+	str_append_c(str, '\n');
+
+	fd = open(store->quarantine_path, O_WRONLY | O_APPEND | O_CREAT,
+		  0600);
+	if (fd == -1)
+		return store_syscall_error("open", store->quarantine_path);
+	if (fstat(fd, &st) < 0) {
+		error = t_strdup_printf("fstat(%s) failed: %m",
+					store->quarantine_path);
+	} else if (st.st_size + str_len(str) >
+		   DOVEWARDEN_STORE_QUARANTINE_MAX_SIZE) {
+		error = t_strdup_printf("%s is full (%d MB)",
+			store->quarantine_path,
+			DOVEWARDEN_STORE_QUARANTINE_MAX_SIZE / (1024 * 1024));
+	} else if (write_full(fd, str_data(str), str_len(str)) < 0) {
+		error = t_strdup_printf("write(%s) failed: %m",
+					store->quarantine_path);
+	}
+	i_close_fd(&fd);
+	return error;
+}
+
+/* Keep a corrupt line for an admin, unless an earlier one failed */
+static void
+store_quarantine(struct dovewarden_store *store, const char *path,
+		 const struct store_reader *reader, const char *reason,
+		 const char *line, struct dovewarden_store_load_result *result)
+{
+	const char *error;
+
+	if (result->quarantine_error != NULL) {
+		result->records_not_quarantined++;
+		return;
+	}
+	if (line == NULL) {
+		reason = reader->unterminated ? "last line without LF" :
+			"line longer than the limit";
+	}
+	T_BEGIN {
+		error = store_quarantine_append(store, path, reader->line_num,
+						reason, line);
+	} T_END_PASS_STR_IF(error != NULL, &error);
+	if (error != NULL) {
+		result->quarantine_error = error;
+		result->records_not_quarantined++;
+	} else {
+		result->records_quarantined++;
+		result->quarantine_path = store->quarantine_path;
+	}
+}
+
 static int
 store_snapshot_corrupt(struct dovewarden_store *store, const char *reason,
 		       struct dovewarden_store_load_result *result,
@@ -889,7 +965,7 @@ store_load_snapshot(struct dovewarden_store *store,
 	const char *reason = NULL;
 	char *line;
 	unsigned int version = 0;
-	const char *line_reason;
+	const char *line_reason = NULL;
 	bool valid;
 	int ret;
 
@@ -914,8 +990,10 @@ store_load_snapshot(struct dovewarden_store *store,
 	while ((ret = store_read_line(&reader, &line)) > 0) {
 		T_BEGIN {
 			valid = line != NULL &&
-				store_restore_line(queue, line, version,
-						   now, &line_reason);
+				store_restore_line(queue,
+						   t_strdup_noconst(line),
+						   version, now,
+						   &line_reason);
 		} T_END;
 		if (valid)
 			result->users_loaded++;
@@ -924,6 +1002,8 @@ store_load_snapshot(struct dovewarden_store *store,
 				result->snapshot_first_skipped_line =
 					reader.line_num;
 			}
+			store_quarantine(store, store->path, &reader,
+					 line_reason, line, result);
 		}
 	}
 	if (ret < 0)
@@ -1021,7 +1101,7 @@ store_load_journal(struct dovewarden_store *store, const char *path,
 		   const char **error_r)
 {
 	struct store_reader reader;
-	const char *line_reason;
+	const char *line_reason = NULL;
 	char *line;
 	bool valid;
 	int ret;
@@ -1043,6 +1123,8 @@ store_load_journal(struct dovewarden_store *store, const char *path,
 					reader.line_num;
 				result->journal_first_skipped_path = path;
 			}
+			store_quarantine(store, path, &reader, line_reason,
+					 line, result);
 		}
 	}
 	if (ret < 0)

@@ -79,9 +79,20 @@
    Loading reads the snapshot, then replays <path>.journal.old (if any)
    and <path>.journal as notifications. A corrupt snapshot or journal
    line (wrong field count, bad number, invalid username, unknown
-   priority, a duplicate user, a line longer than
-   DOVEWARDEN_STORE_MAX_LINE_LENGTH, a last line without LF) is skipped
-   and counted; the rest loads. A snapshot with a missing or
+   priority, a time before 1970 or after DOVEWARDEN_STORE_MAX_TIME, a
+   duplicate user, a line longer than DOVEWARDEN_STORE_MAX_LINE_LENGTH, a
+   last line without LF) is skipped and counted; the rest loads. A
+   skipped line is not lost: it is appended to <path>.quarantine, for an
+   admin to read, as one line
+
+     <file>\t<line number>\t<reason>\t<the line>
+
+   (fields escaped like the snapshot's, so the line's TABs are \001t;
+   <the line> is "" when it could
+   not be read: too long, or without LF). The quarantine only grows: an
+   admin deletes it. Once it would exceed
+   DOVEWARDEN_STORE_QUARANTINE_MAX_SIZE (or cannot be written), further
+   lines are counted but not kept. A snapshot with a missing or
    unknown header is unusable: it is renamed to <path>.corrupt (so no
    later save overwrites it) and loading goes on as if there were no
    snapshot.
@@ -94,6 +105,12 @@
    line would be longer is saved without its dsync state (its next sync
    is then a normal one without state). */
 #define DOVEWARDEN_STORE_MAX_LINE_LENGTH (16 * 1024 * 1024)
+
+/* The latest time a state file may hold (9999-12-31 23:59:59 UTC): the
+   queue's arithmetic on later ones could overflow. */
+#define DOVEWARDEN_STORE_MAX_TIME ((time_t)253402300799LL)
+/* <path>.quarantine keeps no more than this */
+#define DOVEWARDEN_STORE_QUARANTINE_MAX_SIZE (64 * 1024 * 1024)
 
 struct dovewarden_store_load_result {
 	/* Users restored from the snapshot */
@@ -111,6 +128,17 @@ struct dovewarden_store_load_result {
 	   <path>.journal), NULL if none; valid until the store is
 	   deinitialized */
 	const char *journal_first_skipped_path;
+	/* Skipped lines (snapshot and journals) appended to the
+	   quarantine, and those that were not (it was full or could not be
+	   written: quarantine_error says why) */
+	unsigned int records_quarantined;
+	unsigned int records_not_quarantined;
+	/* <path>.quarantine when records_quarantined > 0, else NULL; valid
+	   until the store is deinitialized */
+	const char *quarantine_path;
+	/* The first error of the quarantine, allocated from the data
+	   stack; NULL if none */
+	const char *quarantine_error;
 	/* Non-NULL when the snapshot was unusable: why, and where it was
 	   moved to. Allocated from the data stack. */
 	const char *snapshot_corrupt_error;

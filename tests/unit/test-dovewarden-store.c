@@ -26,7 +26,7 @@
 
 static char tmpdir[] = "/tmp/dw-store-test.XXXXXX";
 static char *db_path, *journal_path, *tmp_path, *corrupt_path;
-static char *journal_old_path;
+static char *journal_old_path, *quarantine_path;
 static struct ioloop *ioloop;
 static struct dovewarden_queue *queue;
 static struct dovewarden_store *store;
@@ -56,6 +56,7 @@ static void test_init(void)
 	tmp_path = i_strconcat(db_path, ".tmp", NULL);
 	corrupt_path = i_strconcat(db_path, ".corrupt", NULL);
 	journal_old_path = i_strconcat(db_path, ".journal.old", NULL);
+	quarantine_path = i_strconcat(db_path, ".quarantine", NULL);
 	ioloop = io_loop_create();
 	queue = queue_new();
 	store = dovewarden_store_init(db_path);
@@ -77,6 +78,7 @@ static void test_fini(void)
 	i_free_and_null(tmp_path);
 	i_free_and_null(corrupt_path);
 	i_free_and_null(journal_old_path);
+	i_free_and_null(quarantine_path);
 	lib_deinit();
 }
 
@@ -460,6 +462,97 @@ Test(store, corrupt_lines_skipped)
 	user = dovewarden_queue_lookup(queue, "alice");
 	cr_assert_str_eq(user->state, "st");
 	cr_assert(user->last_error == NULL || user->last_error[0] == '\0');
+}
+
+Test(store, corrupt_records_kept_in_quarantine)
+{
+	struct dovewarden_store_load_result result;
+	const char *expected;
+
+	write_str(db_path,
+		  "dovewarden-db\t1\n"
+		  LINE_ALICE
+		  "x\turgent\t0\t0\t0\t0\t0\t0\t0\t\\ttab\t\n"	/* 3 */
+		  LINE_BOB);
+	write_str(journal_path,
+		  "N\tcarol\thigh\n"
+		  "N\tdave\turgent\n"				/* 2 */
+		  "N\tev");					/* 3 */
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 2);
+	cr_assert_eq(result.snapshot_lines_skipped, 1);
+	cr_assert_eq(result.journal_lines_skipped, 2);
+	cr_assert_eq(result.records_quarantined, 3);
+	cr_assert_eq(result.records_not_quarantined, 0);
+	cr_assert_null(result.quarantine_error);
+	cr_assert_str_eq(result.quarantine_path, quarantine_path);
+	expected = t_strconcat(
+		db_path, "\t3\tunknown priority\t"
+		"x\001turgent\001t0\001t0\001t0\001t0\001t0\001t0\001t0"
+		"\001t\\ttab\001t\n",
+		journal_path, "\t2\tunknown priority\t"
+		"N\001tdave\001turgent\n",
+		journal_path, "\t3\tlast line without LF\t\n", NULL);
+	cr_assert_str_eq(read_str(quarantine_path), expected);
+
+	/* a save drops them from the state files, not from the
+	   quarantine */
+	save();
+	restart(&result, T0);
+	cr_assert_eq(result.snapshot_lines_skipped, 0);
+	cr_assert_eq(result.journal_lines_skipped, 0);
+	cr_assert_eq(result.records_quarantined, 0);
+	cr_assert_null(result.quarantine_path);
+	cr_assert_str_eq(read_str(quarantine_path), expected);
+}
+
+Test(store, quarantine_full_drops_records)
+{
+	struct dovewarden_store_load_result result;
+
+	write_str(db_path, "dovewarden-db\t1\n" LINE_ALICE "bad\tline\n"
+		  "worse\n");
+	write_str(quarantine_path, "");
+	cr_assert_eq(truncate(quarantine_path,
+			      DOVEWARDEN_STORE_QUARANTINE_MAX_SIZE - 10), 0);
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 1);
+	cr_assert_eq(result.snapshot_lines_skipped, 2);
+	cr_assert_eq(result.records_quarantined, 0);
+	cr_assert_eq(result.records_not_quarantined, 2);
+	cr_assert_not_null(result.quarantine_error);
+	cr_assert_eq(file_size(quarantine_path),
+		     DOVEWARDEN_STORE_QUARANTINE_MAX_SIZE - 10);
+}
+
+/* Times up to INT64_MAX used to load, and the queue's arithmetic on them
+   overflowed */
+Test(store, times_beyond_year_9999_are_corrupt)
+{
+	struct dovewarden_store_load_result result;
+	struct dovewarden_user *user;
+
+	write_str(db_path,
+		  "dovewarden-db\t2\n"
+		  "max\thigh\t253402300799\t0\t0\t0\t0\t253402300799\t0"
+		  "\t\t\t0\t0\t253402300799\t0\n"
+		  "a\thigh\t9223372036854775807\t0\t0\t0\t0\t0\t0\t\t\t0\t0"
+		  "\t0\t0\n"
+		  "b\thigh\t0\t0\t0\t0\t0\t253402300800\t0\t\t\t0\t0\t0\t0\n"
+		  "c\thigh\t0\t0\t0\t0\t0\t0\t0\t\t\t0\t0\t0"
+		  "\t9223372036854775807\n"
+		  "d\thigh\t0\t0\t9223372036854775807\t0\t0\t0\t0\t\t\t0\t0"
+		  "\t0\t0\n");
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 1);
+	cr_assert_eq(result.snapshot_lines_skipped, 4);
+	cr_assert_eq(result.records_quarantined, 4);
+	user = dovewarden_queue_lookup(queue, "max");
+	cr_assert_not_null(user);
+	cr_assert_eq(user->last_verified, DOVEWARDEN_STORE_MAX_TIME);
+	/* the queue can schedule it */
+	(void)dovewarden_queue_next_due(queue);
+	(void)dovewarden_queue_pop(queue, T0);
 }
 
 Test(store, version_1_file_loads)
