@@ -119,51 +119,70 @@ static void sweep_destroy(struct connection *conn)
 	sweep_finish(sweep);
 }
 
-static int sweep_input_version(struct dovewarden_sweep *sweep,
-			       const char *line)
+enum dovewarden_sweep_line
+dovewarden_sweep_parse_line(const char *line, bool version_received,
+			    const char **username_r)
 {
-	const char *const *args = t_strsplit_tabescaped(line);
+	const char *const *args, *name;
 	unsigned int major;
 
-	/* VERSION <major> <minor> */
-	if (str_array_length(args) < 3 || strcmp(args[0], "VERSION") != 0 ||
-	    str_to_uint(args[1], &major) < 0 ||
-	    major != AUTH_CLIENT_PROTOCOL_MAJOR_VERSION) {
-		return sweep_set_error(sweep, "Auth sent an unexpected "
-			"handshake (is the socket an auth-userdb socket?)");
+	*username_r = NULL;
+	if (str_begins(line, SWEEP_LIST_REPLY_PREFIX, &name)) {
+		/* the hot path, without splitting the line */
+		*username_r = str_tabunescape(t_strdup_noconst(name));
+		return DOVEWARDEN_SWEEP_LINE_USER;
 	}
-	sweep->version_received = TRUE;
-	return 1;
+	args = t_strsplit_tabescaped(line);
+	if (!version_received) {
+		/* VERSION <major> <minor> */
+		if (str_array_length(args) < 3 ||
+		    strcmp(args[0], "VERSION") != 0 ||
+		    str_to_uint(args[1], &major) < 0 ||
+		    major != AUTH_CLIENT_PROTOCOL_MAJOR_VERSION)
+			return DOVEWARDEN_SWEEP_LINE_BAD_HANDSHAKE;
+		return DOVEWARDEN_SWEEP_LINE_VERSION;
+	}
+	if (args[0] == NULL || strcmp(args[0], "SPID") == 0)
+		return DOVEWARDEN_SWEEP_LINE_IGNORE;
+	if (strcmp(args[0], "DONE") != 0 || args[1] == NULL ||
+	    strcmp(args[1], dec2str(SWEEP_REQUEST_ID)) != 0)
+		return DOVEWARDEN_SWEEP_LINE_UNEXPECTED;
+	if (args[2] != NULL && strcmp(args[2], "fail") == 0)
+		return DOVEWARDEN_SWEEP_LINE_FAILED;
+	return DOVEWARDEN_SWEEP_LINE_DONE;
 }
 
 static int sweep_input_line(struct connection *conn, const char *line)
 {
 	struct dovewarden_sweep *sweep =
 		container_of(conn, struct dovewarden_sweep, conn);
-	const char *const *args, *name;
+	const char *username;
 
-	if (str_begins(line, SWEEP_LIST_REPLY_PREFIX, &name)) {
-		/* the hot path, without splitting the line */
-		sweep_user(sweep, str_tabunescape(t_strdup_noconst(name)));
+	switch (dovewarden_sweep_parse_line(line, sweep->version_received,
+					    &username)) {
+	case DOVEWARDEN_SWEEP_LINE_USER:
+		sweep_user(sweep, username);
 		return 1;
-	}
-	if (!sweep->version_received)
-		return sweep_input_version(sweep, line);
-
-	args = t_strsplit_tabescaped(line);
-	if (args[0] == NULL || strcmp(args[0], "SPID") == 0)
+	case DOVEWARDEN_SWEEP_LINE_VERSION:
+		sweep->version_received = TRUE;
 		return 1;
-	if (strcmp(args[0], "DONE") != 0 || args[1] == NULL ||
-	    strcmp(args[1], dec2str(SWEEP_REQUEST_ID)) != 0)
+	case DOVEWARDEN_SWEEP_LINE_BAD_HANDSHAKE:
+		return sweep_set_error(sweep, "Auth sent an unexpected "
+			"handshake (is the socket an auth-userdb socket?)");
+	case DOVEWARDEN_SWEEP_LINE_IGNORE:
+		return 1;
+	case DOVEWARDEN_SWEEP_LINE_UNEXPECTED:
 		return sweep_set_error(sweep, "Auth sent an unexpected reply");
-	if (args[2] != NULL && strcmp(args[2], "fail") == 0) {
+	case DOVEWARDEN_SWEEP_LINE_FAILED:
 		return sweep_set_error(sweep, "Auth failed to list the "
 			"users (see the auth log: a userdb that cannot list "
 			"users, or a long list that Dovecot < 2.4.3 "
 			"aborted)");
+	case DOVEWARDEN_SWEEP_LINE_DONE:
+		sweep->done = TRUE;
+		return -1;
 	}
-	sweep->done = TRUE;
-	return -1;
+	i_unreached();
 }
 
 static const struct connection_settings sweep_conn_set = {

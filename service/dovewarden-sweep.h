@@ -64,4 +64,27 @@ dovewarden_sweep_start(dovewarden_sweep_add_callback_t *add_callback,
    stay. NULL is ignored. */
 void dovewarden_sweep_abort(struct dovewarden_sweep **sweep);
 
+/* What a line from auth is, for the sweep's connection (the fuzz target
+   calls this without one) */
+enum dovewarden_sweep_line {
+	/* LIST of our request: *username_r is the unescaped name (on the
+	   data stack; not validated, not matched against the mask) */
+	DOVEWARDEN_SWEEP_LINE_USER,
+	/* the handshake's VERSION line of a supported major version */
+	DOVEWARDEN_SWEEP_LINE_VERSION,
+	/* any other first line */
+	DOVEWARDEN_SWEEP_LINE_BAD_HANDSHAKE,
+	/* SPID or an empty line */
+	DOVEWARDEN_SWEEP_LINE_IGNORE,
+	/* the list ended, or it failed */
+	DOVEWARDEN_SWEEP_LINE_DONE,
+	DOVEWARDEN_SWEEP_LINE_FAILED,
+	DOVEWARDEN_SWEEP_LINE_UNEXPECTED,
+};
+/* Parse one line of auth's reply; version_received tells whether the
+   handshake's VERSION line came already. */
+enum dovewarden_sweep_line
+dovewarden_sweep_parse_line(const char *line, bool version_received,
+			    const char **username_r);
+
 #endif
