@@ -2,11 +2,9 @@
 
 #include "lib.h"
 #include "array.h"
-#include "base64.h"
 #include "buffer.h"
 #include "str.h"
 #include "strnum.h"
-#include "sha2.h"
 #include "str-sanitize.h"
 #include "llist.h"
 #include "ioloop.h"
@@ -25,6 +23,7 @@
 #include "dovewarden-queue-backend.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-http.h"
+#include "dovewarden-http-auth.h"
 
 #define HTTP_LOG_WINDOW_SECS 60
 #define HTTP_AUTH_REALM "dovewarden"
@@ -110,20 +109,6 @@ http_reject(struct dovewarden_http_client *client, struct http_server_request *r
  * POST /events
  */
 
-/* Compares the digests, so that neither the bytes nor the length of the
-   secret show in how long the comparison takes */
-static bool http_secret_equals(const char *given, size_t given_size,
-			       const char *secret)
-{
-	unsigned char given_digest[SHA256_RESULTLEN];
-	unsigned char secret_digest[SHA256_RESULTLEN];
-
-	sha256_get_digest(given, given_size, given_digest);
-	sha256_get_digest(secret, strlen(secret), secret_digest);
-	return mem_equals_timing_safe(given_digest, secret_digest,
-				      SHA256_RESULTLEN);
-}
-
 /* Returns 1 if the request may post events, 0 if it has no credentials
    and -1 if they are wrong. */
 static int http_check_auth(struct dovewarden_http_client *client,
@@ -131,31 +116,14 @@ static int http_check_auth(struct dovewarden_http_client *client,
 {
 	const char *secret = client->server->set->dovewarden_http_secret;
 	struct http_auth_credentials creds;
-	const buffer_t *decoded;
-	const unsigned char *p;
 	int ret;
 
 	if (secret[0] == '\0')
 		return 1;
 	ret = http_server_request_get_auth(req, &creds);
-	if (ret == 0)
-		return 0;
-	if (ret < 0 || creds.data == NULL)
-		return -1;
-	if (strcasecmp(creds.scheme, "Bearer") == 0) {
-		return http_secret_equals(creds.data, strlen(creds.data),
-					  secret) ? 1 : -1;
-	}
-	if (strcasecmp(creds.scheme, "Basic") != 0)
-		return -1;
-	decoded = t_base64_decode_str(creds.data);
-	p = memchr(decoded->data, ':', decoded->used);
-	if (p == NULL)
-		return -1;
-	p++;
-	return http_secret_equals((const char *)p, decoded->used -
-				  (p - (const unsigned char *)decoded->data),
-				  secret) ? 1 : -1;
+	if (ret <= 0)
+		return ret < 0 ? -1 : 0;
+	return dovewarden_http_auth_check(&creds, secret);
 }
 
 struct http_events_request {
