@@ -65,6 +65,9 @@ struct builtin_backend {
 	/* Claims so far: a job's sequence number */
 	uint64_t claim_seq;
 	time_t last_successful_sync;
+	/* Corrupt state file records found at the load, and those of them
+	   kept in the quarantine file */
+	unsigned int corrupt_records, quarantined_records;
 };
 
 struct builtin_job {
@@ -194,6 +197,9 @@ static int builtin_load(struct builtin_backend *b, const char *path,
 			  result.journal_lines_skipped,
 			  result.journal_first_skipped_line);
 	}
+	b->corrupt_records = result.snapshot_lines_skipped +
+		result.journal_lines_skipped;
+	b->quarantined_records = result.records_quarantined;
 	if (result.records_quarantined > 0) {
 		e_warning(event, "Kept the %u corrupt records in %s for "
 			  "inspection (delete it when done)",
@@ -832,6 +838,27 @@ static int builtin_iter_deinit(struct dovewarden_queue_backend_iter *_iter,
 	return 0;
 }
 
+static void
+builtin_get_metrics(struct dovewarden_queue_backend *backend,
+		    ARRAY_TYPE(dovewarden_queue_metric) *metrics)
+{
+	struct builtin_backend *b = BUILTIN(backend);
+	struct dovewarden_queue_metric *m;
+
+	m = array_append_space(metrics);
+	m->name = "dovewarden_state_corrupt_records";
+	m->type = "gauge";
+	m->help = "Corrupt records skipped when the state file and its "
+		"journal were loaded at the start.";
+	m->value = b->corrupt_records;
+	m = array_append_space(metrics);
+	m->name = "dovewarden_state_quarantined_records";
+	m->type = "gauge";
+	m->help = "Of the corrupt records, those kept in the .quarantine file "
+		"(the others were lost: it was full or not writable).";
+	m->value = b->quarantined_records;
+}
+
 const struct dovewarden_queue_backend_driver dovewarden_queue_backend_builtin = {
 	.name = "builtin",
 	.v = {
@@ -852,6 +879,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_builtin = 
 		.retry_failed = builtin_retry_failed,
 		.get_counts = builtin_get_counts,
 		.read_counts = builtin_read_counts,
+		.get_metrics = builtin_get_metrics,
 		.iter_init = builtin_iter_init,
 		.iter_next = builtin_iter_next,
 		.iter_deinit = builtin_iter_deinit,

@@ -1,10 +1,12 @@
 /* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
 
 #include "lib.h"
+#include "array.h"
 #include "ioloop.h"
 #include "unlink-directory.h"
 #include "dovewarden-queue-backend-private.h"
 
+#include <stdio.h>
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -159,5 +161,46 @@ Test(queue_builtin, a_flood_of_new_names_does_not_grow_the_journal)
 	cr_assert_eq(stat(journal, &st), 0);
 	cr_assert_lt(st.st_size, 16 * 1024 * 1024,
 		     "journal has %lld bytes", (long long)st.st_size);
+	dovewarden_queue_backend_deinit(&backend);
+}
+
+static uint64_t
+metric_value(struct dovewarden_queue_backend *backend, const char *name)
+{
+	ARRAY_TYPE(dovewarden_queue_metric) metrics;
+	const struct dovewarden_queue_metric *m;
+	uint64_t value = UINT64_MAX;
+
+	t_array_init(&metrics, 8);
+	dovewarden_queue_backend_get_metrics(backend, &metrics);
+	array_foreach(&metrics, m) {
+		if (strcmp(m->name, name) == 0)
+			value = m->value;
+	}
+	cr_assert_neq(value, UINT64_MAX, "no metric %s", name);
+	return value;
+}
+
+Test(queue_builtin, corrupt_records_are_counted_in_metrics)
+{
+	struct dovewarden_queue_backend *backend;
+	FILE *f;
+
+	f = fopen(db_path, "w");
+	cr_assert_not_null(f);
+	fputs("dovewarden-db\t1\n"
+	      "alice\thigh\t1700000000\t0\t0\t0\t0\t0\t0\t\t\n"
+	      "bad\tline\n", f);
+	cr_assert_eq(fclose(f), 0);
+	f = fopen(t_strconcat(db_path, ".journal", NULL), "w");
+	cr_assert_not_null(f);
+	fputs("N\tbob\turgent\n", f);
+	cr_assert_eq(fclose(f), 0);
+
+	backend = backend_init();
+	cr_assert_eq(metric_value(backend, "dovewarden_state_corrupt_records"),
+		     2);
+	cr_assert_eq(metric_value(backend,
+				  "dovewarden_state_quarantined_records"), 2);
 	dovewarden_queue_backend_deinit(&backend);
 }
