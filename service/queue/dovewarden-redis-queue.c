@@ -962,6 +962,21 @@ int dovewarden_redis_queue_unlock(struct dovewarden_redis_queue *queue,
 					NULL, 0);
 }
 
+/* Move time t of the queue's clock, whose now is queue_now, to ours.
+   Returns FALSE if that overflows (the reply is garbage). */
+static bool
+redis_queue_time_convert(long long t, long long queue_now, time_t now,
+			 time_t *time_r)
+{
+	long long diff, result;
+
+	if (__builtin_sub_overflow(t, queue_now, &diff) ||
+	    __builtin_add_overflow(diff, (long long)now, &result))
+		return FALSE;
+	*time_r = result;
+	return TRUE;
+}
+
 static void
 redis_queue_get_callback(const redisReply *reply, const char *error,
 			 void *context)
@@ -1010,8 +1025,12 @@ redis_queue_get_callback(const redisReply *reply, const char *error,
 		user->last_error = (char *)redis_reply_string(r->element[7]);
 		/* the due time in the queue's clock, moved to ours */
 		user->queued = v[8] > 0;
-		user->queue_due = v[8] <= 0 ? 0 :
-			ioloop_time + (v[8] - v[10]);
+		if (user->queued &&
+		    !redis_queue_time_convert(v[8], v[10], ioloop_time,
+					      &user->queue_due)) {
+			failure = "Unexpected reply";
+			break;
+		}
 		user->syncing = redis_reply_string(r->element[9])[0] != '\0';
 		users[i] = user;
 	}
@@ -1111,7 +1130,10 @@ redis_queue_stats_parse(const redisReply *reply,
 	stats_r->pending = v[2];
 	stats_r->failed = v[3];
 	/* in our clock */
-	stats_r->oldest_pending = v[4] == 0 ? 0 : ioloop_time - (v[5] - v[4]);
+	if (v[4] != 0 &&
+	    !redis_queue_time_convert(v[4], v[5], ioloop_time,
+				      &stats_r->oldest_pending))
+		return FALSE;
 	for (i = 0; i < 3; i++)
 		stats_r->pending_by_priority[i + 1] = v[6 + i];
 	return TRUE;
