@@ -289,7 +289,7 @@ static bool replicator_retry_done(struct dovewarden_replicator *replicator)
 	replicator->retry_requests--;
 	if (!replicator->deinitializing)
 		return TRUE;
-	if (replicator->retry_requests == 0)
+	if (replicator->retry_requests == 0 && !replicator->pop_running)
 		i_free(replicator);
 	return FALSE;
 }
@@ -612,22 +612,27 @@ replicator_pop_callback(struct dovewarden_queue_job *job, int retry_msecs,
 	struct dovewarden_replicator *replicator = context;
 
 	replicator->pop_running = FALSE;
+	if (replicator->deinitializing) {
+		/* the backend's deinit fails the pop that was in flight;
+		   everything but this struct is gone already */
+		if (job != NULL)
+			dovewarden_queue_backend_release(&job);
+		if (replicator->retry_requests == 0)
+			i_free(replicator);
+		return;
+	}
 	replicator->pop_got_job = job != NULL;
 	if (job == NULL) {
 		if (error != NULL) {
 			e_debug(replicator->event, "Claiming a user failed: "
 				"%s", error);
 		}
-		if (retry_msecs >= 0 && !replicator->deinitializing) {
+		/* a finished sync's refill (fill_now) goes first */
+		if (retry_msecs >= 0 && !replicator->fill_now) {
 			timeout_remove(&replicator->to_fill);
-			replicator->fill_now = FALSE;
 			replicator->to_fill = timeout_add(retry_msecs,
 				replicator_fill, replicator);
 		}
-		return;
-	}
-	if (replicator->deinitializing) {
-		dovewarden_queue_backend_release(&job);
 		return;
 	}
 	T_BEGIN {
@@ -748,7 +753,8 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 	i_free(replicator->auth_socket_path);
 	i_free(replicator->doveadm_socket_path);
 	i_free(replicator->last_failed_user);
-	if (replicator->retry_requests == 0)
+	/* a pending callback frees it */
+	if (replicator->retry_requests == 0 && !replicator->pop_running)
 		i_free(replicator);
 }
 
