@@ -138,8 +138,9 @@ static void main_deinit(void)
 	dovewarden_notify_server_deinit(&notify_server);
 	dovewarden_sweep_schedule_deinit(&sweep_schedule);
 	dovewarden_replicator_deinit(&replicator);
-	dovewarden_sync_waits_deinit(&sync_waits);
+	/* its deinit fails the waits' notify requests still in flight */
 	dovewarden_queue_backend_deinit(&queue);
+	dovewarden_sync_waits_deinit(&sync_waits);
 	dovewarden_queue_backend_driver_unregister(
 		&dovewarden_queue_backend_redis);
 	dovewarden_queue_backend_driver_unregister(
