@@ -32,7 +32,11 @@
 #define NOTIFY_IDLE_TIMEOUT_SECS 60
 /* A client whose requests were refused this many times (a peer that may
    not notify for those users) is disconnected */
-#define NOTIFY_MAX_REFUSED_PER_CLIENT 100
+#define NOTIFY_MAX_REFUSED_PER_CLIENT 10
+/* userdb lookups for peers that are neither root nor mail_uid, per second
+   over all clients: each may block the service for a moment, so a local
+   user can't make it do them without bound */
+#define NOTIFY_PEER_LOOKUPS_PER_SEC 100
 /* A client that sends more requests than this within a second (a mail
    process sends one per user per change burst; an LMTP delivery to a big
    list of known users is far below) gets the rest of them checked in the
@@ -82,6 +86,8 @@ struct dovewarden_notify_server {
 	bool check_peer;
 	uid_t mail_uid;
 	bool mail_uid_set;
+	time_t peer_lookup_second;
+	unsigned int peer_lookups;
 	struct dovewarden_log_limit refused_log_limit;
 	struct dovewarden_log_limit unknown_log_limit;
 
@@ -235,6 +241,16 @@ notify_client_allowed(struct notify_client *client, const char *username)
 		return FALSE;
 	if (server->mail_uid_set && uid == server->mail_uid)
 		return TRUE;
+	/* a client refused once is not looked up for again, and the
+	   lookups for such peers are limited over all clients */
+	if (client->refused > 0)
+		return FALSE;
+	if (server->peer_lookup_second != ioloop_time) {
+		server->peer_lookup_second = ioloop_time;
+		server->peer_lookups = 0;
+	}
+	if (++server->peer_lookups > NOTIFY_PEER_LOOKUPS_PER_SEC)
+		return FALSE;
 	if (dovewarden_userdb_lookup(server->userdb, username, &info,
 				     &error) <= 0)
 		return FALSE;
