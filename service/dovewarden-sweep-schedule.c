@@ -175,7 +175,11 @@ void dovewarden_sweep_schedule_deinit(struct dovewarden_sweep_schedule **_sched)
 	if (sched == NULL)
 		return;
 	*_sched = NULL;
-	dovewarden_sweep_abort(&sched->sweep);
+	if (sched->sweep != NULL) {
+		/* cut off: the next start sweeps again */
+		dovewarden_sweep_abort(&sched->sweep);
+		dovewarden_queue_backend_unlock(sched->queue, "sweep");
+	}
 	timeout_remove(&sched->to);
 	i_free(sched->auth_socket_path);
 	if (sched->locking) {
