@@ -57,7 +57,8 @@ dovewarden_redis_import_init(const char *path,
 
 static void redis_import_free(struct dovewarden_redis_import *import)
 {
-	dovewarden_queue_deinit(&import->queue);
+	if (import->queue != NULL)
+		dovewarden_queue_deinit(&import->queue);
 	i_free(import->path);
 	i_free(import);
 }
@@ -107,6 +108,8 @@ static void redis_import_finished(struct dovewarden_redis_import *import)
 	       "%s.imported", counts.users, import->imported_new,
 	       import->path, import->path);
 	import->done = TRUE;
+	/* the old queue is not needed any more: free its memory now */
+	dovewarden_queue_deinit(&import->queue);
 }
 
 static void redis_import_callback(int ret, const char *error, void *context)
