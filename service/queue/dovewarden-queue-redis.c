@@ -354,9 +354,10 @@ redis_backend_pop_callback(struct dovewarden_redis_job *rjob,
 	if (rjob == NULL) {
 		/* nothing due (or only background work while its slots are
 		   taken): poll, other instances' changes appear there */
-		if (error == NULL && next_due_secs >= 0 &&
-		    next_due_secs * 1000 < REDIS_BACKEND_POLL_MSECS)
-			retry_msecs = I_MAX(next_due_secs, 0) * 1000 + 10;
+		if (error == NULL && next_due_secs == 0) {
+			/* due now (e.g. an invalid claim was skipped) */
+			retry_msecs = 10;
+		}
 		callback(NULL, retry_msecs, error, callback_context);
 		return;
 	}
