@@ -309,10 +309,12 @@ static void builtin_journal_user(struct builtin_backend *b,
 {
 	const char *error;
 
-	if (b->store != NULL &&
-	    dovewarden_store_journal_user(b->store, b->queue, username,
+	if (b->store == NULL)
+		return;
+	if (dovewarden_store_journal_user(b->store, b->queue, username,
 					  &error) < 0)
 		builtin_journal_error(b, error);
+	builtin_journal_changed(b);
 }
 
 static void
