@@ -722,18 +722,13 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 			user->force_full_sync = TRUE;
 		break;
 	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
-		user_restore_changes(queue, user, now);
-		user_set_failures(queue, user, user->consecutive_failures + 1);
-		user_set_error(user, error);
-		user->next_try = now + queue_backoff(queue,
-			user->consecutive_failures, FALSE);
-		break;
 	case DOVEWARDEN_SYNC_RESULT_CONFIG:
 		user_restore_changes(queue, user, now);
 		user_set_failures(queue, user, user->consecutive_failures + 1);
 		user_set_error(user, error);
 		user->next_try = now + queue_backoff(queue,
-			user->consecutive_failures, TRUE);
+			user->consecutive_failures,
+			result == DOVEWARDEN_SYNC_RESULT_CONFIG);
 		break;
 	case DOVEWARDEN_SYNC_RESULT_NOUSER:
 		queue_forget(queue, user);
