@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -227,15 +228,21 @@ class Pair(PairClients, PairChecker):
         except OSError as e:
             return ["(cannot read %s: %s)" % (self.log_path(side), e)]
 
-    def dump_logs(self, n=60, since_mark=False, header=""):
+    def dump_logs(self, n=60, since_mark=False, header="", to_stderr=False):
+        """The servers' last log lines as diagnostics; with to_stderr also
+        on stderr, which is what meson --print-errorlogs shows"""
         for s in SIDES:
             lines = (self.log_since_mark(s) if since_mark
                      else self.log_tail(s, n * 20))
             lines = [l for l in lines if not _LOG_NOISE.search(l)][-n:]
-            diag("\n".join(["----- %s%s %s (%s) -----" % (
+            text = "\n".join(["----- %s%s %s (%s) -----" % (
                 header, s, "log lines of this case" if since_mark
                 else "log tail", self.log_path(s))] +
-                ["  " + line for line in lines]))
+                ["  " + line for line in lines])
+            diag(text)
+            if to_stderr:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
 
     # -- doveadm --
 

@@ -184,7 +184,7 @@ class Runner:
                         status, dt, "\n".join(
                             "    " + l for l in detail.rstrip().split("\n"))))
                     pair.dump_logs(n=80, since_mark=True,
-                                   header="[%s] " % name)
+                                   header="[%s] " % name, to_stderr=True)
         except Exception as e:
             failed = True
             self.tap.bail_out("%s: %s: %s" % (self.name, type(e).__name__,

@@ -51,9 +51,17 @@ class Tap:
             lines += ["# " + line if line else "#"
                       for line in detail.rstrip("\n").split("\n")]
         _write(lines)
+        if not passed:
+            # meson's --print-errorlogs shows stderr only: say there too
+            # why the case failed, so that a CI log names the reason
+            sys.stderr.write("not ok - %s\n%s\n" % (_oneline(name),
+                                                      detail.rstrip("\n")))
+            sys.stderr.flush()
 
     def bail_out(self, reason):
         _write(["Bail out! " + _oneline(reason)])
+        sys.stderr.write("Bail out! %s\n" % _oneline(reason))
+        sys.stderr.flush()
 
 
 def _oneline(text):
