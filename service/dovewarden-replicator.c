@@ -33,7 +33,8 @@
    regardless of its back-off, so that the replica's return is noticed
    within seconds; the first success ends the back-off of every user. A
    single user that keeps failing (a broken mailbox) is no outage: it
-   keeps its back-off. */
+   keeps its back-off. Only syncs to the global replica count: a user
+   whose userdb names another replica says nothing about this one. */
 #define REPLICATOR_OUTAGE_PROBE_MSECS (5 * 1000)
 
 struct replicator_sync {
@@ -49,6 +50,9 @@ struct replicator_sync {
 	   runs (NULL otherwise) */
 	char *full_state;
 	bool incremental:1;
+	/* the sync went to the global replica, not to one the userdb set
+	   for this user: only these tell whether the replica is down */
+	bool global_replica:1;
 };
 
 struct dovewarden_replicator {
@@ -395,7 +399,9 @@ replicator_sync_finish(struct replicator_sync *sync,
 	duration_usecs = timeval_diff_usecs(&ioloop_timeval, &sync->start_time);
 	replicator_sync_log(sync, result, error, duration_usecs);
 	dovewarden_metrics_sync_finished(result, duration_usecs, ioloop_time);
-	replicator_outage_update(replicator, sync->job->username, result);
+	if (sync->global_replica)
+		replicator_outage_update(replicator, sync->job->username,
+					 result);
 
 	/* the waits are answered from the queue's sync_done */
 	dovewarden_queue_backend_finish(&sync->job, result, new_state, error,
@@ -553,6 +559,7 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 	}
 
 	sync->destination = i_strdup(dest);
+	sync->global_replica = info.replica == NULL;
 	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
 		replicator_sync_kind(sync),
 		dovewarden_priority_to_str(sync->job->priority), dest);

@@ -8,7 +8,7 @@
 (b) A user whose userdb sets dovewarden_replica to a port where nobody
     listens fails, with the reason in the status, while another user
     changed at the same time replicates; the same for mail_replica (the
-    2.3 name). The users file of A is edited after the start (passwd-file
+    2.3 name). The users files are edited after the start (passwd-file
     rereads a changed file)."""
 
 import os
@@ -89,19 +89,17 @@ def _(pair):
     return line.split("Debug: ")[-1]
 
 
-@r.case("(b) userdb replica override: a bogus replica fails, others sync")
-def _(pair):
-    port = free_port()
-    bogus = "tcp:127.0.0.1:%d" % port
-    path = os.path.join(pair.dw_dir, "A", "users")
+def set_userdb_fields(pair, side, fields):
+    """Replace the userdb extra fields of some users in side's users file
+    (passwd-file: user:password:uid:gid:gecos:home:shell:extra)"""
+    path = os.path.join(pair.dw_dir, side, "users")
     with open(path) as f:
         lines = f.read().splitlines()
-    # passwd-file: user:password:uid:gid:gecos:home:shell:extra
     out = []
     for line in lines:
         f = line.split(":")
-        if f[0] in OVERRIDE_USERS:
-            f = f[:7] + ["userdb_%s=%s" % (OVERRIDE_USERS[f[0]], bogus)]
+        if f[0] in fields:
+            f = f[:7] + [fields[f[0]]]
         out.append(":".join(f))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -112,13 +110,25 @@ def _(pair):
     st = os.stat(path)
     os.utime(path, (st.st_atime, st.st_mtime + 2))
 
-    good = "user37"
+
+@r.case("(b) userdb replica override: a bogus replica fails, others sync")
+def _(pair):
+    port = free_port()
+    bogus = "tcp:127.0.0.1:%d" % port
+    # both servers' userdbs: with the Redis queue either service may run
+    # a user's sync, with its own userdb (a pair shares one in practice)
+    for side in ("A", "B"):
+        set_userdb_fields(pair, side, {
+            u: "userdb_%s=%s" % (field, bogus)
+            for u, field in OVERRIDE_USERS.items()})
+
+    # the overridden users first: their failures must not be taken for
+    # an outage of the global replica that the good user's sync ends
     hashes = {}
-    for u in [good] + sorted(OVERRIDE_USERS):
+    for u in sorted(OVERRIDE_USERS):
         msg = make_message("override-" + u)
         pair.append("A", u, msg)
         hashes[u] = msg_hash(msg)
-    pair.wait_converged(good, 20, "the user without an override")
     for u in sorted(OVERRIDE_USERS):
         st = wait_until(
             lambda: (lambda s: s if s and int(s["failed"]) >= 1 else None)(
@@ -128,9 +138,17 @@ def _(pair):
                % (u, st))
         pair.wait_log("A", lambda l: "%s: Starting " % u in l and bogus in l,
                       5, "A's service to sync %s to %s" % (u, bogus))
+    good = "user37"
+    pair.append("A", good, make_message("override-" + good))
+    pair.wait_converged(good, 20, "the user without an override")
+    for u in sorted(OVERRIDE_USERS):
         expect(hashes[u] not in (pair.snapshot("B", u).hashes()
                                  if pair.inbox_dir_exists("B", u) else ()),
                "%s's message reached B despite its replica override" % u)
+    expect(not [l for l in pair.log_since_mark("A")
+                if "The replica answers again" in l],
+           "failures to a user's own replica were taken for an outage of "
+           "the global one, which user37's sync then ended")
     return "replica override %s honoured for %s" % (
         bogus, ", ".join("%s (%s)" % (u, f)
                          for u, f in sorted(OVERRIDE_USERS.items())))
