@@ -1069,7 +1069,8 @@ redis_queue_scan_callback(const redisReply *reply, const char *error,
 	unsigned int i, count = 0;
 
 	if (failure == NULL &&
-	    (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+	     reply->elements != 2 ||
 	     reply->element[0]->type != REDIS_REPLY_STRING ||
 	     reply->element[1]->type != REDIS_REPLY_ARRAY))
 		failure = "Unexpected reply to SSCAN";
@@ -1250,21 +1251,65 @@ static void redis_queue_takeback(struct dovewarden_redis_queue *queue)
 				       NULL, 0);
 }
 
+static int
+redis_queue_retry_send(struct dovewarden_redis_queue *queue,
+		       const char *username, const char *cursor,
+		       unsigned int count,
+		       dovewarden_redis_queue_retry_callback_t *callback,
+		       void *context);
+
 static void
 redis_queue_retry_callback(const redisReply *reply, const char *error,
 			   void *context)
 {
 	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
 	dovewarden_redis_queue_retry_callback_t *callback = request->callback;
 	void *callback_context = request->context;
 	const char *failure = redis_queue_reply_failure(reply, error);
-	long long count = 0;
+	const char *cursor = "0";
+	unsigned int count = request->count;
+	long long n = 0;
 
 	i_free(request);
-	if (failure == NULL && !redis_reply_integer(reply, &count))
+	if (failure == NULL &&
+	    (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+	     reply->elements != 2 ||
+	     !redis_reply_integer(reply->element[0], &n) || n < 0 ||
+	     reply->element[1]->type != REDIS_REPLY_STRING))
 		failure = "Unexpected reply to retry";
+	if (failure == NULL) {
+		count += I_MIN(n, UINT_MAX - count);
+		cursor = redis_reply_string(reply->element[1]);
+		/* the next batch of the failed set */
+		if (strcmp(cursor, "0") != 0 &&
+		    redis_queue_retry_send(queue, "", cursor, count, callback,
+					   callback_context) == 0)
+			return;
+		if (strcmp(cursor, "0") != 0)
+			failure = "Redis unreachable";
+	}
 	if (callback != NULL)
 		callback(count, failure, callback_context);
+}
+
+static int
+redis_queue_retry_send(struct dovewarden_redis_queue *queue,
+		       const char *username, const char *cursor,
+		       unsigned int count,
+		       dovewarden_redis_queue_retry_callback_t *callback,
+		       void *context)
+{
+	const char **argv;
+	unsigned int argc;
+
+	argv = redis_queue_args(queue, 2, &argc);
+	argv[argc++] = username;
+	argv[argc++] = cursor;
+	return redis_queue_request_send(queue, &redis_queue_retry_script,
+					argc, argv,
+					redis_queue_retry_callback, callback,
+					context, count);
 }
 
 int dovewarden_redis_queue_retry_failed(struct dovewarden_redis_queue *queue,
@@ -1272,15 +1317,8 @@ int dovewarden_redis_queue_retry_failed(struct dovewarden_redis_queue *queue,
 					dovewarden_redis_queue_retry_callback_t *callback,
 					void *context)
 {
-	const char **argv;
-	unsigned int argc;
-
-	argv = redis_queue_args(queue, 1, &argc);
-	argv[argc++] = username == NULL ? "" : username;
-	return redis_queue_request_send(queue, &redis_queue_retry_script,
-					argc, argv,
-					redis_queue_retry_callback, callback,
-					context, 0);
+	return redis_queue_retry_send(queue, username == NULL ? "" : username,
+				      "0", 0, callback, context);
 }
 
 uint64_t

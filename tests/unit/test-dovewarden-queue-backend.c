@@ -846,6 +846,33 @@ Test(queue_backend, retry_failed_ends_the_back_off)
 	backend_stop_all();
 }
 
+/* A long outage leaves many users in back-off: all of them are due again
+   (the Redis backend goes through its failed set in batches) */
+Test(queue_backend, retry_failed_ends_every_back_off)
+{
+	struct dovewarden_queue_job *job;
+	unsigned int i, failed = 0, n = 600;
+
+	queue_set.retry_min_secs = 60;
+	queue_set.retry_max_secs = 600;
+	backend_start();
+	for (i = 0; i < n; i++)
+		notify(t_strdup_printf("user%u", i), DOVEWARDEN_PRIORITY_LOW);
+	while ((job = pop_wait(FALSE, 500)) != NULL) {
+		if (job->consecutive_failures == 0)
+			failed++;
+		/* not waiting for each sync_done: the next pop comes after
+		   the result on the same connection */
+		dovewarden_queue_backend_finish(&job,
+						DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
+						NULL, "peer down", FALSE);
+	}
+	cr_assert_eq(failed, n);
+	cr_assert_eq(retry_failed(NULL), n);
+	cr_assert_eq(retry_failed(NULL), 0);
+	backend_stop_all();
+}
+
 Test(queue_backend, config_errors_wait_the_longest_back_off)
 {
 	struct dovewarden_queue_job *job;
