@@ -4,8 +4,29 @@
 #include "base64.h"
 #include "buffer.h"
 #include "sha2.h"
+#include "net.h"
 #include "http-auth.h"
 #include "dovewarden-http-auth.h"
+
+bool dovewarden_http_ip_is_loopback(const struct ip_addr *ip)
+{
+	static const unsigned char v4mapped_prefix[12] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+	};
+	const unsigned char *v6;
+
+	/* not net_ip4_loopback: lib-dovecot keeps it in host byte order,
+	   so it doesn't match 127.0.0.1 on little-endian hosts */
+	if (IPADDR_IS_V4(ip))
+		return (ntohl(ip->u.ip4.s_addr) >> 24) == 127;
+	if (!IPADDR_IS_V6(ip))
+		return FALSE;
+	if (net_ip_compare(ip, &net_ip6_loopback))
+		return TRUE;
+	v6 = ip->u.ip6.s6_addr;
+	return memcmp(v6, v4mapped_prefix, sizeof(v4mapped_prefix)) == 0 &&
+		v6[12] == 127;
+}
 
 /* Compares the digests, so that neither the bytes nor the length of the
    secret show in how long the comparison takes */

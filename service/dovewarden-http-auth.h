@@ -3,6 +3,11 @@
 #define DOVEWARDEN_HTTP_AUTH_H
 
 struct http_auth_credentials;
+struct ip_addr;
+
+/* TRUE for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: a listener there is
+   reachable from this host only, where POST /events needs no secret */
+bool dovewarden_http_ip_is_loopback(const struct ip_addr *ip);
 
 /* Check the parsed Authorization header of a POST /events against
    dovewarden_http_secret (not ""): "Bearer <secret>" or "Basic" with any

@@ -558,15 +558,6 @@ static const struct http_server_callbacks http_callbacks = {
 	.connection_destroy = http_connection_destroy,
 };
 
-bool dovewarden_http_ip_is_loopback(const struct ip_addr *ip)
-{
-	if (IPADDR_IS_V4(ip))
-		return net_is_in_network(ip, &net_ip4_loopback, 8);
-	if (IPADDR_IS_V6(ip))
-		return net_ip_compare(ip, &net_ip6_loopback);
-	return FALSE;
-}
-
 /* Returns TRUE when POST /events must be refused on the listener: it is
    bound to an address other hosts can reach (a wildcard too) and nothing
    authenticates the events. */

@@ -56,9 +56,6 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 /* Closes all connections; pending /readyz requests get 503. */
 void dovewarden_http_server_deinit(struct dovewarden_http_server **server);
 
-/* TRUE for 127.0.0.0/8 and ::1 */
-bool dovewarden_http_ip_is_loopback(const struct ip_addr *ip);
-
 /* Take over an accepted master service connection. */
 void
 dovewarden_http_server_accept(struct dovewarden_http_server *server,
