@@ -12,6 +12,7 @@
 #include "dovewarden-log-limit.h"
 #include "dovewarden-doveadm.h"
 #include "dovewarden-userdb.h"
+#include "dovewarden-orphans.h"
 #include "dovewarden-metrics.h"
 #include "dovewarden-replicator.h"
 
@@ -42,6 +43,8 @@ struct replicator_sync {
 	struct dovewarden_queue_job *job;
 	struct event *event;
 	struct dovewarden_doveadm_sync *dsync;
+	/* waiting for a previous process's dsync of the user to end */
+	struct timeout *to_orphan;
 
 	struct timeval start_time;
 	/* dsync destination, kept for the verification pass */
@@ -64,8 +67,12 @@ struct dovewarden_replicator {
 	struct dovewarden_queue_backend *queue;
 	struct dovewarden_doveadm *doveadm;
 	struct dovewarden_userdb *userdb;
+	struct dovewarden_orphans *orphans;
 
 	ARRAY(struct replicator_sync *) syncs;
+	/* syncs waiting for to_orphan: they take no slot, their dsync
+	   has not started */
+	unsigned int orphan_waits;
 
 	/* username -> when its NOUSER was logged as a warning */
 	HASH_TABLE(char *, void *) nouser_logged;
@@ -75,6 +82,8 @@ struct dovewarden_replicator {
 	struct timeout *to_fill;
 	/* the outage's probe, see REPLICATOR_OUTAGE_PROBE_MSECS */
 	struct timeout *to_probe;
+	/* when the first orphaned dsync stops taking a slot */
+	struct timeout *to_orphans;
 	/* the user whose sync failed last since the last success (NULL
 	   after a success), and when the first of them failed */
 	char *last_failed_user;
@@ -439,6 +448,8 @@ replicator_verify_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	bool repaired = FALSE;
 
 	sync->dsync = NULL;
+	dovewarden_orphans_ended(sync->replicator->orphans,
+				 sync->job->username);
 	if (reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    reply->state[0] != '\0') {
 		/* a change notified meanwhile would move the state too */
@@ -466,6 +477,8 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	struct replicator_sync *sync = context;
 
 	sync->dsync = NULL;
+	dovewarden_orphans_ended(sync->replicator->orphans,
+				 sync->job->username);
 	if (sync->job->full && sync->incremental &&
 	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    reply->state[0] != '\0' &&
@@ -496,10 +509,51 @@ replicator_dsync_start(struct replicator_sync *sync, const char *state,
 	dset.timeout_msecs = replicator->set->dovewarden_sync_timeout * 1000;
 	dset.io_timeout_secs = replicator->set->dovewarden_sync_timeout;
 	dset.full = full;
+	dovewarden_orphans_started(replicator->orphans, sync->job->username);
 	sync->dsync = dovewarden_doveadm_sync_start(
 		replicator->doveadm, &dset, sync->event,
 		sync->full_state != NULL ? replicator_verify_callback :
 		replicator_dsync_callback, sync);
+}
+
+static void replicator_sync_run(struct replicator_sync *sync)
+{
+	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
+		replicator_sync_kind(sync),
+		dovewarden_priority_to_str(sync->job->priority),
+		sync->destination);
+	replicator_dsync_start(sync, sync->job->state, sync->job->full);
+}
+
+static void replicator_sync_orphan_ended(struct replicator_sync *sync)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+
+	timeout_remove(&sync->to_orphan);
+	i_assert(replicator->orphan_waits > 0);
+	replicator->orphan_waits--;
+	replicator_sync_run(sync);
+}
+
+/* A previous service process started a dsync of the user that may still
+   run in doveadm-server (see dovewarden-orphans.h): wait for it instead
+   of starting a second one at once. Returns TRUE when waiting. */
+static bool replicator_sync_wait_orphan(struct replicator_sync *sync)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+	time_t until;
+
+	until = dovewarden_orphans_wait_until(replicator->orphans,
+					      sync->job->username);
+	if (until <= ioloop_time)
+		return FALSE;
+	e_debug(sync->event, "Waiting %lld secs for the dsync a previous "
+		"service process started (it may still run in "
+		"doveadm-server)", (long long)(until - ioloop_time));
+	replicator->orphan_waits++;
+	sync->to_orphan = timeout_add((until - ioloop_time) * 1000,
+				      replicator_sync_orphan_ended, sync);
+	return TRUE;
 }
 
 static void
@@ -560,10 +614,9 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 
 	sync->destination = i_strdup(dest);
 	sync->global_replica = info.replica == NULL;
-	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
-		replicator_sync_kind(sync),
-		dovewarden_priority_to_str(sync->job->priority), dest);
-	replicator_dsync_start(sync, sync->job->state, sync->job->full);
+	if (replicator_sync_wait_orphan(sync))
+		return;
+	replicator_sync_run(sync);
 }
 
 static void
@@ -612,6 +665,30 @@ replicator_background_running(struct dovewarden_replicator *replicator)
 
 static void replicator_fill(struct dovewarden_replicator *replicator);
 
+static void replicator_orphans_ended(struct dovewarden_replicator *replicator)
+{
+	timeout_remove(&replicator->to_orphans);
+	replicator_fill_soon(replicator);
+}
+
+/* The slots taken: running syncs and the dsyncs of previous processes
+   that may still run (see dovewarden-orphans.h) */
+static unsigned int
+replicator_slots_used(struct dovewarden_replicator *replicator)
+{
+	unsigned int orphans;
+	time_t next_end;
+
+	orphans = dovewarden_orphans_count(replicator->orphans, &next_end);
+	if (orphans > 0 && replicator->to_orphans == NULL) {
+		replicator->to_orphans = timeout_add(
+			(next_end - ioloop_time) * 1000,
+			replicator_orphans_ended, replicator);
+	}
+	return array_count(&replicator->syncs) - replicator->orphan_waits +
+		orphans;
+}
+
 static void
 replicator_pop_callback(struct dovewarden_queue_job *job, int retry_msecs,
 			const char *error, void *context)
@@ -659,7 +736,7 @@ static void replicator_fill(struct dovewarden_replicator *replicator)
 
 	replicator->filling = TRUE;
 	while (!replicator->pop_running &&
-	       array_count(&replicator->syncs) <
+	       replicator_slots_used(replicator) <
 	       replicator->set->dovewarden_max_syncs) {
 		if (++pops > REPLICATOR_FILL_MAX_POPS) {
 			replicator->filling = FALSE;
@@ -699,7 +776,7 @@ static void replicator_fill_soon(struct dovewarden_replicator *replicator)
 
 struct dovewarden_replicator *
 dovewarden_replicator_init(const struct dovewarden_settings *set,
-			   const char *base_dir,
+			   const char *base_dir, const char *orphans_path,
 			   struct dovewarden_queue_backend *queue,
 			   struct event *event_parent)
 {
@@ -722,6 +799,8 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 		replicator->auth_socket_path,
 		DOVEWARDEN_REPLICATOR_USERDB_TIMEOUT_MSECS,
 		DOVEWARDEN_REPLICATOR_USERDB_CACHE_SECS, replicator->event);
+	replicator->orphans = dovewarden_orphans_init(orphans_path,
+						      replicator->event);
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
 	hash_table_create(&replicator->nouser_logged, default_pool, 0,
 			  str_hash, strcmp);
@@ -742,17 +821,23 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 	replicator->deinitializing = TRUE;
 	timeout_remove(&replicator->to_fill);
 	timeout_remove(&replicator->to_probe);
+	timeout_remove(&replicator->to_orphans);
 	while (array_count(&replicator->syncs) > 0) {
 		sync = array_idx_elem(&replicator->syncs, 0);
 		e_debug(sync->event, "Aborting sync: shutting down");
+		/* its dsync goes on in doveadm-server: it stays recorded
+		   as started for the next process */
 		dovewarden_doveadm_sync_abort(&sync->dsync);
+		timeout_remove(&sync->to_orphan);
 		/* not a failure: the user is synced again soon after the
 		   restart, without back-off */
 		dovewarden_queue_backend_release(&sync->job);
 		replicator_sync_free(sync);
 	}
+	replicator->orphan_waits = 0;
 	dovewarden_doveadm_deinit(&replicator->doveadm);
 	dovewarden_userdb_deinit(&replicator->userdb);
+	dovewarden_orphans_deinit(&replicator->orphans);
 	array_free(&replicator->syncs);
 	replicator_nouser_clear(replicator);
 	hash_table_destroy(&replicator->nouser_logged);
@@ -809,8 +894,10 @@ void dovewarden_replicator_get_dsync_status(
 		status->username = t_strdup(sync->job->username);
 		status->type = sync->job->full ? "full" :
 			(sync->incremental ? "incremental" : "normal");
-		status->state = sync->dsync == NULL ? "looking up the user" :
-			dovewarden_doveadm_sync_get_state(sync->dsync);
+		status->state = sync->to_orphan != NULL ?
+			"waiting for a previous process's dsync" :
+			(sync->dsync == NULL ? "looking up the user" :
+			 dovewarden_doveadm_sync_get_state(sync->dsync));
 		status->running_secs =
 			ioloop_time <= sync->start_time.tv_sec ? 0 :
 			(unsigned int)(ioloop_time - sync->start_time.tv_sec);

@@ -29,10 +29,11 @@ struct dovewarden_admin_dsync_status;
 #define DOVEWARDEN_REPLICATOR_NOUSER_LOG_MAX_USERS 10000
 
 /* set and queue must stay valid until deinit. base_dir resolves the
-   relative socket paths in set. */
+   relative socket paths in set. orphans_path is the record of started
+   dsyncs (see dovewarden-orphans.h). */
 struct dovewarden_replicator *
 dovewarden_replicator_init(const struct dovewarden_settings *set,
-			   const char *base_dir,
+			   const char *base_dir, const char *orphans_path,
 			   struct dovewarden_queue_backend *queue,
 			   struct event *event_parent);
 /* Aborts the running syncs and gives their jobs back to the queue (their

@@ -18,6 +18,8 @@
 
 /* The queue state, in state_dir */
 #define DOVEWARDEN_STATE_FNAME "dovewarden.db"
+/* The started dsyncs (see dovewarden-orphans.h), in state_dir */
+#define DOVEWARDEN_ORPHANS_FNAME "dovewarden.dsyncs"
 
 static struct event *dovewarden_event;
 static const struct dovewarden_settings *dovewarden_set;
@@ -115,7 +117,8 @@ static void main_init(void)
 		i_fatal("%s", error);
 
 	replicator = dovewarden_replicator_init(dovewarden_set, mset->base_dir,
-						queue, dovewarden_event);
+		t_strconcat(mset->state_dir, "/"DOVEWARDEN_ORPHANS_FNAME, NULL),
+		queue, dovewarden_event);
 	sync_waits = dovewarden_sync_waits_init(queue);
 	sweep_schedule = dovewarden_sweep_schedule_init(
 		dovewarden_set->dovewarden_userdb_sweep_interval,

@@ -1,0 +1,355 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "hash.h"
+#include "ioloop.h"
+#include "istream.h"
+#include "str.h"
+#include "strescape.h"
+#include "strnum.h"
+#include "write-full.h"
+#include "dovewarden-protocol.h"
+#include "dovewarden-orphans.h"
+
+#include <stdio.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+/* Longer lines are corrupt: a username is shorter */
+#define ORPHANS_MAX_LINE_LENGTH 4096
+
+struct orphan_record {
+	time_t started;
+	/* started by a previous process */
+	bool inherited;
+};
+
+struct dovewarden_orphans {
+	struct event *event;
+	char *path, *tmp_path;
+	/* -1 after an error: the service goes on without records */
+	int fd;
+	uoff_t size;
+
+	/* username -> struct orphan_record */
+	HASH_TABLE(char *, struct orphan_record *) records;
+	unsigned int inherited_count;
+};
+
+int dovewarden_orphans_parse_line(const char *line, time_t *started_r,
+				  const char **username_r,
+				  const char **reason_r)
+{
+	const char *const *args = t_strsplit_tabescaped(line);
+
+	*started_r = 0;
+	*username_r = NULL;
+	if (str_array_length(args) != 2) {
+		*reason_r = "wrong number of fields";
+		return -1;
+	}
+	if (!dovewarden_username_is_valid(args[1])) {
+		*reason_r = "invalid username";
+		return -1;
+	}
+	if (strcmp(args[0], "-") == 0) {
+		*username_r = args[1];
+		return 0;
+	}
+	if (str_to_time(args[0], started_r) < 0 || *started_r <= 0) {
+		*started_r = 0;
+		*reason_r = "invalid time";
+		return -1;
+	}
+	*username_r = args[1];
+	return 1;
+}
+
+static void orphans_failed(struct dovewarden_orphans *orphans,
+			   const char *func, const char *path)
+{
+	e_error(orphans->event, "%s(%s) failed: %m (restarts may sync the "
+		"users of unfinished dsyncs again at once)", func, path);
+	i_close_fd(&orphans->fd);
+}
+
+static void
+orphans_set(struct dovewarden_orphans *orphans, const char *username,
+	    time_t started, bool inherited)
+{
+	struct orphan_record *rec;
+	char *key;
+
+	if (!hash_table_lookup_full(orphans->records, username, &key, &rec)) {
+		key = i_strdup(username);
+		rec = i_new(struct orphan_record, 1);
+		hash_table_insert(orphans->records, key, rec);
+	} else if (rec->inherited) {
+		orphans->inherited_count--;
+	}
+	rec->started = started;
+	rec->inherited = inherited;
+	if (inherited)
+		orphans->inherited_count++;
+}
+
+static void
+orphans_unset(struct dovewarden_orphans *orphans, const char *username)
+{
+	struct orphan_record *rec;
+	char *key;
+
+	if (!hash_table_lookup_full(orphans->records, username, &key, &rec))
+		return;
+	if (rec->inherited)
+		orphans->inherited_count--;
+	hash_table_remove(orphans->records, username);
+	i_free(key);
+	i_free(rec);
+}
+
+static void orphans_clear(struct dovewarden_orphans *orphans)
+{
+	struct hash_iterate_context *iter;
+	struct orphan_record *rec;
+	char *key;
+
+	iter = hash_table_iterate_init(orphans->records);
+	while (hash_table_iterate(iter, orphans->records, &key, &rec)) {
+		i_free(key);
+		i_free(rec);
+	}
+	hash_table_iterate_deinit(&iter);
+	hash_table_clear(orphans->records, FALSE);
+	orphans->inherited_count = 0;
+}
+
+static void
+orphans_append_started(string_t *str, const char *username, time_t started)
+{
+	str_printfa(str, "%lld\t", (long long)started);
+	str_append_tabescaped(str, username);
+	str_append_c(str, '\n');
+}
+
+/* Read the file into records: returns how many lines were invalid */
+static unsigned int orphans_load(struct dovewarden_orphans *orphans)
+{
+	struct istream *input;
+	const char *line, *username, *reason, *first_reason = NULL;
+	unsigned int invalid = 0;
+	time_t started;
+	int fd, ret;
+
+	fd = open(orphans->path, O_RDONLY);
+	if (fd == -1) {
+		if (errno != ENOENT)
+			e_error(orphans->event, "open(%s) failed: %m",
+				orphans->path);
+		return 0;
+	}
+	input = i_stream_create_fd_autoclose(&fd, ORPHANS_MAX_LINE_LENGTH);
+	while ((line = i_stream_read_next_line(input)) != NULL) T_BEGIN {
+		ret = dovewarden_orphans_parse_line(line, &started, &username,
+						    &reason);
+		if (ret > 0)
+			orphans_set(orphans, username, started, TRUE);
+		else if (ret == 0)
+			orphans_unset(orphans, username);
+		else if (invalid++ == 0)
+			first_reason = reason;
+	} T_END;
+	if (input->stream_errno != 0) {
+		e_error(orphans->event, "read(%s) failed: %s", orphans->path,
+			i_stream_get_error(input));
+	} else if (!input->eof) {
+		/* a line longer than the buffer */
+		invalid++;
+		first_reason = "line too long";
+	}
+	if (invalid > 0) {
+		e_warning(orphans->event, "%s: Skipped %u invalid lines "
+			  "(the first one: %s)", orphans->path, invalid,
+			  first_reason);
+	}
+	i_stream_destroy(&input);
+	return invalid;
+}
+
+/* Replace the file with the records, opened for appending */
+static void orphans_rewrite(struct dovewarden_orphans *orphans)
+{
+	struct hash_iterate_context *iter;
+	struct orphan_record *rec;
+	string_t *str = t_str_new(256);
+	char *key;
+	int fd;
+
+	i_close_fd(&orphans->fd);
+	iter = hash_table_iterate_init(orphans->records);
+	while (hash_table_iterate(iter, orphans->records, &key, &rec))
+		orphans_append_started(str, key, rec->started);
+	hash_table_iterate_deinit(&iter);
+
+	fd = open(orphans->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+		  0600);
+	if (fd == -1) {
+		orphans_failed(orphans, "open", orphans->tmp_path);
+		return;
+	}
+	orphans->fd = fd;
+	if (write_full(fd, str_data(str), str_len(str)) < 0) {
+		orphans_failed(orphans, "write", orphans->tmp_path);
+		i_unlink_if_exists(orphans->tmp_path);
+		return;
+	}
+	if (rename(orphans->tmp_path, orphans->path) < 0) {
+		orphans_failed(orphans, "rename", orphans->path);
+		i_unlink_if_exists(orphans->tmp_path);
+		return;
+	}
+	orphans->size = str_len(str);
+}
+
+static void
+orphans_append(struct dovewarden_orphans *orphans, const string_t *str)
+{
+	if (orphans->fd == -1)
+		return;
+	if (orphans->size + str_len(str) > DOVEWARDEN_ORPHANS_COMPACT_SIZE) {
+		/* the records already hold this line's change */
+		orphans_rewrite(orphans);
+		return;
+	}
+	if (write_full(orphans->fd, str_data(str), str_len(str)) < 0) {
+		orphans_failed(orphans, "write", orphans->path);
+		return;
+	}
+	orphans->size += str_len(str);
+}
+
+struct dovewarden_orphans *
+dovewarden_orphans_init(const char *path, struct event *event)
+{
+	struct dovewarden_orphans *orphans;
+	struct hash_iterate_context *iter;
+	struct orphan_record *rec;
+	time_t next_end;
+	char *key;
+
+	orphans = i_new(struct dovewarden_orphans, 1);
+	orphans->event = event;
+	orphans->path = i_strdup(path);
+	orphans->tmp_path = i_strconcat(path, ".tmp", NULL);
+	orphans->fd = -1;
+	hash_table_create(&orphans->records, default_pool, 0,
+			  str_hash, strcmp);
+
+	T_BEGIN {
+		(void)orphans_load(orphans);
+		/* a time in the future (the clock went back) counts as now */
+		iter = hash_table_iterate_init(orphans->records);
+		while (hash_table_iterate(iter, orphans->records, &key, &rec))
+			rec->started = I_MIN(rec->started, ioloop_time);
+		hash_table_iterate_deinit(&iter);
+		/* forget the dsyncs that have most likely ended */
+		(void)dovewarden_orphans_count(orphans, &next_end);
+		orphans_rewrite(orphans);
+	} T_END;
+	if (orphans->inherited_count > 0) {
+		e_info(orphans->event, "%u dsyncs started by the previous "
+		       "service process may still run in doveadm-server: "
+		       "their users are synced again at most %u secs after "
+		       "those started", orphans->inherited_count,
+		       DOVEWARDEN_ORPHAN_GRACE_SECS);
+	}
+	return orphans;
+}
+
+void dovewarden_orphans_deinit(struct dovewarden_orphans **_orphans)
+{
+	struct dovewarden_orphans *orphans = *_orphans;
+
+	if (orphans == NULL)
+		return;
+	*_orphans = NULL;
+
+	i_close_fd(&orphans->fd);
+	orphans_clear(orphans);
+	hash_table_destroy(&orphans->records);
+	i_free(orphans->path);
+	i_free(orphans->tmp_path);
+	i_free(orphans);
+}
+
+unsigned int dovewarden_orphans_count(struct dovewarden_orphans *orphans,
+				      time_t *next_end_r)
+{
+	struct hash_iterate_context *iter;
+	struct orphan_record *rec;
+	ARRAY(char *) expired;
+	char *key, *username;
+	time_t until;
+
+	*next_end_r = 0;
+	if (orphans->inherited_count == 0)
+		return 0;
+	T_BEGIN {
+		t_array_init(&expired, 16);
+		iter = hash_table_iterate_init(orphans->records);
+		while (hash_table_iterate(iter, orphans->records, &key,
+					  &rec)) {
+			if (!rec->inherited)
+				continue;
+			until = rec->started + DOVEWARDEN_ORPHAN_GRACE_SECS;
+			if (until <= ioloop_time)
+				array_push_back(&expired, &key);
+			else if (*next_end_r == 0 || until < *next_end_r)
+				*next_end_r = until;
+		}
+		hash_table_iterate_deinit(&iter);
+		array_foreach_elem(&expired, username)
+			orphans_unset(orphans, username);
+	} T_END;
+	return orphans->inherited_count;
+}
+
+time_t dovewarden_orphans_wait_until(struct dovewarden_orphans *orphans,
+				     const char *username)
+{
+	struct orphan_record *rec;
+	time_t until;
+
+	rec = hash_table_lookup(orphans->records, username);
+	if (rec == NULL || !rec->inherited)
+		return 0;
+	until = rec->started + DOVEWARDEN_ORPHAN_GRACE_SECS;
+	if (until <= ioloop_time) {
+		orphans_unset(orphans, username);
+		return 0;
+	}
+	return until;
+}
+
+void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
+				const char *username)
+{
+	string_t *str = t_str_new(128);
+
+	orphans_set(orphans, username, ioloop_time, FALSE);
+	orphans_append_started(str, username, ioloop_time);
+	orphans_append(orphans, str);
+}
+
+void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,
+			      const char *username)
+{
+	string_t *str = t_str_new(128);
+
+	orphans_unset(orphans, username);
+	str_append(str, "-\t");
+	str_append_tabescaped(str, username);
+	str_append_c(str, '\n');
+	orphans_append(orphans, str);
+}

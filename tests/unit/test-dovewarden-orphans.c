@@ -1,0 +1,219 @@
+/* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
+
+#include "lib.h"
+#include "ioloop.h"
+#include "str.h"
+#include "unlink-directory.h"
+#include "dovewarden-orphans.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static char tmpdir[] = "/tmp/dw-orphans-test.XXXXXX";
+static char *path;
+static struct ioloop *ioloop;
+static struct event *event;
+
+static void test_init(void)
+{
+	lib_init();
+	cr_assert_not_null(mkdtemp(tmpdir));
+	path = i_strconcat(tmpdir, "/dovewarden.dsyncs", NULL);
+	ioloop = io_loop_create();
+	event = event_create(NULL);
+}
+
+static void test_fini(void)
+{
+	const char *error;
+
+	event_unref(&event);
+	io_loop_destroy(&ioloop);
+	if (unlink_directory(tmpdir, UNLINK_DIRECTORY_FLAG_RMDIR,
+			     &error) < 0)
+		i_error("%s", error);
+	i_free_and_null(path);
+	lib_deinit();
+}
+
+TestSuite(orphans, .init = test_init, .fini = test_fini);
+
+static unsigned int count(struct dovewarden_orphans *orphans)
+{
+	time_t next_end;
+
+	return dovewarden_orphans_count(orphans, &next_end);
+}
+
+static void write_str(const char *str)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "fopen(%s): %m", path);
+	cr_assert_eq(fwrite(str, 1, strlen(str), f), strlen(str));
+	cr_assert_eq(fclose(f), 0);
+}
+
+static const char *read_str(void)
+{
+	string_t *str = t_str_new(256);
+	char buf[1024];
+	size_t n;
+	FILE *f = fopen(path, "r");
+
+	cr_assert_not_null(f, "fopen(%s): %m", path);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		str_append_data(str, buf, n);
+	cr_assert_eq(fclose(f), 0);
+	return str_c(str);
+}
+
+Test(orphans, missing_file_is_empty)
+{
+	struct dovewarden_orphans *orphans;
+
+	orphans = dovewarden_orphans_init(path, event);
+	cr_assert_eq(count(orphans), 0);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"), 0);
+	cr_assert_str_eq(read_str(), "");
+	dovewarden_orphans_deinit(&orphans);
+}
+
+Test(orphans, unended_dsyncs_are_waited_for_after_restart)
+{
+	struct dovewarden_orphans *orphans;
+	const char *contents;
+	time_t started;
+
+	orphans = dovewarden_orphans_init(path, event);
+	started = ioloop_time;
+	dovewarden_orphans_started(orphans, "alice");
+	dovewarden_orphans_started(orphans, "bob@example.com");
+	dovewarden_orphans_started(orphans, "carol");
+	dovewarden_orphans_ended(orphans, "carol");
+	/* a process never waits for its own dsyncs */
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"), 0);
+	dovewarden_orphans_deinit(&orphans);
+
+	/* the next process: alice's and bob's dsyncs may still run */
+	orphans = dovewarden_orphans_init(path, event);
+	cr_assert_eq(count(orphans), 2);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"),
+		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "bob@example.com"),
+		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "carol"), 0);
+	/* the file was compacted to the two records (in any order) */
+	contents = read_str();
+	cr_assert_not_null(strstr(contents, t_strdup_printf(
+		"%lld\talice\n", (long long)started)), "%s", contents);
+	cr_assert_not_null(strstr(contents, t_strdup_printf(
+		"%lld\tbob@example.com\n", (long long)started)), "%s",
+		contents);
+	cr_assert_eq(strlen(contents), 2 * 11 + strlen("alice\n") +
+		     strlen("bob@example.com\n"), "%s", contents);
+
+	/* a new dsync of alice replaces the inherited record */
+	dovewarden_orphans_started(orphans, "alice");
+	cr_assert_eq(count(orphans), 1);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"), 0);
+	dovewarden_orphans_ended(orphans, "alice");
+	dovewarden_orphans_deinit(&orphans);
+
+	/* bob's record is still there for a third process, with the time
+	   it was started */
+	orphans = dovewarden_orphans_init(path, event);
+	cr_assert_eq(count(orphans), 1);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "bob@example.com"),
+		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	dovewarden_orphans_deinit(&orphans);
+}
+
+Test(orphans, old_records_and_bad_lines_are_dropped)
+{
+	struct dovewarden_orphans *orphans;
+	time_t next_end;
+	long long now;
+
+	now = (long long)ioloop_time;
+	write_str(t_strdup_printf(
+		"%lld\told\n"
+		"%lld\tnew\n"
+		"%lld\tfuture\n"
+		"garbage\n"
+		"x\tbadtime\n"
+		"-\n"
+		"%lld\tended\n"
+		"-\tended\n"
+		"%lld\tunterminated",
+		now - DOVEWARDEN_ORPHAN_GRACE_SECS, now - 1, now + 3600,
+		now, now));
+
+	orphans = dovewarden_orphans_init(path, event);
+	/* they take slots until the first one's grace ends */
+	cr_assert_eq(dovewarden_orphans_count(orphans, &next_end), 2);
+	cr_assert_eq(next_end, now - 1 + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "old"), 0);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "new"),
+		     now - 1 + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	/* a start in the future (the clock went back) counts as now */
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "future"),
+		     now + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "ended"), 0);
+	/* an append cut short */
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "unterminated"),
+		     0);
+	dovewarden_orphans_deinit(&orphans);
+}
+
+Test(orphans, appends_are_compacted)
+{
+	struct dovewarden_orphans *orphans;
+	unsigned int i;
+
+	orphans = dovewarden_orphans_init(path, event);
+	dovewarden_orphans_started(orphans, "running");
+	for (i = 0; i < DOVEWARDEN_ORPHANS_COMPACT_SIZE / 16; i++) {
+		dovewarden_orphans_started(orphans, "user");
+		dovewarden_orphans_ended(orphans, "user");
+	}
+	dovewarden_orphans_deinit(&orphans);
+	cr_assert_lt(strlen(read_str()), DOVEWARDEN_ORPHANS_COMPACT_SIZE);
+
+	orphans = dovewarden_orphans_init(path, event);
+	cr_assert_eq(count(orphans), 1);
+	cr_assert_gt(dovewarden_orphans_wait_until(orphans, "running"), 0);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "user"), 0);
+	dovewarden_orphans_deinit(&orphans);
+}
+
+Test(orphans, parse_line)
+{
+	const char *username, *reason;
+	time_t started;
+
+	cr_assert_eq(dovewarden_orphans_parse_line("12\tu@example.com",
+						   &started, &username,
+						   &reason), 1);
+	cr_assert_eq(started, 12);
+	cr_assert_str_eq(username, "u@example.com");
+	/* escaped control bytes are no username */
+	cr_assert_eq(dovewarden_orphans_parse_line("12\tu\001tv",
+						   &started, &username,
+						   &reason), -1);
+	cr_assert_str_eq(reason, "invalid username");
+	cr_assert_eq(dovewarden_orphans_parse_line("-\tu", &started,
+						   &username, &reason), 0);
+	cr_assert_str_eq(username, "u");
+	cr_assert_eq(dovewarden_orphans_parse_line("0\tu", &started,
+						   &username, &reason), -1);
+	cr_assert_str_eq(reason, "invalid time");
+	cr_assert_eq(dovewarden_orphans_parse_line("1\tu\tx", &started,
+						   &username, &reason), -1);
+	cr_assert_eq(dovewarden_orphans_parse_line("1\t", &started,
+						   &username, &reason), -1);
+	cr_assert_str_eq(reason, "invalid username");
+	cr_assert_eq(dovewarden_orphans_parse_line("", &started,
+						   &username, &reason), -1);
+}
