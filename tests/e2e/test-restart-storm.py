@@ -3,19 +3,25 @@
 """Repeated restarts resume work instead of redoing it.
 
 Both services are killed with SIGKILL every DW_KILL_INTERVAL seconds
-(default 5) for DW_KILL_DURATION seconds (default 30; the long version,
-bench/restart-storm.sh, runs 120) while a mixed workload changes
-DW_STORM_USERS users (default 24) on A and on B at once. Once the kills and
-the load stop, every change must be on both servers within DW_CONV_BOUND
-seconds (default 30).
+(default 5) for DW_KILL_DURATION seconds (default 120, the issue's
+criterion) while a mixed workload changes DW_STORM_USERS users (default
+24) on A and on B at once. Once the kills and the load stop, every change
+must be on both servers within DW_CONV_BOUND seconds (default 30): the
+checker compares every mailbox, message, flag and subscription.
 
 Before sync results were journaled, every restart of the built-in queue
 redid the syncs since its last snapshot (first full syncs, settle full
 syncs) and swept the userdb; with Redis, a killed instance's claims waited
 for dovewarden_redis_claim_timeout (here its default, 1 min) before
-anybody synced those users again. The test also checks that no restart
-swept the userdb (the first start of the pair did) and, with Redis, that
-the restarted instances took their own claims back."""
+anybody synced those users again. Before the service recorded its dsyncs
+(dovewarden.dsyncs), each restart started the killed process's syncs
+again while their dsyncs still ran in doveadm-server, waiting for those
+users' locks; the waiting dsyncs piled up until doveadm's process_limit
+was reached on both servers, and then no dsync could connect to the
+other server: nothing converged. The test also checks that no restart
+swept the userdb (the first start of the pair did), that doveadm's
+process_limit was never reached and, with Redis, that the restarted
+instances took their own claims back."""
 
 import os
 import re
@@ -32,7 +38,7 @@ from dwtest.runner import Runner, run  # noqa: E402
 from dwtest.tap import diag  # noqa: E402
 
 KILL_INTERVAL = float(os.environ.get("DW_KILL_INTERVAL", "5"))
-KILL_DURATION = float(os.environ.get("DW_KILL_DURATION", "30"))
+KILL_DURATION = float(os.environ.get("DW_KILL_DURATION", "120"))
 N_USERS = int(os.environ.get("DW_STORM_USERS", "24"))
 BOUND = float(os.environ.get("DW_CONV_BOUND", "30"))
 REDIS = os.environ.get("DW_E2E_REDIS") == "1"
@@ -90,20 +96,30 @@ def _(pair):
     full = count_lines(pair, r"Starting (settle full|full) sync \(")
     took_back = count_lines(pair, r"Took back \d+ (expired claims|claims of "
                             r"this instance)")
+    limit = count_lines(pair, r"service\(doveadm\): process_limit \(\d+\) "
+                        r"reached")
+    orphans = count_lines(pair, r"dsyncs started by the previous service "
+                          r"process may still run")
     summary = ("%d kills, %d ops (%s); %d syncs (%d full); %s; userdb "
-               "sweeps at the restarts: %d%s" % (
+               "sweeps at the restarts: %d; restarts that found dsyncs "
+               "still running: %d; doveadm process_limit reached: %d "
+               "times%s" % (
                    kills, load.total_ops(), load.summary(), syncs, full,
                    "converged %.1f s after the load" % (
                        time.monotonic() - t_stop) if t is not None
                    else "%d users still differ %.0f s after the load"
                    % (len(diffs), BOUND),
-                   sweeps, "; claim take-backs logged: %d" % took_back
+                   sweeps, orphans, limit,
+                   "; claim take-backs logged: %d" % took_back
                    if REDIS else ""))
     diag(summary)
     expect(t is not None, summary + "\n" + "\n".join(
         "  %s: %s" % (u, d) for u in sorted(diffs)[:10]
         for d in diffs[u][:3]))
     expect(sweeps == 0, "a restart swept the userdb: " + summary)
+    expect(limit == 0, "doveadm's process_limit was reached: " + summary)
+    expect(not REDIS or took_back > 0,
+           "no restarted instance took its claims back: " + summary)
     return summary
 
 
