@@ -27,6 +27,8 @@ struct orphan_record {
 
 struct dovewarden_orphans {
 	struct event *event;
+	/* the Dovecot master this process runs under */
+	pid_t master_pid;
 	char *path, *tmp_path;
 	/* -1 after an error: the service goes on without records */
 	int fd;
@@ -38,22 +40,26 @@ struct dovewarden_orphans {
 };
 
 int dovewarden_orphans_parse_line(const char *line, time_t *started_r,
+				  pid_t *master_pid_r,
 				  const char **username_r,
 				  const char **reason_r)
 {
 	const char *const *args = t_strsplit_tabescaped(line);
+	unsigned int count = str_array_length(args);
+	bool ended = count > 0 && strcmp(args[0], "-") == 0;
 
 	*started_r = 0;
+	*master_pid_r = 0;
 	*username_r = NULL;
-	if (str_array_length(args) != 2) {
+	if (count != (ended ? 2 : 3)) {
 		*reason_r = "wrong number of fields";
 		return -1;
 	}
-	if (!dovewarden_username_is_valid(args[1])) {
+	if (!dovewarden_username_is_valid(args[count - 1])) {
 		*reason_r = "invalid username";
 		return -1;
 	}
-	if (strcmp(args[0], "-") == 0) {
+	if (ended) {
 		*username_r = args[1];
 		return 0;
 	}
@@ -62,7 +68,13 @@ int dovewarden_orphans_parse_line(const char *line, time_t *started_r,
 		*reason_r = "invalid time";
 		return -1;
 	}
-	*username_r = args[1];
+	if (str_to_pid(args[1], master_pid_r) < 0 || *master_pid_r <= 0) {
+		*started_r = 0;
+		*master_pid_r = 0;
+		*reason_r = "invalid pid";
+		return -1;
+	}
+	*username_r = args[2];
 	return 1;
 }
 
@@ -126,9 +138,11 @@ static void orphans_clear(struct dovewarden_orphans *orphans)
 }
 
 static void
-orphans_append_started(string_t *str, const char *username, time_t started)
+orphans_append_started(struct dovewarden_orphans *orphans, string_t *str,
+		       const char *username, time_t started)
 {
-	str_printfa(str, "%lld\t", (long long)started);
+	str_printfa(str, "%lld\t%ld\t", (long long)started,
+		    (long)orphans->master_pid);
 	str_append_tabescaped(str, username);
 	str_append_c(str, '\n');
 }
@@ -140,6 +154,7 @@ static unsigned int orphans_load(struct dovewarden_orphans *orphans)
 	const char *line, *username, *reason, *first_reason = NULL;
 	unsigned int invalid = 0;
 	time_t started;
+	pid_t master_pid;
 	int fd, ret;
 
 	fd = open(orphans->path, O_RDONLY);
@@ -151,11 +166,16 @@ static unsigned int orphans_load(struct dovewarden_orphans *orphans)
 	}
 	input = i_stream_create_fd_autoclose(&fd, ORPHANS_MAX_LINE_LENGTH);
 	while ((line = i_stream_read_next_line(input)) != NULL) T_BEGIN {
-		ret = dovewarden_orphans_parse_line(line, &started, &username,
+		ret = dovewarden_orphans_parse_line(line, &started,
+						    &master_pid, &username,
 						    &reason);
-		if (ret > 0)
+		if (ret > 0 && master_pid == orphans->master_pid)
 			orphans_set(orphans, username, started, TRUE);
-		else if (ret == 0)
+		else if (ret > 0) {
+			/* Dovecot was restarted since: its doveadm-server
+			   processes were stopped with it */
+			orphans_unset(orphans, username);
+		} else if (ret == 0)
 			orphans_unset(orphans, username);
 		else if (invalid++ == 0)
 			first_reason = reason;
@@ -189,7 +209,7 @@ static void orphans_rewrite(struct dovewarden_orphans *orphans)
 	i_close_fd(&orphans->fd);
 	iter = hash_table_iterate_init(orphans->records);
 	while (hash_table_iterate(iter, orphans->records, &key, &rec))
-		orphans_append_started(str, key, rec->started);
+		orphans_append_started(orphans, str, key, rec->started);
 	hash_table_iterate_deinit(&iter);
 
 	fd = open(orphans->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
@@ -230,7 +250,8 @@ orphans_append(struct dovewarden_orphans *orphans, const string_t *str)
 }
 
 struct dovewarden_orphans *
-dovewarden_orphans_init(const char *path, struct event *event)
+dovewarden_orphans_init(const char *path, pid_t master_pid,
+			struct event *event)
 {
 	struct dovewarden_orphans *orphans;
 	struct hash_iterate_context *iter;
@@ -240,6 +261,7 @@ dovewarden_orphans_init(const char *path, struct event *event)
 
 	orphans = i_new(struct dovewarden_orphans, 1);
 	orphans->event = event;
+	orphans->master_pid = master_pid;
 	orphans->path = i_strdup(path);
 	orphans->tmp_path = i_strconcat(path, ".tmp", NULL);
 	orphans->fd = -1;
@@ -338,7 +360,7 @@ void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
 	string_t *str = t_str_new(128);
 
 	orphans_set(orphans, username, ioloop_time, FALSE);
-	orphans_append_started(str, username, ioloop_time);
+	orphans_append_started(orphans, str, username, ioloop_time);
 	orphans_append(orphans, str);
 }
 

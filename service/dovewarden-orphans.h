@@ -33,11 +33,13 @@
 #define DOVEWARDEN_ORPHANS_COMPACT_SIZE (256 * 1024)
 
 /* Load path (a missing file is empty), keep the records of dsyncs started
-   within the grace period, rewrite the file with only those and open it
-   for appending. Errors are logged; the service goes on without the
-   records then. */
+   within the grace period under the same Dovecot master (master_pid: a
+   stopped master stopped its doveadm-server processes), rewrite the file
+   with only those and open it for appending. Errors are logged; the
+   service goes on without the records then. */
 struct dovewarden_orphans *
-dovewarden_orphans_init(const char *path, struct event *event);
+dovewarden_orphans_init(const char *path, pid_t master_pid,
+			struct event *event);
 /* Closes the file; the dsyncs still running stay recorded as started. */
 void dovewarden_orphans_deinit(struct dovewarden_orphans **orphans);
 
@@ -60,11 +62,12 @@ void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,
 			      const char *username);
 
 /* The parser of the file's lines, without I/O (the fuzz target calls
-   it). "<start time>\t<username>" is a started dsync (returns 1, fills
-   started_r), "-\t<username>" an ended one (returns 0); the username is
-   tab-escaped and allocated from the data stack. Returns -1 with a short
-   static reason_r for anything else. */
+   it). "<start time>\t<master pid>\t<username>" is a started dsync
+   (returns 1, fills started_r and master_pid_r), "-\t<username>" an ended
+   one (returns 0); the username is tab-escaped and allocated from the data
+   stack. Returns -1 with a short static reason_r for anything else. */
 int dovewarden_orphans_parse_line(const char *line, time_t *started_r,
+				  pid_t *master_pid_r,
 				  const char **username_r,
 				  const char **reason_r);
 

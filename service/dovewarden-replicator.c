@@ -17,6 +17,7 @@
 #include "dovewarden-replicator.h"
 
 #include <ctype.h>
+#include <unistd.h>
 
 /* How much of a username goes into log prefixes */
 #define REPLICATOR_LOG_USERNAME_MAX 100
@@ -799,7 +800,8 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 		replicator->auth_socket_path,
 		DOVEWARDEN_REPLICATOR_USERDB_TIMEOUT_MSECS,
 		DOVEWARDEN_REPLICATOR_USERDB_CACHE_SECS, replicator->event);
-	replicator->orphans = dovewarden_orphans_init(orphans_path,
+	/* the service is a child of the Dovecot master */
+	replicator->orphans = dovewarden_orphans_init(orphans_path, getppid(),
 						      replicator->event);
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
 	hash_table_create(&replicator->nouser_logged, default_pool, 0,

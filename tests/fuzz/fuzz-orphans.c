@@ -13,19 +13,21 @@ static void fuzz_line(const char *line, void *context ATTR_UNUSED)
 {
 	const char *username, *reason = NULL;
 	time_t started;
+	pid_t master_pid;
 
-	switch (dovewarden_orphans_parse_line(line, &started, &username,
-					      &reason)) {
+	switch (dovewarden_orphans_parse_line(line, &started, &master_pid,
+					      &username, &reason)) {
 	case 1:
-		i_assert(started > 0);
+		i_assert(started > 0 && master_pid > 0);
 		i_assert(dovewarden_username_is_valid(username));
 		break;
 	case 0:
-		i_assert(started == 0);
+		i_assert(started == 0 && master_pid == 0);
 		i_assert(dovewarden_username_is_valid(username));
 		break;
 	default:
 		i_assert(reason != NULL && username == NULL);
+		i_assert(started == 0 && master_pid == 0);
 		break;
 	}
 }

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#define T_MASTER_PID 4242
+
 static char tmpdir[] = "/tmp/dw-orphans-test.XXXXXX";
 static char *path;
 static struct ioloop *ioloop;
@@ -73,7 +75,7 @@ Test(orphans, missing_file_is_empty)
 {
 	struct dovewarden_orphans *orphans;
 
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	cr_assert_eq(count(orphans), 0);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"), 0);
 	cr_assert_str_eq(read_str(), "");
@@ -86,7 +88,7 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 	const char *contents;
 	time_t started;
 
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	started = ioloop_time;
 	dovewarden_orphans_started(orphans, "alice");
 	dovewarden_orphans_started(orphans, "bob@example.com");
@@ -97,7 +99,7 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 	dovewarden_orphans_deinit(&orphans);
 
 	/* the next process: alice's and bob's dsyncs may still run */
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	cr_assert_eq(count(orphans), 2);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"),
 		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
@@ -107,11 +109,12 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 	/* the file was compacted to the two records (in any order) */
 	contents = read_str();
 	cr_assert_not_null(strstr(contents, t_strdup_printf(
-		"%lld\talice\n", (long long)started)), "%s", contents);
-	cr_assert_not_null(strstr(contents, t_strdup_printf(
-		"%lld\tbob@example.com\n", (long long)started)), "%s",
+		"%lld\t4242\talice\n", (long long)started)), "%s",
 		contents);
-	cr_assert_eq(strlen(contents), 2 * 11 + strlen("alice\n") +
+	cr_assert_not_null(strstr(contents, t_strdup_printf(
+		"%lld\t4242\tbob@example.com\n", (long long)started)), "%s",
+		contents);
+	cr_assert_eq(strlen(contents), 2 * 16 + strlen("alice\n") +
 		     strlen("bob@example.com\n"), "%s", contents);
 
 	/* a new dsync of alice replaces the inherited record */
@@ -123,7 +126,7 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 
 	/* bob's record is still there for a third process, with the time
 	   it was started */
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	cr_assert_eq(count(orphans), 1);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "bob@example.com"),
 		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
@@ -138,19 +141,21 @@ Test(orphans, old_records_and_bad_lines_are_dropped)
 
 	now = (long long)ioloop_time;
 	write_str(t_strdup_printf(
-		"%lld\told\n"
-		"%lld\tnew\n"
-		"%lld\tfuture\n"
+		"%lld\t4242\told\n"
+		"%lld\t4242\tnew\n"
+		"%lld\t4242\tfuture\n"
 		"garbage\n"
-		"x\tbadtime\n"
+		"x\t4242\tbadtime\n"
 		"-\n"
-		"%lld\tended\n"
+		"%lld\t4242\tended\n"
 		"-\tended\n"
-		"%lld\tunterminated",
+		/* started under another master: Dovecot was restarted */
+		"%lld\t4241\trestarted\n"
+		"%lld\t4242\tunterminated",
 		now - DOVEWARDEN_ORPHAN_GRACE_SECS, now - 1, now + 3600,
-		now, now));
+		now, now, now));
 
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	/* they take slots until the first one's grace ends */
 	cr_assert_eq(dovewarden_orphans_count(orphans, &next_end), 2);
 	cr_assert_eq(next_end, now - 1 + DOVEWARDEN_ORPHAN_GRACE_SECS);
@@ -161,6 +166,7 @@ Test(orphans, old_records_and_bad_lines_are_dropped)
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "future"),
 		     now + DOVEWARDEN_ORPHAN_GRACE_SECS);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "ended"), 0);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "restarted"), 0);
 	/* an append cut short */
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "unterminated"),
 		     0);
@@ -172,7 +178,7 @@ Test(orphans, appends_are_compacted)
 	struct dovewarden_orphans *orphans;
 	unsigned int i;
 
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	dovewarden_orphans_started(orphans, "running");
 	for (i = 0; i < DOVEWARDEN_ORPHANS_COMPACT_SIZE / 16; i++) {
 		dovewarden_orphans_started(orphans, "user");
@@ -181,7 +187,7 @@ Test(orphans, appends_are_compacted)
 	dovewarden_orphans_deinit(&orphans);
 	cr_assert_lt(strlen(read_str()), DOVEWARDEN_ORPHANS_COMPACT_SIZE);
 
-	orphans = dovewarden_orphans_init(path, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
 	cr_assert_eq(count(orphans), 1);
 	cr_assert_gt(dovewarden_orphans_wait_until(orphans, "running"), 0);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "user"), 0);
@@ -192,28 +198,39 @@ Test(orphans, parse_line)
 {
 	const char *username, *reason;
 	time_t started;
+	pid_t master_pid;
 
-	cr_assert_eq(dovewarden_orphans_parse_line("12\tu@example.com",
-						   &started, &username,
-						   &reason), 1);
+	cr_assert_eq(dovewarden_orphans_parse_line("12\t34\tu@example.com",
+						   &started, &master_pid,
+						   &username, &reason), 1);
 	cr_assert_eq(started, 12);
+	cr_assert_eq(master_pid, 34);
 	cr_assert_str_eq(username, "u@example.com");
-	/* escaped control bytes are no username */
-	cr_assert_eq(dovewarden_orphans_parse_line("12\tu\001tv",
-						   &started, &username,
-						   &reason), -1);
-	cr_assert_str_eq(reason, "invalid username");
 	cr_assert_eq(dovewarden_orphans_parse_line("-\tu", &started,
-						   &username, &reason), 0);
+						   &master_pid, &username,
+						   &reason), 0);
 	cr_assert_str_eq(username, "u");
-	cr_assert_eq(dovewarden_orphans_parse_line("0\tu", &started,
-						   &username, &reason), -1);
-	cr_assert_str_eq(reason, "invalid time");
-	cr_assert_eq(dovewarden_orphans_parse_line("1\tu\tx", &started,
-						   &username, &reason), -1);
-	cr_assert_eq(dovewarden_orphans_parse_line("1\t", &started,
+	/* escaped control bytes are no username */
+	cr_assert_eq(dovewarden_orphans_parse_line("12\t34\tu\001tv",
+						   &started, &master_pid,
 						   &username, &reason), -1);
 	cr_assert_str_eq(reason, "invalid username");
+	cr_assert_eq(dovewarden_orphans_parse_line("0\t34\tu", &started,
+						   &master_pid, &username,
+						   &reason), -1);
+	cr_assert_str_eq(reason, "invalid time");
+	cr_assert_eq(dovewarden_orphans_parse_line("12\t0\tu", &started,
+						   &master_pid, &username,
+						   &reason), -1);
+	cr_assert_str_eq(reason, "invalid pid");
+	cr_assert_eq(dovewarden_orphans_parse_line("12\tu", &started,
+						   &master_pid, &username,
+						   &reason), -1);
+	cr_assert_str_eq(reason, "wrong number of fields");
+	cr_assert_eq(dovewarden_orphans_parse_line("-\t1\tu", &started,
+						   &master_pid, &username,
+						   &reason), -1);
 	cr_assert_eq(dovewarden_orphans_parse_line("", &started,
-						   &username, &reason), -1);
+						   &master_pid, &username,
+						   &reason), -1);
 }
