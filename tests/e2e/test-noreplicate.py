@@ -89,28 +89,6 @@ def _(pair):
     return line.split("Debug: ")[-1]
 
 
-def set_userdb_fields(pair, side, fields):
-    """Replace the userdb extra fields of some users in side's users file
-    (passwd-file: user:password:uid:gid:gecos:home:shell:extra)"""
-    path = os.path.join(pair.dw_dir, side, "users")
-    with open(path) as f:
-        lines = f.read().splitlines()
-    out = []
-    for line in lines:
-        f = line.split(":")
-        if f[0] in fields:
-            f = f[:7] + [fields[f[0]]]
-        out.append(":".join(f))
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(out) + "\n")
-    os.chmod(tmp, os.stat(path).st_mode)
-    os.rename(tmp, path)
-    # passwd-file notices a change by mtime; make sure it differs
-    st = os.stat(path)
-    os.utime(path, (st.st_atime, st.st_mtime + 2))
-
-
 @r.case("(b) userdb replica override: a bogus replica fails, others sync")
 def _(pair):
     port = free_port()
@@ -118,9 +96,8 @@ def _(pair):
     # both servers' userdbs: with the Redis queue either service may run
     # a user's sync, with its own userdb (a pair shares one in practice)
     for side in ("A", "B"):
-        set_userdb_fields(pair, side, {
-            u: "userdb_%s=%s" % (field, bogus)
-            for u, field in OVERRIDE_USERS.items()})
+        pair.set_userdb_fields(side, {u: "%s=%s" % (f, bogus)
+                                      for u, f in OVERRIDE_USERS.items()})
 
     # the overridden users first: their failures must not be taken for
     # an outage of the global replica that the good user's sync ends

@@ -346,6 +346,28 @@ class Pair(PairClients, PairChecker):
                    if k.startswith("Queued '") and "full" not in k
                    or k == "Syncs running")
 
+    def set_userdb_fields(self, side, fields):
+        """Give users extra userdb fields in side's passwd-file, as a dict
+        user -> "name=value" (replacing the user's extra fields)."""
+        path = os.path.join(self.dw_dir, side, "users")
+        with open(path) as f:
+            lines = f.read().splitlines()
+        # passwd-file: user:password:uid:gid:gecos:home:shell:extra
+        out = []
+        for line in lines:
+            f = line.split(":")
+            if f[0] in fields:
+                f = f[:7] + ["userdb_" + fields[f[0]]]
+            out.append(":".join(f))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(out) + "\n")
+        os.chmod(tmp, os.stat(path).st_mode)
+        os.rename(tmp, path)
+        # passwd-file notices a change by mtime; make sure it differs
+        st = os.stat(path)
+        os.utime(path, (st.st_atime, st.st_mtime + 2))
+
     def inbox_dir_exists(self, side, user):
         return os.path.isdir(os.path.join(
             self.dw_dir, side, "mail", user, "sdbox", "mailboxes", "INBOX"))
