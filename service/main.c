@@ -88,7 +88,8 @@ static void main_init(void)
 	const struct master_service_settings *mset =
 		master_service_get_service_settings(master_service);
 	struct dovewarden_queue_backend_settings qset;
-	const char *auth_socket_path, *error;
+	const char *auth_socket_path, *backend_name, *error;
+	bool idle;
 
 	auth_socket_path = main_socket_path(mset->base_dir,
 		dovewarden_set->dovewarden_auth_socket_path);
@@ -107,11 +108,23 @@ static void main_init(void)
 		dovewarden_set->dovewarden_retry_max_interval;
 	qset.queue.settle_delay_secs = dovewarden_set->dovewarden_settle_delay;
 	qset.queue.settle_max_secs = DOVEWARDEN_QUEUE_SETTLE_MAX_SECS;
-	qset.state_path = t_strconcat(mset->state_dir,
-				      "/"DOVEWARDEN_STATE_FNAME, NULL);
 	qset.server = my_hostname;
-	queue = dovewarden_queue_backend_init(
-		dovewarden_set->dovewarden_queue_backend, &qset,
+	/* Installed but not configured (the settings module adds the
+	   service to every Dovecot): no sweep, no Redis, nothing written in
+	   state_dir. Users whose userdb gives a replica are still synced
+	   when their mail processes notify, from an in-memory queue. */
+	idle = dovewarden_settings_get_replica(dovewarden_set)[0] == '\0';
+	if (idle) {
+		e_info(dovewarden_event, "No dovewarden_replica (or "
+		       "mail_replica) set: idle (no userdb sweep, no queue "
+		       "state written)");
+		backend_name = dovewarden_queue_backend_builtin.name;
+	} else {
+		backend_name = dovewarden_set->dovewarden_queue_backend;
+		qset.state_path = t_strconcat(mset->state_dir,
+			"/"DOVEWARDEN_STATE_FNAME, NULL);
+	}
+	queue = dovewarden_queue_backend_init(backend_name, &qset,
 		dovewarden_event, &queue_callbacks, NULL, &error);
 	if (queue == NULL)
 		i_fatal("%s", error);
@@ -120,10 +133,12 @@ static void main_init(void)
 		t_strconcat(mset->state_dir, "/"DOVEWARDEN_ORPHANS_FNAME, NULL),
 		queue, dovewarden_event);
 	sync_waits = dovewarden_sync_waits_init(queue);
-	sweep_schedule = dovewarden_sweep_schedule_init(
-		dovewarden_set->dovewarden_userdb_sweep_interval,
-		auth_socket_path, queue, dovewarden_event,
-		sweep_users_added, NULL);
+	if (!idle) {
+		sweep_schedule = dovewarden_sweep_schedule_init(
+			dovewarden_set->dovewarden_userdb_sweep_interval,
+			auth_socket_path, queue, dovewarden_event,
+			sweep_users_added, NULL);
+	}
 	notify_server = dovewarden_notify_server_init(dovewarden_set,
 		auth_socket_path, replicator, sync_waits, dovewarden_event);
 	http_server = dovewarden_http_server_init(dovewarden_set, queue,
