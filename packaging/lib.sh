@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by packaging/build-deb, test-deb and build-image. Sourced, not run.
 # Every chroot starts as a copy of one pristine debootstrap of trixie
 # (minbase), $DW_PKG_BASE, made once and kept; the copies are made anew.
