@@ -14,6 +14,12 @@
 /* Long enough to coalesce the mails of one command into one line, short
    enough that the service hears of it at once */
 #define DOVEWARDEN_NOTIFY_FLUSH_MSECS 30
+/* After a notification was sent, the next one waits until this long has
+   passed, and covers whatever changed meanwhile. A session that changes
+   mail all the time so sends two lines a second instead of one per
+   command: each costs the process and the service a wakeup, and the
+   service syncs such a user again and again anyway. */
+#define DOVEWARDEN_NOTIFY_HOLDOFF_MSECS 500
 #define DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS 1000
 #define DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS 5000
 #define DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE (64 * 1024)
@@ -62,8 +68,10 @@ struct dovewarden_notify_client {
 	struct dovewarden_notify_conn *conn;
 	/* The ioloop that conn and the timeouts were added to */
 	struct ioloop *ioloop;
-	/* Coalescing delay before sending the pending users */
+	/* Sends the pending users (see DOVEWARDEN_NOTIFY_HOLDOFF_MSECS) */
 	struct timeout *to_flush;
+	/* When notifications were last sent (zero: never) */
+	struct timeval last_sent;
 	/* Set while waiting before the next connect attempt */
 	struct timeout *to_reconnect;
 	unsigned int reconnect_msecs;
@@ -498,8 +506,23 @@ static void client_flush(struct dovewarden_notify_client *client)
 		if (client_send_user(client, user) <= 0)
 			break;
 		client_dequeue(client, user);
+		client->last_sent = ioloop_timeval;
 	}
 	client_idle_check(client);
+}
+
+/* Milliseconds until the pending users are sent */
+static unsigned int client_flush_delay(struct dovewarden_notify_client *client)
+{
+	long long since;
+
+	if (client->last_sent.tv_sec == 0)
+		return DOVEWARDEN_NOTIFY_FLUSH_MSECS;
+	since = timeval_diff_msecs(&ioloop_timeval, &client->last_sent);
+	if (since < 0 || since >= DOVEWARDEN_NOTIFY_HOLDOFF_MSECS -
+	    DOVEWARDEN_NOTIFY_FLUSH_MSECS)
+		return DOVEWARDEN_NOTIFY_FLUSH_MSECS;
+	return DOVEWARDEN_NOTIFY_HOLDOFF_MSECS - since;
 }
 
 static unsigned int client_waits_expire(struct dovewarden_notify_client *client);
@@ -657,7 +680,7 @@ void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
 	     o_stream_get_buffer_used_size(client->conn->conn.output) == 0)) {
 		client->to_flush =
 			timeout_add_short_to(client_ioloop(client),
-					     DOVEWARDEN_NOTIFY_FLUSH_MSECS,
+					     client_flush_delay(client),
 					     client_flush, client);
 	}
 }

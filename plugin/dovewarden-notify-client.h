@@ -12,7 +12,8 @@
    output buffer is bounded, and while the service can't take more the
    users just keep their pending priority. A pending user is sent shortly
    after its first change (so a command that changes many mails sends one
-   line), when the output drains, after a reconnect, or at the latest by
+   line), but no sooner than 500 ms after the process's last notification;
+   also when the output drains, after a reconnect, or at the latest by
    dovewarden_notify_client_user_deinit(). */
 
 /* Why a user's mail changed. Only used for debug logging. */

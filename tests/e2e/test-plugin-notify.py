@@ -9,9 +9,10 @@ The real service gets nothing, so no replication happens, except through
 the manual doveadm sync of the dsync case.
 
 Checked: the priority of each kind of change (IMAP, POP3, LMTP, doveadm),
-one line per command, nothing for read-only access, for a noreplicate user
-or for dsync's own changes, fast APPENDs while nobody listens, and the
-pending notification delivered once the listener is back."""
+one line per command, at most two a second for a busy session, nothing
+for read-only access, for a noreplicate user or for dsync's own changes,
+fast APPENDs while nobody listens, and the pending notification delivered
+once the listener is back."""
 
 import os
 import selectors
@@ -32,6 +33,8 @@ LINE_TIMEOUT = 1.0    # a notification must arrive within this
 QUIET_WINDOW = 0.3    # how long to watch for lines that must not come
 APPEND_BOUND = 0.1    # seconds an APPEND may take while nobody listens
 RECONNECT_TIMEOUT = 8.0
+HOLDOFF = 0.5         # DOVEWARDEN_NOTIFY_HOLDOFF_MSECS
+STREAM_SECS = 2.0     # how long a session APPENDs back to back
 
 r = Runner("test-plugin-notify",
            extra_conf="dovewarden_notify_socket_path = " + SOCKET_NAME)
@@ -188,22 +191,58 @@ def _(pair):
         m.logout()
 
 
+def append_lines(pair, lst, m, user, tag, more):
+    """APPEND in session m while more(APPENDs so far, seconds so far);
+    returns the APPENDs, the seconds they took and the lines sent for
+    them (waiting for the hold-off of the last one)."""
+    mark = lst.mark()
+    start = time.monotonic()
+    n = 0
+    while more(n, time.monotonic() - start):
+        pair.append("A", user, make_message("%s%d" % (tag, n)), conn=m)
+        n += 1
+    elapsed = time.monotonic() - start
+    lst.wait(mark, 1, LINE_TIMEOUT)
+    time.sleep(HOLDOFF + QUIET_WINDOW)
+    return n, elapsed, lst.since(mark)
+
+
 @r.case("a burst of APPENDs is coalesced")
 def _(pair):
     lst = listener(pair, "A")
     user = "user02"
     m = pair.imap("A", user)
     try:
-        mark = lst.mark()
-        for i in range(5):
-            pair.append("A", user, make_message("burst%d" % i), conn=m)
-        lst.wait(mark, 1, LINE_TIMEOUT)
-        time.sleep(QUIET_WINDOW)
-        got = lst.since(mark)
+        _n, _secs, got = append_lines(pair, lst, m, user, "burst",
+                                      lambda n, _secs: n < 5)
         expect(1 <= len(got) <= 2 and
                all(f[1:] == (user, "high") for f in got),
                "5 quick APPENDs: expected 1-2 high lines, got %r" % got)
         return "%d line(s) for 5 APPENDs" % len(got)
+    finally:
+        m.logout()
+
+
+@r.case("a session that APPENDs all the time sends a few lines a second")
+def _(pair):
+    lst = listener(pair, "A")
+    user = "user10"
+    m = pair.imap("A", user)
+    try:
+        # the first APPEND creates the INBOX (a low change of its own)
+        append_lines(pair, lst, m, user, "stream-first",
+                     lambda n, _secs: n < 1)
+        n, elapsed, got = append_lines(pair, lst, m, user, "stream",
+                                       lambda _n, secs: secs < STREAM_SECS)
+        # one line soon, then at most one per hold-off interval
+        bound = int(elapsed / HOLDOFF) + 2
+        expect(all(f[1:] == (user, "high") for f in got),
+               "expected only high lines, got %r" % got)
+        expect(1 <= len(got) <= bound,
+               "%d APPENDs in %.1f s: expected 1-%d lines, got %d"
+               % (n, elapsed, bound, len(got)))
+        return "%d line(s) for %d APPENDs in %.1f s" % (len(got), n,
+                                                        elapsed)
     finally:
         m.logout()
 
