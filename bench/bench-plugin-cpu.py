@@ -3,14 +3,15 @@
 """Dovecot's CPU per IMAP APPEND with the dovewarden plugin and service,
 against the same Dovecot without them, measured in one run.
 
-Starts three single Dovecot instances (testenv/pair's A; its B is stopped
-at once, so the replica refuses connections and dsync's own work is not
-counted), all with their whole directory (mail, indexes, logs) on a tmpfs
-that this program mounts:
+Starts single Dovecot instances (testenv/pair's A; its B is stopped at
+once: the replica refuses connections, so that the service's syncs fail
+at once instead of adding dsync's work), all with their whole directory
+(mail, indexes, logs) on a tmpfs that this program mounts:
 
     none     no dovewarden plugin, no notify plugin, no service
     dw       the notify and dovewarden plugins and the service
     notify   the notify plugin alone (no consumer), no service
+    old      with --old-plugin-dir: dw with another build of the plugin
 
 Each instance gets --conns IMAP sessions (one user each) that stay logged
 in for the whole run. In every round each configuration in turn gets the
@@ -19,10 +20,10 @@ per second (LITERAL+, one command in flight per session) for --secs
 seconds after a one second warm-up; once before the first round for
 --warmup seconds, while the users' first syncs fail. The CPU of a round
 is the on-CPU time (/proc/<pid>/schedstat) of every process under the
-instance's master, the master included, plus the CPU of the children
-they reaped during the round (cutime and cstime), divided by the APPENDs
-completed in the round; the rate reached is printed too (a busy machine
-may not reach --rate). The order of the configurations rotates from
+instance's master, the master included, plus the CPU of those that
+exited during the round (the cutime and cstime of their parent), divided
+by the APPENDs completed in the round; the rate reached is printed too
+(a busy machine may not reach --rate). The order of the configurations rotates from
 round to round. At the end it prints per configuration the median CPU
 per APPEND, and the median, minimum and maximum of the per-round ratios
 to "none" of the same round, also without the CPU of doveadm-server
@@ -35,7 +36,7 @@ Run inside the chroot as root, with the plugin built with optimization
     DW_DIR=/srv/dt-p DW_PORT_OFFSET=900 \\
         python3 /src/dovewarden/bench/bench-plugin-cpu.py [--rounds 8]
         [--secs 10] [--rate 1000] [--conns 20] [--warmup 20]
-        [--by-process] [--no-notify-only]
+        [--by-process] [--no-notify-only] [--old-plugin-dir DIR]
 
 About 40 s per round and one minute more with the defaults; it stops everything it started
 and unmounts the tmpfs when it ends."""
@@ -79,9 +80,8 @@ def _stat_fields(pid):
 
 
 def tree_cpu(master):
-    """CPU seconds of master and every process below it so far, by
-    process name (comm): the live ones' own time and the time of the
-    children they reaped (under the reaper's name + "+children")."""
+    """master and every process below it: pid -> (process name (comm),
+    its own CPU seconds, those of the children it reaped)."""
     children = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -91,7 +91,7 @@ def tree_cpu(master):
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(d))
-    by_name = collections.Counter()
+    procs = {}
     todo = [master]
     while todo:
         pid = todo.pop()
@@ -104,9 +104,23 @@ def tree_cpu(master):
             reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK
         except (OSError, ValueError, IndexError):
             continue
-        by_name[name] += own
-        by_name[name + "+children"] += reaped
+        procs[pid] = (name, own, reaped)
         todo += children.get(pid, [])
+    return procs
+
+
+def cpu_between(procs0, procs1):
+    """CPU seconds between two tree_cpu() snapshots by process name, and
+    under "reaped" that of the processes that exited meanwhile (minus
+    what those seen in the first snapshot had used before it)."""
+    by_name = collections.Counter()
+    for pid, (name, own, reaped) in procs1.items():
+        _name0, own0, reaped0 = procs0.get(pid, (name, 0.0, 0.0))
+        by_name[name] += own - own0
+        by_name["reaped"] += reaped - reaped0
+    for pid, (name, own0, reaped0) in procs0.items():
+        if pid not in procs1:
+            by_name["reaped"] -= own0 + reaped0
     return by_name
 
 
@@ -206,9 +220,13 @@ def umount(path):
 
 
 class Instance:
-    def __init__(self, name, root, offset, conns):
+    def __init__(self, name, root, offset, conns, old_plugin_dir=None):
         self.name = name
-        no_plugin, conf = CONFIGS[name]
+        if name == "old":
+            no_plugin, conf = CONFIGS["dw"]
+            conf += "mail_plugin_dir = %s\n" % old_plugin_dir
+        else:
+            no_plugin, conf = CONFIGS[name]
         self.dir = os.path.join(root, name)
         self.pair = Pair(no_plugin=no_plugin, extra_conf=conf)
         self.pair.dw_dir = self.dir
@@ -234,13 +252,12 @@ class Instance:
         load.start()
         try:
             time.sleep(1.0)
-            cpu0, n0 = tree_cpu(master), load.completed()
+            procs0, n0 = tree_cpu(master), load.completed()
             time.sleep(secs)
-            cpu1, n1 = tree_cpu(master), load.completed()
+            procs1, n1 = tree_cpu(master), load.completed()
         finally:
             load.stop()
-        cpu1.subtract(cpu0)
-        return cpu1, n1 - n0
+        return cpu_between(procs0, procs1), n1 - n0
 
     def stop(self):
         for s in self.sessions:
@@ -265,6 +282,11 @@ def main():
                     help="also print the us/APPEND of each process name")
     ap.add_argument("--no-notify-only", action="store_true",
                     help="leave the notify-plugin-only configuration out")
+    ap.add_argument("--old-plugin-dir",
+                    help="also run \"old\": dw with the plugin from this "
+                    "mail_plugin_dir (another build of "
+                    "lib20_dovewarden_plugin.so, next to a link to "
+                    "lib15_notify_plugin.so)")
     args = ap.parse_args()
     if args.conns > len(NUMBERED_USERS):
         ap.error("at most %d sessions" % len(NUMBERED_USERS))
@@ -272,7 +294,10 @@ def main():
     root = os.environ.get("DW_DIR", "/srv/dt-p")
     offset = int(os.environ.get("DW_PORT_OFFSET", "900"))
     names = ["none", "dw"] + ([] if args.no_notify_only else ["notify"])
-    insts = [Instance(n, root, offset + 10 * i, args.conns)
+    if args.old_plugin_dir:
+        names.append("old")
+    insts = [Instance(n, root, offset + 10 * i, args.conns,
+                      args.old_plugin_dir)
              for i, n in enumerate(names)]
     try:
         insts[0].pair.check_available(True)
@@ -298,9 +323,7 @@ def main():
                 cpu = sum(by_name.values())
                 # the failing syncs: doveadm-server runs each in a new
                 # process (its CPU shows as reaped once it exits)
-                dsync = sum(v for k, v in by_name.items()
-                            if k == "doveadm-server" or
-                            k.endswith("+children"))
+                dsync = by_name["doveadm-server"] + by_name["reaped"]
                 per_append_nodsync[inst.name].append((cpu - dsync) / n)
                 if args.by_process:
                     detail = "  " + " ".join(
