@@ -263,10 +263,13 @@ dovewarden_orphans_init(const char *path, pid_t master_pid,
 	orphans->event = event;
 	orphans->master_pid = master_pid;
 	orphans->path = i_strdup(path);
-	orphans->tmp_path = i_strconcat(path, ".tmp", NULL);
+	orphans->tmp_path = path == NULL ? NULL :
+		i_strconcat(path, ".tmp", NULL);
 	orphans->fd = -1;
 	hash_table_create(&orphans->records, default_pool, 0,
 			  str_hash, strcmp);
+	if (path == NULL)
+		return orphans;
 
 	T_BEGIN {
 		(void)orphans_load(orphans);

@@ -36,7 +36,8 @@
    within the grace period under the same Dovecot master (master_pid: a
    stopped master stopped its doveadm-server processes), rewrite the file
    with only those and open it for appending. Errors are logged; the
-   service goes on without the records then. */
+   service goes on without the records then. path NULL: no file (an idle
+   service writes nothing in state_dir). */
 struct dovewarden_orphans *
 dovewarden_orphans_init(const char *path, pid_t master_pid,
 			struct event *event);

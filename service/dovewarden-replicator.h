@@ -30,7 +30,7 @@ struct dovewarden_admin_dsync_status;
 
 /* set and queue must stay valid until deinit. base_dir resolves the
    relative socket paths in set. orphans_path is the record of started
-   dsyncs (see dovewarden-orphans.h). */
+   dsyncs (see dovewarden-orphans.h), NULL for none. */
 struct dovewarden_replicator *
 dovewarden_replicator_init(const struct dovewarden_settings *set,
 			   const char *base_dir, const char *orphans_path,

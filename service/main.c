@@ -130,7 +130,8 @@ static void main_init(void)
 		i_fatal("%s", error);
 
 	replicator = dovewarden_replicator_init(dovewarden_set, mset->base_dir,
-		t_strconcat(mset->state_dir, "/"DOVEWARDEN_ORPHANS_FNAME, NULL),
+		idle ? NULL : t_strconcat(mset->state_dir,
+					  "/"DOVEWARDEN_ORPHANS_FNAME, NULL),
 		queue, dovewarden_event);
 	sync_waits = dovewarden_sync_waits_init(queue);
 	if (!idle) {
