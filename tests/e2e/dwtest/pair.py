@@ -450,13 +450,22 @@ class RedisServer:
         os.makedirs(self.dir, exist_ok=True)
         logf = open(os.path.join(self.dir, "redis.log"), "a")
         self.proc = subprocess.Popen(
-            [self.BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+            [self.BIN] + self.listen_args() +
+            ["--bind", "127.0.0.1",
              "--dir", self.dir, "--appendonly", "yes",
              "--appendfsync", "always", "--save", "",
              "--daemonize", "no"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         wait_until(lambda: self._ping(), 10, "redis-server to answer PING")
+
+    def listen_args(self):
+        """redis-server's arguments for its listener"""
+        return ["--port", str(self.port)]
+
+    def connect(self):
+        """a socket connected to this server, for cmd()"""
+        return socket.create_connection(("127.0.0.1", self.port), 5)
 
     def _ping(self):
         try:
@@ -476,7 +485,7 @@ class RedisServer:
         self.proc = None
 
     def cmd(self, *args):
-        with socket.create_connection(("127.0.0.1", self.port), 5) as s:
+        with self.connect() as s:
             out = b"*%d\r\n" % len(args)
             for a in args:
                 a = a if isinstance(a, bytes) else str(a).encode()
