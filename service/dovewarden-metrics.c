@@ -27,6 +27,7 @@ struct metrics {
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
 	uint64_t waits_refused, refused_peers, unknown_dropped;
+	uint64_t peer_lookups_limited;
 	uint64_t outage_retries, sweeps_skipped;
 	time_t last_successful_sync;
 };
@@ -63,6 +64,11 @@ void dovewarden_metrics_refused_peer(void)
 void dovewarden_metrics_unknown_user_dropped(void)
 {
 	metrics.unknown_dropped++;
+}
+
+void dovewarden_metrics_peer_lookup_limited(void)
+{
+	metrics.peer_lookups_limited++;
 }
 
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
@@ -206,6 +212,12 @@ static void metrics_render_counters(string_t *dest)
 		      "a second.");
 	str_printfa(dest, "dovewarden_notify_unknown_dropped_total %"PRIu64
 		    "\n", metrics.unknown_dropped);
+	metric_header(dest, "dovewarden_notify_peer_lookups_limited_total",
+		      "counter", "Notify requests refused without a userdb "
+		      "lookup: more than 100 lookups a second for peers that "
+		      "are neither root nor mail_uid.");
+	str_printfa(dest, "dovewarden_notify_peer_lookups_limited_total %"
+		    PRIu64"\n", metrics.peer_lookups_limited);
 	metric_header(dest, "dovewarden_rejected_inputs_total", "counter",
 		      "Inputs rejected as malformed, oversized, "
 		      "unauthorized or invalid, by source.");

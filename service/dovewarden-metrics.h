@@ -54,6 +54,9 @@ void dovewarden_metrics_refused_peer(void);
 /* A flooding client's notification of a user the userdb does not know
    was dropped */
 void dovewarden_metrics_unknown_user_dropped(void);
+/* A notify request was refused without a userdb lookup: the lookups for
+   peers that are neither root nor mail_uid reached their rate limit */
+void dovewarden_metrics_peer_lookup_limited(void);
 /* A sync ended with result after duration_usecs; now is when. */
 void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 				      long long duration_usecs, time_t now);

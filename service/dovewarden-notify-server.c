@@ -249,8 +249,10 @@ notify_client_allowed(struct notify_client *client, const char *username)
 		server->peer_lookup_second = ioloop_time;
 		server->peer_lookups = 0;
 	}
-	if (++server->peer_lookups > NOTIFY_PEER_LOOKUPS_PER_SEC)
+	if (++server->peer_lookups > NOTIFY_PEER_LOOKUPS_PER_SEC) {
+		dovewarden_metrics_peer_lookup_limited();
 		return FALSE;
+	}
 	if (dovewarden_userdb_lookup(server->userdb, username, &info,
 				     &error) <= 0)
 		return FALSE;
