@@ -1583,7 +1583,9 @@ redis_queue_import_callback(const redisReply *reply, const char *error,
 	void *callback_context = request->context;
 	long long ret = -1;
 
-	if (failure == NULL && !redis_reply_integer(reply, &ret))
+	/* import.lua returns 1 (new user) or 0 */
+	if (failure == NULL &&
+	    (!redis_reply_integer(reply, &ret) || ret < 0 || ret > 1))
 		failure = "Unexpected reply to import";
 	i_free(request);
 	callback(failure != NULL ? -1 : (int)ret, failure, callback_context);
