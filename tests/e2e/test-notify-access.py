@@ -11,13 +11,14 @@ refusals are counted in /metrics, and mail_uid's processes still
 notify."""
 
 import os
-import socket
 import sys
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.common import SIDES, wait_until  # noqa: E402
+from dwtest.notify import HELLO, notify_connect  # noqa: E402
+from dwtest.notify import as_uid as notify_as_uid  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 from dwtest.web import http_listener_conf, http_port, scrape  # noqa: E402
 
@@ -40,43 +41,20 @@ def expect(cond, msg):
 def as_uid(uid, pair, lines, replies):
     """Connect to A's notify socket as uid (in a child process), send
     lines and return the first `replies` reply lines."""
-    path = os.path.join(pair.dw_dir, "A", "run", "dovewarden-notify")
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(rfd)
-            os.setgid(uid)
-            os.setuid(uid)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(10)
-            s.connect(path)
-            s.sendall(b"VERSION\tdovewarden-notify\t1\t0\n" +
-                      b"".join(x + b"\n" for x in lines))
-            buf = b""
-            # the service's VERSION line, then the replies
-            while buf.count(b"\n") < replies + 1:
-                data = s.recv(4096)
-                if not data:
-                    break
-                buf += data
-            os.write(wfd, buf)
-            s.close()
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    out = b""
-    while True:
-        data = os.read(rfd, 65536)
-        if not data:
-            break
-        out += data
-    os.close(rfd)
-    _, status = os.waitpid(pid, 0)
-    expect(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
-           "the uid %d client failed" % uid)
+    def client():
+        s = notify_connect(pair, timeout=10)
+        s.sendall(HELLO + b"".join(x + b"\n" for x in lines))
+        buf = b""
+        # the service's VERSION line, then the replies
+        while buf.count(b"\n") < replies + 1:
+            data = s.recv(4096)
+            if not data:
+                break
+            buf += data
+        s.close()
+        return buf
+
+    out = notify_as_uid(uid, client)
     return out.decode().split("\n")[1:1 + replies]
 
 

@@ -17,6 +17,7 @@ The modules, by concern:
   pair     the pair (start, stop, doveadm, logs, the service process),
            RedisServer, stand-ins for a hung peer
   web      the service's HTTP listener: requests, event exporter, /metrics
+  notify   the notify socket, spoken to directly (as another uid too)
   load     load generators: MixedLoad, concurrent APPENDs checked on B
   runner   running a program's cases against one pair
   tap      their TAP output
