@@ -24,6 +24,9 @@
 /* per reply tree */
 #define FUZZ_MAX_DEPTH 6
 #define FUZZ_MAX_NODES 4096
+/* aggregates of FUZZ_HUGE_COUNT NIL elements per input */
+#define FUZZ_MAX_HUGE 2
+#define FUZZ_HUGE_COUNT 65536
 /* callbacks run for one input */
 #define FUZZ_MAX_CALLS 32
 /* log lines one callback may write: two of its own, and the invalid
@@ -35,11 +38,12 @@
 struct fuzz_input {
 	const uint8_t *data, *end;
 	pool_t pool;
-	unsigned int nodes;
+	unsigned int nodes, huge;
 };
 
 static struct ioloop *fuzz_ioloop;
 static redisReply fuzz_nil = { .type = REDIS_REPLY_NIL };
+static redisReply *fuzz_nils[FUZZ_HUGE_COUNT];
 static struct dovewarden_redis_queue *fuzz_queue;
 static unsigned int fuzz_log_lines;
 
@@ -148,12 +152,15 @@ static redisReply *fuzz_reply(struct fuzz_input *in, unsigned int depth)
 		/* aggregates: few elements, or many (the later ones NIL
 		   or the same as the last one built) */
 		count = fuzz_byte(in);
-		if (count == 255)
-			count = 65536;
-		else if (count >= 240)
-			count = (count - 239) * 16;
 		if (depth >= FUZZ_MAX_DEPTH)
 			count = 0;
+		else if (count == 255 && in->huge++ < FUZZ_MAX_HUGE) {
+			/* all NIL, sharing one array */
+			reply->elements = FUZZ_HUGE_COUNT;
+			reply->element = fuzz_nils;
+			break;
+		} else if (count >= 240)
+			count = (count - 239) * 16;
 		reply->elements = count;
 		reply->element = p_new(in->pool, redisReply *, I_MAX(count, 1));
 		for (i = 0; i < count; i++) {
@@ -307,9 +314,13 @@ static void fuzz_setup(void)
 		.buffer_limit = 1000,
 	};
 
+	unsigned int i;
+
 	if (fuzz_queue != NULL)
 		return;
 	fuzz_init();
+	for (i = 0; i < N_ELEMENTS(fuzz_nils); i++)
+		fuzz_nils[i] = &fuzz_nil;
 	i_set_error_handler(fuzz_log_handler);
 	i_set_info_handler(fuzz_log_handler);
 	i_set_debug_handler(fuzz_log_handler);
