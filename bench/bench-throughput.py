@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""Replication throughput against bare doveadm sync, in one run on one
+testenv/pair.
+
+Throughput: --users users (default 200, added to both userdbs as
+tp001...), each primed with a message and replicated, each with an IMAP
+session open on A. Then every session APPENDs one message at once:
+
+  floor    both services stopped (SIGSTOP): the changes are synced by
+           this script through A's doveadm-server socket, --parallel at a
+           time (default 10, dovewarden_max_syncs), with the dsync state
+           of a bare sync run just before (so they are incremental syncs,
+           as the service's are). Timed from the first APPEND until the
+           last sync ended; the services are continued (SIGCONT) and
+           catch up before the next phase.
+  service  the services run: timed from the first APPEND until every
+           message is visible on B over IMAP.
+
+users/s of both and their ratio, plus the syncs each server's service
+started for the burst (until it was idle again after the settle delay),
+by kind, from its debug log.
+
+Burst cost (--big-folders x --big-messages, default 100 x 1,000; 0
+skips): a user with that many folders and messages, replicated, and
+then one new message in one folder:
+  bare     services stopped, one incremental doveadm sync of the change
+           (the median of --big-runs changes)
+  service  the dsync seconds the services spent on one such change,
+           from its APPEND until both were idle after the settle delay
+           (the durations of their "... sync ... finished after" lines)
+
+Run inside the chroot, as root, with the dovewarden build installed:
+    DW_DIR=/srv/dt-t DW_PORT_OFFSET=1300 \\
+        python3 /src/dovewarden/bench/bench-throughput.py [--users N]
+It starts the pair and stops it again when it ends."""
+
+import argparse
+import concurrent.futures
+import os
+import re
+import signal
+import socket
+import statistics
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+
+from dwtest.clients import (  # noqa: E402
+    check_ok, imap_quote, make_message, message_id)
+from dwtest.common import SIDES, Skip, time_secs, wait_until  # noqa: E402
+from dwtest.load import MANY_SESSIONS_CONF, close_sessions  # noqa: E402
+from dwtest.pair import Pair  # noqa: E402
+
+_FINISHED = re.compile(r"dovewarden: Debug: ([^:]+): (Settle full|Full|"
+                       r"Incremental|Normal) sync \(priority \w+\) "
+                       r"finished.* after (\d+\.\d+) secs")
+_STARTED = re.compile(r"dovewarden: Debug: ([^:]+): Starting (settle full|"
+                      r"full|incremental|normal) sync ")
+_VERIFY = re.compile(r"dovewarden: Debug: ([^:]+): (Settle|Verification): ")
+
+
+def log(msg):
+    print("# " + msg, file=sys.stderr, flush=True)
+
+
+def add_users(pair, users):
+    for s in SIDES:
+        with open(os.path.join(pair.dw_dir, s, "users"), "a") as f:
+            for u in users:
+                f.write("%s:{PLAIN}pass::::::\n" % u)
+
+
+class Doveadm:
+    """A bare sync through A's doveadm-server socket, as the service runs
+    it (dovewarden-doveadm.c)."""
+
+    def __init__(self, pair):
+        self.path = os.path.join(pair.dw_dir, "A", "run", "doveadm-server")
+        self.dest = "tcp:127.0.0.1:%d" % pair.port("B", "doveadm")
+
+    def sync(self, user, state="", full=False):
+        """Returns (seconds, new state); raises on failure."""
+        t0 = time.monotonic()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(600)
+        try:
+            s.connect(self.path)
+            f = s.makefile("rwb")
+            f.write(b"VERSION\tdoveadm-server\t1\t0\n")
+            f.flush()
+            line = f.readline()
+            if line != b"+\n":
+                raise AssertionError("doveadm handshake: %r" % line)
+            args = ["", user, "sync", "-N", "-l", "30"]
+            if full:
+                args.append("-f")
+            args += ["-s", state, self.dest]
+            f.write(("\t".join(args) + "\n").encode())
+            f.flush()
+            out = f.readline().decode().rstrip("\n").split("\t")[0]
+            status = f.readline().decode().rstrip("\n")
+            if status != "+":
+                raise AssertionError("sync of %s: %s" % (user, status))
+            return time.monotonic() - t0, out
+        finally:
+            s.close()
+
+
+def services(pair, sig):
+    for s in SIDES:
+        os.kill(pair.service_pid(s), sig)
+
+
+def wait_idle(pair, settle, what, timeout=600):
+    """Both queues empty (nothing pending, no sync running) for the settle
+    delay plus 3 s in a row."""
+    quiet = settle + 3
+    end = time.monotonic() + timeout
+    since = None
+    while time.monotonic() < end:
+        if all(pair.queues_empty(s) for s in SIDES):
+            since = since or time.monotonic()
+            if time.monotonic() - since >= quiet:
+                return
+        else:
+            since = None
+        time.sleep(0.5)
+    raise AssertionError("services not idle after %d s: %s" % (timeout,
+                                                               what))
+
+
+def log_syncs(pair, only_user=None):
+    """Syncs started and their dsync seconds since the log marks, per
+    side: {side: {"kinds": {kind: n}, "secs": float, "verify": n,
+    "users": set}}."""
+    res = {}
+    for s in SIDES:
+        r = {"kinds": {}, "secs": 0.0, "verify": 0, "repaired": 0,
+             "users": set()}
+        for line in pair.log_since_mark(s):
+            m = _STARTED.search(line)
+            if m and (only_user is None or m.group(1) == only_user):
+                r["kinds"][m.group(2)] = r["kinds"].get(m.group(2), 0) + 1
+                r["users"].add(m.group(1))
+            m = _FINISHED.search(line)
+            if m and (only_user is None or m.group(1) == only_user):
+                r["secs"] += float(m.group(3))
+            m = _VERIFY.search(line)
+            if m and (only_user is None or m.group(1) == only_user):
+                r["verify"] += 1
+                if "repaired" in line:
+                    r["repaired"] += 1
+        res[s] = r
+    return res
+
+
+def fmt_syncs(r):
+    kinds = ", ".join("%s %d" % (k, n) for k, n in sorted(r["kinds"].items()))
+    return "%s; users %d, verification/settle verdicts %d (repaired %d)" % (
+        kinds or "none", len(r["users"]), r["verify"], r["repaired"])
+
+
+def append_all(pair, sessions, tag, done=None):
+    """APPEND one message in every session at once. done(user) is called
+    after each APPEND. Returns {user: message}."""
+    msgs = {u: make_message("%s-%s" % (tag, u)) for u in sessions}
+
+    def one(u):
+        pair.append("A", u, msgs[u], conn=sessions[u])
+        if done:
+            done(u)
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        list(ex.map(one, sessions))
+    return msgs
+
+
+def visible_on_b(pair, users, msgs, timeout):
+    """Poll B (one connection per worker) until every message is there;
+    returns when the last one was seen."""
+    left = set(users)
+    lock = threading.Lock()
+    last = [time.monotonic()]
+    end = time.monotonic() + timeout
+
+    def worker(part):
+        conns = {}
+        try:
+            todo = list(part)
+            while todo and time.monotonic() < end:
+                nxt = []
+                for u in todo:
+                    m = conns.get(u)
+                    if m is None:
+                        m = conns[u] = pair.imap("B", u)
+                        check_ok(m.select("INBOX"), "SELECT")
+                    m.noop()
+                    typ, data = m.uid("SEARCH", "HEADER", "Message-ID",
+                                      '"<%s>"' % message_id(msgs[u]))
+                    if typ == "OK" and data and data[0].split():
+                        with lock:
+                            left.discard(u)
+                            last[0] = time.monotonic()
+                    else:
+                        nxt.append(u)
+                todo = nxt
+                if todo:
+                    time.sleep(0.05)
+        finally:
+            close_sessions(list(conns.items()))
+    parts = [users[i::8] for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(worker, parts))
+    if left:
+        raise AssertionError("%d messages not on B after %d s: %s" % (
+            len(left), timeout, sorted(left)[:5]))
+    return last[0]
+
+
+def throughput(pair, dadm, users, settle, args):
+    sessions = {}
+    res = {}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            conns = list(ex.map(lambda u: pair.imap("A", u), users))
+        sessions = dict(zip(users, conns))
+
+        for rnd in range(args.rounds):
+            # floor: the services stopped, bare syncs with a fresh state
+            services(pair, signal.SIGSTOP)
+            try:
+                states = {}
+                with concurrent.futures.ThreadPoolExecutor(
+                        args.parallel) as ex:
+                    for u, (_t, st) in zip(users, ex.map(
+                            lambda u: dadm.sync(u), users)):
+                        states[u] = st
+                work = concurrent.futures.ThreadPoolExecutor(args.parallel)
+                futs = []
+                t0 = time.monotonic()
+                append_all(pair, sessions, "floor%d" % rnd,
+                           lambda u: futs.append(work.submit(
+                               dadm.sync, u, states[u])))
+                for f in futs:
+                    f.result()
+                t_floor = time.monotonic() - t0
+                work.shutdown()
+            finally:
+                services(pair, signal.SIGCONT)
+            wait_idle(pair, settle, "after the floor")
+
+            # the service
+            for s in SIDES:
+                pair.mark_log(s)
+            t0 = time.monotonic()
+            msgs = append_all(pair, sessions, "svc%d" % rnd)
+            t_svc = visible_on_b(pair, users, msgs, 600) - t0
+            wait_idle(pair, settle, "after the service's burst")
+            syncs = log_syncs(pair)
+            res.setdefault("floor", []).append(t_floor)
+            res.setdefault("service", []).append(t_svc)
+            res.setdefault("syncs", []).append(syncs)
+            log("round %d: floor %.1f s, service %.1f s" % (
+                rnd + 1, t_floor, t_svc))
+    finally:
+        close_sessions(list(sessions.items()))
+    return res
+
+
+def make_big_user(pair, user, folders, messages):
+    """folders folders (F001...) of messages messages each on A: one is
+    APPENDed, the others are copies of it."""
+    m = pair.imap("A", user)
+    try:
+        check_ok(m.create("F001"), "CREATE")
+        for i in range(messages):
+            pair.append("A", user, make_message("big-%d" % i), "F001",
+                        conn=m)
+        check_ok(m.select("F001"), "SELECT")
+        for i in range(2, folders + 1):
+            box = "F%03d" % i
+            check_ok(m.create(box), "CREATE")
+            check_ok(m.copy("1:*", box), "COPY")
+    finally:
+        m.logout()
+
+
+def big_counts(pair, side, user, folders):
+    m = pair.imap(side, user)
+    try:
+        n = 0
+        for i in range(1, folders + 1):
+            typ, data = m.status("F%03d" % i, "(MESSAGES)")
+            if typ != "OK":
+                return -1
+            n += int(re.search(rb"MESSAGES (\d+)", data[0]).group(1))
+        return n
+    finally:
+        m.logout()
+
+
+def burst_cost(pair, dadm, settle, args):
+    user = "tpbig"
+    add_users(pair, [user])
+    t0 = time.monotonic()
+    make_big_user(pair, user, args.big_folders, args.big_messages)
+    want = args.big_folders * args.big_messages
+    wait_until(lambda: big_counts(pair, "B", user, args.big_folders) == want,
+               1800, "the big user on B", interval=2)
+    log("big user created and replicated in %.0f s" % (
+        time.monotonic() - t0))
+    wait_idle(pair, settle, "after the big user", 1800)
+    box = "F%03d" % (args.big_folders // 2 + 1)
+
+    bare = []
+    services(pair, signal.SIGSTOP)
+    try:
+        _t, state = dadm.sync(user)
+        for i in range(args.big_runs):
+            pair.append("A", user, make_message("bare-%d" % i), box)
+            secs, state = dadm.sync(user, state)
+            bare.append(secs)
+        full, _st = dadm.sync(user, state, full=True)
+    finally:
+        services(pair, signal.SIGCONT)
+    wait_idle(pair, settle, "after the bare syncs", 600)
+
+    svc = []
+    kinds = []
+    for i in range(args.big_runs):
+        for s in SIDES:
+            pair.mark_log(s)
+        pair.append("A", user, make_message("svc-%d" % i), box)
+        wait_idle(pair, settle, "after the big user's change", 600)
+        r = log_syncs(pair, user)
+        svc.append(sum(r[s]["secs"] for s in SIDES))
+        kinds.append(r)
+    return bare, full, svc, kinds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=200)
+    ap.add_argument("--parallel", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--big-folders", type=int, default=100)
+    ap.add_argument("--big-messages", type=int, default=1000)
+    ap.add_argument("--big-runs", type=int, default=3)
+    args = ap.parse_args()
+    users = ["tp%03d" % i for i in range(1, args.users + 1)]
+
+    pair = Pair(extra_conf=MANY_SESSIONS_CONF)
+    try:
+        pair.check_available(True)
+    except Skip as e:
+        print("SKIP: %s" % e)
+        return 77
+    try:
+        pair.start()
+        settle = time_secs(pair.doveconf("A", "dovewarden_settle_delay")) or 0
+        add_users(pair, users)
+        dadm = Doveadm(pair)
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(lambda u: pair.append("A", u, make_message(
+                "prime-" + u)), users))
+        pair.wait_converged(users, 600, "priming")
+        wait_idle(pair, settle, "after priming")
+        log("%d users primed in %.0f s" % (len(users),
+                                            time.monotonic() - t0))
+        tp = throughput(pair, dadm, users, settle, args)
+        big = None
+        if args.big_folders > 0 and args.big_messages > 0:
+            big = burst_cost(pair, dadm, settle, args)
+    finally:
+        pair.stop()
+
+    n = len(users)
+    print("dovewarden throughput: %d users, one new message each over open "
+          "sessions, at once; floor = bare doveadm sync, %d at a time, "
+          "services stopped; settle delay %g s (%d cores)" % (
+              n, args.parallel, settle, os.cpu_count() or 0))
+    print("%-8s %10s %10s %12s %12s %8s" % (
+        "round", "floor s", "floor u/s", "service s", "service u/s",
+        "ratio"))
+    for i, (tf, ts) in enumerate(zip(tp["floor"], tp["service"])):
+        print("%-8d %10.1f %10.1f %12.1f %12.1f %7.2fx" % (
+            i + 1, tf, n / tf, ts, n / ts, tf / ts))
+    for i, syncs in enumerate(tp["syncs"]):
+        for s in SIDES:
+            print("round %d syncs on %s: %s" % (i + 1, s,
+                                                fmt_syncs(syncs[s])))
+    if big is not None:
+        bare, full, svc, kinds = big
+        b = statistics.median(bare)
+        print("burst cost, %d folders x %d messages: bare incremental "
+              "%s s (median %.3f s), bare full %.3f s (%.1fx)" % (
+                  args.big_folders, args.big_messages,
+                  " ".join("%.3f" % x for x in bare), b, full, full / b))
+        for i, (secs, r) in enumerate(zip(svc, kinds)):
+            print("  change %d: service dsync %.3f s (%.2fx bare); A: %s; "
+                  "B: %s" % (i + 1, secs, secs / b, fmt_syncs(r["A"]),
+                             fmt_syncs(r["B"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
