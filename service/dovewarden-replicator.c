@@ -460,12 +460,10 @@ replicator_verify_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	}
 	if (!dovewarden_queue_backend_job_removed(sync->job)) {
 		dovewarden_metrics_verification(repaired);
-		if (repaired || sync->job->settle) {
-			e_debug(sync->event, "%s: %s",
-				sync->job->settle ? "Settle" : "Verification",
-				repaired ? "the servers differed and were "
-				"repaired" : "the servers were the same");
-		}
+		e_debug(sync->event, "%s: %s",
+			sync->job->settle ? "Settle" : "Verification",
+			repaired ? "the servers differed and were "
+			"repaired" : "the servers were the same");
 	}
 	replicator_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_OK, state, NULL,
 			       repaired);
@@ -481,11 +479,16 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	dovewarden_orphans_ended(sync->replicator->orphans,
 				 sync->job->username);
 	if (sync->job->full && sync->incremental &&
+	    (!sync->job->settle ||
+	     sync->job->priority == DOVEWARDEN_PRIORITY_NONE) &&
 	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    reply->state[0] != '\0' &&
 	    !dovewarden_queue_backend_job_removed(sync->job)) {
 		/* a full sync of a user that was synced before: run the
-		   verification pass (a first sync always changes things) */
+		   verification pass (a first sync always changes things).
+		   Not after a settle that also replicated new changes:
+		   they would move the state as a repair does, and the
+		   full sync covered them. */
 		sync->full_state = i_strdup(reply->state);
 		replicator_dsync_start(sync, sync->full_state, FALSE);
 		return;
