@@ -13,7 +13,14 @@ sync commands the service sends.
     sync, the status shows a fresh full sync, and A and B are identical.
 (b) B is changed behind the services' backs (doveadm on B with
     -o dovewarden_noreplicate=yes, so the plugin stays quiet): A and B
-    differ and stay so; `replicate -f <user>` on A repairs it."""
+    differ and stay so; `replicate -f <user>` on A repairs it.
+(c) The verdict of a full sync's verification pass ("the servers
+    differed and were repaired" or "were the same", which
+    dovewarden_repairs_total and the status's last repaired time
+    follow) agrees with the checker: forced full syncs of a user the
+    checker finds identical, on A alone and on A and B at once (the
+    peer's own syncs of the user overlap), say "same"; one after B was
+    changed behind the services' backs says "repaired"."""
 
 import os
 import socket
@@ -186,7 +193,7 @@ def _(pair):
         pair.append("A", user, make_message("full-b-%d" % i))
     pair.wait_converged(user, 15, "seeding")
     # the syncs of the seeding may echo one more sync: let them finish
-    pair.wait_service_idle(user)
+    pair.wait_service_idle(user, timeout=40)
     pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "flags", "add",
                  "-u", user, "\\Flagged", "mailbox", "INBOX", "ALL")
     pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "mailbox",
@@ -211,6 +218,74 @@ def _(pair):
         "the change made on B is not on A")
     return "differences before: %d; converged %.2f s after replicate -f" % (
         len(d), t)
+
+
+def verdicts(pair, side, user):
+    """The verification verdicts logged on side since its mark:
+    a list of True (repaired) / False (same)."""
+    out = []
+    for line in pair.log_since_mark(side):
+        if "%s: Verification: " % user in line or \
+                "%s: Settle: " % user in line:
+            out.append("differed and were repaired" in line)
+    return out
+
+
+def forced_verdicts(pair, user, sides):
+    """replicate -f on sides at once; returns {side: [verdicts]}."""
+    for s in SIDES:
+        pair.mark_log(s)
+    threads = [threading.Thread(target=pair.dw, args=(
+        s, "replicate", "-f", user)) for s in sides]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_until(lambda: all(verdicts(pair, s, user) for s in sides), 20,
+               "the verification verdicts on %s" % "+".join(sides))
+    pair.wait_service_idle(user, timeout=40)
+    return {s: verdicts(pair, s, user) for s in SIDES}
+
+
+@r.case("(c) a 'repaired' verdict means the checker saw a difference")
+def _(pair):
+    user = "erin"
+    m = pair.imap("A", user)
+    try:
+        for i in range(3):
+            pair.append("A", user, make_message("verdict-%d" % i), conn=m)
+        check_ok(m.create("Sub"), "CREATE")
+    finally:
+        m.logout()
+    pair.wait_converged(user, 20, "seeding")
+    pair.wait_service_idle(user, timeout=40)
+    # both services have a state for the user: their full syncs are
+    # verified
+    for s in SIDES:
+        pair.dw(s, "replicate", user)
+    pair.wait_service_idle(user, timeout=40)
+    expect(not pair.compare(user), "A and B differ before the test")
+
+    v = forced_verdicts(pair, user, ["A"])
+    # (a settle may follow and add its own verdict)
+    expect(v["A"] and not any(v["A"]), "identical servers, full sync on A: "
+           "verdicts %r (True = repaired)" % v)
+    v2 = forced_verdicts(pair, user, ["A", "B"])
+    expect(not any(v2["A"] + v2["B"]), "identical servers, full syncs on A "
+           "and B at once: verdicts %r (True = repaired)" % v2)
+    expect(not pair.compare(user), "the full syncs made A and B differ")
+
+    pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "flags", "add",
+                 "-u", user, "\\Answered", "mailbox", "INBOX", "ALL")
+    d = pair.compare(user)
+    expect(d, "the change on B behind the services' backs made no "
+           "difference")
+    v3 = forced_verdicts(pair, user, ["A"])
+    expect(v3["A"][:1] == [True], "B changed behind the services' backs, full "
+           "sync on A: verdicts %r (True = repaired)" % v3)
+    pair.wait_converged(user, 10, "after the repair")
+    return "same: A %r, A+B %r; repaired: %r (%d differences)" % (
+        v["A"], v2, v3["A"], len(d))
 
 
 def cleanup():
