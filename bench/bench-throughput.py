@@ -51,7 +51,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 from dwtest.clients import (  # noqa: E402
     check_ok, imap_quote, make_message, message_id)
-from dwtest.common import SIDES, Skip, time_secs, wait_until  # noqa: E402
+from dwtest.common import (  # noqa: E402
+    SIDES, Skip, hms_secs, time_secs, wait_until)
 from dwtest.load import MANY_SESSIONS_CONF, close_sessions  # noqa: E402
 from dwtest.pair import Pair  # noqa: E402
 
@@ -115,19 +116,32 @@ def services(pair, sig):
         os.kill(pair.service_pid(s), sig)
 
 
+def side_idle(pair, side, horizon):
+    """Nothing pending or running on side, and no user due (a settle)
+    within horizon seconds."""
+    if not pair.queues_empty(side):
+        return False
+    for st in pair.dw_users(side).values():
+        secs = hms_secs(st["next_sync"])
+        if st["priority"] != "none" or (secs is not None and
+                                        secs <= horizon):
+            return False
+    return True
+
+
 def wait_idle(pair, settle, what, timeout=600):
-    """Both queues empty (nothing pending, no sync running) for the settle
-    delay plus 3 s in a row."""
-    quiet = settle + 3
+    """Both services idle, with no settle due soon, in three checks in a
+    row at least settle + 3 s apart in all."""
     end = time.monotonic() + timeout
-    since = None
+    since, polls = None, 0
     while time.monotonic() < end:
-        if all(pair.queues_empty(s) for s in SIDES):
+        if all(side_idle(pair, s, settle + 5) for s in SIDES):
             since = since or time.monotonic()
-            if time.monotonic() - since >= quiet:
+            polls += 1
+            if polls >= 3 and time.monotonic() - since >= settle + 3:
                 return
         else:
-            since = None
+            since, polls = None, 0
         time.sleep(0.5)
     raise AssertionError("services not idle after %d s: %s" % (timeout,
                                                                what))
