@@ -11,9 +11,10 @@ session open on A. Then every session APPENDs one message at once:
            this script through A's doveadm-server socket, --parallel at a
            time (default 10, dovewarden_max_syncs), with the dsync state
            of a bare sync run just before (so they are incremental syncs,
-           as the service's are). Timed from the first APPEND until the
-           last sync ended; the services are continued (SIGCONT) and
-           catch up before the next phase.
+           as the service's are). Timed from the first APPEND until every
+           message is visible on B (polled over IMAP as for the service);
+           the services are continued (SIGCONT) and catch up before the
+           next phase.
   service  the services run: timed from the first APPEND until every
            message is visible on B over IMAP.
 
@@ -255,12 +256,13 @@ def throughput(pair, dadm, users, settle, args):
                 work = concurrent.futures.ThreadPoolExecutor(args.parallel)
                 futs = []
                 t0 = time.monotonic()
-                append_all(pair, sessions, "floor%d" % rnd,
-                           lambda u: futs.append(work.submit(
-                               dadm.sync, u, states[u])))
+                msgs = append_all(pair, sessions, "floor%d" % rnd,
+                                  lambda u: futs.append(work.submit(
+                                      dadm.sync, u, states[u])))
+                # the same IMAP polling of B as for the service
+                t_floor = visible_on_b(pair, users, msgs, 600) - t0
                 for f in futs:
                     f.result()
-                t_floor = time.monotonic() - t0
                 work.shutdown()
             finally:
                 services(pair, signal.SIGCONT)
