@@ -223,7 +223,7 @@ def visible_on_b(pair, users, msgs, timeout):
                         nxt.append(u)
                 todo = nxt
                 if todo:
-                    time.sleep(0.05)
+                    time.sleep(0.2)
         finally:
             close_sessions(list(conns.items()))
     parts = [users[i::8] for i in range(8)]
