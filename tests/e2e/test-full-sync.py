@@ -138,6 +138,20 @@ def setup(pair):
     return proxies["A"]
 
 
+def wait_settled(pair, user, timeout=60):
+    """The services idle for user, with no settle due either (a settle
+    would replicate a change made behind their backs)."""
+    def settled(side):
+        st = pair.dw_users(side, user).get(user)
+        if st is None:
+            return True
+        secs = hms_secs(st["next_sync"])
+        return st["priority"] == "none" and (secs is None or secs > 60)
+    wait_until(lambda: all(settled(s) for s in SIDES), timeout,
+               "no settle due for %s" % user)
+    pair.wait_service_idle(user, timeout=timeout)
+
+
 def wait_sync_cmd(proxy, user, n_before, what):
     return wait_until(
         lambda: proxy.sync_commands(user)[n_before:], 10, what)
@@ -192,8 +206,9 @@ def _(pair):
     for i in range(3):
         pair.append("A", user, make_message("full-b-%d" % i))
     pair.wait_converged(user, 15, "seeding")
-    # the syncs of the seeding may echo one more sync: let them finish
-    pair.wait_service_idle(user, timeout=40)
+    # the syncs of the seeding may echo one more sync, and a settle may
+    # follow: let them finish
+    wait_settled(pair, user)
     pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "flags", "add",
                  "-u", user, "\\Flagged", "mailbox", "INBOX", "ALL")
     pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "mailbox",
@@ -248,7 +263,7 @@ def forced_verdicts(pair, user, sides):
     wait_until(lambda: any(verdicts(pair, s, user) for s in SIDES), 20,
                "the verification verdicts of replicate -f on %s"
                % "+".join(sides))
-    pair.wait_service_idle(user, timeout=40)
+    wait_settled(pair, user)
     return sum((verdicts(pair, s, user) for s in SIDES), [])
 
 
@@ -263,12 +278,12 @@ def _(pair):
     finally:
         m.logout()
     pair.wait_converged(user, 20, "seeding")
-    pair.wait_service_idle(user, timeout=40)
+    wait_settled(pair, user)
     # both services have a state for the user: their full syncs are
     # verified
     for s in SIDES:
         pair.dw(s, "replicate", user)
-    pair.wait_service_idle(user, timeout=40)
+    wait_settled(pair, user)
     expect(not pair.compare(user), "A and B differ before the test")
 
     # (a settle may follow and add its own verdict)
