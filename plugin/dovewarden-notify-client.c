@@ -11,14 +11,19 @@
 #include "connection.h"
 #include "dovewarden-notify-client.h"
 
-/* Long enough to coalesce the mails of one command into one line, short
-   enough that the service hears of it at once */
-#define DOVEWARDEN_NOTIFY_FLUSH_MSECS 30
+/* New mail is sent as soon as the running ioloop callback (the command
+   that saved it) returns: the mails of one command still make one line,
+   and the service hears of it at once. Other changes wait this long, so
+   that an APPEND that creates the INBOX first sends one line, not a low
+   one for the INBOX while the message is still being read and a high one
+   after it. */
+#define DOVEWARDEN_NOTIFY_LOW_FLUSH_MSECS 30
 /* After a notification was sent, the next one waits until this long has
    passed, and covers whatever changed meanwhile. A session that changes
    mail all the time so sends two lines a second instead of one per
    command: each costs the process and the service a wakeup, and the
-   service syncs such a user again and again anyway. */
+   service syncs such a user again and again anyway. New mail is held
+   back only by a notification of new mail. */
 #define DOVEWARDEN_NOTIFY_HOLDOFF_MSECS 500
 #define DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS 1000
 #define DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS 5000
@@ -70,8 +75,9 @@ struct dovewarden_notify_client {
 	struct ioloop *ioloop;
 	/* Sends the pending users (see DOVEWARDEN_NOTIFY_HOLDOFF_MSECS) */
 	struct timeout *to_flush;
-	/* When notifications were last sent (zero: never) */
-	struct timeval last_sent;
+	/* When notifications were last sent, and of new mail (high or
+	   sync priority) (zero: never) */
+	struct timeval last_sent, last_sent_high;
 	/* Set while waiting before the next connect attempt */
 	struct timeout *to_reconnect;
 	unsigned int reconnect_msecs;
@@ -91,6 +97,8 @@ struct dovewarden_notify_client {
 
 	/* A connection failure was logged; the next success is logged too */
 	bool failure_logged:1;
+	/* A pending user has high or sync priority */
+	bool pending_high:1;
 };
 
 /* Only one client exists per process; the ioloop destroy callback needs
@@ -132,6 +140,7 @@ static void client_dequeue(struct dovewarden_notify_client *client,
 	user->priority = DOVEWARDEN_PRIORITY_NONE;
 	user->reasons = 0;
 	if (client->pending_head == NULL) {
+		client->pending_high = FALSE;
 		timeout_remove(&client->to_flush);
 		timeout_remove(&client->to_reconnect);
 	}
@@ -505,6 +514,8 @@ static void client_flush(struct dovewarden_notify_client *client)
 		   brings us back here once it drains. */
 		if (client_send_user(client, user) <= 0)
 			break;
+		if (user->priority >= DOVEWARDEN_PRIORITY_HIGH)
+			client->last_sent_high = ioloop_timeval;
 		client_dequeue(client, user);
 		client->last_sent = ioloop_timeval;
 	}
@@ -514,14 +525,17 @@ static void client_flush(struct dovewarden_notify_client *client)
 /* Milliseconds until the pending users are sent */
 static unsigned int client_flush_delay(struct dovewarden_notify_client *client)
 {
+	const struct timeval *last = client->pending_high ?
+		&client->last_sent_high : &client->last_sent;
+	unsigned int delay = client->pending_high ? 0 :
+		DOVEWARDEN_NOTIFY_LOW_FLUSH_MSECS;
 	long long since;
 
-	if (client->last_sent.tv_sec == 0)
-		return DOVEWARDEN_NOTIFY_FLUSH_MSECS;
-	since = timeval_diff_msecs(&ioloop_timeval, &client->last_sent);
-	if (since < 0 || since >= DOVEWARDEN_NOTIFY_HOLDOFF_MSECS -
-	    DOVEWARDEN_NOTIFY_FLUSH_MSECS)
-		return DOVEWARDEN_NOTIFY_FLUSH_MSECS;
+	if (last->tv_sec == 0)
+		return delay;
+	since = timeval_diff_msecs(&ioloop_timeval, last);
+	if (since < 0 || since >= DOVEWARDEN_NOTIFY_HOLDOFF_MSECS - delay)
+		return delay;
 	return DOVEWARDEN_NOTIFY_HOLDOFF_MSECS - since;
 }
 
@@ -675,6 +689,11 @@ void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
 	user->priority = I_MAX(user->priority, priority);
 	user->reasons |= reasons;
 
+	if (priority >= DOVEWARDEN_PRIORITY_HIGH && !client->pending_high) {
+		/* new mail doesn't wait for the delay of other changes */
+		client->pending_high = TRUE;
+		timeout_remove(&client->to_flush);
+	}
 	if (client->to_flush == NULL && client->to_reconnect == NULL &&
 	    (client->conn == NULL ||
 	     o_stream_get_buffer_used_size(client->conn->conn.output) == 0)) {

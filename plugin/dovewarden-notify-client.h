@@ -10,11 +10,12 @@
 
    Nothing here ever blocks: connect() and writes are nonblocking, the
    output buffer is bounded, and while the service can't take more the
-   users just keep their pending priority. A pending user is sent shortly
-   after its first change (so a command that changes many mails sends one
-   line), but no sooner than 500 ms after the process's last notification;
-   also when the output drains, after a reconnect, or at the latest by
-   dovewarden_notify_client_user_deinit(). */
+   users just keep their pending priority. A pending user is sent once the
+   command that changed it returns (new mail) or 30 ms after its first
+   change (others), so a command that changes many mails sends one line,
+   but no sooner than 500 ms after the process's last notification (of new
+   mail, for new mail); also when the output drains, after a reconnect, or
+   at the latest by dovewarden_notify_client_user_deinit(). */
 
 /* Why a user's mail changed. Only used for debug logging. */
 enum dovewarden_notify_reason {
