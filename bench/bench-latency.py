@@ -39,6 +39,7 @@ It starts the pair and stops it again when it ends."""
 
 import argparse
 import collections
+import concurrent.futures
 import os
 import queue
 import smtplib
@@ -256,6 +257,25 @@ def stats(values):
             s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))] * 1000)
 
 
+def report(load, times, cases):
+    """Print the figures of one load."""
+    ratios = []
+    for origin, how, rw in cases:
+        dm, dp = stats(times[(load, "dw", origin, how, rw)])
+        bm, bp = stats(times[(load, "bare", origin, how, rw)])
+        ratios.append(dm / bm)
+        print("%-10s %-11s %-5s %8.1f ms %8.1f ms %8.1f ms %8.1f ms %6.2fx"
+              % (load, "%s->%s %s" % (origin, peer(origin), how.upper()),
+                 "rw" if rw else "idle", dm, dp, bm, bp, dm / bm))
+    dw = [x for k, v in times.items() if k[0] == load and k[1] == "dw"
+          for x in v]
+    b = [x for k, v in times.items() if k[0] == load and k[1] == "bare"
+         for x in v]
+    print("ratio (medians), load %s: all cases %.2fx, worst case %.2fx"
+          % (load, statistics.median(dw) / statistics.median(b),
+             max(ratios)), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
@@ -323,6 +343,15 @@ def main():
                     raise AssertionError("bare sync failed: %s" % result[0])
             return t1 - t0
 
+        print("dovewarden latency benchmark: %d rounds, one new message "
+              "per case and round (%d cores)" % (args.rounds,
+                                                 os.cpu_count() or 0))
+        print("visible on the peer after the OK: dovewarden (user30) "
+              "against the same change + a bare dsync through "
+              "doveadm-server (norepl)")
+        print("%-10s %-11s %-5s %11s %11s %11s %11s %7s" % (
+            "load", "change", "peer", "dw median", "dw p90",
+            "bare median", "bare p90", "ratio"), flush=True)
         cases = [(origin, how, rw) for rw in (False, True)
                  for how in ("imap", "lmtp") for origin in ("A", "B")]
         loads = ["none"] if args.no_load else ["none", "200 users"]
@@ -333,8 +362,9 @@ def main():
                 time.sleep(1)
                 wait_until(lambda: pair.queues_empty("A"), 600,
                            "the background users' first syncs")
-                for u in bg_users("bgn"):
-                    bare.sync("A", u)
+                with concurrent.futures.ThreadPoolExecutor(BG_SYNCS) as ex:
+                    list(ex.map(lambda u: bare.sync("A", u),
+                                bg_users("bgn")))
                 bg = Background(pair, bare, args.load)
                 bg.start()
                 time.sleep(2 * BG_PERIOD)
@@ -343,6 +373,7 @@ def main():
                     for mode in (("dw", "bare") if r % 2 == 0
                                  else ("bare", "dw")):
                         times[(load, mode) + c].append(change(mode, *c))
+            report(load, times, cases)
             if bg is not None:
                 bg.close()
                 bg_stats = (bg.rounds, bg.synced, bg.failed)
@@ -359,32 +390,6 @@ def main():
             v.close()
         pair.stop()
 
-    print("dovewarden latency benchmark: %d rounds, one new message per "
-          "case and round (%d cores)" % (args.rounds, os.cpu_count() or 0))
-    print("visible on the peer after the OK: dovewarden (user30) against "
-          "the same change + a bare dsync through doveadm-server (norepl)")
-    print("%-10s %-11s %-9s %9s %9s %9s %9s %7s" % (
-        "load", "change", "peer", "dw med", "dw p90", "bare med",
-        "bare p90", "ratio"))
-    ratios = collections.defaultdict(list)
-    for load in loads:
-        for origin, how, rw in cases:
-            dm, dp = stats(times[(load, "dw", origin, how, rw)])
-            bm, bp = stats(times[(load, "bare", origin, how, rw)])
-            ratios[load].append(dm / bm)
-            print("%-10s %-11s %-9s %6.1f ms %6.1f ms %6.1f ms %6.1f ms "
-                  "%6.2fx" % (load, "%s->%s %s" % (origin, peer(origin),
-                                                     how.upper()),
-                              "rw" if rw else "idle", dm, dp, bm, bp,
-                              dm / bm))
-    for load in loads:
-        dw = [x for k, v in times.items() if k[0] == load and k[1] == "dw"
-              for x in v]
-        b = [x for k, v in times.items() if k[0] == load and k[1] == "bare"
-             for x in v]
-        print("ratio (medians), load %s: all cases %.2fx, worst case %.2fx"
-              % (load, statistics.median(dw) / statistics.median(b),
-                 max(ratios[load])))
     if not args.no_load:
         print("background (%s): %d rounds of changes to %d + %d users, "
               "%d bare syncs (%d failed)" % (args.load, bg_stats[0],
