@@ -23,6 +23,8 @@ struct orphan_record {
 	time_t started;
 	/* started by a previous process */
 	bool inherited;
+	/* a sync of the user waits for it, and takes its slot */
+	bool waited_for;
 };
 
 struct dovewarden_orphans {
@@ -102,6 +104,7 @@ orphans_set(struct dovewarden_orphans *orphans, const char *username,
 	}
 	rec->started = started;
 	rec->inherited = inherited;
+	rec->waited_for = FALSE;
 	if (inherited)
 		orphans->inherited_count++;
 }
@@ -316,6 +319,7 @@ unsigned int dovewarden_orphans_count(struct dovewarden_orphans *orphans,
 	ARRAY(char *) expired;
 	char *key, *username;
 	time_t until;
+	unsigned int count = 0;
 
 	*next_end_r = 0;
 	if (orphans->inherited_count == 0)
@@ -328,16 +332,21 @@ unsigned int dovewarden_orphans_count(struct dovewarden_orphans *orphans,
 			if (!rec->inherited)
 				continue;
 			until = rec->started + DOVEWARDEN_ORPHAN_GRACE_SECS;
-			if (until <= ioloop_time)
+			if (until <= ioloop_time) {
 				array_push_back(&expired, &key);
-			else if (*next_end_r == 0 || until < *next_end_r)
+				continue;
+			}
+			if (rec->waited_for)
+				continue;
+			count++;
+			if (*next_end_r == 0 || until < *next_end_r)
 				*next_end_r = until;
 		}
 		hash_table_iterate_deinit(&iter);
 		array_foreach_elem(&expired, username)
 			orphans_unset(orphans, username);
 	} T_END;
-	return orphans->inherited_count;
+	return count;
 }
 
 time_t dovewarden_orphans_wait_until(struct dovewarden_orphans *orphans,
@@ -354,6 +363,7 @@ time_t dovewarden_orphans_wait_until(struct dovewarden_orphans *orphans,
 		orphans_unset(orphans, username);
 		return 0;
 	}
+	rec->waited_for = TRUE;
 	return until;
 }
 

@@ -44,15 +44,17 @@ dovewarden_orphans_init(const char *path, pid_t master_pid,
 /* Closes the file; the dsyncs still running stay recorded as started. */
 void dovewarden_orphans_deinit(struct dovewarden_orphans **orphans);
 
-/* How many dsyncs of previous processes may still run: loaded records
-   not replaced since and started less than DOVEWARDEN_ORPHAN_GRACE_SECS
-   ago. They hold doveadm-server processes like the service's own dsyncs,
-   so they take sync slots. next_end_r is when the first of them stops
-   counting (0 if none). */
+/* How many dsyncs of previous processes may still run and take a sync
+   slot of their own: loaded records not replaced since, started less
+   than DOVEWARDEN_ORPHAN_GRACE_SECS ago, and not waited for by a sync
+   (which takes the slot itself, see dovewarden_orphans_wait_until()).
+   They hold doveadm-server processes like the service's own dsyncs.
+   next_end_r is when the first of them stops counting (0 if none). */
 unsigned int dovewarden_orphans_count(struct dovewarden_orphans *orphans,
 				      time_t *next_end_r);
 /* If a previous process started a dsync of username that may still run,
-   return until when its next sync should wait; else 0. */
+   return until when its next sync should wait; else 0. The caller's sync
+   waits for it: from now on that sync, not the record, takes the slot. */
 time_t dovewarden_orphans_wait_until(struct dovewarden_orphans *orphans,
 				     const char *username);
 

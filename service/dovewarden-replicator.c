@@ -70,10 +70,9 @@ struct dovewarden_replicator {
 	struct dovewarden_userdb *userdb;
 	struct dovewarden_orphans *orphans;
 
+	/* running syncs, and those waiting for to_orphan (their dsync has
+	   not started, but each takes a slot: see dovewarden-orphans.h) */
 	ARRAY(struct replicator_sync *) syncs;
-	/* syncs waiting for to_orphan: they take no slot, their dsync
-	   has not started */
-	unsigned int orphan_waits;
 
 	/* username -> when its NOUSER was logged as a warning */
 	HASH_TABLE(char *, void *) nouser_logged;
@@ -531,11 +530,7 @@ static void replicator_sync_run(struct replicator_sync *sync)
 
 static void replicator_sync_orphan_ended(struct replicator_sync *sync)
 {
-	struct dovewarden_replicator *replicator = sync->replicator;
-
 	timeout_remove(&sync->to_orphan);
-	i_assert(replicator->orphan_waits > 0);
-	replicator->orphan_waits--;
 	replicator_sync_run(sync);
 }
 
@@ -554,7 +549,6 @@ static bool replicator_sync_wait_orphan(struct replicator_sync *sync)
 	e_debug(sync->event, "Waiting %lld secs for the dsync a previous "
 		"service process started (it may still run in "
 		"doveadm-server)", (long long)(until - ioloop_time));
-	replicator->orphan_waits++;
 	sync->to_orphan = timeout_add((until - ioloop_time) * 1000,
 				      replicator_sync_orphan_ended, sync);
 	return TRUE;
@@ -689,8 +683,9 @@ replicator_slots_used(struct dovewarden_replicator *replicator)
 			(next_end - ioloop_time) * 1000,
 			replicator_orphans_ended, replicator);
 	}
-	return array_count(&replicator->syncs) - replicator->orphan_waits +
-		orphans;
+	/* a sync waiting for an orphan counts in syncs: the orphan's
+	   record no longer counts */
+	return array_count(&replicator->syncs) + orphans;
 }
 
 static void
@@ -839,7 +834,6 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 		dovewarden_queue_backend_release(&sync->job);
 		replicator_sync_free(sync);
 	}
-	replicator->orphan_waits = 0;
 	dovewarden_doveadm_deinit(&replicator->doveadm);
 	dovewarden_userdb_deinit(&replicator->userdb);
 	dovewarden_orphans_deinit(&replicator->orphans);
