@@ -119,6 +119,17 @@ static void main_init(void)
 		       "mail_replica) set: idle (no userdb sweep, no queue "
 		       "state written)");
 		backend_name = dovewarden_queue_backend_builtin.name;
+		if (strcmp(dovewarden_set->dovewarden_queue_backend,
+			   backend_name) != 0) {
+			/* replicas set only in the userdb: say what is
+			   not used */
+			e_warning(dovewarden_event, "dovewarden_queue_backend "
+				  "= %s is not used while idle: users whose "
+				  "userdb sets a replica are synced from a "
+				  "queue in memory (set dovewarden_replica "
+				  "to use it)",
+				  dovewarden_set->dovewarden_queue_backend);
+		}
 	} else {
 		backend_name = dovewarden_set->dovewarden_queue_backend;
 		qset.state_path = t_strconcat(mset->state_dir,
