@@ -229,40 +229,19 @@ user_settle_due(struct dovewarden_queue *queue,
 		     user->settle_first_change + queue->set.settle_max_secs);
 }
 
-/* The user needs a settle: start its delay now, or restart it */
-static void
-user_settle_arm(struct dovewarden_queue *queue,
-		struct dovewarden_user *user, time_t now)
-{
-	if (queue->set.settle_delay_secs == 0)
-		return;
-	if (user->settle_first_change == 0)
-		user->settle_first_change = now;
-	user->settle_last_change = now;
-}
-
 static void
 user_settle_change(struct dovewarden_queue *queue,
 		   struct dovewarden_user *user, time_t now)
 {
 	if (queue->set.settle_delay_secs == 0)
 		return;
+	if (user->settle_first_change == 0)
+		user->settle_first_change = now;
+	user->settle_last_change = now;
 	/* a new change: its settle may repair again */
 	user->consecutive_repairs = 0;
-	if (user->syncing) {
-		/* a change while dsync runs is what incremental syncs
-		   can miss */
+	if (user->syncing)
 		user->settle_changed_while_syncing = TRUE;
-		user_settle_arm(queue, user, now);
-	} else if (user->settle_first_change != 0 ||
-		   (user->last_fast_sync != 0 &&
-		    now < user->last_fast_sync +
-		    (time_t)queue->set.settle_delay_secs)) {
-		/* a pending settle waits until the user is quiet; a change
-		   soon after a sync: the user is busy, and the peer's
-		   syncs of it may overlap ours */
-		user_settle_arm(queue, user, now);
-	}
 }
 
 static void
@@ -736,8 +715,6 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		user->next_try = 0;
 		break;
 	case DOVEWARDEN_SYNC_RESULT_CHANGED:
-		/* dsync saw changes while it ran */
-		user_settle_arm(queue, user, now);
 		user_restore_changes(queue, user, now);
 		user->next_try = now + DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
 		if (++user->consecutive_changed >=

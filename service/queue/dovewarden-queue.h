@@ -45,18 +45,14 @@
    a full one unless forced.
 
    Settling (settle_delay_secs > 0): incremental syncs alone do not
-   always converge: when the user's mail changes while dsync runs,
-   dsync can leave flag differences behind, and its saved state then
-   hides them (seen in tests/e2e/test-convergence.py with the settle
-   off). A change replicated while no sync of the user ran converges
-   with the incremental sync alone and gets no settle. So a user gets
-   one full sync once it has been quiet only after a notify() with a
-   priority above NONE while its sync runs, or a sync that ended with
-   CHANGED (dsync saw changes during the sync): that records the change
+   always converge (dsync can leave flag differences behind when both
+   servers change a user at once, and its saved state then hides them),
+   so a user whose mail changed gets one full sync once it has been
+   quiet: notify() with a priority above NONE records the change
    (settle_first_change, settle_last_change), and the user is due for
    its settle at settle_last_change + settle_delay_secs, or at
-   settle_first_change + settle_max_secs if changes keep coming. Every
-   change restarts the delay of a pending settle. An idle user waits for its settle like
+   settle_first_change + settle_max_secs if changes keep coming. A
+   change restarts the delay. An idle user waits for its settle like
    for a periodic full sync, and sorts like one (by due time, without a
    boost), so it goes after every interactive change made within the
    last DOVEWARDEN_QUEUE_LOW_BOOST_SECS. When a sync is popped while

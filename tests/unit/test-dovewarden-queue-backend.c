@@ -963,23 +963,10 @@ Test(queue_backend, a_change_is_settled_by_a_full_sync)
 	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(job->full);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
-	/* a change replicated while nothing else ran, and not soon after
-	   a sync: no settle */
-	run_for(2100);
-	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert(!job->full);
-	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
-	assert_nothing_due(TRUE, 3000);
-
-	/* a change made while its sync ran */
 	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
 	start = now_msecs();
-	notify("alice", DOVEWARDEN_PRIORITY_LOW);
 	cr_assert(!job->full);
 	cr_assert(!job->settle);
-	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
-	job = pop_user("alice", FALSE);
-	cr_assert(!job->full);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
 
 	/* settle_delay_secs after the change, and only as background
@@ -1000,7 +987,7 @@ Test(queue_backend, a_change_is_settled_by_a_full_sync)
 	backend_stop_all();
 }
 
-Test(queue_backend, a_sync_that_saw_changes_is_settled)
+Test(queue_backend, settle_is_background_work_restarted_by_changes)
 {
 	struct dovewarden_queue_job *job;
 
@@ -1009,36 +996,8 @@ Test(queue_backend, a_sync_that_saw_changes_is_settled)
 	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
 	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
-	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
-	/* the retry comes after the settle delay: it is the settle */
-	job = pop_wait(TRUE, 1000 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS +
-		       1500);
-	cr_assert_not_null(job, "no retry after CHANGED");
-	cr_assert(job->full);
-	cr_assert(job->settle);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
-	assert_nothing_due(TRUE, 2000);
-	backend_stop_all();
-}
-
-Test(queue_backend, settle_is_background_work_restarted_by_changes)
-{
-	struct dovewarden_queue_job *job;
-
-	/* 2 secs: the Redis queue counts whole seconds, and the sync
-	   right after the arming change must not find the settle due */
-	queue_set.settle_delay_secs = 2;
-	backend_start();
-	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
-	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
-	/* a change while the sync runs */
-	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
-	notify("alice", DOVEWARDEN_PRIORITY_HIGH);
-	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
-	job = pop_user("alice", FALSE);
-	cr_assert(!job->full);
-	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
-	run_for(3100);
+	run_for(2100);
 	/* due, but not claimed without allow_background */
 	cr_assert_null(pop(FALSE));
 	/* a change restarts the delay: its sync is no settle */
@@ -1049,13 +1008,13 @@ Test(queue_backend, settle_is_background_work_restarted_by_changes)
 	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	/* the settle follows a delay after that change */
-	job = pop_wait(TRUE, 3500);
+	job = pop_wait(TRUE, 2500);
 	cr_assert_not_null(job, "no settle sync");
 	cr_assert(job->full);
 	cr_assert(job->settle);
 	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_NONE);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
-	assert_nothing_due(TRUE, 3000);
+	assert_nothing_due(TRUE, 2000);
 	backend_stop_all();
 }
 

@@ -45,10 +45,6 @@ else
   elseif res == 'release' then
     restore(user, h)
   elseif res == 'changed' then
-    if sdelay > 0 then
-      if num(h.sf) == 0 then h.sf = now end
-      h.sl = now
-    end
     restore(user, h)
     h.nt = now + tonumber(ARGV[15]); h.c = num(h.c) + 1
     if h.c >= tonumber(ARGV[16]) then h.ff = 1 end

@@ -16,16 +16,9 @@ if prio > 0 then
   if num(h.p) == 0 or key < num(h.k) then h.k = key end
   if prio > num(h.p) then setp(user, h, prio); h.u = now end
   if sdelay > 0 then
-    h.rr = 0
-    if owned(h) then
-      h.ch = 1
-      if num(h.sf) == 0 then h.sf = now end
-      h.sl = now
-    elseif num(h.sf) ~= 0 or (num(h.lf) ~= 0 and now < num(h.lf) + sdelay)
-    then
-      if num(h.sf) == 0 then h.sf = now end
-      h.sl = now
-    end
+    if num(h.sf) == 0 then h.sf = now end
+    h.sl = now; h.rr = 0
+    if owned(h) then h.ch = 1 end
   end
 end
 if ARGV[10] == '1' then h.ff = 1; h.nt = 0 end
