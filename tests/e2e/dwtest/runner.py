@@ -180,11 +180,13 @@ class Runner:
                         pair.dump_logs(n=40, since_mark=True)
                 else:
                     failed = True
-                    self.tap.result(name, False, "%s after %.2f s:\n%s" % (
+                    text = "%s after %.2f s:\n%s" % (
                         status, dt, "\n".join(
-                            "    " + l for l in detail.rstrip().split("\n"))))
+                            "    " + l for l in detail.rstrip().split("\n")))
+                    self.tap.result(name, False, text)
                     pair.dump_logs(n=80, since_mark=True,
                                    header="[%s] " % name, to_stderr=True)
+                    self.tap.failure_to_stderr(name, text)
         except Exception as e:
             failed = True
             self.tap.bail_out("%s: %s: %s" % (self.name, type(e).__name__,

@@ -51,12 +51,14 @@ class Tap:
             lines += ["# " + line if line else "#"
                       for line in detail.rstrip("\n").split("\n")]
         _write(lines)
-        if not passed:
-            # meson's --print-errorlogs shows stderr only: say there too
-            # why the case failed, so that a CI log names the reason
-            sys.stderr.write("not ok - %s\n%s\n" % (_oneline(name),
-                                                      detail.rstrip("\n")))
-            sys.stderr.flush()
+
+    def failure_to_stderr(self, name, detail):
+        """Why a case failed, on stderr too: meson's --print-errorlogs
+        shows stderr only (its last 100 lines), so a CI log names the
+        reason. Called after the case's log lines went there."""
+        sys.stderr.write("not ok - %s\n%s\n" % (_oneline(name),
+                                                  detail.rstrip("\n")))
+        sys.stderr.flush()
 
     def bail_out(self, reason):
         _write(["Bail out! " + _oneline(reason)])
