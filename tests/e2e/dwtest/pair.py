@@ -472,6 +472,11 @@ class RedisServer:
             return self.cmd("PING") == "PONG"
         except OSError:
             return False
+        except RuntimeError as e:
+            # a restarted server answers -LOADING while it reads its AOF
+            if "LOADING" in str(e):
+                return False
+            raise
 
     def stop(self):
         if self.proc is None:
