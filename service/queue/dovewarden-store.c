@@ -608,18 +608,37 @@ store_journal_write(struct dovewarden_store *store, string_t *line,
 	return 0;
 }
 
+void dovewarden_store_format_journal(string_t *dest,
+				     enum dovewarden_store_journal_cmd cmd,
+				     const char *username,
+				     enum dovewarden_priority priority)
+{
+	switch (cmd) {
+	case DOVEWARDEN_STORE_JOURNAL_NOTIFY:
+		str_append_c(dest, 'N');
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC:
+		str_append_c(dest, 'F');
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_REMOVE:
+		str_append_c(dest, 'R');
+		break;
+	}
+	str_append_c(dest, '\t');
+	str_append_tabescaped(dest, username);
+	str_append_c(dest, '\t');
+	str_append(dest, dovewarden_priority_to_str(priority));
+}
+
 static int
-store_journal_append(struct dovewarden_store *store, char cmd,
+store_journal_append(struct dovewarden_store *store,
+		     enum dovewarden_store_journal_cmd cmd,
 		     const char *username, enum dovewarden_priority priority,
 		     const char **error_r)
 {
 	string_t *line = t_str_new(128);
 
-	str_append_c(line, cmd);
-	str_append_c(line, '\t');
-	str_append_tabescaped(line, username);
-	str_append_c(line, '\t');
-	str_append(line, dovewarden_priority_to_str(priority));
+	dovewarden_store_format_journal(line, cmd, username, priority);
 	return store_journal_write(store, line, error_r);
 }
 
@@ -636,8 +655,9 @@ int dovewarden_store_journal_notify(struct dovewarden_store *store,
 	if (user != NULL && user->priority >= priority)
 		return 0;
 	T_BEGIN {
-		ret = store_journal_append(store, 'N', username, priority,
-					   error_r);
+		ret = store_journal_append(store,
+					   DOVEWARDEN_STORE_JOURNAL_NOTIFY,
+					   username, priority, error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret;
 }
@@ -656,8 +676,9 @@ int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
 	    user->priority >= I_MAX(priority, DOVEWARDEN_PRIORITY_LOW))
 		return 0;
 	T_BEGIN {
-		ret = store_journal_append(store, 'F', username, priority,
-					   error_r);
+		ret = store_journal_append(store,
+			DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC,
+			username, priority, error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret;
 }
@@ -673,7 +694,8 @@ int dovewarden_store_journal_user(struct dovewarden_store *store,
 	user = dovewarden_queue_lookup(queue, username);
 	T_BEGIN {
 		if (user == NULL) {
-			ret = store_journal_append(store, 'R', username,
+			ret = store_journal_append(store,
+				DOVEWARDEN_STORE_JOURNAL_REMOVE, username,
 				DOVEWARDEN_PRIORITY_NONE, error_r);
 		} else {
 			line = t_str_new(256);
@@ -698,8 +720,10 @@ int dovewarden_store_journal_remove(struct dovewarden_store *store,
 	if (dovewarden_queue_lookup(queue, username) == NULL)
 		return 0;
 	T_BEGIN {
-		ret = store_journal_append(store, 'R', username,
-					   DOVEWARDEN_PRIORITY_NONE, error_r);
+		ret = store_journal_append(store,
+					   DOVEWARDEN_STORE_JOURNAL_REMOVE,
+					   username, DOVEWARDEN_PRIORITY_NONE,
+					   error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret;
 }

@@ -274,6 +274,12 @@ struct dovewarden_store_journal_record {
 	const char *username;
 	enum dovewarden_priority priority;
 };
+/* Append a journal line (without LF) to dest. The Redis queue keeps
+   its buffered notifications in the same format. */
+void dovewarden_store_format_journal(string_t *dest,
+				     enum dovewarden_store_journal_cmd cmd,
+				     const char *username,
+				     enum dovewarden_priority priority);
 /* A journal line: returns 0 and fills rec_r (username on the data
    stack), or -1 with reason_r. */
 int dovewarden_store_parse_journal(const char *line,
