@@ -237,6 +237,8 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 	rset.claim_timeout_secs = set->dovewarden_redis_claim_timeout;
 	rset.buffer_limit = set->dovewarden_redis_buffer_limit;
 	if (bset->state_path != NULL) {
+		rset.buffer_path = t_strconcat(bset->state_path,
+			".redis-buffer", NULL);
 		rb->import = dovewarden_redis_import_init(bset->state_path,
 							  &rb->set, event);
 	}

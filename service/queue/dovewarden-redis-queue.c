@@ -8,11 +8,16 @@
 #include "str.h"
 #include "strnum.h"
 #include "str-sanitize.h"
+#include "istream.h"
+#include "write-full.h"
 #include "dovewarden-protocol.h"
 #include "dovewarden-log-limit.h"
+#include "dovewarden-store.h"
 #include "dovewarden-redis-queue.h"
 #include "dovewarden-redis-queue-lua.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <hiredis/hiredis.h>
 
 /* How often the counts are read from Redis */
@@ -24,6 +29,12 @@
 /* Invalid names and states read from Redis are logged at most this
    often a minute */
 #define REDIS_QUEUE_INVALID_LOG_MAX_PER_MINUTE 10
+/* The buffer file is rewritten from the buffer when it has this many
+   lines more than four per buffered user (a flapping Redis makes users
+   leave the buffer and come back) */
+#define REDIS_QUEUE_BUFFER_FILE_SLACK_LINES 1024
+/* Longer lines are corrupt: a username is shorter */
+#define REDIS_QUEUE_BUFFER_FILE_MAX_LINE 4096
 
 /* The scripts are in lua/ (the user hash fields are described in
    lua/prelude.lua); every script starts with the prelude, which takes
@@ -81,6 +92,8 @@ struct redis_queue_notify_request {
 	char *username;
 	enum dovewarden_priority priority;
 	bool force_full;
+	/* sent from the buffer: it is still in the buffer file */
+	bool from_buffer;
 	dovewarden_redis_queue_seq_callback_t *callback;
 	void *context;
 };
@@ -112,6 +125,13 @@ struct dovewarden_redis_queue {
 	/* username -> what to send (both allocated from default_pool) */
 	HASH_TABLE(char *, struct redis_queue_buffered *) buffer;
 	uint64_t dropped, dropped_logged;
+	/* the buffer's copy in set.buffer_path (-1: not open), its lines,
+	   and the notifications sent from the buffer not answered yet (the
+	   file is emptied when both the buffer and these are done) */
+	char *buffer_path;
+	int buffer_fd;
+	unsigned int buffer_file_lines;
+	unsigned int buffer_in_flight;
 	struct timeout *to_flush, *to_renew, *to_stats;
 
 	struct dovewarden_redis_job *jobs;
@@ -260,9 +280,114 @@ redis_queue_notify_args(struct dovewarden_redis_queue *queue,
 }
 
 static void
-redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
-		       const char *username, enum dovewarden_priority priority,
-		       bool force_full)
+redis_queue_buffer_file_error(struct dovewarden_redis_queue *queue,
+			      const char *func, const char *path)
+{
+	e_error(queue->event, "%s(%s) failed: %m (buffered notifications "
+		"are kept in memory only: a restart before Redis is back "
+		"loses them)", func, path);
+	i_close_fd(&queue->buffer_fd);
+}
+
+/* Replace the buffer file with one line per buffered user */
+static void redis_queue_buffer_file_rewrite(struct dovewarden_redis_queue *queue)
+{
+	struct hash_iterate_context *iter;
+	struct redis_queue_buffered *buf;
+	const char *tmp_path;
+	string_t *str;
+	char *username;
+	int fd;
+
+	i_close_fd(&queue->buffer_fd);
+	queue->buffer_file_lines = 0;
+	str = str_new(default_pool, 128 * (hash_table_count(queue->buffer) + 1));
+	iter = hash_table_iterate_init(queue->buffer);
+	while (hash_table_iterate(iter, queue->buffer, &username, &buf)) {
+		dovewarden_store_format_journal(str, buf->force_full ?
+			DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC :
+			DOVEWARDEN_STORE_JOURNAL_NOTIFY, username,
+			buf->priority);
+		str_append_c(str, '\n');
+		queue->buffer_file_lines++;
+	}
+	hash_table_iterate_deinit(&iter);
+
+	tmp_path = t_strconcat(queue->buffer_path, ".tmp", NULL);
+	fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+	if (fd == -1)
+		redis_queue_buffer_file_error(queue, "open", tmp_path);
+	else if (write_full(fd, str_data(str), str_len(str)) < 0) {
+		i_close_fd(&fd);
+		redis_queue_buffer_file_error(queue, "write", tmp_path);
+		i_unlink_if_exists(tmp_path);
+	} else if (rename(tmp_path, queue->buffer_path) < 0) {
+		i_close_fd(&fd);
+		redis_queue_buffer_file_error(queue, "rename",
+					      queue->buffer_path);
+		i_unlink_if_exists(tmp_path);
+	} else {
+		queue->buffer_fd = fd;
+	}
+	str_free(&str);
+}
+
+static void
+redis_queue_buffer_file_append(struct dovewarden_redis_queue *queue,
+			       const char *username,
+			       const struct redis_queue_buffered *buf)
+{
+	string_t *line;
+
+	if (queue->buffer_path == NULL)
+		return;
+	if (queue->buffer_fd == -1 ||
+	    queue->buffer_file_lines >= hash_table_count(queue->buffer) * 4 +
+	    REDIS_QUEUE_BUFFER_FILE_SLACK_LINES) {
+		/* the buffer already holds this line's change */
+		T_BEGIN {
+			redis_queue_buffer_file_rewrite(queue);
+		} T_END;
+		return;
+	}
+	line = t_str_new(128);
+	dovewarden_store_format_journal(line, buf->force_full ?
+		DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC :
+		DOVEWARDEN_STORE_JOURNAL_NOTIFY, username, buf->priority);
+	str_append_c(line, '\n');
+	if (write_full(queue->buffer_fd, str_data(line), str_len(line)) < 0) {
+		redis_queue_buffer_file_error(queue, "write",
+					      queue->buffer_path);
+		return;
+	}
+	queue->buffer_file_lines++;
+}
+
+/* Empty the buffer file once everything in it reached Redis */
+static void redis_queue_buffer_file_sent(struct dovewarden_redis_queue *queue)
+{
+	if (queue->buffer_file_lines == 0 ||
+	    hash_table_count(queue->buffer) > 0 ||
+	    queue->buffer_in_flight > 0)
+		return;
+	if (queue->buffer_fd != -1 && ftruncate(queue->buffer_fd, 0) < 0) {
+		redis_queue_buffer_file_error(queue, "ftruncate",
+					      queue->buffer_path);
+		return;
+	}
+	if (queue->buffer_fd == -1 && unlink(queue->buffer_path) < 0 &&
+	    errno != ENOENT) {
+		e_error(queue->event, "unlink(%s) failed: %m",
+			queue->buffer_path);
+		return;
+	}
+	queue->buffer_file_lines = 0;
+}
+
+static bool
+redis_queue_buffer_update(struct dovewarden_redis_queue *queue,
+			  const char *username,
+			  enum dovewarden_priority priority, bool force_full)
 {
 	struct redis_queue_buffered *buf;
 	char *name;
@@ -281,16 +406,36 @@ redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
 					"'*' does it now)",
 					queue->set.buffer_limit);
 			}
-			return;
+			return FALSE;
 		}
 		name = i_strdup(username);
 		buf = i_new(struct redis_queue_buffered, 1);
 		hash_table_insert(queue->buffer, name, buf);
+		buf->priority = priority;
+		buf->force_full = force_full;
+		return TRUE;
 	}
+	if (priority <= buf->priority && (!force_full || buf->force_full))
+		return FALSE;
 	if (priority > buf->priority)
 		buf->priority = priority;
 	if (force_full)
 		buf->force_full = TRUE;
+	return TRUE;
+}
+
+static void
+redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
+		       const char *username, enum dovewarden_priority priority,
+		       bool force_full)
+{
+	struct redis_queue_buffered *buf;
+
+	if (!redis_queue_buffer_update(queue, username, priority, force_full))
+		return;
+	buf = hash_table_lookup(queue->buffer, username);
+	i_assert(buf != NULL);
+	redis_queue_buffer_file_append(queue, username, buf);
 }
 
 static void redis_queue_buffer_remove(struct dovewarden_redis_queue *queue,
@@ -303,6 +448,10 @@ static void redis_queue_buffer_remove(struct dovewarden_redis_queue *queue,
 		hash_table_remove(queue->buffer, key);
 		i_free(key);
 		i_free(buf);
+		/* a restart must not bring the user back */
+		if (queue->buffer_path != NULL) T_BEGIN {
+			redis_queue_buffer_file_rewrite(queue);
+		} T_END;
 	}
 }
 
@@ -366,6 +515,11 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 				REDIS_QUEUE_FLUSH_RETRY_MSECS);
 		}
 	}
+	if (request->from_buffer) {
+		i_assert(queue->buffer_in_flight > 0);
+		queue->buffer_in_flight--;
+		redis_queue_buffer_file_sent(queue);
+	}
 	if (request->callback != NULL)
 		request->callback(failure == NULL, (uint64_t)seq,
 				  request->context);
@@ -376,7 +530,7 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 static int
 redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 			const char *username, enum dovewarden_priority priority,
-			bool force_full,
+			bool force_full, bool from_buffer,
 			dovewarden_redis_queue_seq_callback_t *callback,
 			void *context)
 {
@@ -393,6 +547,7 @@ redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 	request->username = i_strdup(username);
 	request->priority = priority;
 	request->force_full = force_full;
+	request->from_buffer = from_buffer;
 	request->callback = callback;
 	request->context = context;
 	ret = dovewarden_redis_eval(queue->redis, &redis_queue_notify_script,
@@ -401,6 +556,8 @@ redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 	if (ret < 0) {
 		i_free(request->username);
 		i_free(request);
+	} else if (from_buffer) {
+		queue->buffer_in_flight++;
 	}
 	return ret;
 }
@@ -426,7 +583,7 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 		T_BEGIN {
 			if (redis_queue_send_notify(queue, username,
 						    buf->priority,
-						    buf->force_full,
+						    buf->force_full, TRUE,
 						    NULL, NULL) == 0) {
 				hash_table_remove(queue->buffer, username);
 				i_free(username);
@@ -458,13 +615,15 @@ void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
 {
 	if (hash_table_count(queue->buffer) == 0 &&
 	    redis_queue_send_notify(queue, username, priority, force_full,
-				    NULL, NULL) == 0)
+				    FALSE, NULL, NULL) == 0)
 		return;
 	if (!queue->buffering_logged &&
 	    dovewarden_redis_get_state(queue->redis) !=
 	    DOVEWARDEN_REDIS_STATE_CONNECTED) {
 		e_warning(queue->event, "Redis is not connected: keeping "
-			  "notifications in memory (at most %u users)",
+			  "notifications in memory%s (at most %u users)",
+			  queue->buffer_path == NULL ? "" :
+			  t_strdup_printf(" and in %s", queue->buffer_path),
 			  queue->set.buffer_limit);
 		queue->buffering_logged = TRUE;
 	}
@@ -478,7 +637,7 @@ void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
 				       void *context)
 {
 	if (redis_queue_send_notify(queue, username, DOVEWARDEN_PRIORITY_SYNC,
-				    FALSE, callback, context) == 0)
+				    FALSE, FALSE, callback, context) == 0)
 		return;
 	dovewarden_redis_queue_notify(queue, username,
 				      DOVEWARDEN_PRIORITY_SYNC, FALSE);
@@ -1430,6 +1589,85 @@ static void redis_queue_message(const char *message, void *context)
 	}
 }
 
+/* Load the notifications buffered by an earlier run that could not reach
+   Redis. Invalid lines are skipped; the file with them is kept aside as
+   <path>.corrupt for the admin. The file is then rewritten with one line
+   per user, and the buffer is sent once Redis is connected. */
+static void redis_queue_buffer_file_load(struct dovewarden_redis_queue *queue)
+{
+	struct dovewarden_store_journal_record rec;
+	struct istream *input;
+	const char *line, *reason, *first_reason = NULL, *corrupt_path;
+	unsigned int lines = 0, invalid = 0;
+	int fd;
+
+	fd = open(queue->buffer_path, O_RDONLY);
+	if (fd == -1) {
+		if (errno != ENOENT) {
+			e_error(queue->event, "open(%s) failed: %m",
+				queue->buffer_path);
+		}
+		return;
+	}
+	input = i_stream_create_fd_autoclose(&fd,
+		REDIS_QUEUE_BUFFER_FILE_MAX_LINE);
+	/* a line cut short by a full disk is parsed too: at worst it names
+	   a user that does not exist, which the sync forgets */
+	i_stream_set_return_partial_line(input, TRUE);
+	while ((line = i_stream_read_next_line(input)) != NULL) T_BEGIN {
+		int ret;
+
+		lines++;
+		ret = dovewarden_store_parse_journal(line, &rec, &reason);
+		if (ret == 0 && rec.cmd == DOVEWARDEN_STORE_JOURNAL_REMOVE) {
+			ret = -1;
+			reason = "unexpected remove line";
+		}
+		if (ret == 0) {
+			(void)redis_queue_buffer_update(queue, rec.username,
+				rec.priority, rec.cmd ==
+				DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC);
+		} else if (invalid++ == 0) {
+			/* a static string */
+			first_reason = reason;
+		}
+	} T_END;
+	if (input->stream_errno != 0) {
+		e_error(queue->event, "read(%s) failed: %s",
+			queue->buffer_path, i_stream_get_error(input));
+	} else if (!input->eof) {
+		invalid++;
+		if (first_reason == NULL)
+			first_reason = "line too long";
+	}
+	i_stream_destroy(&input);
+
+	if (invalid > 0) {
+		corrupt_path = t_strconcat(queue->buffer_path, ".corrupt",
+					   NULL);
+		if (rename(queue->buffer_path, corrupt_path) < 0) {
+			e_error(queue->event, "rename(%s, %s) failed: %m",
+				queue->buffer_path, corrupt_path);
+			corrupt_path = "(not kept)";
+		}
+		e_warning(queue->event, "%s: Skipped %u invalid lines of %u "
+			  "(the first one: %s); the file is kept as %s",
+			  queue->buffer_path, invalid, lines, first_reason,
+			  corrupt_path);
+	}
+	if (hash_table_count(queue->buffer) > 0) {
+		e_info(queue->event, "%u users' notifications that were "
+		       "buffered while Redis was unreachable are sent once "
+		       "it is connected (%s)", hash_table_count(queue->buffer),
+		       queue->buffer_path);
+		redis_queue_buffer_file_rewrite(queue);
+	} else if (invalid == 0 && unlink(queue->buffer_path) < 0 &&
+		   errno != ENOENT) {
+		e_error(queue->event, "unlink(%s) failed: %m",
+			queue->buffer_path);
+	}
+}
+
 struct dovewarden_redis_queue *
 dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 			    struct event *event_parent,
@@ -1453,6 +1691,14 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 	queue->invalid_log_limit.max_per_window =
 		REDIS_QUEUE_INVALID_LOG_MAX_PER_MINUTE;
 	hash_table_create(&queue->buffer, default_pool, 0, str_hash, strcmp);
+	queue->buffer_fd = -1;
+	if (set->buffer_path != NULL) {
+		queue->set.buffer_path = queue->buffer_path =
+			i_strdup(set->buffer_path);
+		T_BEGIN {
+			redis_queue_buffer_file_load(queue);
+		} T_END;
+	}
 
 	queue->redis = dovewarden_redis_init(&set->redis, queue->event,
 					     &redis_queue_redis_callbacks,
@@ -1529,7 +1775,12 @@ static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	}
 	dovewarden_redis_blocking_disconnect(&redis);
 out:
-	if (error != NULL) {
+	if (error != NULL && queue->buffer_fd != -1) {
+		e_error(queue->event, "At shutdown: %u of %u buffered users' "
+			"notifications could not be written to Redis: %s "
+			"(kept in %s for the next start)",
+			total - sent, total, error, queue->buffer_path);
+	} else if (error != NULL) {
 		e_error(queue->event, "At shutdown: %u of %u buffered users' "
 			"notifications could not be written to Redis: %s "
 			"(the periodic full syncs replicate them)",
@@ -1538,6 +1789,9 @@ out:
 		e_info(queue->event, "At shutdown: wrote %u buffered users' "
 		       "notifications to Redis", total);
 	}
+	if (error == NULL && queue->buffer_path != NULL &&
+	    unlink(queue->buffer_path) < 0 && errno != ENOENT)
+		e_error(queue->event, "unlink(%s) failed: %m", queue->buffer_path);
 }
 
 void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
@@ -1565,6 +1819,8 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
 	}
 	redis_queue_buffer_clear(queue);
 	hash_table_destroy(&queue->buffer);
+	i_close_fd(&queue->buffer_fd);
+	i_free(queue->buffer_path);
 	event_unref(&queue->event);
 	i_free(queue->prefix);
 	i_free(queue->owner);

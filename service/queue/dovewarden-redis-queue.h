@@ -40,7 +40,9 @@
    Notifications go to a buffer first and are sent from there; one that
    Redis did not confirm goes back to the buffer, so a Redis outage loses
    nothing unless the buffer has buffer_limit users (then further users'
-   changes are dropped and counted, and logged). */
+   changes are dropped and counted, and logged). The buffer is also kept
+   in a file (buffer_path), so that a restart during an outage loses
+   nothing either. */
 
 struct dovewarden_redis_queue_settings {
 	struct dovewarden_redis_settings redis;
@@ -60,6 +62,14 @@ struct dovewarden_redis_queue_settings {
 	const char *server;
 	unsigned int claim_timeout_secs;
 	unsigned int buffer_limit;
+	/* Where the buffer survives restarts (NULL: in memory only). A user
+	   entering the buffer (or whose buffered priority or full sync
+	   rises) appends a line in the journal's format
+	   (dovewarden_store_format_journal()); the file is emptied once
+	   everything in it reached Redis, rewritten with one line per user
+	   when a flapping Redis made it grow, and loaded into the buffer at
+	   init: a restart while Redis is unreachable loses no change. */
+	const char *buffer_path;
 };
 
 /* A claimed user: user has username, state ("" when none), priority

@@ -18,7 +18,12 @@ by either one (dsync is two-way), each user by one instance at a time.
     stopped, the workload goes on for a few seconds (the services keep
     the notifications in memory), and Redis is started again. Every user
     ends the same on both servers, and the services logged the outage
-    and the replay."""
+    and the replay.
+(d) With redis-server stopped, a change is made on A and A's service is
+    killed with SIGKILL before Redis is back: the restarted instance
+    still knows the change (its buffer is kept in state_dir), and it is
+    replicated once Redis is started again. Before, that change waited
+    for the user's next periodic full sync."""
 
 import os
 import re
@@ -166,6 +171,33 @@ def _(pair):
     expect("Connected again" in logs,
            "no instance logged that Redis came back")
     return note
+
+
+@r.case("(d) a kill -9 while Redis is down loses no buffered change")
+def _(pair):
+    user = "user03"
+    pair.redis.stop()
+    try:
+        pair.append("A", user, make_message("buffered-at-kill"))
+        wait_until(lambda: "keeping notifications in memory" in
+                   "\n".join(pair.log_since_mark("A")), 10,
+                   "A's instance to buffer the change")
+        old = pair.service_pid("A")
+        os.kill(old, signal.SIGKILL)
+        new = wait_until(lambda: [p for p in pair.service_pids("A")
+                                  if p != old], 15,
+                         "A's service to be started again")
+        # the new process runs before Redis is back
+        time.sleep(1)
+    finally:
+        pair.redis.start()
+    t = pair.wait_converged(user, 20, "the change buffered before the "
+                            "kill, after Redis came back")
+    logs = "\n".join(pair.log_since_mark("A"))
+    expect("buffered while Redis was unreachable" in logs,
+           "A's new instance did not log the buffer it loaded")
+    return "killed %d, the new instance %r sent the change; converged " \
+        "%.1f s after Redis came back" % (old, new, t)
 
 
 run(r)

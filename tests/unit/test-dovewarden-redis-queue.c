@@ -5,6 +5,9 @@
 #include "ioloop.h"
 #include "net.h"
 #include "time-util.h"
+#include "str.h"
+#include "write-full.h"
+#include "dovewarden-store.h"
 #include "dovewarden-redis-queue.h"
 
 #include <hiredis/hiredis.h>
@@ -14,6 +17,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -162,6 +166,8 @@ static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
 /* the instances' identity (NULL: none) */
 static const char *instance_identity = NULL;
+/* the instances' buffer file (NULL: none) */
+static const char *instance_buffer_path = NULL;
 
 static void instance_init(struct instance *inst, const char *owner,
 			  unsigned int claim_secs, unsigned int buffer_limit)
@@ -192,6 +198,7 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.server = instance_server;
 	set.claim_timeout_secs = claim_secs;
 	set.buffer_limit = buffer_limit;
+	set.buffer_path = instance_buffer_path;
 
 	i_zero(inst);
 	i_array_init(&inst->done, 8);
@@ -529,6 +536,158 @@ Test(redis_queue, notifications_wait_for_redis_and_nothing_is_lost)
 	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_HIGH], 2);
 	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_LOW], 1);
 	instance_deinit(&check);
+}
+
+static void wait_buffer_sent(struct instance *inst)
+{
+	unsigned int buffered;
+	uint64_t dropped;
+
+	/* Redis may answer LOADING for a moment: retried a second later */
+	for (unsigned int i = 0; i < 30; i++) {
+		dovewarden_redis_queue_get_buffer(inst->queue, &buffered,
+						  &dropped);
+		if (buffered == 0)
+			break;
+		run_for(100);
+	}
+	cr_assert_eq(buffered, 0);
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		cr_assert_eq(errno, ENOENT, "stat(%s) failed: %m", path);
+		return -1;
+	}
+	return st.st_size;
+}
+
+static void file_copy(const char *src, const char *dest)
+{
+	char buf[65536];
+	ssize_t ret;
+	int in, out;
+
+	in = open(src, O_RDONLY);
+	cr_assert(in != -1);
+	out = open(dest, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(out != -1);
+	while ((ret = read(in, buf, sizeof(buf))) > 0)
+		cr_assert_eq(write_full(out, buf, ret), 0);
+	cr_assert_eq(ret, 0);
+	i_close_fd(&in);
+	i_close_fd(&out);
+}
+
+Test(redis_queue, buffered_notifications_survive_a_kill_while_redis_is_down)
+{
+	struct instance inst, check;
+	struct dovewarden_redis_job *job;
+	struct dovewarden_redis_queue_stats st;
+	const char *path = t_strconcat(test_dir, "/buffer", NULL);
+	const char *killed = t_strconcat(test_dir, "/buffer.at-kill", NULL);
+	unsigned int buffered;
+	uint64_t dropped;
+
+	instance_buffer_path = path;
+	instance_init(&inst, "o1", 60, 100);
+	cr_assert(run_until(&inst.connected, 3000));
+	/* while Redis answers, nothing is written */
+	notify(&inst, "early", DOVEWARDEN_PRIORITY_LOW);
+	run_for(100);
+	cr_assert_leq(file_size(path), 0);
+
+	redis_stop();
+	run_for(100);
+	notify(&inst, "u1", DOVEWARDEN_PRIORITY_LOW);
+	dovewarden_redis_queue_notify(inst.queue, "u1",
+				      DOVEWARDEN_PRIORITY_HIGH, TRUE);
+	notify(&inst, "u2", DOVEWARDEN_PRIORITY_LOW);
+	notify(&inst, "u2", DOVEWARDEN_PRIORITY_SYNC);
+	/* a repeated change adds nothing */
+	notify(&inst, "u2", DOVEWARDEN_PRIORITY_HIGH);
+	dovewarden_redis_queue_get_buffer(inst.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 2);
+	/* what a kill -9 leaves behind: the file as it is now (deinit
+	   could not write to Redis either, and keeps it) */
+	cr_assert_gt(file_size(path), 0);
+	file_copy(path, killed);
+	instance_deinit(&inst);
+	cr_assert_gt(file_size(path), 0);
+	cr_assert_eq(rename(killed, path), 0);
+
+	/* the next process loads it, and sends it once Redis is back */
+	instance_init(&inst, "o2", 60, 100);
+	dovewarden_redis_queue_get_buffer(inst.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 2);
+	redis_start();
+	cr_assert(run_until(&inst.connected, 15000), "no connection");
+	wait_buffer_sent(&inst);
+	run_for(100);
+	cr_assert_leq(file_size(path), 0, "the file was not emptied");
+
+	instance_init_connected(&check, "check");
+	st = stats(&check);
+	cr_assert_eq(st.users, 3);
+	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_SYNC], 1);
+	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_HIGH], 1);
+	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_LOW], 1);
+	job = pop(&check, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, "u2");
+	finish(&check, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	job = pop(&check, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->user.username, "u1");
+	cr_assert(job->user.syncing_full, "the forced full sync was lost");
+	finish(&check, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	instance_deinit(&check);
+	instance_deinit(&inst);
+	/* a clean stop with Redis up leaves no file */
+	cr_assert_eq(file_size(path), -1);
+	instance_buffer_path = NULL;
+}
+
+Test(redis_queue, a_corrupt_buffer_file_is_kept_aside)
+{
+	struct instance inst;
+	const char *path = t_strconcat(test_dir, "/buffer", NULL);
+	const char *corrupt = t_strconcat(path, ".corrupt", NULL);
+	string_t *str = t_str_new(256);
+	unsigned int buffered;
+	uint64_t dropped;
+	int fd;
+
+	dovewarden_store_format_journal(str, DOVEWARDEN_STORE_JOURNAL_NOTIFY,
+					"good", DOVEWARDEN_PRIORITY_HIGH);
+	str_append(str, "\nN\tbad\x01name\thigh\nnonsense\n"
+		   "R\tgone\tnone\n");
+	dovewarden_store_format_journal(str,
+		DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC, "good2",
+		DOVEWARDEN_PRIORITY_LOW);
+	/* a last line without LF is still read */
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd != -1);
+	cr_assert_eq(write_full(fd, str_data(str), str_len(str)), 0);
+	i_close_fd(&fd);
+
+	redis_stop();
+	instance_buffer_path = path;
+	instance_init(&inst, "o1", 60, 100);
+	dovewarden_redis_queue_get_buffer(inst.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 2);
+	cr_assert_eq(file_size(corrupt), (off_t)str_len(str),
+		     "the corrupt file was not kept aside");
+	cr_assert_gt(file_size(path), 0);
+	redis_start();
+	cr_assert(run_until(&inst.connected, 15000), "no connection");
+	wait_buffer_sent(&inst);
+	instance_deinit(&inst);
+	(void)unlink(corrupt);
+	instance_buffer_path = NULL;
 }
 
 Test(redis_queue, results_wait_for_redis)
