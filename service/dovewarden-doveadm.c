@@ -59,7 +59,7 @@ static void doveadm_sync_free(struct dovewarden_doveadm_sync *sync)
 
 static void doveadm_sync_finish(struct dovewarden_doveadm_sync *sync,
 				enum dovewarden_sync_result result,
-				const char *error)
+				const char *error, bool may_still_run)
 {
 	struct dovewarden_doveadm_sync_reply reply;
 
@@ -71,13 +71,14 @@ static void doveadm_sync_finish(struct dovewarden_doveadm_sync *sync,
 	reply.result = result;
 	reply.state = sync->new_state == NULL ? "" : sync->new_state;
 	reply.error = error;
+	reply.may_still_run = may_still_run;
 	sync->callback(&reply, sync->context);
 }
 
 static void doveadm_sync_connect_failed(struct dovewarden_doveadm_sync *sync)
 {
 	doveadm_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
-			    sync->connect_error);
+			    sync->connect_error, FALSE);
 	doveadm_sync_free(sync);
 }
 
@@ -88,7 +89,9 @@ static void doveadm_sync_timeout(struct dovewarden_doveadm_sync *sync)
 		sync->timeout_msecs / 1000,
 		dovewarden_doveadm_sync_get_state(sync));
 
-	doveadm_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, error);
+	doveadm_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, error,
+			    sync->state == DOVEADM_SYNC_STATE_OUTPUT ||
+			    sync->state == DOVEADM_SYNC_STATE_STATUS);
 	doveadm_sync_free(sync);
 }
 
@@ -105,7 +108,7 @@ static void doveadm_sync_destroy(struct connection *conn)
 			connection_disconnect_reason(conn),
 			dovewarden_doveadm_sync_get_state(sync));
 		doveadm_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
-				    error);
+				    error, FALSE);
 	}
 	doveadm_sync_free(sync);
 }
@@ -124,13 +127,14 @@ doveadm_sync_input_handshake(struct dovewarden_doveadm_sync *sync,
 			t_strdup_printf("doveadm-server at %s requires "
 				"authentication; its unix_listener must "
 				"have mode 0600 to be preauthenticated",
-				sync->conn.name));
+				sync->conn.name), FALSE);
 		return -1;
 	}
 	doveadm_sync_finish(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
 		t_strdup_printf("doveadm-server sent an unexpected "
 				"handshake: %s",
-				str_sanitize(line, DOVEADM_REPLY_QUOTE_MAX)));
+				str_sanitize(line, DOVEADM_REPLY_QUOTE_MAX)),
+			    FALSE);
 	return -1;
 }
 
@@ -157,7 +161,7 @@ static int doveadm_sync_input_line(struct connection *conn, const char *line)
 				"doveadm-server replied %s",
 				str_sanitize(line, DOVEADM_REPLY_QUOTE_MAX));
 		}
-		doveadm_sync_finish(sync, result, error);
+		doveadm_sync_finish(sync, result, error, FALSE);
 		return -1;
 	case DOVEADM_SYNC_STATE_CONNECT_FAILED:
 	case DOVEADM_SYNC_STATE_DONE:

@@ -45,6 +45,9 @@ struct dovewarden_doveadm_sync_reply {
 	const char *state;
 	/* Why the sync failed, NULL on success */
 	const char *error;
+	/* The service stopped waiting for it (dovewarden_sync_timeout):
+	   doveadm-server goes on with the dsync until it ends by itself */
+	bool may_still_run;
 };
 
 /* The reply and its strings are valid only during the callback. */

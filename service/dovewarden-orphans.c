@@ -29,8 +29,10 @@ struct orphan_record {
 
 struct dovewarden_orphans {
 	struct event *event;
-	/* the Dovecot master this process runs under */
+	/* the Dovecot master this process runs under, and when it started
+	   (0: unknown) */
 	pid_t master_pid;
+	time_t master_started;
 	char *path, *tmp_path;
 	/* -1 after an error: the service goes on without records */
 	int fd;
@@ -172,7 +174,8 @@ static unsigned int orphans_load(struct dovewarden_orphans *orphans)
 		ret = dovewarden_orphans_parse_line(line, &started,
 						    &master_pid, &username,
 						    &reason);
-		if (ret > 0 && master_pid == orphans->master_pid)
+		if (ret > 0 && master_pid == orphans->master_pid &&
+		    started >= orphans->master_started)
 			orphans_set(orphans, username, started, TRUE);
 		else if (ret > 0) {
 			/* Dovecot was restarted since: its doveadm-server
@@ -252,9 +255,56 @@ orphans_append(struct dovewarden_orphans *orphans, const string_t *str)
 	orphans->size += str_len(str);
 }
 
+time_t dovewarden_orphans_process_started(pid_t pid)
+{
+	const char *const *fields, *p, *line;
+	struct istream *input;
+	uintmax_t ticks = 0;
+	time_t boot_time = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	char buf[1024];
+	ssize_t ret;
+	int fd;
+
+	/* field 22 of /proc/<pid>/stat: clock ticks after the boot */
+	fd = open(t_strdup_printf("/proc/%ld/stat", (long)pid), O_RDONLY);
+	if (fd == -1)
+		return 0;
+	ret = read(fd, buf, sizeof(buf) - 1);
+	i_close_fd(&fd);
+	if (ret <= 0)
+		return 0;
+	buf[ret] = '\0';
+	/* the command name may contain anything but ends with the last ')';
+	   the fields after it start with field 3 */
+	p = strrchr(buf, ')');
+	if (p == NULL || p[1] != ' ')
+		return 0;
+	fields = t_strsplit_spaces(p + 2, " ");
+	if (str_array_length(fields) < 20 ||
+	    str_to_uintmax(fields[19], &ticks) < 0 || hz <= 0)
+		return 0;
+
+	fd = open("/proc/stat", O_RDONLY);
+	if (fd == -1)
+		return 0;
+	input = i_stream_create_fd_autoclose(&fd, 4096);
+	while ((line = i_stream_read_next_line(input)) != NULL) {
+		if (str_begins_with(line, "btime ")) {
+			if (str_to_time(line + 6, &boot_time) < 0)
+				boot_time = 0;
+			break;
+		}
+	}
+	i_stream_destroy(&input);
+	if (boot_time <= 0)
+		return 0;
+	return boot_time + (time_t)(ticks / (uintmax_t)hz);
+}
+
 struct dovewarden_orphans *
 dovewarden_orphans_init(const char *path, pid_t master_pid,
-			struct event *event)
+			time_t master_started, struct event *event)
 {
 	struct dovewarden_orphans *orphans;
 	struct hash_iterate_context *iter;
@@ -265,6 +315,7 @@ dovewarden_orphans_init(const char *path, pid_t master_pid,
 	orphans = i_new(struct dovewarden_orphans, 1);
 	orphans->event = event;
 	orphans->master_pid = master_pid;
+	orphans->master_started = master_started;
 	orphans->path = i_strdup(path);
 	orphans->tmp_path = path == NULL ? NULL :
 		i_strconcat(path, ".tmp", NULL);
@@ -367,14 +418,29 @@ time_t dovewarden_orphans_wait_until(struct dovewarden_orphans *orphans,
 	return until;
 }
 
-void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
-				const char *username)
+/* Record a dsync of username as started now, by this process or (after
+   it gave up on the dsync) as if by a previous one */
+static void
+orphans_record_start(struct dovewarden_orphans *orphans,
+		     const char *username, bool inherited)
 {
 	string_t *str = t_str_new(128);
 
-	orphans_set(orphans, username, ioloop_time, FALSE);
+	orphans_set(orphans, username, ioloop_time, inherited);
 	orphans_append_started(orphans, str, username, ioloop_time);
 	orphans_append(orphans, str);
+}
+
+void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
+				const char *username)
+{
+	orphans_record_start(orphans, username, FALSE);
+}
+
+void dovewarden_orphans_abandoned(struct dovewarden_orphans *orphans,
+				  const char *username)
+{
+	orphans_record_start(orphans, username, TRUE);
 }
 
 void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,

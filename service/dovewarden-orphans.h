@@ -33,14 +33,18 @@
 #define DOVEWARDEN_ORPHANS_COMPACT_SIZE (256 * 1024)
 
 /* Load path (a missing file is empty), keep the records of dsyncs started
-   within the grace period under the same Dovecot master (master_pid: a
-   stopped master stopped its doveadm-server processes), rewrite the file
-   with only those and open it for appending. Errors are logged; the
+   within the grace period under the same Dovecot master (master_pid, and
+   not before master_started, the master's start time (0: unknown): in a
+   container the master is always pid 1; a stopped master stopped its
+   doveadm-server processes), rewrite the file with only those and open
+   it for appending. Errors are logged; the
    service goes on without the records then. path NULL: no file (an idle
    service writes nothing in state_dir). */
 struct dovewarden_orphans *
 dovewarden_orphans_init(const char *path, pid_t master_pid,
-			struct event *event);
+			time_t master_started, struct event *event);
+/* When process pid started (from /proc), 0 if unknown */
+time_t dovewarden_orphans_process_started(pid_t pid);
 /* Closes the file; the dsyncs still running stay recorded as started. */
 void dovewarden_orphans_deinit(struct dovewarden_orphans **orphans);
 
@@ -63,6 +67,12 @@ void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
 				const char *username);
 void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,
 			      const char *username);
+/* The service stopped waiting for a dsync of username that may still
+   run (it timed out): from now on it counts like a dsync of a previous
+   process, as if it started now (its user's next sync waits for it, and
+   it takes a slot until then). */
+void dovewarden_orphans_abandoned(struct dovewarden_orphans *orphans,
+				  const char *username);
 
 /* The parser of the file's lines, without I/O (the fuzz target calls
    it). "<start time>\t<master pid>\t<username>" is a started dsync

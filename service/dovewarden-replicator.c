@@ -433,6 +433,22 @@ static void replicator_sync_skip(struct replicator_sync *sync,
 	replicator_fill_soon(replicator);
 }
 
+static void
+replicator_dsync_ended(struct replicator_sync *sync,
+		       const struct dovewarden_doveadm_sync_reply *reply)
+{
+	if (reply->may_still_run) {
+		/* timed out: until it ends, it holds doveadm-server
+		   processes and the user's lock like a dsync of a previous
+		   service process */
+		dovewarden_orphans_abandoned(sync->replicator->orphans,
+					     sync->job->username);
+	} else {
+		dovewarden_orphans_ended(sync->replicator->orphans,
+					 sync->job->username);
+	}
+}
+
 /* The verification pass after a full sync ended. dsync's state holds
    the modseqs each side had when the sync began, so a full sync that
    changed something returns the same state as before, and only the
@@ -448,8 +464,7 @@ replicator_verify_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	bool repaired = FALSE;
 
 	sync->dsync = NULL;
-	dovewarden_orphans_ended(sync->replicator->orphans,
-				 sync->job->username);
+	replicator_dsync_ended(sync, reply);
 	if (reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    reply->state[0] != '\0') {
 		/* a change notified meanwhile would move the state too */
@@ -475,8 +490,7 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	struct replicator_sync *sync = context;
 
 	sync->dsync = NULL;
-	dovewarden_orphans_ended(sync->replicator->orphans,
-				 sync->job->username);
+	replicator_dsync_ended(sync, reply);
 	if (sync->job->full && sync->incremental &&
 	    (!sync->job->settle ||
 	     sync->job->priority == DOVEWARDEN_PRIORITY_NONE) &&
@@ -800,7 +814,8 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 		DOVEWARDEN_REPLICATOR_USERDB_CACHE_SECS, replicator->event);
 	/* the service is a child of the Dovecot master */
 	replicator->orphans = dovewarden_orphans_init(orphans_path, getppid(),
-						      replicator->event);
+		dovewarden_orphans_process_started(getppid()),
+		replicator->event);
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
 	hash_table_create(&replicator->nouser_logged, default_pool, 0,
 			  str_hash, strcmp);

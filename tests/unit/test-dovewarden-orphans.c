@@ -75,7 +75,7 @@ Test(orphans, missing_file_is_empty)
 {
 	struct dovewarden_orphans *orphans;
 
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	cr_assert_eq(count(orphans), 0);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"), 0);
 	cr_assert_str_eq(read_str(), "");
@@ -88,7 +88,7 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 	const char *contents;
 	time_t started;
 
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	started = ioloop_time;
 	dovewarden_orphans_started(orphans, "alice");
 	dovewarden_orphans_started(orphans, "bob@example.com");
@@ -99,7 +99,7 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 	dovewarden_orphans_deinit(&orphans);
 
 	/* the next process: alice's and bob's dsyncs may still run */
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	cr_assert_eq(count(orphans), 2);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"),
 		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
@@ -128,11 +128,63 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 
 	/* bob's record is still there for a third process, with the time
 	   it was started */
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	cr_assert_eq(count(orphans), 1);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "bob@example.com"),
 		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
 	dovewarden_orphans_deinit(&orphans);
+}
+
+Test(orphans, a_timed_out_dsync_is_waited_for)
+{
+	struct dovewarden_orphans *orphans;
+
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	dovewarden_orphans_started(orphans, "alice");
+	dovewarden_orphans_started(orphans, "bob");
+	cr_assert_eq(count(orphans), 0);
+	/* the service gave up waiting for alice's dsync: it may go on in
+	   doveadm-server, so it takes a slot, and alice's next sync waits
+	   for it */
+	dovewarden_orphans_abandoned(orphans, "alice");
+	dovewarden_orphans_ended(orphans, "bob");
+	cr_assert_eq(count(orphans), 1);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"),
+		     ioloop_time + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	cr_assert_eq(count(orphans), 0);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "bob"), 0);
+	dovewarden_orphans_deinit(&orphans);
+
+	/* and so does the next process */
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	cr_assert_eq(count(orphans), 1);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"),
+		     ioloop_time + DOVEWARDEN_ORPHAN_GRACE_SECS);
+	dovewarden_orphans_deinit(&orphans);
+}
+
+Test(orphans, records_older_than_the_master_are_dropped)
+{
+	struct dovewarden_orphans *orphans;
+	time_t started, self_started;
+
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	started = ioloop_time;
+	dovewarden_orphans_started(orphans, "alice");
+	dovewarden_orphans_deinit(&orphans);
+	/* a container's master is pid 1 again after a restart: a master of
+	   the same pid that started after the record is another one */
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, started + 1,
+					  event);
+	cr_assert_eq(count(orphans), 0);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"), 0);
+	dovewarden_orphans_deinit(&orphans);
+
+	self_started = dovewarden_orphans_process_started(getpid());
+	cr_assert_gt(self_started, 0);
+	cr_assert_leq(self_started, time(NULL));
+	cr_assert_geq(self_started, time(NULL) - 600);
+	cr_assert_eq(dovewarden_orphans_process_started(-1), 0);
 }
 
 Test(orphans, old_records_and_bad_lines_are_dropped)
@@ -157,7 +209,7 @@ Test(orphans, old_records_and_bad_lines_are_dropped)
 		now - DOVEWARDEN_ORPHAN_GRACE_SECS, now - 1, now + 3600,
 		now, now, now));
 
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	/* they take slots until the first one's grace ends */
 	cr_assert_eq(dovewarden_orphans_count(orphans, &next_end), 2);
 	cr_assert_eq(next_end, now - 1 + DOVEWARDEN_ORPHAN_GRACE_SECS);
@@ -180,7 +232,7 @@ Test(orphans, appends_are_compacted)
 	struct dovewarden_orphans *orphans;
 	unsigned int i;
 
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	dovewarden_orphans_started(orphans, "running");
 	for (i = 0; i < DOVEWARDEN_ORPHANS_COMPACT_SIZE / 16; i++) {
 		dovewarden_orphans_started(orphans, "user");
@@ -189,7 +241,7 @@ Test(orphans, appends_are_compacted)
 	dovewarden_orphans_deinit(&orphans);
 	cr_assert_lt(strlen(read_str()), DOVEWARDEN_ORPHANS_COMPACT_SIZE);
 
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, event);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
 	cr_assert_eq(count(orphans), 1);
 	cr_assert_gt(dovewarden_orphans_wait_until(orphans, "running"), 0);
 	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "user"), 0);
