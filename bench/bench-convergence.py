@@ -122,7 +122,12 @@ def one_run(name, settle_conf, args, users):
         window = time.monotonic() - t0
         c1 = counters(pair)
         kinds, full_users = log_starts(pair)
-        res["diff_end"] = len(pair.diff_users(users))
+        diffs = pair.diff_users(users)
+        res["diff_end"] = len(diffs)
+        # what the syncs left: the evidence for the settle rules
+        for u in sorted(diffs):
+            for d in diffs[u][:5]:
+                print("# %s: %s left %s" % (name, u, d), file=sys.stderr)
         res["window"] = window
         for k in ("notifications", "syncs", "verifications", "repairs"):
             res[k] = sum(c1[s][k] - c0[s][k] for s in SIDES)
