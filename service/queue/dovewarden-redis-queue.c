@@ -18,6 +18,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <hiredis/hiredis.h>
 
 /* How often the counts are read from Redis */
@@ -85,6 +86,11 @@ static struct dovewarden_redis_script *redis_queue_scripts[] = {
 struct redis_queue_buffered {
 	enum dovewarden_priority priority;
 	bool force_full;
+	/* sent to Redis, no reply yet: it stays in the buffer (and its
+	   file) until Redis confirms it */
+	bool sending;
+	/* changed while it was being sent: send it again */
+	bool changed;
 };
 
 struct redis_queue_notify_request {
@@ -92,7 +98,7 @@ struct redis_queue_notify_request {
 	char *username;
 	enum dovewarden_priority priority;
 	bool force_full;
-	/* sent from the buffer: it is still in the buffer file */
+	/* sent from the buffer (where it stays until the reply) */
 	bool from_buffer;
 	dovewarden_redis_queue_seq_callback_t *callback;
 	void *context;
@@ -125,13 +131,13 @@ struct dovewarden_redis_queue {
 	/* username -> what to send (both allocated from default_pool) */
 	HASH_TABLE(char *, struct redis_queue_buffered *) buffer;
 	uint64_t dropped, dropped_logged;
-	/* the buffer's copy in set.buffer_path (-1: not open), its lines,
-	   and the notifications sent from the buffer not answered yet (the
-	   file is emptied when both the buffer and these are done) */
+	/* the buffer's copy in set.buffer_path (-1: not open) and its
+	   lines; emptied when the buffer is */
 	char *buffer_path;
 	int buffer_fd;
 	unsigned int buffer_file_lines;
-	unsigned int buffer_in_flight;
+	/* writing the file failed: memory only until the buffer is empty */
+	bool buffer_file_failed;
 	struct timeout *to_flush, *to_renew, *to_stats;
 
 	struct dovewarden_redis_job *jobs;
@@ -145,6 +151,8 @@ struct dovewarden_redis_queue {
 	uint64_t claims_taken_back;
 	/* the outage and buffer were logged */
 	bool buffering_logged:1;
+	/* sending the buffer was logged */
+	bool sending_logged:1;
 	bool stats_running:1;
 	bool deinitializing:1;
 	/* the claims of our earlier lives were given back */
@@ -283,14 +291,27 @@ static void
 redis_queue_buffer_file_error(struct dovewarden_redis_queue *queue,
 			      const char *func, const char *path)
 {
-	e_error(queue->event, "%s(%s) failed: %m (buffered notifications "
-		"are kept in memory only: a restart before Redis is back "
-		"loses them)", func, path);
+	e_error(queue->event, "%s(%s) failed: %m (until the buffer is "
+		"empty again, buffered notifications are kept in memory "
+		"only: a restart before Redis is back loses them)", func, path);
 	i_close_fd(&queue->buffer_fd);
+	queue->buffer_file_failed = TRUE;
 }
 
-/* Replace the buffer file with one line per buffered user */
-static void redis_queue_buffer_file_rewrite(struct dovewarden_redis_queue *queue)
+static void
+redis_queue_buffer_format(string_t *dest, const char *username,
+			  const struct redis_queue_buffered *buf)
+{
+	dovewarden_store_format_journal(dest, buf->force_full ?
+		DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC :
+		DOVEWARDEN_STORE_JOURNAL_NOTIFY, username, buf->priority);
+	str_append_c(dest, '\n');
+}
+
+/* Replace the buffer file with one line per buffered user (also those
+   being sent: they are in the buffer until Redis confirms them) */
+static void
+redis_queue_buffer_file_rewrite(struct dovewarden_redis_queue *queue)
 {
 	struct hash_iterate_context *iter;
 	struct redis_queue_buffered *buf;
@@ -301,14 +322,11 @@ static void redis_queue_buffer_file_rewrite(struct dovewarden_redis_queue *queue
 
 	i_close_fd(&queue->buffer_fd);
 	queue->buffer_file_lines = 0;
-	str = str_new(default_pool, 128 * (hash_table_count(queue->buffer) + 1));
+	str = str_new(default_pool,
+		      128 * (hash_table_count(queue->buffer) + 1));
 	iter = hash_table_iterate_init(queue->buffer);
 	while (hash_table_iterate(iter, queue->buffer, &username, &buf)) {
-		dovewarden_store_format_journal(str, buf->force_full ?
-			DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC :
-			DOVEWARDEN_STORE_JOURNAL_NOTIFY, username,
-			buf->priority);
-		str_append_c(str, '\n');
+		redis_queue_buffer_format(str, username, buf);
 		queue->buffer_file_lines++;
 	}
 	hash_table_iterate_deinit(&iter);
@@ -333,28 +351,18 @@ static void redis_queue_buffer_file_rewrite(struct dovewarden_redis_queue *queue
 }
 
 static void
-redis_queue_buffer_file_append(struct dovewarden_redis_queue *queue,
-			       const char *username,
-			       const struct redis_queue_buffered *buf)
+redis_queue_buffer_file_write(struct dovewarden_redis_queue *queue,
+			      const string_t *line)
 {
-	string_t *line;
-
-	if (queue->buffer_path == NULL)
+	if (queue->buffer_path == NULL || queue->buffer_file_failed)
 		return;
 	if (queue->buffer_fd == -1 ||
 	    queue->buffer_file_lines >= hash_table_count(queue->buffer) * 4 +
 	    REDIS_QUEUE_BUFFER_FILE_SLACK_LINES) {
 		/* the buffer already holds this line's change */
-		T_BEGIN {
-			redis_queue_buffer_file_rewrite(queue);
-		} T_END;
+		redis_queue_buffer_file_rewrite(queue);
 		return;
 	}
-	line = t_str_new(128);
-	dovewarden_store_format_journal(line, buf->force_full ?
-		DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC :
-		DOVEWARDEN_STORE_JOURNAL_NOTIFY, username, buf->priority);
-	str_append_c(line, '\n');
 	if (write_full(queue->buffer_fd, str_data(line), str_len(line)) < 0) {
 		redis_queue_buffer_file_error(queue, "write",
 					      queue->buffer_path);
@@ -363,27 +371,53 @@ redis_queue_buffer_file_append(struct dovewarden_redis_queue *queue,
 	queue->buffer_file_lines++;
 }
 
-/* Empty the buffer file once everything in it reached Redis */
-static void redis_queue_buffer_file_sent(struct dovewarden_redis_queue *queue)
+/* Is the file at buffer_path the one this process writes? (A process
+   started by a reload may have replaced it.) */
+static bool
+redis_queue_buffer_file_is_ours(struct dovewarden_redis_queue *queue)
 {
-	if (queue->buffer_file_lines == 0 ||
-	    hash_table_count(queue->buffer) > 0 ||
-	    queue->buffer_in_flight > 0)
-		return;
-	if (queue->buffer_fd != -1 && ftruncate(queue->buffer_fd, 0) < 0) {
-		redis_queue_buffer_file_error(queue, "ftruncate",
-					      queue->buffer_path);
-		return;
+	struct stat st1, st2;
+
+	return queue->buffer_fd != -1 &&
+		fstat(queue->buffer_fd, &st1) == 0 &&
+		stat(queue->buffer_path, &st2) == 0 &&
+		st1.st_ino == st2.st_ino && st1.st_dev == st2.st_dev;
+}
+
+/* Everything in the buffer reached Redis */
+static void redis_queue_buffer_emptied(struct dovewarden_redis_queue *queue)
+{
+	if (queue->dropped != queue->dropped_logged) {
+		e_error(queue->event, "%"PRIu64" changes were "
+			"dropped while the buffer was full",
+			queue->dropped - queue->dropped_logged);
+		queue->dropped_logged = queue->dropped;
 	}
-	if (queue->buffer_fd == -1 && unlink(queue->buffer_path) < 0 &&
-	    errno != ENOENT) {
+	queue->buffering_logged = FALSE;
+	queue->sending_logged = FALSE;
+
+	if (queue->buffer_path == NULL ||
+	    (queue->buffer_file_lines == 0 && !queue->buffer_file_failed))
+		return;
+	if (queue->buffer_fd != -1) {
+		if (ftruncate(queue->buffer_fd, 0) < 0) {
+			redis_queue_buffer_file_error(queue, "ftruncate",
+						      queue->buffer_path);
+			return;
+		}
+	} else if (unlink(queue->buffer_path) < 0 && errno != ENOENT) {
+		/* a failed write may have left a part of the buffer */
 		e_error(queue->event, "unlink(%s) failed: %m",
 			queue->buffer_path);
 		return;
 	}
 	queue->buffer_file_lines = 0;
+	/* the next outage tries the file again */
+	queue->buffer_file_failed = FALSE;
 }
 
+/* Merge a change into the buffer: returns FALSE when nothing changed
+   (or the buffer is full) */
 static bool
 redis_queue_buffer_update(struct dovewarden_redis_queue *queue,
 			  const char *username,
@@ -421,6 +455,9 @@ redis_queue_buffer_update(struct dovewarden_redis_queue *queue,
 		buf->priority = priority;
 	if (force_full)
 		buf->force_full = TRUE;
+	/* what is being sent lacks this: send it again after the reply */
+	if (buf->sending)
+		buf->changed = TRUE;
 	return TRUE;
 }
 
@@ -430,28 +467,40 @@ redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
 		       bool force_full)
 {
 	struct redis_queue_buffered *buf;
+	string_t *line;
 
-	if (!redis_queue_buffer_update(queue, username, priority, force_full))
+	if (!redis_queue_buffer_update(queue, username, priority, force_full) ||
+	    queue->buffer_path == NULL)
 		return;
 	buf = hash_table_lookup(queue->buffer, username);
 	i_assert(buf != NULL);
-	redis_queue_buffer_file_append(queue, username, buf);
+	line = t_str_new(128);
+	redis_queue_buffer_format(line, username, buf);
+	redis_queue_buffer_file_write(queue, line);
 }
 
 static void redis_queue_buffer_remove(struct dovewarden_redis_queue *queue,
 				      const char *username)
 {
 	struct redis_queue_buffered *buf;
+	string_t *line;
 	char *key;
 
-	if (hash_table_lookup_full(queue->buffer, username, &key, &buf)) {
-		hash_table_remove(queue->buffer, key);
-		i_free(key);
-		i_free(buf);
+	if (!hash_table_lookup_full(queue->buffer, username, &key, &buf))
+		return;
+	hash_table_remove(queue->buffer, key);
+	i_free(key);
+	i_free(buf);
+	if (hash_table_count(queue->buffer) == 0) {
+		redis_queue_buffer_emptied(queue);
+	} else if (queue->buffer_path != NULL) {
 		/* a restart must not bring the user back */
-		if (queue->buffer_path != NULL) T_BEGIN {
-			redis_queue_buffer_file_rewrite(queue);
-		} T_END;
+		line = t_str_new(128);
+		dovewarden_store_format_journal(line,
+			DOVEWARDEN_STORE_JOURNAL_REMOVE, username,
+			DOVEWARDEN_PRIORITY_NONE);
+		str_append_c(line, '\n');
+		redis_queue_buffer_file_write(queue, line);
 	}
 }
 
@@ -486,6 +535,34 @@ static void redis_queue_flush_soon(struct dovewarden_redis_queue *queue)
 	redis_queue_flush_after(queue, 0);
 }
 
+/* The reply to a notification sent from the buffer */
+static void
+redis_queue_buffer_sent(struct dovewarden_redis_queue *queue,
+			const char *username, bool success)
+{
+	struct redis_queue_buffered *buf;
+	char *key;
+
+	if (!hash_table_lookup_full(queue->buffer, username, &key, &buf) ||
+	    !buf->sending) {
+		/* removed meanwhile */
+		return;
+	}
+	buf->sending = FALSE;
+	if (!success)
+		return;
+	if (buf->changed) {
+		buf->changed = FALSE;
+		redis_queue_flush_soon(queue);
+		return;
+	}
+	hash_table_remove(queue->buffer, key);
+	i_free(key);
+	i_free(buf);
+	if (hash_table_count(queue->buffer) == 0)
+		redis_queue_buffer_emptied(queue);
+}
+
 static void
 redis_queue_notify_callback(const redisReply *reply, const char *error,
 			    void *context)
@@ -506,8 +583,13 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 				  "until Redis answers", failure);
 			queue->buffering_logged = TRUE;
 		}
-		redis_queue_buffer_add(queue, request->username,
-				       request->priority, request->force_full);
+		if (!request->from_buffer) {
+			T_BEGIN {
+				redis_queue_buffer_add(queue,
+					request->username, request->priority,
+					request->force_full);
+			} T_END;
+		}
 		/* an error reply (e.g. LOADING after a restart): try again
 		   in a while; a lost connection flushes at reconnect */
 		if (reply != NULL) {
@@ -516,9 +598,8 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 		}
 	}
 	if (request->from_buffer) {
-		i_assert(queue->buffer_in_flight > 0);
-		queue->buffer_in_flight--;
-		redis_queue_buffer_file_sent(queue);
+		redis_queue_buffer_sent(queue, request->username,
+					failure == NULL);
 	}
 	if (request->callback != NULL)
 		request->callback(failure == NULL, (uint64_t)seq,
@@ -556,8 +637,6 @@ redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 	if (ret < 0) {
 		i_free(request->username);
 		i_free(request);
-	} else if (from_buffer) {
-		queue->buffer_in_flight++;
 	}
 	return ret;
 }
@@ -568,42 +647,38 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 	struct redis_queue_buffered *buf;
 	char *username;
 	unsigned int count = 0, total;
+	int ret = 0;
 
 	timeout_remove(&queue->to_flush);
 	total = hash_table_count(queue->buffer);
 	if (total == 0)
 		return;
-	if (queue->buffering_logged && total > 1) {
+	if (queue->buffering_logged && !queue->sending_logged && total > 1) {
 		e_info(queue->event, "Sending %u buffered users' "
 		       "notifications", total);
+		queue->sending_logged = TRUE;
 	}
+	/* each stays in the buffer until Redis confirms it */
 	iter = hash_table_iterate_init(queue->buffer);
-	while (count < REDIS_QUEUE_FLUSH_BATCH &&
+	while (count < REDIS_QUEUE_FLUSH_BATCH && ret == 0 &&
 	       hash_table_iterate(iter, queue->buffer, &username, &buf)) {
+		if (buf->sending)
+			continue;
 		T_BEGIN {
-			if (redis_queue_send_notify(queue, username,
-						    buf->priority,
-						    buf->force_full, TRUE,
-						    NULL, NULL) == 0) {
-				hash_table_remove(queue->buffer, username);
-				i_free(username);
-				i_free(buf);
-				count++;
-			}
+			ret = redis_queue_send_notify(queue, username,
+						      buf->priority,
+						      buf->force_full, TRUE,
+						      NULL, NULL);
 		} T_END;
-		if (count == 0)
-			break;
+		if (ret == 0) {
+			buf->sending = TRUE;
+			buf->changed = FALSE;
+			count++;
+		}
 	}
 	hash_table_iterate_deinit(&iter);
-	if (hash_table_count(queue->buffer) == 0) {
-		if (queue->dropped != queue->dropped_logged) {
-			e_error(queue->event, "%"PRIu64" changes were "
-				"dropped while the buffer was full",
-				queue->dropped - queue->dropped_logged);
-			queue->dropped_logged = queue->dropped;
-		}
-		queue->buffering_logged = FALSE;
-	} else if (count > 0) {
+	if (count == REDIS_QUEUE_FLUSH_BATCH) {
+		/* more may wait */
 		redis_queue_flush_soon(queue);
 	}
 }
@@ -1596,9 +1671,11 @@ static void redis_queue_message(const char *message, void *context)
 static void redis_queue_buffer_file_load(struct dovewarden_redis_queue *queue)
 {
 	struct dovewarden_store_journal_record rec;
+	struct redis_queue_buffered *buf;
 	struct istream *input;
 	const char *line, *reason, *first_reason = NULL, *corrupt_path;
 	unsigned int lines = 0, invalid = 0;
+	char *key;
 	int fd;
 
 	fd = open(queue->buffer_path, O_RDONLY);
@@ -1611,34 +1688,37 @@ static void redis_queue_buffer_file_load(struct dovewarden_redis_queue *queue)
 	}
 	input = i_stream_create_fd_autoclose(&fd,
 		REDIS_QUEUE_BUFFER_FILE_MAX_LINE);
-	/* a line cut short by a full disk is parsed too: at worst it names
-	   a user that does not exist, which the sync forgets */
+	/* the last line may lack its LF (a full disk): parse it too, an
+	   invalid one is kept aside with the file */
 	i_stream_set_return_partial_line(input, TRUE);
 	while ((line = i_stream_read_next_line(input)) != NULL) T_BEGIN {
-		int ret;
-
 		lines++;
-		ret = dovewarden_store_parse_journal(line, &rec, &reason);
-		if (ret == 0 && rec.cmd == DOVEWARDEN_STORE_JOURNAL_REMOVE) {
-			ret = -1;
-			reason = "unexpected remove line";
-		}
-		if (ret == 0) {
+		if (dovewarden_store_parse_journal(line, &rec, &reason) < 0) {
+			if (invalid++ == 0) {
+				/* a static string */
+				first_reason = reason;
+			}
+		} else if (rec.cmd == DOVEWARDEN_STORE_JOURNAL_REMOVE) {
+			if (hash_table_lookup_full(queue->buffer, rec.username,
+						   &key, &buf)) {
+				hash_table_remove(queue->buffer, key);
+				i_free(key);
+				i_free(buf);
+			}
+		} else {
 			(void)redis_queue_buffer_update(queue, rec.username,
 				rec.priority, rec.cmd ==
 				DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC);
-		} else if (invalid++ == 0) {
-			/* a static string */
-			first_reason = reason;
 		}
 	} T_END;
 	if (input->stream_errno != 0) {
-		e_error(queue->event, "read(%s) failed: %s",
-			queue->buffer_path, i_stream_get_error(input));
-	} else if (!input->eof) {
-		invalid++;
-		if (first_reason == NULL)
-			first_reason = "line too long";
+		/* also a line longer than the buffer (ENOBUFS): what was
+		   not read stays in the file kept aside */
+		if (invalid++ == 0) {
+			first_reason = input->stream_errno == ENOBUFS ?
+				"line too long" :
+				t_strdup(i_stream_get_error(input));
+		}
 	}
 	i_stream_destroy(&input);
 
@@ -1720,8 +1800,9 @@ dovewarden_redis_queue_init(const struct dovewarden_redis_queue_settings *set,
 }
 
 /* At shutdown: write what is still buffered and give the claims back,
-   over a blocking connection (the ioloop is going away) */
-static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
+   over a blocking connection (the ioloop is going away). Returns FALSE if
+   something could not be written. */
+static bool redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 {
 	struct hash_iterate_context *iter;
 	struct redis_queue_buffered *buf;
@@ -1734,7 +1815,7 @@ static void redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 
 	total = hash_table_count(queue->buffer);
 	if (total == 0 && queue->jobs == NULL && queue->finishes == NULL)
-		return;
+		return TRUE;
 
 	if (dovewarden_redis_blocking_connect(&queue->set.redis, &redis,
 					      &error) < 0)
@@ -1789,9 +1870,7 @@ out:
 		e_info(queue->event, "At shutdown: wrote %u buffered users' "
 		       "notifications to Redis", total);
 	}
-	if (error == NULL && queue->buffer_path != NULL &&
-	    unlink(queue->buffer_path) < 0 && errno != ENOENT)
-		e_error(queue->event, "unlink(%s) failed: %m", queue->buffer_path);
+	return error == NULL;
 }
 
 void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
@@ -1809,7 +1888,12 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **_queue)
 	dovewarden_redis_deinit(&queue->redis);
 	dovewarden_redis_deinit(&queue->sub);
 	T_BEGIN {
-		redis_queue_deinit_flush(queue);
+		if (redis_queue_deinit_flush(queue) &&
+		    redis_queue_buffer_file_is_ours(queue) &&
+		    unlink(queue->buffer_path) < 0 && errno != ENOENT) {
+			e_error(queue->event, "unlink(%s) failed: %m",
+				queue->buffer_path);
+		}
 	} T_END;
 	while (queue->jobs != NULL)
 		redis_queue_job_free(queue, queue->jobs);

@@ -64,11 +64,14 @@ struct dovewarden_redis_queue_settings {
 	unsigned int buffer_limit;
 	/* Where the buffer survives restarts (NULL: in memory only). A user
 	   entering the buffer (or whose buffered priority or full sync
-	   rises) appends a line in the journal's format
-	   (dovewarden_store_format_journal()); the file is emptied once
-	   everything in it reached Redis, rewritten with one line per user
-	   when a flapping Redis made it grow, and loaded into the buffer at
-	   init: a restart while Redis is unreachable loses no change. */
+	   rises, or who is removed) appends a line in the journal's format
+	   (dovewarden_store_format_journal(), no fsync: like the journal it
+	   survives a kill, not a power loss); a user leaves the buffer only
+	   when Redis confirmed it; the file is emptied with the buffer,
+	   rewritten with one line per user when it grew past four lines per
+	   user, and loaded into the buffer at init. After a write error the
+	   buffer is kept in memory only until it is empty again (logged
+	   once). */
 	const char *buffer_path;
 };
 

@@ -175,7 +175,8 @@ def _(pair):
 
 @r.case("(d) a kill -9 while Redis is down loses no buffered change")
 def _(pair):
-    user = "user03"
+    # no case before touched this user: nothing else is due for it
+    user = "user20"
     pair.redis.stop()
     try:
         pair.append("A", user, make_message("buffered-at-kill"))

@@ -629,6 +629,7 @@ Test(redis_queue, buffered_notifications_survive_a_kill_while_redis_is_down)
 	run_for(100);
 	cr_assert_leq(file_size(path), 0, "the file was not emptied");
 
+	instance_buffer_path = NULL;
 	instance_init_connected(&check, "check");
 	st = stats(&check);
 	cr_assert_eq(st.users, 3);
@@ -648,6 +649,40 @@ Test(redis_queue, buffered_notifications_survive_a_kill_while_redis_is_down)
 	instance_deinit(&inst);
 	/* a clean stop with Redis up leaves no file */
 	cr_assert_eq(file_size(path), -1);
+}
+
+static void remove_callback(int ret ATTR_UNUSED, const char *error ATTR_UNUSED,
+			    void *context ATTR_UNUSED)
+{
+}
+
+Test(redis_queue, a_removed_user_stays_removed_after_a_kill)
+{
+	struct instance inst;
+	const char *path = t_strconcat(test_dir, "/buffer", NULL);
+	const char *killed = t_strconcat(test_dir, "/buffer.at-kill", NULL);
+	unsigned int buffered;
+	uint64_t dropped;
+
+	redis_stop();
+	instance_buffer_path = path;
+	instance_init(&inst, "o1", 60, 100);
+	notify(&inst, "u1", DOVEWARDEN_PRIORITY_HIGH);
+	notify(&inst, "u2", DOVEWARDEN_PRIORITY_HIGH);
+	notify(&inst, "u3", DOVEWARDEN_PRIORITY_HIGH);
+	/* doveadm dovewarden remove u1 while Redis is down */
+	(void)dovewarden_redis_queue_remove(inst.queue, "u1",
+					    remove_callback, NULL);
+	dovewarden_redis_queue_get_buffer(inst.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 2);
+	file_copy(path, killed);
+	instance_deinit(&inst);
+	cr_assert_eq(rename(killed, path), 0);
+
+	instance_init(&inst, "o2", 60, 100);
+	dovewarden_redis_queue_get_buffer(inst.queue, &buffered, &dropped);
+	cr_assert_eq(buffered, 2, "u1 came back");
+	instance_deinit(&inst);
 	instance_buffer_path = NULL;
 }
 
