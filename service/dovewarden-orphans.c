@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <time.h>
 
 /* Longer lines are corrupt: a username is shorter */
 #define ORPHANS_MAX_LINE_LENGTH 4096
@@ -257,16 +258,16 @@ orphans_append(struct dovewarden_orphans *orphans, const string_t *str)
 
 time_t dovewarden_orphans_process_started(pid_t pid)
 {
-	const char *const *fields, *p, *line;
-	struct istream *input;
-	uintmax_t ticks = 0;
-	time_t boot_time = 0;
+	const char *const *fields, *p;
+	struct timespec boot;
+	uintmax_t ticks;
 	long hz = sysconf(_SC_CLK_TCK);
 	char buf[1024];
 	ssize_t ret;
 	int fd;
 
-	/* field 22 of /proc/<pid>/stat: clock ticks after the boot */
+	/* field 22 of /proc/<pid>/stat: when it started, in clock ticks
+	   of CLOCK_BOOTTIME */
 	fd = open(t_strdup_printf("/proc/%ld/stat", (long)pid), O_RDONLY);
 	if (fd == -1)
 		return 0;
@@ -282,24 +283,13 @@ time_t dovewarden_orphans_process_started(pid_t pid)
 		return 0;
 	fields = t_strsplit_spaces(p + 2, " ");
 	if (str_array_length(fields) < 20 ||
-	    str_to_uintmax(fields[19], &ticks) < 0 || hz <= 0)
+	    str_to_uintmax(fields[19], &ticks) < 0 || hz <= 0 ||
+	    clock_gettime(CLOCK_BOOTTIME, &boot) < 0 ||
+	    (uintmax_t)boot.tv_sec < ticks / (uintmax_t)hz)
 		return 0;
-
-	fd = open("/proc/stat", O_RDONLY);
-	if (fd == -1)
-		return 0;
-	input = i_stream_create_fd_autoclose(&fd, 4096);
-	while ((line = i_stream_read_next_line(input)) != NULL) {
-		if (str_begins_with(line, "btime ")) {
-			if (str_to_time(line + 6, &boot_time) < 0)
-				boot_time = 0;
-			break;
-		}
-	}
-	i_stream_destroy(&input);
-	if (boot_time <= 0)
-		return 0;
-	return boot_time + (time_t)(ticks / (uintmax_t)hz);
+	/* rounded down: never later than the real start */
+	return time(NULL) - (time_t)((uintmax_t)boot.tv_sec -
+				     ticks / (uintmax_t)hz) - 1;
 }
 
 struct dovewarden_orphans *
