@@ -652,16 +652,8 @@ replicator_sync_start(struct dovewarden_replicator *replicator,
 	replicator_sync_begin(replicator, sync);
 }
 
-/* Background work (periodic and settle full syncs) may take at most this
-   many sync slots, so that an interactive change never waits for it */
-static unsigned int
-replicator_background_limit(struct dovewarden_replicator *replicator)
-{
-	unsigned int max = replicator->set->dovewarden_max_syncs;
-
-	return max <= 1 ? max : max - I_MAX(1U, max / 4);
-}
-
+/* The running syncs that are background work (see
+   DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY) */
 static unsigned int
 replicator_background_running(struct dovewarden_replicator *replicator)
 {
@@ -669,7 +661,7 @@ replicator_background_running(struct dovewarden_replicator *replicator)
 	unsigned int count = 0;
 
 	array_foreach_elem(&replicator->syncs, sync) {
-		if (sync->job->priority == DOVEWARDEN_PRIORITY_NONE)
+		if (dovewarden_queue_priority_is_background(sync->job->priority))
 			count++;
 	}
 	return count;
@@ -757,7 +749,8 @@ static void replicator_fill(struct dovewarden_replicator *replicator)
 			return;
 		}
 		allow_background = replicator_background_running(replicator) <
-			replicator_background_limit(replicator);
+			dovewarden_queue_background_slots(
+				replicator->set->dovewarden_max_syncs);
 		replicator->pop_running = TRUE;
 		replicator->pop_got_job = FALSE;
 		dovewarden_queue_backend_pop(replicator->queue,

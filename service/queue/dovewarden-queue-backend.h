@@ -182,9 +182,10 @@ void dovewarden_queue_backend_remove(struct dovewarden_queue_backend *backend,
 				     dovewarden_queue_backend_remove_callback_t *callback,
 				     void *context);
 
-/* Claim the user whose sync is due first. With allow_background=FALSE a
-   user without pending changes (a periodic or settle full sync) is not
-   claimed. The callback gets the job, or job=NULL and when to pop again
+/* Claim the user whose sync is due first. With allow_background=FALSE
+   background work (a user whose pending priority is at most
+   DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY: a low change, a periodic or
+   settle full sync) is not claimed. The callback gets the job, or job=NULL and when to pop again
    (retry_msecs; -1: not before the ready callback, a notify or a
    finish), with error set when the backend failed. */
 void dovewarden_queue_backend_pop(struct dovewarden_queue_backend *backend,

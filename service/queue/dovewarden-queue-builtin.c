@@ -435,7 +435,8 @@ builtin_pop(struct dovewarden_queue_backend *backend, bool allow_background,
 		callback(NULL, builtin_retry_msecs(b), NULL, context);
 		return;
 	}
-	if (next->priority == DOVEWARDEN_PRIORITY_NONE && !allow_background) {
+	if (dovewarden_queue_priority_is_background(next->priority) &&
+	    !allow_background) {
 		/* the rest is background work: a finishing sync or a new
 		   change pops again */
 		callback(NULL, -1, NULL, context);

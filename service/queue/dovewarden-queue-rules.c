@@ -19,6 +19,12 @@ time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority)
 	i_unreached();
 }
 
+unsigned int dovewarden_queue_background_slots(unsigned int max_syncs)
+{
+	return max_syncs <= 1 ? max_syncs :
+		max_syncs - I_MAX(1U, max_syncs / 4);
+}
+
 /* A user's slot is a fixed phase of the wall clock within the interval,
    picked by a hash of its name: users spread evenly, and a restart
    neither moves the slot nor postpones it. Returns the first time after

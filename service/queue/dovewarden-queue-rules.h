@@ -23,6 +23,14 @@
 /* A full sync that repaired a difference is followed by another one
    after the settle delay, at most this many times in a row */
 #define DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX 3
+/* Sync slots: new mail (HIGH and SYNC) may take every slot; the rest is
+   background work, which takes at most dovewarden_queue_background_slots()
+   of them, so that new mail never waits for a slot behind it: periodic
+   and settle full syncs (NONE), and flag changes, expunges and mailbox
+   changes (LOW, also forced full syncs and retries of failed background
+   syncs). A backend's pop() without allow_background claims no user
+   whose pending priority is this or lower. */
+#define DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY DOVEWARDEN_PRIORITY_LOW
 
 enum dovewarden_sync_result {
 	/* dsync succeeded; the new state replaces the old one */
@@ -61,6 +69,16 @@ struct dovewarden_queue_settings {
 
 /* How much earlier than its real time a change of this priority sorts */
 time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority);
+/* TRUE when a sync of this priority is background work (see
+   DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY) */
+static inline bool
+dovewarden_queue_priority_is_background(enum dovewarden_priority priority)
+{
+	return priority <= DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY;
+}
+/* How many of max_syncs sync slots background work may take: all but a
+   quarter of them, at least one left free (but one of one) */
+unsigned int dovewarden_queue_background_slots(unsigned int max_syncs);
 /* The first time after now in the user's full sync slot (see the top of
    this file); 0 when interval is 0 */
 time_t dovewarden_queue_full_sync_slot(const char *username,

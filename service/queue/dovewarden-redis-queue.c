@@ -905,7 +905,9 @@ int dovewarden_redis_queue_pop(struct dovewarden_redis_queue *queue,
 	argv = redis_queue_args(queue, 4, &argc);
 	argv[argc++] = queue->set.owner;
 	argv[argc++] = dec2str(queue->set.claim_timeout_secs);
-	argv[argc++] = allow_background ? "1" : "0";
+	/* the lowest pending priority that may be claimed */
+	argv[argc++] = dec2str(allow_background ? DOVEWARDEN_PRIORITY_NONE :
+			       DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY + 1);
 	argv[argc++] = queue->set.server;
 	return redis_queue_request_send(queue, &redis_queue_pop_script, argc,
 					argv, redis_queue_pop_callback,

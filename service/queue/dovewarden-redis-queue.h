@@ -134,8 +134,8 @@ void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
 				       dovewarden_redis_queue_seq_callback_t *callback,
 				       void *context);
 
-/* Claim the user whose sync is due first. With allow_background=FALSE a
-   user with no pending change (a periodic or settle full sync) is not
+/* Claim the user whose sync is due first. With allow_background=FALSE
+   background work (see DOVEWARDEN_QUEUE_BACKGROUND_MAX_PRIORITY) is not
    claimed. The callback gets the job, or job=NULL and the seconds until
    the next user is due (-1: unknown or only background work), or
    job=NULL and an error. Returns -1 when Redis is not connected. */

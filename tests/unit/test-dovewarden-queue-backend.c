@@ -353,11 +353,12 @@ static void notify(const char *username, enum dovewarden_priority priority)
 	dovewarden_queue_backend_notify(backend, username, priority, 0);
 }
 
+/* Notify, then claim the user in a slot free for any work (pop(TRUE)) */
 static struct dovewarden_queue_job *
 notify_and_claim(const char *username, enum dovewarden_priority priority)
 {
 	notify(username, priority);
-	return pop_user(username, FALSE);
+	return pop_user(username, TRUE);
 }
 
 static const struct sync_done *sync_done_find(const char *username,
@@ -579,7 +580,7 @@ Test(queue_backend, higher_priorities_go_first)
 	notify("h", DOVEWARDEN_PRIORITY_HIGH);
 	notify("s", DOVEWARDEN_PRIORITY_SYNC);
 	for (unsigned int i = 0; i < N_ELEMENTS(expected); i++) {
-		job = pop_user(expected[i], FALSE);
+		job = pop_user(expected[i], TRUE);
 		cr_assert_eq(job->priority,
 			     i == 0 ? DOVEWARDEN_PRIORITY_SYNC :
 			     i == 1 ? DOVEWARDEN_PRIORITY_HIGH :
@@ -633,7 +634,32 @@ Test(queue_backend, head_starts_order_changes_by_age_and_priority)
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	job = pop_user("new-high", FALSE);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
-	job = pop_user("old-low", FALSE);
+	job = pop_user("old-low", TRUE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	cr_assert_null(pop(TRUE));
+	backend_stop_all();
+}
+
+Test(queue_backend, low_changes_are_background_work)
+{
+	struct dovewarden_queue_job *job;
+
+	backend_start();
+	/* a slot kept for new mail (allow_background=FALSE) takes no low
+	   change: a full table of them must not delay new mail */
+	notify("low", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_null(pop(FALSE), "a low change took a slot kept for "
+		       "new mail");
+	notify("high", DOVEWARDEN_PRIORITY_HIGH);
+	notify("sync", DOVEWARDEN_PRIORITY_SYNC);
+	job = pop_user("sync", FALSE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	job = pop_user("high", FALSE);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	cr_assert_null(pop(FALSE));
+	/* any other slot takes it */
+	job = pop_user("low", TRUE);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	cr_assert_null(pop(TRUE));
 	backend_stop_all();
@@ -750,7 +776,7 @@ Test(queue_backend, failures_back_off)
 	dovewarden_queue_backend_notify(backend, "alice",
 					DOVEWARDEN_PRIORITY_NONE,
 					DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC);
-	job = pop_user("alice", FALSE);
+	job = pop_user("alice", TRUE);
 	cr_assert(job->full);
 	cr_assert_eq(job->consecutive_failures, 2);
 	cr_assert_str_eq(job->last_error, "peer still down");
@@ -822,7 +848,7 @@ Test(queue_backend, retry_failed_ends_the_back_off)
 	/* the probe: one user */
 	cr_assert_eq(retry_failed("bob"), 1);
 	cr_assert_eq(retry_failed("nobody"), 0);
-	job = pop_wait(FALSE, 2000);
+	job = pop_wait(TRUE, 2000);
 	cr_assert_not_null(job, "the probed user is not due");
 	cr_assert_str_eq(job->username, "bob");
 	cr_assert_eq(job->consecutive_failures, 1);
@@ -858,7 +884,7 @@ Test(queue_backend, retry_failed_ends_every_back_off)
 	backend_start();
 	for (i = 0; i < n; i++)
 		notify(t_strdup_printf("user%u", i), DOVEWARDEN_PRIORITY_LOW);
-	while ((job = pop_wait(FALSE, 500)) != NULL) {
+	while ((job = pop_wait(TRUE, 500)) != NULL) {
 		if (job->consecutive_failures == 0)
 			failed++;
 		/* not waiting for each sync_done: the next pop comes after
@@ -1002,7 +1028,7 @@ Test(queue_backend, settle_is_background_work_restarted_by_changes)
 	cr_assert_null(pop(FALSE));
 	/* a change restarts the delay: its sync is no settle */
 	notify("alice", DOVEWARDEN_PRIORITY_LOW);
-	job = pop_user("alice", FALSE);
+	job = pop_user("alice", TRUE);
 	cr_assert(!job->full);
 	cr_assert(!job->settle);
 	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
@@ -1157,7 +1183,7 @@ Test(queue_backend, remove_forgets_the_user)
 	cr_assert_eq(pending_total(&c), 1);
 
 	/* removed while its job runs: the job's finish changes nothing */
-	job = pop_user("bob", FALSE);
+	job = pop_user("bob", TRUE);
 	cr_assert_eq(remove_user("bob"), 1);
 	if (dovewarden_queue_backend_job_removed(job))
 		cr_assert(dovewarden_queue_backend_job_changed(job));
@@ -1245,7 +1271,7 @@ Test(queue_backend, the_queue_survives_a_restart)
 	/* every change is synced again (the released one soon, without a
 	   back-off), the failed one after its back-off */
 	for (i = 0; i < N_ELEMENTS(jobs); i++) {
-		jobs[i] = pop_wait(FALSE, 4000);
+		jobs[i] = pop_wait(TRUE, 4000);
 		cr_assert_not_null(jobs[i], "only %u jobs after restart", i);
 		if (strcmp(jobs[i]->username, "synced") == 0) {
 			cr_assert_str_eq(jobs[i]->state, "state-1");

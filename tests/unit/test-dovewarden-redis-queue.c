@@ -387,7 +387,7 @@ Test(redis_queue, a_restarted_instance_takes_its_claims_back_at_once)
 		notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
 		notify(&a, "bob", DOVEWARDEN_PRIORITY_LOW);
 		if (pop(&a, FALSE, NULL) == NULL ||
-		    pop(&a, FALSE, NULL) == NULL)
+		    pop(&a, TRUE, NULL) == NULL)
 			_exit(2);
 		_exit(0);
 	}
@@ -408,7 +408,7 @@ Test(redis_queue, a_restarted_instance_takes_its_claims_back_at_once)
 	cr_assert_str_eq(job->user.username, "alice");
 	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
-	job = pop(&a, FALSE, NULL);
+	job = pop(&a, TRUE, NULL);
 	cr_assert_not_null(job);
 	cr_assert_str_eq(job->user.username, "bob");
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
@@ -446,10 +446,12 @@ Test(redis_queue, background_work_waits_for_its_slots)
 	instance_init_connected(&inst, "o1");
 	dovewarden_redis_queue_notify(inst.queue, "alice",
 				      DOVEWARDEN_PRIORITY_NONE, TRUE);
-	job = pop(&inst, FALSE, NULL);
-	/* a forced full sync is a change (LOW), not background work */
+	/* a forced full sync is a low change: background work too */
+	cr_assert_null(pop(&inst, FALSE, NULL));
+	job = pop(&inst, TRUE, NULL);
 	cr_assert_not_null(job);
 	cr_assert(job->user.syncing_full);
+	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_LOW);
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	instance_deinit(&inst);
 }
@@ -744,7 +746,7 @@ Test(redis_queue, results_wait_for_redis)
 	   gone and is ignored) */
 	run_for(1500);
 	notify(&inst, "alice", DOVEWARDEN_PRIORITY_LOW);
-	job = pop(&inst, FALSE, NULL);
+	job = pop(&inst, TRUE, NULL);
 	cr_assert_not_null(job);
 	cr_assert_str_eq(job->user.state, "new");
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);

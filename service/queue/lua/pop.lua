@@ -1,7 +1,8 @@
 -- Copyright (c) 2026 dovewarden authors, see the included COPYING file
 --
--- ARGV[6] owner, [7] claim seconds, [8] 1 = background work allowed,
--- [9] the server the sync runs from.
+-- ARGV[6] owner, [7] claim seconds, [8] the lowest pending priority
+-- that may be claimed (0 = background work too), [9] the server the sync
+-- runs from.
 -- Returns {1, user, state, full, settle, priority, seq, failures, error,
 -- expired} or {0, seconds until the next user is due or -1, expired},
 -- where expired is the number of expired claims given back.
@@ -34,7 +35,7 @@ local user = r[1]
 local uk = P..'u:'..user
 local h, o = load(uk, F)
 if not h.seq then redis.call('ZREM', R, user); return {0, 0, expired} end
-if num(h.p) == 0 and ARGV[8] ~= '1' then return {0, -1, expired} end
+if num(h.p) < tonumber(ARGV[8]) then return {0, -1, expired} end
 redis.call('ZREM', R, user)
 local sd = settle_due(h)
 local settle = sd ~= 0 and sd <= now
