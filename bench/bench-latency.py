@@ -31,7 +31,9 @@ is an LMTP delivery (new mail: high priority, the same as the measured
 change, so that one waits its turn behind them).
 
 Prints medians and 90th percentiles and the ratio dovewarden / bare
-dsync of each case. Run inside the chroot, as root, with the dovewarden
+dsync of each case. Under load a change that is not on the peer within
+STALL_SECS counts as a stall of that length, printed with its case; the
+next case starts once it arrived. Run inside the chroot, as root, with the dovewarden
 build installed:
     DW_DIR=/srv/dt-l DW_PORT_OFFSET=850 \\
         python3 /src/dovewarden/bench/bench-latency.py [--rounds N]
@@ -62,6 +64,13 @@ BG_USERS = 200
 BG_PERIOD = 5.0
 BG_SYNCS = 10
 POLL = 0.01
+# Under load a change that is not on the peer after this long counts as
+# a stall of this length (printed per case) instead of ending the run:
+# on a saturated pair a doveadm-server can leave the peer's TCP
+# connection in its accept queue for minutes while it serves its own
+# unix socket's (new processes take the unix listener first), and that
+# hits dovewarden's syncs and the bare ones alike.
+STALL_SECS = 30
 SPACING = 1.1
 LOCK_SECS = 30
 
@@ -149,10 +158,14 @@ class PeerView:
                     return int(pairs(item)["MESSAGES"])
         raise AssertionError("no MESSAGES in STATUS: %r" % data)
 
-    def wait_more(self, base, what, timeout=120):
+    def wait_more(self, base, what, timeout=120, stall=False):
+        """The time the peer's client saw more than base messages; with
+        stall=True None after timeout seconds instead of failing."""
         end = time.monotonic() + timeout
         while self.count() <= base:
             if time.monotonic() > end:
+                if stall:
+                    return None
                 raise AssertionError("%s did not reach the peer in %d s"
                                      % (what, timeout))
             time.sleep(POLL)
@@ -257,16 +270,20 @@ def stats(values):
             s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))] * 1000)
 
 
-def report(load, times, cases):
+def report(load, times, cases, stalls):
     """Print the figures of one load."""
     ratios = []
     for origin, how, rw in cases:
         dm, dp = stats(times[(load, "dw", origin, how, rw)])
         bm, bp = stats(times[(load, "bare", origin, how, rw)])
         ratios.append(dm / bm)
-        print("%-10s %-11s %-5s %8.1f ms %8.1f ms %8.1f ms %8.1f ms %6.2fx"
+        ds = stalls[(load, "dw", origin, how, rw)]
+        bs = stalls[(load, "bare", origin, how, rw)]
+        print("%-10s %-11s %-5s %8.1f ms %8.1f ms %8.1f ms %8.1f ms %6.2fx%s"
               % (load, "%s->%s %s" % (origin, peer(origin), how.upper()),
-                 "rw" if rw else "idle", dm, dp, bm, bp, dm / bm))
+                 "rw" if rw else "idle", dm, dp, bm, bp, dm / bm,
+                 "" if ds + bs == 0 else
+                 "  stalls (%d s): dw %d, bare %d" % (STALL_SECS, ds, bs)))
     dw = [x for k, v in times.items() if k[0] == load and k[1] == "dw"
           for x in v]
     b = [x for k, v in times.items() if k[0] == load and k[1] == "bare"
@@ -293,6 +310,7 @@ def main():
         return 77
     bare = BareSync(pair)
     times = collections.defaultdict(list)
+    stalls = collections.defaultdict(int)
     sessions = {}
     views = {}
     bg = None
@@ -316,7 +334,7 @@ def main():
                     views[(side, user, rw)] = PeerView(pair, side, user, rw)
         last = collections.defaultdict(float)
 
-        def change(mode, origin, how, rw):
+        def change(load, mode, origin, how, rw):
             user = DW_USER if mode == "dw" else BARE_USER
             view = views[(peer(origin), user, rw)]
             base = view.count()
@@ -335,8 +353,17 @@ def main():
                 th = threading.Thread(target=lambda: result.__setitem__(
                     0, bare.sync(origin, user)))
                 th.start()
+            under_load = load != "none"
             t1 = view.wait_more(base, "%s %s->%s %s (%s)" % (
-                mode, origin, peer(origin), how, "rw" if rw else "idle"))
+                mode, origin, peer(origin), how, "rw" if rw else "idle"),
+                timeout=STALL_SECS if under_load else 120, stall=under_load)
+            if t1 is None:
+                # counted as STALL_SECS; the next case starts once it
+                # arrived, so that it does not take this one for its own
+                stalls[(load, mode, origin, how, rw)] += 1
+                view.wait_more(base, "stalled %s %s->%s %s" % (
+                    mode, origin, peer(origin), how), timeout=600)
+                t1 = t0 + STALL_SECS
             if mode == "bare":
                 th.join()
                 if result[0]:
@@ -372,8 +399,9 @@ def main():
                 for c in cases:
                     for mode in (("dw", "bare") if r % 2 == 0
                                  else ("bare", "dw")):
-                        times[(load, mode) + c].append(change(mode, *c))
-            report(load, times, cases)
+                        times[(load, mode) + c].append(
+                            change(load, mode, *c))
+            report(load, times, cases, stalls)
             if bg is not None:
                 bg.close()
                 bg_stats = (bg.rounds, bg.synced, bg.failed)
