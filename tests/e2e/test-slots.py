@@ -2,8 +2,11 @@
 # Copyright (c) 2026 dovewarden authors, see the included COPYING file
 """Sync slots: new mail never waits behind background work.
 
-The service runs with dovewarden_max_syncs = 4 (and no settle, so that
-only the test's changes make syncs). Six users get a flag change on A (a
+The service runs with dovewarden_max_syncs = 4 (and a short settle
+delay, whose full syncs of the seeded users end before the test's
+changes; the settle stays on because convergence needs it, also after
+the low syncs below: without it, incremental syncs alone once left a
+flag change behind with the Redis queue). Six users get a flag change on A (a
 low priority change, background work) while the test holds their dsync
 lock on A (dsync locks on the side whose host name sorts first, here A),
 so each of their syncs waits dovewarden_lock_timeout (30 s) in its slot.
@@ -33,11 +36,12 @@ VUID = 5000
 # far below dovewarden_lock_timeout (30 s), which a new change would wait
 # if the low syncs held every slot
 NEW_MAIL_TIMEOUT = 10.0
+SETTLE_SECS = 2
 
 r = Runner(
     "test-slots",
     extra_conf="dovewarden_max_syncs = %d\n"
-               "dovewarden_settle_delay = 0" % MAX_SYNCS)
+               "dovewarden_settle_delay = %ds" % (MAX_SYNCS, SETTLE_SECS))
 
 
 def expect(cond, msg):
@@ -74,6 +78,10 @@ def _(pair):
     pair.wait_converged(users, 60, "seeding")
     wait_until(lambda: pair.queues_empty("A") and pair.queues_empty("B"),
                60, "the first syncs to end")
+    # and their settle full syncs
+    time.sleep(SETTLE_SECS + 1)
+    wait_until(lambda: pair.queues_empty("A") and pair.queues_empty("B"),
+               60, "the settle syncs to end")
 
     locks = [hold_dsync_lock(pair, u) for u in LOW_USERS]
     try:
