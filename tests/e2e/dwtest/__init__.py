@@ -8,7 +8,9 @@ IMAP on A and on B.
 
 Environment: DW_DIR (default /srv/dt), DW_PORT_OFFSET (default 0) and
 DW_EXTRA_CONF are passed on to testenv/pair. DW_E2E_VERBOSE=1 prints the
-Dovecot log lines of every case, not only of failed ones.
+Dovecot log lines of every case, not only of failed ones. DW_ROOTFS_A and
+DW_ROOTFS_B run a side's Dovecot, doveadm and doveconf from another root
+file system, as a container (testenv/pair; packaging/test-image).
 
 The modules, by concern:
   common   the sides, the users of testenv/pair, wait_until, time formats

@@ -33,6 +33,26 @@ SETTINGS_SO = "/usr/lib/dovecot/modules/settings/libdovewarden_settings.so"
 HOSTNAMES = {"A": "a.test", "B": "b.test"}
 
 
+def rootfs(side):
+    """The root file system that side's Dovecot runs from, when it is not
+    this one: DW_ROOTFS_A or DW_ROOTFS_B (a container image's; see
+    testenv/pair). None otherwise."""
+    return os.environ.get("DW_ROOTFS_" + side) or None
+
+
+def side_path(side, path):
+    """path (absolute) of one of side's programs, as seen from here"""
+    r = rootfs(side)
+    return os.path.join(r, path.lstrip("/")) if r else path
+
+
+def side_cmd(side, cmd):
+    """cmd (a list) running one of side's programs: chrooted into side's
+    root file system when it has its own"""
+    r = rootfs(side)
+    return ["chroot", r] + list(cmd) if r else list(cmd)
+
+
 def listen_unix(path, backlog=64):
     """Listen on a unix socket at path (replacing a stale one), open to
     the mail uid. Returns the listening socket."""
@@ -137,26 +157,36 @@ class Pair(PairClients, PairChecker):
             return r
 
     def check_available(self, need_plugin):
-        for path in (PAIR, DOVECOT, DOVEADM):
-            if not os.access(path, os.X_OK):
-                raise Skip("%s is not available" % path)
-        try:
-            ver = subprocess.run([DOVECOT, "--version"], capture_output=True,
-                                 text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError) as e:
-            raise Skip("cannot run %s: %s" % (DOVECOT, e))
-        if not re.match(r"2\.([4-9]|\d\d)|[3-9]\.", ver):
-            raise Skip("Dovecot 2.4 or later is needed, found %r" % ver)
+        if not os.access(PAIR, os.X_OK):
+            raise Skip("%s is not available" % PAIR)
         if shutil.which("ss") is None:
             raise Skip("ss (iproute2) is not available")
+        for side in SIDES:
+            self._check_side(side, need_plugin)
+
+    def _check_side(self, side, need_plugin):
+        def path(p):
+            return side_path(side, p)
+        for p in (DOVECOT, DOVEADM):
+            if not os.access(path(p), os.X_OK):
+                raise Skip("%s is not available" % path(p))
+        try:
+            ver = subprocess.run(side_cmd(side, [DOVECOT, "--version"]),
+                                 capture_output=True, text=True,
+                                 timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            raise Skip("cannot run %s: %s" % (path(DOVECOT), e))
+        if not re.match(r"2\.([4-9]|\d\d)|[3-9]\.", ver):
+            raise Skip("Dovecot 2.4 or later is needed, found %r" % ver)
         extra = os.environ.get("DW_EXTRA_CONF", "")
-        if (os.path.exists(SETTINGS_SO) and not os.access(SERVICE_BIN, os.X_OK)
+        if (os.path.exists(path(SETTINGS_SO))
+                and not os.access(path(SERVICE_BIN), os.X_OK)
                 and "executable" not in extra):
             raise Skip("the dovewarden service is not installed (%s)"
-                       % SERVICE_BIN)
-        if need_plugin and not os.path.exists(PLUGIN_SO):
+                       % path(SERVICE_BIN))
+        if need_plugin and not os.path.exists(path(PLUGIN_SO)):
             raise Skip("the dovewarden plugin is not installed (%s)"
-                       % PLUGIN_SO)
+                       % path(PLUGIN_SO))
 
     def _read_env(self):
         r = self._pair("env")
@@ -178,6 +208,14 @@ class Pair(PairClients, PairChecker):
         self._read_env()
         for s in SIDES:
             self.mark_log(s)
+            self._check_root(s)
+
+    def _check_root(self, side):
+        """A side with its own root file system runs from it"""
+        r = rootfs(side)
+        if r and not os.path.samefile("/proc/%d/root" % self.master_pid(side),
+                                      r):
+            raise RuntimeError("%s's Dovecot does not run from %s" % (side, r))
 
     def stop(self):
         if not self.started:
@@ -249,8 +287,8 @@ class Pair(PairClients, PairChecker):
     def doveadm(self, side, *args, timeout=60, check=True):
         env = dict(os.environ)
         env["DOVECOT_HOSTNAME"] = HOSTNAMES[side]
-        cmd = [DOVEADM, "-c", os.path.join(self.dw_dir, side, "dovecot.conf")]
-        cmd += list(args)
+        cmd = side_cmd(side, [DOVEADM, "-c", os.path.join(
+            self.dw_dir, side, "dovecot.conf")] + list(args))
         r = subprocess.run(cmd, env=env, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL,
                            timeout=timeout)
@@ -332,9 +370,9 @@ class Pair(PairClients, PairChecker):
     def doveconf(self, side, name):
         """doveconf -h name of side's configuration; None when the
         setting is unknown."""
-        r = subprocess.run(["/usr/bin/doveconf", "-c",
-                            os.path.join(self.dw_dir, side, "dovecot.conf"),
-                            "-h", name], capture_output=True, text=True,
+        cmd = side_cmd(side, ["/usr/bin/doveconf", "-c", os.path.join(
+            self.dw_dir, side, "dovecot.conf"), "-h", name])
+        r = subprocess.run(cmd, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=30)
         return r.stdout.strip() if r.returncode == 0 else None
 
@@ -375,7 +413,10 @@ class Pair(PairClients, PairChecker):
     # -- the service process --
 
     def master_pid(self, side):
-        with open(os.path.join(self.dw_dir, side, "run", "master.pid")) as f:
+        """side's master process, as seen here (testenv/pair's pidfile)"""
+        path = (os.path.join(self.dw_dir, side, "master.pid") if rootfs(side)
+                else os.path.join(self.dw_dir, side, "run", "master.pid"))
+        with open(path) as f:
             return int(f.read().strip())
 
     def service_pids(self, side):
