@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 # Copyright (c) 2026 dovewarden authors, see the included COPYING file
 """An upgrade of the installed package while Dovecot runs (packaging/
-test-deb runs it inside its chroot, where the package is installed):
+test-deb runs it inside its chroot, where NEW is installed):
 
-    test-upgrade.py NEW.deb
+    test-upgrade.py OLD.deb NEW.deb
 
-The "old" package is NEW.deb repacked with a lower version (the same
-files), installed first over NEW: so this tests what the upgrade itself
+OLD is the package of an earlier commit (test-deb builds it; see there
+which one). It replaces what is installed (purged first), then the pair
+runs on it and NEW is installed over it. So this tests what the upgrade
 does (the maintainer scripts, conffiles, files replaced under running
-processes, the queue state left in state_dir), not a change of the
-protocol between two commits.
+processes) and what changed between the two commits: the queue state file
+that the old service saved, the new plugin's notifications to the service
+still running the old binary.
 
 (a) Before: the pair replicates with the old package, and A's queue
     knows every user (its userdb sweep).
@@ -20,10 +22,8 @@ protocol between two commits.
     the old one saved: the same users."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,7 +32,7 @@ from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
 from dwtest.common import wait_until  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
-NEW = sys.argv[1]
+OLD, NEW = sys.argv[1:3]
 r = Runner("test-upgrade")
 state = {}
 
@@ -47,20 +47,12 @@ def sh(*args):
                           text=True).stdout
 
 
-def make_old(new):
-    """NEW.deb with the version ~old appended (sorts before it)."""
-    d = tempfile.mkdtemp()
-    sh("dpkg-deb", "-R", new, d + "/pkg")
-    ctl = d + "/pkg/DEBIAN/control"
-    with open(ctl) as f:
-        text = f.read()
-    lines = [("Version: %s~old" % l.split(": ", 1)[1])
-             if l.startswith("Version: ") else l for l in text.splitlines()]
-    with open(ctl, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    old = d + "/old.deb"
-    sh("dpkg-deb", "-b", d + "/pkg", old)
-    return old, d
+def deb_version(deb):
+    return sh("dpkg-deb", "-f", deb, "Version").strip()
+
+
+def installed_version():
+    return sh("dpkg-query", "-W", "-f", "${Version}", "dovewarden").strip()
 
 
 def queue_users(pair):
@@ -78,15 +70,18 @@ def _(pair):
     check_ok(m.select("INBOX"), "SELECT")
     state["old_session"] = m
     state["users"] = queue_users(pair)
-    return "%d users queued on A (%s)" % (
-        len(state["users"]), sh("dpkg-query", "-W", "dovewarden").strip())
+    ver = installed_version()
+    expect(ver == deb_version(OLD), "the old package is not installed: %s"
+           % ver)
+    return "%d users queued on A (dovewarden %s)" % (len(state["users"]),
+                                                   ver)
 
 
 @r.case("(b) upgrade while running: an old session and a new one replicate")
 def _(pair):
     sh("dpkg", "-i", NEW)
-    ver = sh("dpkg-query", "-W", "dovewarden").strip()
-    expect("~old" not in ver, "the upgrade did not happen: %s" % ver)
+    ver = installed_version()
+    expect(ver == deb_version(NEW), "the upgrade did not happen: %s" % ver)
     m = state["old_session"]
     msg = make_message("upgrade-old-session")
     pair.append("A", "bob", msg, conn=m)
@@ -121,9 +116,9 @@ def _(pair):
 
 
 if __name__ == "__main__":
-    old, tmp = make_old(NEW)
-    try:
-        sh("dpkg", "-i", old)
-    finally:
-        shutil.rmtree(tmp)
+    if subprocess.run(["dpkg", "--compare-versions", deb_version(OLD), "lt",
+                       deb_version(NEW)]).returncode != 0:
+        sys.exit("%s is not older than %s" % (OLD, NEW))
+    sh("dpkg", "--purge", "dovewarden")
+    sh("dpkg", "-i", OLD)
     run(r)
