@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import make_message  # noqa: E402
 from dwtest.common import SIDES, wait_until  # noqa: E402
 from dwtest.load import MixedLoad  # noqa: E402
+from dwtest.pair import own_pid  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
 USERS = ["user%02d" % i for i in range(1, 11)]
@@ -118,7 +119,8 @@ def _(pair):
 
 def a_claims(pair, pid):
     """users claimed by A's instance of this PID (owner
-    "a.test:<instance id>:<pid>:<random>")"""
+    "a.test:<instance id>:<pid>:<random>", the PID as the instance sees
+    itself: own_pid)"""
     owner_re = re.compile(r"a\.test:[0-9a-f]+:%d:" % pid)
     out = []
     for u in pair.redis.cmd("ZRANGE", "dovewarden:claims", 0, -1):
@@ -134,7 +136,8 @@ def _(pair):
 
     def kill_during_claim(load):
         pid = pair.service_pid("A")
-        claimed = wait_until(lambda: a_claims(pair, pid), 20,
+        info["own_pid"] = own_pid(pid)
+        claimed = wait_until(lambda: a_claims(pair, info["own_pid"]), 20,
                              "A's instance to hold a claim",
                              interval=0.005)
         os.kill(pid, signal.SIGKILL)
@@ -150,7 +153,7 @@ def _(pair):
                  if "Took back" in "\n".join(pair.log_since_mark(s))],
         15, "an instance to log that it took back the expired claims of "
         "the killed one (claimed: %r)" % info["claimed"])
-    stale = a_claims(pair, info["pid"])
+    stale = a_claims(pair, info["own_pid"])
     expect(not stale, "claims of the killed instance are left: %r" % stale)
     return "killed %d holding %r; taken back by %s; %s" % (
         info["pid"], info["claimed"], "/".join(took_back), note)

@@ -53,6 +53,16 @@ def side_cmd(side, cmd):
     return ["chroot", r] + list(cmd) if r else list(cmd)
 
 
+def own_pid(pid):
+    """pid as that process sees itself: in a side run as a container, its
+    own PID namespace numbers it differently (the last of NSpid)"""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    return pid
+
+
 def listen_unix(path, backlog=64):
     """Listen on a unix socket at path (replacing a stale one), open to
     the mail uid. Returns the listening socket."""
