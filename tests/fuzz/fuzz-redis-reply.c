@@ -15,7 +15,11 @@
    it can't reach: whatever a callback sends fails as if Redis were
    down. The callbacks must neither assert nor crash, hand on only valid
    usernames, states and priorities, and log a bounded number of lines
-   for each reply. See fuzz-target.h. */
+   for each reply.
+
+   The pool of the reply trees is made once and cleared after each
+   input: a new one per input cost more than most inputs' work under
+   ASan. See fuzz-target.h. */
 
 #include "queue/dovewarden-redis.c"
 #include "queue/dovewarden-redis-queue.c"
@@ -45,6 +49,7 @@ static struct ioloop *fuzz_ioloop;
 static redisReply fuzz_nil = { .type = REDIS_REPLY_NIL };
 static redisReply *fuzz_nils[FUZZ_HUGE_COUNT];
 static struct dovewarden_redis_queue *fuzz_queue;
+static pool_t fuzz_pool;
 static unsigned int fuzz_log_lines;
 
 static uint8_t fuzz_byte(struct fuzz_input *in)
@@ -325,6 +330,7 @@ static void fuzz_setup(void)
 	i_set_info_handler(fuzz_log_handler);
 	i_set_debug_handler(fuzz_log_handler);
 	fuzz_ioloop = io_loop_create();
+	fuzz_pool = pool_alloconly_create("fuzz redis replies", 4096);
 	fuzz_queue = dovewarden_redis_queue_init(&set, NULL,
 						 &fuzz_queue_callbacks, NULL);
 }
@@ -444,7 +450,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	redisReply *reply;
 
 	fuzz_setup();
-	in.pool = pool_alloconly_create("fuzz redis replies", 4096);
+	in.pool = fuzz_pool;
 	while (in.data < in.end && calls++ < FUZZ_MAX_CALLS) {
 		selector = fuzz_byte(&in);
 		in.nodes = 0;
@@ -458,6 +464,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* what the notify callback buffered */
 	redis_queue_buffer_clear(fuzz_queue);
-	pool_unref(&in.pool);
+	p_clear(fuzz_pool);
 	return 0;
 }
