@@ -479,18 +479,29 @@ redis_queue_buffer_add(struct dovewarden_redis_queue *queue,
 	redis_queue_buffer_file_write(queue, line);
 }
 
-static void redis_queue_buffer_remove(struct dovewarden_redis_queue *queue,
+/* Drop username's entry from the buffer (not from its file); returns
+   FALSE if it had none */
+static bool redis_queue_buffer_forget(struct dovewarden_redis_queue *queue,
 				      const char *username)
 {
 	struct redis_queue_buffered *buf;
-	string_t *line;
 	char *key;
 
 	if (!hash_table_lookup_full(queue->buffer, username, &key, &buf))
-		return;
+		return FALSE;
 	hash_table_remove(queue->buffer, key);
 	i_free(key);
 	i_free(buf);
+	return TRUE;
+}
+
+static void redis_queue_buffer_remove(struct dovewarden_redis_queue *queue,
+				      const char *username)
+{
+	string_t *line;
+
+	if (!redis_queue_buffer_forget(queue, username))
+		return;
 	if (hash_table_count(queue->buffer) == 0) {
 		redis_queue_buffer_emptied(queue);
 	} else if (queue->buffer_path != NULL) {
@@ -541,10 +552,9 @@ redis_queue_buffer_sent(struct dovewarden_redis_queue *queue,
 			const char *username, bool success)
 {
 	struct redis_queue_buffered *buf;
-	char *key;
 
-	if (!hash_table_lookup_full(queue->buffer, username, &key, &buf) ||
-	    !buf->sending) {
+	buf = hash_table_lookup(queue->buffer, username);
+	if (buf == NULL || !buf->sending) {
 		/* removed meanwhile */
 		return;
 	}
@@ -556,9 +566,7 @@ redis_queue_buffer_sent(struct dovewarden_redis_queue *queue,
 		redis_queue_flush_soon(queue);
 		return;
 	}
-	hash_table_remove(queue->buffer, key);
-	i_free(key);
-	i_free(buf);
+	(void)redis_queue_buffer_forget(queue, username);
 	if (hash_table_count(queue->buffer) == 0)
 		redis_queue_buffer_emptied(queue);
 }
@@ -1673,11 +1681,9 @@ static void redis_queue_message(const char *message, void *context)
 static void redis_queue_buffer_file_load(struct dovewarden_redis_queue *queue)
 {
 	struct dovewarden_store_journal_record rec;
-	struct redis_queue_buffered *buf;
 	struct istream *input;
 	const char *line, *reason, *first_reason = NULL, *corrupt_path;
 	unsigned int lines = 0, invalid = 0;
-	char *key;
 	int fd;
 
 	fd = open(queue->buffer_path, O_RDONLY);
@@ -1701,12 +1707,7 @@ static void redis_queue_buffer_file_load(struct dovewarden_redis_queue *queue)
 				first_reason = reason;
 			}
 		} else if (rec.cmd == DOVEWARDEN_STORE_JOURNAL_REMOVE) {
-			if (hash_table_lookup_full(queue->buffer, rec.username,
-						   &key, &buf)) {
-				hash_table_remove(queue->buffer, key);
-				i_free(key);
-				i_free(buf);
-			}
+			(void)redis_queue_buffer_forget(queue, rec.username);
 		} else {
 			(void)redis_queue_buffer_update(queue, rec.username,
 				rec.priority, rec.cmd ==
