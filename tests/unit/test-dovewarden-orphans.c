@@ -82,6 +82,18 @@ Test(orphans, missing_file_is_empty)
 	dovewarden_orphans_deinit(&orphans);
 }
 
+/* A new process finds username's dsync as the only one that may still
+   run, waited for until until */
+static void assert_one_inherited(const char *username, time_t until)
+{
+	struct dovewarden_orphans *orphans;
+
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	cr_assert_eq(count(orphans), 1);
+	cr_assert_eq(dovewarden_orphans_wait_until(orphans, username), until);
+	dovewarden_orphans_deinit(&orphans);
+}
+
 Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 {
 	struct dovewarden_orphans *orphans;
@@ -128,11 +140,8 @@ Test(orphans, unended_dsyncs_are_waited_for_after_restart)
 
 	/* bob's record is still there for a third process, with the time
 	   it was started */
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
-	cr_assert_eq(count(orphans), 1);
-	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "bob@example.com"),
-		     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
-	dovewarden_orphans_deinit(&orphans);
+	assert_one_inherited("bob@example.com",
+			     started + DOVEWARDEN_ORPHAN_GRACE_SECS);
 }
 
 Test(orphans, a_timed_out_dsync_is_waited_for)
@@ -156,11 +165,7 @@ Test(orphans, a_timed_out_dsync_is_waited_for)
 	dovewarden_orphans_deinit(&orphans);
 
 	/* and so does the next process */
-	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
-	cr_assert_eq(count(orphans), 1);
-	cr_assert_eq(dovewarden_orphans_wait_until(orphans, "alice"),
-		     ioloop_time + DOVEWARDEN_ORPHAN_GRACE_SECS);
-	dovewarden_orphans_deinit(&orphans);
+	assert_one_inherited("alice", ioloop_time + DOVEWARDEN_ORPHAN_GRACE_SECS);
 }
 
 Test(orphans, records_older_than_the_master_are_dropped)
