@@ -6,6 +6,7 @@
 #include "net.h"
 #include "time-util.h"
 #include "str.h"
+#include "unlink-directory.h"
 #include "write-full.h"
 #include "dovewarden-store.h"
 #include "dovewarden-redis-queue.h"
@@ -84,12 +85,22 @@ static void suite_init(void)
 	redis_start();
 }
 
+static void test_dir_remove(void)
+{
+	const char *error;
+
+	/* redis-server leaves its appendonlydir there */
+	if (unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR,
+			     &error) < 0)
+		i_error("%s", error);
+}
+
 static void suite_fini(void)
 {
 	redis_stop();
 	if (ioloop == NULL)
 		return;
-	(void)rmdir(test_dir);
+	test_dir_remove();
 	io_loop_destroy(&ioloop);
 	lib_deinit();
 }
@@ -1220,7 +1231,7 @@ static void tls_suite_fini(void)
 	array_foreach_elem(&logged_errors, line)
 		i_free(line);
 	array_free(&logged_errors);
-	(void)system(t_strdup_printf("rm -rf %s", test_dir));
+	test_dir_remove();
 	io_loop_destroy(&ioloop);
 	lib_deinit();
 }
