@@ -28,7 +28,7 @@ struct metrics {
 	uint64_t verifications, repairs;
 	uint64_t waits_refused, refused_peers, unknown_dropped;
 	uint64_t peer_lookups_limited;
-	uint64_t outage_retries, sweeps_skipped;
+	uint64_t outage_retries, outage_held, sweeps_skipped;
 	time_t last_successful_sync;
 };
 
@@ -101,6 +101,11 @@ void dovewarden_metrics_verification(bool repaired)
 void dovewarden_metrics_outage_retries(unsigned int users)
 {
 	metrics.outage_retries += users;
+}
+
+void dovewarden_metrics_outage_held(void)
+{
+	metrics.outage_held++;
 }
 
 void dovewarden_metrics_sweep_skipped(void)
@@ -183,6 +188,11 @@ static void metrics_render_counters(string_t *dest)
 		      "replica answered again after an outage.");
 	str_printfa(dest, "dovewarden_outage_retries_total %"PRIu64"\n",
 		    metrics.outage_retries);
+	metric_header(dest, "dovewarden_outage_held_syncs_total", "counter",
+		      "Syncs not run during an outage of the replica (the "
+		      "user kept its back-off until the outage ended).");
+	str_printfa(dest, "dovewarden_outage_held_syncs_total %"PRIu64"\n",
+		    metrics.outage_held);
 	metric_header(dest, "dovewarden_userdb_sweeps_skipped_total", "counter",
 		      "Userdb sweeps not run because one ran within "
 		      "dovewarden_userdb_sweep_interval (on another instance, "

@@ -65,6 +65,8 @@ void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 void dovewarden_metrics_verification(bool repaired);
 /* The back-off of users was ended: the replica answers again */
 void dovewarden_metrics_outage_retries(unsigned int users);
+/* A sync was held back during an outage of the replica */
+void dovewarden_metrics_outage_held(void);
 /* A userdb sweep was due but ran within the interval already (on another
    instance, or before a restart) */
 void dovewarden_metrics_sweep_skipped(void);

@@ -36,8 +36,17 @@
    within seconds; the first success ends the back-off of every user. A
    single user that keeps failing (a broken mailbox) is no outage: it
    keeps its back-off. Only syncs to the global replica count: a user
-   whose userdb names another replica says nothing about this one. */
+   whose userdb names another replica says nothing about this one.
+   While the outage lasts, at most one sync to the global replica runs
+   at a time and at most one starts per probe interval (the probe, or
+   another user whose back-off ended): the others are not run but
+   answered as failed at once and keep their back-off. Each would only
+   fail, and each takes a doveadm-server process on this server for as
+   long as the replica takes to refuse it (a connect timeout when it is
+   silent). */
 #define REPLICATOR_OUTAGE_PROBE_MSECS (5 * 1000)
+#define REPLICATOR_OUTAGE_HELD_ERROR \
+	"Not tried: the replica is not answering (outage)"
 
 struct replicator_sync {
 	struct dovewarden_replicator *replicator;
@@ -57,6 +66,8 @@ struct replicator_sync {
 	/* the sync went to the global replica, not to one the userdb set
 	   for this user: only these tell whether the replica is down */
 	bool global_replica:1;
+	/* it is the outage's try of the replica */
+	bool outage_try:1;
 };
 
 struct dovewarden_replicator {
@@ -88,11 +99,15 @@ struct dovewarden_replicator {
 	   after a success), and when the first of them failed */
 	char *last_failed_user;
 	time_t failing_since;
+	/* during the outage: when its last try of the replica started */
+	struct timeval outage_last_try;
 	/* retry_failed() calls waiting for their callback (after deinit the
 	   last one frees the replicator) */
 	unsigned int retry_requests;
 	/* a second user failed since the last success */
 	bool outage:1;
+	/* the outage's try of the replica runs */
+	bool outage_trying:1;
 	/* to_fill is a 0-ms timeout */
 	bool fill_now:1;
 	/* a pop is waiting for its callback */
@@ -280,6 +295,8 @@ static void replicator_sync_free(struct replicator_sync *sync)
 	struct dovewarden_replicator *replicator = sync->replicator;
 	struct replicator_sync *const *syncp;
 
+	if (sync->outage_try)
+		replicator->outage_trying = FALSE;
 	array_foreach(&replicator->syncs, syncp) {
 		if (*syncp == sync) {
 			array_delete(&replicator->syncs,
@@ -429,6 +446,39 @@ static void replicator_sync_skip(struct replicator_sync *sync,
 	dovewarden_queue_backend_finish(&sync->job,
 					DOVEWARDEN_SYNC_RESULT_NOUSER, NULL,
 					reason, FALSE);
+	replicator_sync_free(sync);
+	replicator_fill_soon(replicator);
+}
+
+/* During an outage: whether this sync to the global replica may run as
+   the outage's try (see REPLICATOR_OUTAGE_PROBE_MSECS) */
+static bool replicator_outage_may_try(struct dovewarden_replicator *replicator,
+				      const char *username)
+{
+	if (replicator->outage_trying)
+		return FALSE;
+	/* the probe's user is due every interval */
+	if (replicator->last_failed_user != NULL &&
+	    strcmp(replicator->last_failed_user, username) == 0)
+		return TRUE;
+	return timeval_diff_msecs(&ioloop_timeval,
+				  &replicator->outage_last_try) >=
+		REPLICATOR_OUTAGE_PROBE_MSECS;
+}
+
+/* The replica is down: the sync is answered as failed without running
+   it, and the user stays in back-off until the outage ends */
+static void replicator_sync_hold(struct replicator_sync *sync)
+{
+	struct dovewarden_replicator *replicator = sync->replicator;
+
+	e_debug(sync->event, "Not syncing now: the replica has not answered "
+		"for %lld secs", (long long)(ioloop_time -
+					     replicator->failing_since));
+	dovewarden_metrics_outage_held();
+	dovewarden_queue_backend_finish(&sync->job,
+					DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+					REPLICATOR_OUTAGE_HELD_ERROR, FALSE);
 	replicator_sync_free(sync);
 	replicator_fill_soon(replicator);
 }
@@ -626,6 +676,16 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 
 	sync->destination = i_strdup(dest);
 	sync->global_replica = info.replica == NULL;
+	if (sync->global_replica && replicator->outage) {
+		if (!replicator_outage_may_try(replicator,
+					       sync->job->username)) {
+			replicator_sync_hold(sync);
+			return;
+		}
+		sync->outage_try = TRUE;
+		replicator->outage_trying = TRUE;
+		replicator->outage_last_try = ioloop_timeval;
+	}
 	if (replicator_sync_wait_orphan(sync))
 		return;
 	replicator_sync_run(sync);

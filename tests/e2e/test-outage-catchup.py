@@ -11,9 +11,16 @@ start, much less than the back-off they wait in: while the outage lasts
 the service tries the user that failed last every 5 s regardless of its
 back-off, and the first success ends the back-off of all of them (the
 scheduler's dovewarden_max_syncs keeps the pace). Before, they waited for
-their back-off (up to RETRY_MAX * 1.25 after the peer's return)."""
+their back-off (up to RETRY_MAX * 1.25 after the peer's return).
 
+While B is down, A runs at most one dsync per probe interval (5 s): the
+other users' syncs are held (answered as failed without running, so they
+still count their failures). Before, every retry of every user ran a
+dsync in A's doveadm-server that could only fail."""
+
+import math
 import os
+import re
 import sys
 import time
 
@@ -31,6 +38,9 @@ FAILURES = 6
 # B's start, at most one probe interval (5 s), and the syncs
 CATCHUP = 15.0
 USERS = NUMBERED_USERS[:10]
+PROBE_SECS = 5
+STARTED = re.compile(r"dovewarden: Debug: .*: Starting .* sync \(")
+HELD = re.compile(r"dovewarden: Debug: .*: Not syncing now: the replica")
 
 r = Runner(
     "test-outage-catchup",
@@ -52,6 +62,7 @@ def _(pair):
     pair.wait_converged(USERS, 30, "seeding")
 
     pair.stop_one("B")
+    pair.mark_log("A")
     try:
         t_down = time.monotonic()
         for u in USERS:
@@ -64,14 +75,22 @@ def _(pair):
         wait_until(at_max, RETRY_MAX * 3 + 30,
                    "every user failed %d times" % FAILURES, interval=0.5)
         outage = time.monotonic() - t_down
+        lines = pair.log_since_mark("A")
     finally:
         pair.start_one("B")
     t_up = time.monotonic()
     t = pair.wait_converged(USERS, CATCHUP, "after B's return")
-    summary = ("outage %.1f s (every user failed %d times, back-off %d s); "
-               "caught up %.1f s after B's start" % (outage, FAILURES,
-                                                   RETRY_MAX, t))
+    tried = sum(1 for line in lines if STARTED.search(line))
+    held = sum(1 for line in lines if HELD.search(line))
+    summary = ("outage %.1f s (every user failed %d times, back-off %d s): "
+               "%d dsyncs run, %d syncs held; caught up %.1f s after B's "
+               "start" % (outage, FAILURES, RETRY_MAX, tried, held, t))
     diag(summary)
+    # the users' first tries (before the outage was seen), then one a
+    # probe interval; before, each of the users' FAILURES tries ran
+    expect(tried <= len(USERS) + 1 + math.ceil(outage / PROBE_SECS),
+           "A ran too many dsyncs while B was down: " + summary)
+    expect(held > 0, "no sync was held while B was down: " + summary)
     st = pair.dw_users("A", "user*")
     expect(all(int(st[u]["failed"]) == 0 for u in USERS),
            "failures left after the catch-up: %r" % {
