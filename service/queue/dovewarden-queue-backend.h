@@ -214,7 +214,9 @@ void dovewarden_queue_backend_release(struct dovewarden_queue_job **job);
    shared backend only one instance gets it). The lock outlives the
    process that took it: a restarted service does not get it again before
    it expires (the built-in queue keeps it in a file beside its state;
-   without a state file it always gives it). */
+   without a state file it always gives it). When the backend could not
+   be asked (e.g. Redis did not answer) the callback gets an error and
+   acquired=FALSE: whether someone has the lock is not known. */
 void dovewarden_queue_backend_try_lock(struct dovewarden_queue_backend *backend,
 				       const char *name, unsigned int secs,
 				       dovewarden_queue_backend_lock_callback_t *callback,

@@ -438,14 +438,15 @@ redis_backend_release(struct dovewarden_queue_backend *backend,
 	i_free(bjob);
 }
 
-static void redis_backend_lock_callback(bool acquired, void *context)
+static void
+redis_backend_lock_callback(bool acquired, const char *error, void *context)
 {
 	struct redis_backend_request *req = context;
 	dovewarden_queue_backend_lock_callback_t *callback = req->callback;
 	void *callback_context = req->context;
 
 	i_free(req);
-	callback(acquired, NULL, callback_context);
+	callback(acquired, error, callback_context);
 }
 
 static void

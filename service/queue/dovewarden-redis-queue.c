@@ -1159,7 +1159,7 @@ redis_queue_lock_callback(const redisReply *reply, const char *error,
 	}
 	i_free(request);
 	callback(failure == NULL && reply->type == REDIS_REPLY_STATUS,
-		 callback_context);
+		 failure, callback_context);
 }
 
 int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,

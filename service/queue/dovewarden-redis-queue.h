@@ -173,8 +173,11 @@ int dovewarden_redis_queue_remove(struct dovewarden_redis_queue *queue,
 				  void *context);
 
 /* Take the named lock for secs seconds if nobody has it; the callback
-   says whether this instance got it. Returns -1 when not connected. */
+   says whether this instance got it, or gives the error (then acquired
+   is FALSE and nobody is known to have it). Returns -1 when not
+   connected. */
 typedef void dovewarden_redis_queue_lock_callback_t(bool acquired,
+						    const char *error,
 						    void *context);
 int dovewarden_redis_queue_try_lock(struct dovewarden_redis_queue *queue,
 				    const char *name, unsigned int secs,

@@ -1497,3 +1497,25 @@ Test(queue_backend, a_lock_survives_a_restart)
 	run_for(100);
 	backend_stop_all();
 }
+
+/* A shared backend that does not answer must not look like "another
+   instance has the lock": the sweep would skip an interval */
+Test(queue_backend, a_lock_the_backend_did_not_answer_is_an_error)
+{
+	struct lock_result res;
+
+	if (!backend_is_redis())
+		cr_skip_test("the built-in queue always answers");
+	backend_start();
+	i_zero(&res);
+	cr_assert_eq(kill(redis_pid, SIGSTOP), 0);
+	dovewarden_queue_backend_try_lock(backend, "sweep", 60,
+					  lock_callback, &res);
+	/* dovewarden_redis_timeout = 1000 */
+	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS * 2));
+	(void)kill(redis_pid, SIGCONT);
+	cr_assert(!res.acquired);
+	cr_assert_not_null(res.error);
+	i_free(res.error);
+	backend_stop_all();
+}

@@ -809,14 +809,16 @@ Test(redis_queue, a_hung_redis_times_out)
 
 struct lock_result {
 	bool called, acquired;
+	char *error;
 };
 
-static void lock_callback(bool acquired, void *context)
+static void lock_callback(bool acquired, const char *error, void *context)
 {
 	struct lock_result *res = context;
 
 	res->called = TRUE;
 	res->acquired = acquired;
+	res->error = i_strdup(error);
 	io_loop_stop(ioloop);
 }
 
@@ -835,10 +837,33 @@ Test(redis_queue, a_lock_is_taken_once)
 	cr_assert_eq(dovewarden_redis_queue_try_lock(b.queue, "sweep", 60,
 						     lock_callback, &rb), 0);
 	cr_assert(run_until(&rb.called, 3000));
+	cr_assert_null(ra.error, "%s", ra.error);
+	cr_assert_null(rb.error, "%s", rb.error);
 	cr_assert(ra.acquired);
 	cr_assert(!rb.acquired);
 	instance_deinit(&a);
 	instance_deinit(&b);
+}
+
+/* A lock that Redis did not answer for is an error, not "someone else
+   has it": the sweep then tries again soon instead of an interval
+   later */
+Test(redis_queue, a_lock_redis_did_not_answer_is_an_error)
+{
+	struct instance inst;
+	struct lock_result res;
+
+	instance_init_connected(&inst, "o1");
+	i_zero(&res);
+	cr_assert_eq(kill(redis_pid, SIGSTOP), 0);
+	cr_assert_eq(dovewarden_redis_queue_try_lock(inst.queue, "sweep", 60,
+						     lock_callback, &res), 0);
+	cr_assert(run_until(&res.called, 5000), "no timeout");
+	(void)kill(redis_pid, SIGCONT);
+	cr_assert(!res.acquired);
+	cr_assert_not_null(res.error);
+	i_free(res.error);
+	instance_deinit(&inst);
 }
 
 struct scan_result {
