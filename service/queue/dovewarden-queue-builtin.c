@@ -302,17 +302,53 @@ static void builtin_journal_error(struct builtin_backend *b, const char *error)
 	}
 }
 
-/* A sync's result: a restart resumes from it instead of redoing the
-   sync */
-static void builtin_journal_user(struct builtin_backend *b,
-				 const char *username)
+enum builtin_journal_change {
+	/* before dovewarden_queue_notify() or _add() */
+	BUILTIN_JOURNAL_NOTIFY,
+	/* before dovewarden_queue_force_full_sync() */
+	BUILTIN_JOURNAL_FORCE_FULL_SYNC,
+	/* after a change of the user's fields, e.g. a sync's result: a
+	   restart resumes from them instead of redoing the sync */
+	BUILTIN_JOURNAL_USER,
+	/* before dovewarden_queue_remove() */
+	BUILTIN_JOURNAL_REMOVE,
+};
+
+/* Every change of the queue is journaled here: after a kill -9 the
+   journal is replayed at start */
+static void builtin_journal(struct builtin_backend *b,
+			    enum builtin_journal_change change,
+			    const char *username,
+			    enum dovewarden_priority priority)
 {
-	const char *error;
+	const char *error = NULL;
+	int ret = 0;
 
 	if (b->store == NULL)
 		return;
-	if (dovewarden_store_journal_user(b->store, b->queue, username,
-					  &error) < 0)
+	switch (change) {
+	case BUILTIN_JOURNAL_NOTIFY:
+		ret = dovewarden_store_journal_notify(b->store, b->queue,
+						      username, priority,
+						      &error);
+		break;
+	case BUILTIN_JOURNAL_FORCE_FULL_SYNC:
+		ret = dovewarden_store_journal_force_full_sync(b->store,
+							       b->queue,
+							       username,
+							       priority,
+							       &error);
+		break;
+	case BUILTIN_JOURNAL_USER:
+		ret = dovewarden_store_journal_user(b->store, b->queue,
+						    username, &error);
+		break;
+	case BUILTIN_JOURNAL_REMOVE:
+		ret = dovewarden_store_journal_remove(b->store, b->queue,
+						      username, &error);
+		break;
+	}
+	if (ret < 0)
 		builtin_journal_error(b, error);
 	builtin_journal_changed(b);
 }
@@ -324,27 +360,15 @@ builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 {
 	struct builtin_backend *b = BUILTIN(backend);
 	struct dovewarden_user *user;
-	const char *error;
 
 	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) == 0) {
-		/* journal first: after a kill -9 the change is replayed at
-		   start */
-		if (b->store != NULL) {
-			if (dovewarden_store_journal_notify(b->store, b->queue,
-							    username, priority,
-							    &error) < 0)
-				builtin_journal_error(b, error);
-			builtin_journal_changed(b);
-		}
+		builtin_journal(b, BUILTIN_JOURNAL_NOTIFY, username, priority);
 		(void)dovewarden_queue_notify(b->queue, username, priority,
 					      ioloop_time);
 		return;
 	}
-	if (b->store != NULL &&
-	    dovewarden_store_journal_force_full_sync(b->store, b->queue,
-						     username, priority,
-						     &error) < 0)
-		builtin_journal_error(b, error);
+	builtin_journal(b, BUILTIN_JOURNAL_FORCE_FULL_SYNC, username,
+			priority);
 	user = dovewarden_queue_lookup(b->queue, username);
 	if (user == NULL)
 		user = dovewarden_queue_add(b->queue, username, ioloop_time);
@@ -356,18 +380,11 @@ static bool
 builtin_add(struct dovewarden_queue_backend *backend, const char *username)
 {
 	struct builtin_backend *b = BUILTIN(backend);
-	const char *error;
 
 	if (dovewarden_queue_lookup(b->queue, username) != NULL)
 		return FALSE;
-	if (b->store != NULL) {
-		if (dovewarden_store_journal_notify(b->store, b->queue,
-						    username,
-						    DOVEWARDEN_PRIORITY_NONE,
-						    &error) < 0)
-			builtin_journal_error(b, error);
-		builtin_journal_changed(b);
-	}
+	builtin_journal(b, BUILTIN_JOURNAL_NOTIFY, username,
+			DOVEWARDEN_PRIORITY_NONE);
 	(void)dovewarden_queue_add(b->queue, username, ioloop_time);
 	return TRUE;
 }
@@ -392,17 +409,14 @@ builtin_remove(struct dovewarden_queue_backend *backend, const char *username,
 {
 	struct builtin_backend *b = BUILTIN(backend);
 	struct dovewarden_user *user;
-	const char *error;
 
 	user = dovewarden_queue_lookup(b->queue, username);
 	if (user == NULL) {
 		callback(0, NULL, context);
 		return;
 	}
-	if (b->store != NULL &&
-	    dovewarden_store_journal_remove(b->store, b->queue, username,
-					    &error) < 0)
-		builtin_journal_error(b, error);
+	builtin_journal(b, BUILTIN_JOURNAL_REMOVE, username,
+			DOVEWARDEN_PRIORITY_NONE);
 	dovewarden_queue_remove(b->queue, user);
 	callback(1, NULL, context);
 }
@@ -496,7 +510,8 @@ builtin_finish(struct dovewarden_queue_backend *backend,
 	/* frees the user after NOUSER or when it was removed */
 	dovewarden_queue_sync_finished(b->queue, user, result, new_state,
 				       error, ioloop_time);
-	builtin_journal_user(b, username);
+	builtin_journal(b, BUILTIN_JOURNAL_USER, username,
+			DOVEWARDEN_PRIORITY_NONE);
 	dovewarden_queue_backend_sync_done(backend, username, seq, result,
 					   error);
 }
@@ -515,7 +530,8 @@ builtin_release(struct dovewarden_queue_backend *backend,
 	dovewarden_queue_sync_finished(b->queue, user,
 				       DOVEWARDEN_SYNC_RESULT_CHANGED,
 				       NULL, NULL, ioloop_time);
-	builtin_journal_user(b, username);
+	builtin_journal(b, BUILTIN_JOURNAL_USER, username,
+			DOVEWARDEN_PRIORITY_NONE);
 }
 
 /* Returns the expiry of the lock in path, 0 when there is none (or it
@@ -592,6 +608,15 @@ builtin_try_lock(struct dovewarden_queue_backend *backend, const char *name,
 	callback(acquired, NULL, context);
 }
 
+/* A user's back-off ended: a restart must not bring it back */
+static void builtin_retry_journal(struct dovewarden_user *user, void *context)
+{
+	struct builtin_backend *b = context;
+
+	builtin_journal(b, BUILTIN_JOURNAL_USER, user->username,
+			DOVEWARDEN_PRIORITY_NONE);
+}
+
 static void
 builtin_retry_failed(struct dovewarden_queue_backend *backend,
 		     const char *username,
@@ -602,12 +627,13 @@ builtin_retry_failed(struct dovewarden_queue_backend *backend,
 	struct dovewarden_user *user = NULL;
 	unsigned int count = 0;
 
-	/* not journaled: after a restart the back-off only lasts longer */
 	if (username != NULL)
 		user = dovewarden_queue_lookup(b->queue, username);
 	if (username == NULL || user != NULL) {
 		count = dovewarden_queue_retry_failed(b->queue, user,
-						      ioloop_time);
+						      ioloop_time,
+						      builtin_retry_journal,
+						      b);
 	}
 	if (callback != NULL)
 		callback(count, NULL, context);

@@ -319,31 +319,40 @@ queue_relink(struct dovewarden_queue *queue, struct dovewarden_user *user,
 
 static bool
 queue_retry_failed_user(struct dovewarden_queue *queue,
-			struct dovewarden_user *user, time_t now)
+			struct dovewarden_user *user, time_t now,
+			dovewarden_queue_user_callback_t *callback,
+			void *context)
 {
 	if (user->consecutive_failures == 0 || user->syncing ||
 	    user->removed || user->next_try <= now)
 		return FALSE;
 	user->next_try = now;
 	queue_relink(queue, user, now);
+	if (callback != NULL)
+		callback(user, context);
 	return TRUE;
 }
 
 unsigned int dovewarden_queue_retry_failed(struct dovewarden_queue *queue,
 					   struct dovewarden_user *user,
-					   time_t now)
+					   time_t now,
+					   dovewarden_queue_user_callback_t *callback,
+					   void *context)
 {
 	struct hash_iterate_context *iter;
 	char *username;
 	unsigned int count = 0;
 
-	if (user != NULL)
-		return queue_retry_failed_user(queue, user, now) ? 1 : 0;
+	if (user != NULL) {
+		return queue_retry_failed_user(queue, user, now,
+					       callback, context) ? 1 : 0;
+	}
 	if (queue->failed_count == 0)
 		return 0;
 	iter = hash_table_iterate_init(queue->users);
 	while (hash_table_iterate(iter, queue->users, &username, &user)) {
-		if (queue_retry_failed_user(queue, user, now))
+		if (queue_retry_failed_user(queue, user, now,
+					    callback, context))
 			count++;
 	}
 	hash_table_iterate_deinit(&iter);

@@ -247,10 +247,16 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 /* End the failure back-off of user (NULL: of every user in back-off):
    it is due at once with its pending changes, and a failure puts it back
    where its back-off was. For when the replica is reachable again after
-   an outage. Returns how many users were waiting in back-off. */
+   an outage. Returns how many users were waiting in back-off; callback,
+   if not NULL, is called for each of them after its change (it must not
+   change the queue). */
+typedef void dovewarden_queue_user_callback_t(struct dovewarden_user *user,
+					      void *context);
 unsigned int dovewarden_queue_retry_failed(struct dovewarden_queue *queue,
 					   struct dovewarden_user *user,
-					   time_t now);
+					   time_t now,
+					   dovewarden_queue_user_callback_t *callback,
+					   void *context);
 
 /* Re-position a user after the caller changed its fields directly (for
    example restored priority, last_full_sync or next_try from a saved

@@ -133,6 +133,75 @@ Test(queue_builtin, every_change_survives_a_kill)
 	dovewarden_queue_backend_deinit(&backend);
 }
 
+static void pop_callback(struct dovewarden_queue_job *job,
+			 int retry_msecs ATTR_UNUSED,
+			 const char *error ATTR_UNUSED, void *context)
+{
+	*(struct dovewarden_queue_job **)context = job;
+}
+
+static void counts_callback(const struct dovewarden_queue_counts *counts,
+			    const char *error ATTR_UNUSED, void *context)
+{
+	*(struct dovewarden_queue_counts *)context = *counts;
+}
+
+/* Users in failure back-off, as a restarted service sees them */
+static unsigned int failed_waiting_after_restart(void)
+{
+	struct dovewarden_queue_backend *backend = backend_init();
+	struct dovewarden_queue_counts counts;
+
+	counts.failed_waiting = UINT_MAX;
+	/* the built-in backend answers at once */
+	dovewarden_queue_backend_read_counts(backend, counts_callback,
+					     &counts);
+	dovewarden_queue_backend_deinit(&backend);
+	return counts.failed_waiting;
+}
+
+static void changes_retry_one(struct dovewarden_queue_backend *backend)
+{
+	dovewarden_queue_backend_retry_failed(backend, "a", NULL, NULL);
+}
+
+static void changes_retry_all(struct dovewarden_queue_backend *backend)
+{
+	dovewarden_queue_backend_retry_failed(backend, NULL, NULL, NULL);
+}
+
+/* An ended back-off (the replica answers again) must not come back with
+   a restart: the users would wait out their back-off once more */
+Test(queue_builtin, an_ended_back_off_survives_a_kill)
+{
+	static const char *const users[] = { "a", "b", "c" };
+	struct dovewarden_queue_backend *backend;
+	struct dovewarden_queue_job *job;
+
+	backend = backend_init();
+	for (unsigned int i = 0; i < N_ELEMENTS(users); i++) {
+		dovewarden_queue_backend_notify(backend, users[i],
+						DOVEWARDEN_PRIORITY_HIGH, 0);
+	}
+	for (unsigned int i = 0; i < N_ELEMENTS(users); i++) {
+		job = NULL;
+		dovewarden_queue_backend_pop(backend, TRUE, pop_callback,
+					     &job);
+		cr_assert_not_null(job);
+		dovewarden_queue_backend_finish(&job,
+			DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
+			"replica down", FALSE);
+	}
+	/* saved */
+	dovewarden_queue_backend_deinit(&backend);
+	cr_assert_eq(failed_waiting_after_restart(), 3);
+
+	run_and_die(changes_retry_one);
+	cr_assert_eq(failed_waiting_after_restart(), 2);
+	run_and_die(changes_retry_all);
+	cr_assert_eq(failed_waiting_after_restart(), 0);
+}
+
 static void save_wait_timeout(void *context ATTR_UNUSED)
 {
 	io_loop_stop(ioloop);
