@@ -7,7 +7,7 @@
 #include "master-service-settings.h"
 #include "hostpid.h"
 #include "dovewarden-settings.h"
-#include "dovewarden-queue-backend-private.h"
+#include "dovewarden-queue-backend.h"
 #include "dovewarden-replicator.h"
 #include "dovewarden-sync-wait.h"
 #include "dovewarden-sweep-schedule.h"
@@ -94,10 +94,7 @@ static void main_init(void)
 	auth_socket_path = main_socket_path(mset->base_dir,
 		dovewarden_set->dovewarden_auth_socket_path);
 
-	dovewarden_queue_backend_driver_register(
-		&dovewarden_queue_backend_builtin);
-	dovewarden_queue_backend_driver_register(
-		&dovewarden_queue_backend_redis);
+	dovewarden_queue_backends_register_all();
 	i_zero(&qset);
 	qset.set = dovewarden_set;
 	qset.queue.full_sync_interval_secs =
@@ -118,7 +115,7 @@ static void main_init(void)
 		e_info(dovewarden_event, "No dovewarden_replica (or "
 		       "mail_replica) set: idle (no userdb sweep, no queue "
 		       "state written)");
-		backend_name = dovewarden_queue_backend_builtin.name;
+		backend_name = DOVEWARDEN_QUEUE_BACKEND_DEFAULT;
 		if (strcmp(dovewarden_set->dovewarden_queue_backend,
 			   backend_name) != 0) {
 			/* replicas set only in the userdb: say what is
@@ -171,10 +168,7 @@ static void main_deinit(void)
 	/* its deinit fails the waits' notify requests still in flight */
 	dovewarden_queue_backend_deinit(&queue);
 	dovewarden_sync_waits_deinit(&sync_waits);
-	dovewarden_queue_backend_driver_unregister(
-		&dovewarden_queue_backend_redis);
-	dovewarden_queue_backend_driver_unregister(
-		&dovewarden_queue_backend_builtin);
+	dovewarden_queue_backends_unregister_all();
 }
 
 int main(int argc, char *argv[])

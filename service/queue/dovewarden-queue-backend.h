@@ -133,6 +133,17 @@ dovewarden_queue_backend_counts_callback_t(
 	const struct dovewarden_queue_counts *counts, const char *error,
 	void *context);
 
+/* The backend that keeps the queue in the service (in memory when it has
+   no state_path): dovewarden_queue_backend's default, and the idle
+   service's whatever it is set to */
+#define DOVEWARDEN_QUEUE_BACKEND_DEFAULT "builtin"
+
+/* Register every backend by its name (queue_backends_dep in
+   service/queue/meson.build), and unregister them after the last
+   backend's deinit */
+void dovewarden_queue_backends_register_all(void);
+void dovewarden_queue_backends_unregister_all(void);
+
 /* Create the backend of that name ("builtin", "redis"). Returns NULL with
    error_r if there is no such backend or it could not start (e.g. the
    built-in queue's state file can't be read). */

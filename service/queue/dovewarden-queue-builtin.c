@@ -889,7 +889,7 @@ builtin_get_metrics(struct dovewarden_queue_backend *backend,
 }
 
 const struct dovewarden_queue_backend_driver dovewarden_queue_backend_builtin = {
-	.name = "builtin",
+	.name = DOVEWARDEN_QUEUE_BACKEND_DEFAULT,
 	.v = {
 		.init = builtin_init,
 		.deinit = builtin_deinit,

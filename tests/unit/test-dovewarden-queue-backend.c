@@ -9,7 +9,7 @@
 #include "unlink-directory.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-admin-protocol.h"
-#include "dovewarden-queue-backend-private.h"
+#include "dovewarden-queue-backend.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -122,10 +122,7 @@ static void suite_init(void)
 	cr_assert_not_null(mkdtemp(test_dir));
 	socket_path = i_strconcat(test_dir, "/redis.sock", NULL);
 	state_path = i_strconcat(test_dir, "/state", NULL);
-	dovewarden_queue_backend_driver_register(
-		&dovewarden_queue_backend_builtin);
-	dovewarden_queue_backend_driver_register(
-		&dovewarden_queue_backend_redis);
+	dovewarden_queue_backends_register_all();
 	if (backend_is_redis())
 		redis_start();
 }
@@ -143,10 +140,7 @@ static void suite_fini(void)
 		syncs_done_clear();
 		array_free(&syncs_done);
 	}
-	dovewarden_queue_backend_driver_unregister(
-		&dovewarden_queue_backend_builtin);
-	dovewarden_queue_backend_driver_unregister(
-		&dovewarden_queue_backend_redis);
+	dovewarden_queue_backends_unregister_all();
 	(void)unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR, &error);
 	i_free(socket_path);
 	i_free(state_path);
