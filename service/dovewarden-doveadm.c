@@ -30,6 +30,8 @@ enum doveadm_sync_state {
 
 struct dovewarden_doveadm {
 	struct connection_list *conns;
+	/* connection_list_deinit() is closing the syncs: no callbacks */
+	bool deinitializing:1;
 };
 
 struct dovewarden_doveadm_sync {
@@ -101,7 +103,8 @@ static void doveadm_sync_destroy(struct connection *conn)
 		container_of(conn, struct dovewarden_doveadm_sync, conn);
 	const char *error;
 
-	if (sync->state != DOVEADM_SYNC_STATE_DONE) {
+	if (sync->state != DOVEADM_SYNC_STATE_DONE &&
+	    !sync->doveadm->deinitializing) {
 		error = t_strdup_printf(
 			"doveadm-server disconnected (%s) while %s "
 			"(see its log for the reason)",
@@ -198,17 +201,13 @@ struct dovewarden_doveadm *dovewarden_doveadm_init(void)
 void dovewarden_doveadm_deinit(struct dovewarden_doveadm **_doveadm)
 {
 	struct dovewarden_doveadm *doveadm = *_doveadm;
-	struct dovewarden_doveadm_sync *sync;
 
 	if (doveadm == NULL)
 		return;
 	*_doveadm = NULL;
 
-	while (doveadm->conns->connections != NULL) {
-		sync = container_of(doveadm->conns->connections,
-				    struct dovewarden_doveadm_sync, conn);
-		dovewarden_doveadm_sync_abort(&sync);
-	}
+	/* closes and frees the running syncs through their destroy() */
+	doveadm->deinitializing = TRUE;
 	connection_list_deinit(&doveadm->conns);
 	i_free(doveadm);
 }
