@@ -170,6 +170,8 @@ Test(queue, old_low_goes_before_fresh_high)
 	pop_name(T0 + 40000, "sync3");
 }
 
+/* Here and not in test-dovewarden-queue-backend.c: it needs a clock that
+   runs for hours, which only the built-in queue takes from its caller */
 Test(queue, low_not_starved_by_high_stream)
 {
 	struct dovewarden_user *user;
@@ -251,46 +253,6 @@ Test(queue, no_change_during_sync_not_requeued)
 	cr_assert_eq(user->priority, NONE);
 	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
 	pop_none(T0 + 1000000);
-}
-
-Test(queue, backoff_grows_and_is_capped)
-{
-	struct dovewarden_user *user;
-	time_t now = T0, delay, expected = 10;
-	unsigned int i;
-
-	queue_new(0, 10, 300);
-	dovewarden_queue_notify(queue, "alice", HIGH, now);
-	for (i = 1; i <= 40; i++) {
-		user = pop_name(now, "alice");
-		dovewarden_queue_sync_finished(queue, user,
-			DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL, "lock timeout",
-			now);
-		cr_assert_eq(user->consecutive_failures, i);
-		cr_assert_str_eq(user->last_error, "lock timeout");
-		/* retried, with the change still pending */
-		cr_assert_geq(user->priority, HIGH);
-		delay = user->next_try - now;
-		cr_assert_geq(delay, expected, "failure %u: %ld < %ld", i,
-			      (long)delay, (long)expected);
-		cr_assert_leq(delay, expected + expected / 4,
-			      "failure %u: %ld", i, (long)delay);
-		cr_assert_eq(dovewarden_queue_next_due(queue),
-			     user->next_try);
-
-		/* no hot loop: nothing until the back-off is over */
-		pop_none(now);
-		pop_none(user->next_try - 1);
-		now = user->next_try;
-		expected = I_MIN(expected * 2, 300);
-	}
-	user = pop_name(now, "alice");
-	finish_ok(user, now);
-	cr_assert_eq(user->consecutive_failures, 0);
-	cr_assert_null(user->last_error);
-	cr_assert_eq(user->next_try, 0);
-	cr_assert_eq(user->last_successful_sync, now);
-	pop_none(now + 100000);
 }
 
 Test(queue, backoff_jitter_is_bounded)
@@ -443,24 +405,6 @@ Test(queue, changed_resyncs_soon_without_failure)
 	pop_none(T0 + 100000);
 }
 
-Test(queue, changed_after_idle_full_sync_is_low)
-{
-	struct dovewarden_user *user;
-
-	queue_new(3600, 60, 3600);
-	dovewarden_queue_notify(queue, "alice", LOW, T0);
-	finish_ok(pop_name(T0, "alice"), T0);
-	user = pop_name(T0 + 3600, "alice");
-	cr_assert(user->syncing_full);
-	dovewarden_queue_sync_finished(queue, user,
-		DOVEWARDEN_SYNC_RESULT_CHANGED, NULL, NULL, T0 + 3600);
-	cr_assert_eq(user->priority, LOW);
-	cr_assert(user->force_full_sync);
-	user = pop_name(T0 + 3600 + DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
-			"alice");
-	cr_assert(user->syncing_full);
-}
-
 Test(queue, failed_sync_keeps_its_place)
 {
 	struct dovewarden_user *user;
@@ -607,23 +551,6 @@ Test(queue, full_sync_after_interval)
 	cr_assert_eq(dovewarden_queue_next_due(queue), T0 + 7200);
 }
 
-Test(queue, first_full_sync_of_idle_user_at_its_slot)
-{
-	struct dovewarden_user *user;
-	time_t slot;
-
-	queue_new(3600, 10, 3600);
-	user = dovewarden_queue_add(queue, "alice", T0);
-	slot = dovewarden_queue_user_get_next_sync(user);
-	cr_assert_gt(slot, T0);
-	cr_assert_leq(slot, T0 + 3600);
-	pop_none(slot - 1);
-	user = pop_name(slot, "alice");
-	cr_assert(user->syncing_full);
-	finish_ok(user, slot);
-	cr_assert_eq(dovewarden_queue_next_due(queue), slot + 3600);
-}
-
 static struct dovewarden_user *
 restore_user(const char *name, time_t last_full_sync, time_t now)
 {
@@ -637,71 +564,6 @@ restore_user(const char *name, time_t last_full_sync, time_t now)
 	fields.last_full_sync = last_full_sync;
 	fields.last_successful_sync = last_full_sync;
 	return dovewarden_queue_restore(queue, &fields, now);
-}
-
-Test(queue, slot_survives_restarts)
-{
-	const unsigned int interval = 86400;
-	struct dovewarden_user *user;
-	time_t slot;
-
-	/* a user never fully synced keeps its slot over restarts, so
-	   frequent restarts do not postpone its first full sync */
-	queue_new(interval, 10, 3600);
-	slot = dovewarden_queue_user_get_next_sync(
-		dovewarden_queue_add(queue, "alice", T0));
-	/* the same in every process: MD5 of the name, not str_hash() */
-	cr_assert_eq(slot, T0 + 65970);
-
-	queue_new(interval, 10, 3600);
-	user = restore_user("alice", 0, T0 + (slot - T0) / 2);
-	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), slot);
-	queue_new(interval, 10, 3600);
-	user = dovewarden_queue_notify(queue, "alice", NONE, slot - 1);
-	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), slot);
-	/* restarted right after the slot: the next day */
-	queue_new(interval, 10, 3600);
-	user = restore_user("alice", 0, slot);
-	cr_assert_eq(dovewarden_queue_user_get_next_sync(user),
-		     slot + interval);
-}
-
-Test(queue, restored_overdue_full_syncs_spread)
-{
-	const unsigned int interval = 86400, count = 5000;
-	struct dovewarden_user *user;
-	unsigned int i, popped = 0;
-	time_t now;
-
-	queue_new(interval, 10, 3600);
-	/* full sync not overdue yet: at last_full_sync + interval */
-	user = restore_user("fresh", T0 - 100, T0);
-	cr_assert_eq(dovewarden_queue_user_get_next_sync(user),
-		     T0 - 100 + interval);
-	dovewarden_queue_remove(queue, user);
-
-	/* down for two days: every full sync is overdue */
-	for (i = 0; i < count; i++) {
-		restore_user(t_strdup_printf("user%05u", i),
-			     T0 - 3 * (time_t)interval, T0);
-	}
-	pop_none(T0);
-	now = T0 + interval / 100;
-	/* a new change goes before the backlog */
-	dovewarden_queue_notify(queue, "new", LOW, now);
-	pop_name(now, "new");
-	while ((user = dovewarden_queue_pop(queue, now)) != NULL) {
-		cr_assert(user->syncing_full);
-		popped++;
-	}
-	cr_assert_gt(popped, 0);
-	cr_assert_leq(popped, count / 100 * 3);
-	now = T0 + interval;
-	while ((user = dovewarden_queue_pop(queue, now)) != NULL) {
-		cr_assert(user->syncing_full);
-		popped++;
-	}
-	cr_assert_eq(popped, count);
 }
 
 Test(queue, stats_due_and_waiting)
@@ -801,40 +663,6 @@ Test(queue, force_full_sync_ends_back_off)
 	user = pop_name(T0 + 1, "alice");
 	cr_assert(user->syncing_full);
 	finish_ok(user, T0 + 2);
-}
-
-Test(queue, added_users_spread_over_interval)
-{
-	const unsigned int interval = 86400, count = 10000;
-	struct dovewarden_user *user;
-	unsigned int i, popped;
-	time_t now;
-
-	queue_new(interval, 10, 3600);
-	for (i = 0; i < count; i++) {
-		user = dovewarden_queue_add(queue, t_strdup_printf(
-			"user%05u@example.com", i), T0);
-		cr_assert_eq(user->priority, NONE);
-	}
-	/* adding again changes nothing */
-	dovewarden_queue_add(queue, "user00000@example.com", T0);
-	cr_assert_gt(dovewarden_queue_next_due(queue), T0);
-	pop_none(T0);
-
-	/* 1% of the interval: about 100 users due, never most of them */
-	popped = 0;
-	now = T0 + interval / 100;
-	while ((user = dovewarden_queue_pop(queue, now)) != NULL) {
-		cr_assert(user->syncing_full);
-		popped++;
-	}
-	cr_assert_leq(popped, count / 100 * 3);
-
-	/* and all of them within one interval */
-	now = T0 + interval;
-	while ((user = dovewarden_queue_pop(queue, now)) != NULL)
-		popped++;
-	cr_assert_eq(popped, count);
 }
 
 Test(queue, added_user_with_a_change_syncs_fully_at_once)
@@ -1411,39 +1239,6 @@ Test(queue, settle_after_quiet_delay)
 	pop_none(T0 + 1000);
 }
 
-Test(queue, settle_repeats_after_a_repair)
-{
-	struct dovewarden_user *user;
-	time_t now = T0;
-	unsigned int i;
-
-	queue_new_settle(0, 10, 300);
-	user = change_and_sync("alice", LOW, now);
-	/* each settle repairs something: another one follows, at most
-	   DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX times */
-	for (i = 0; i <= DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX; i++) {
-		now += 10;
-		user = pop_name(now, "alice");
-		cr_assert(user->syncing_settle);
-		user->last_repaired = user->last_full_sync;
-		finish_ok(user, now + 1);
-		now++;
-	}
-	cr_assert_eq(user->settle_first_change, 0);
-	pop_none(now + 1000);
-
-	/* a settle that finds the servers the same ends it */
-	user = change_and_sync("alice", LOW, now + 2000);
-	user = pop_name(now + 2010, "alice");
-	user->last_repaired = user->last_full_sync;
-	finish_ok(user, now + 2011);
-	user = pop_name(now + 2021, "alice");
-	cr_assert(user->syncing_settle);
-	finish_ok(user, now + 2022);
-	cr_assert_eq(user->consecutive_repairs, 0);
-	pop_none(now + 5000);
-}
-
 Test(queue, settle_restarts_on_change)
 {
 	struct dovewarden_user *user;
@@ -1470,57 +1265,6 @@ Test(queue, settle_restarts_on_change)
 	cr_assert(!user->syncing_full);
 	finish_ok(user, T0 + 25);
 	cr_assert_eq(dovewarden_queue_user_get_next_sync(user), T0 + 35);
-}
-
-Test(queue, settle_bounded_under_continuous_activity)
-{
-	struct dovewarden_user *user;
-	unsigned int full_count = 0;
-	time_t t, first_full = 0, second_full = 0;
-
-	queue_new_settle(0, 10, 60);
-	/* a change every 5 secs: never quiet for 10 secs */
-	for (t = T0; t < T0 + 200; t += 5) {
-		(void)dovewarden_queue_notify(queue, "alice", LOW, t);
-		user = pop_name(t, "alice");
-		if (user->syncing_full) {
-			cr_assert(user->syncing_settle);
-			full_count++;
-			if (first_full == 0)
-				first_full = t;
-			else if (second_full == 0)
-				second_full = t;
-		}
-		finish_ok(user, t);
-	}
-	/* at the maximum delay, not before and not at every sync after */
-	cr_assert_eq(first_full, T0 + 60);
-	cr_assert_eq(second_full, T0 + 125);
-	cr_assert_eq(full_count, 3);
-}
-
-Test(queue, settle_bounded_when_change_during_full_sync)
-{
-	struct dovewarden_user *user;
-
-	queue_new_settle(0, 10, 60);
-	(void)change_and_sync("alice", LOW, T0);
-	user = pop_name(T0 + 10, "alice");
-	cr_assert(user->syncing_settle);
-	/* a change while the settle runs: it is not covered */
-	(void)dovewarden_queue_notify(queue, "alice", LOW, T0 + 11);
-	finish_ok(user, T0 + 12);
-	cr_assert_eq(user->last_verified, T0 + 10);
-	cr_assert_eq(user->settle_first_change, T0 + 10);
-	cr_assert_eq(user->settle_last_change, T0 + 11);
-	user = pop_name(T0 + 12, "alice");
-	cr_assert(!user->syncing_full);
-	finish_ok(user, T0 + 12);
-	pop_none(T0 + 20);
-	user = pop_name(T0 + 21, "alice");
-	cr_assert(user->syncing_settle);
-	finish_ok(user, T0 + 21);
-	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
 }
 
 Test(queue, no_settle_after_full_sync)
