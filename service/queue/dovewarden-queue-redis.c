@@ -366,14 +366,14 @@ redis_backend_pop_callback(struct dovewarden_redis_job *rjob,
 	bjob = i_new(struct redis_backend_job, 1);
 	bjob->rjob = rjob;
 	bjob->job.backend = &rb->backend;
-	bjob->job.username = rjob->user.username;
-	bjob->job.state = rjob->user.state;
-	bjob->job.priority = rjob->user.syncing_priority;
+	bjob->job.username = rjob->username;
+	bjob->job.state = rjob->state;
+	bjob->job.priority = rjob->priority;
 	bjob->job.seq = rjob->seq;
-	bjob->job.consecutive_failures = rjob->user.consecutive_failures;
-	bjob->job.last_error = rjob->user.last_error;
-	bjob->job.full = rjob->user.syncing_full;
-	bjob->job.settle = rjob->user.syncing_settle;
+	bjob->job.consecutive_failures = rjob->consecutive_failures;
+	bjob->job.last_error = rjob->last_error;
+	bjob->job.full = rjob->full;
+	bjob->job.settle = rjob->settle;
 	callback(&bjob->job, 0, NULL, callback_context);
 }
 
@@ -640,14 +640,15 @@ static void redis_iter_more(struct redis_backend_iter *iter)
 }
 
 static void
-redis_iter_get_callback(const struct dovewarden_user *const *users,
+redis_iter_get_callback(const struct dovewarden_redis_user *const *users,
 			unsigned int count, const char *error, void *context)
 {
 	struct redis_backend_iter *iter = context;
 	struct redis_backend *rb = REDIS_BACKEND(iter->iter.backend);
 	const char *const *names;
 	struct dovewarden_admin_user_status *status;
-	struct dovewarden_user user;
+	const struct dovewarden_redis_user *user;
+	struct dovewarden_queue_next_sync next;
 	unsigned int i;
 
 	if (!redis_iter_callback_begin(iter))
@@ -659,15 +660,32 @@ redis_iter_get_callback(const struct dovewarden_user *const *users,
 		array_clear(&iter->statuses);
 		iter->status_idx = 0;
 		for (i = 0; i < count; i++) {
-			if (users[i] == NULL)
+			if ((user = users[i]) == NULL)
 				continue;
-			user = *users[i];
-			user.username = (char *)names[iter->pos + i];
-			user.last_error = p_strdup(iter->pool,
-						   users[i]->last_error);
 			status = array_append_space(&iter->statuses);
-			dovewarden_queue_user_status_init(status, &user,
-				rb->set.full_sync_interval_secs, ioloop_time);
+			status->username = names[iter->pos + i];
+			status->priority = user->priority;
+			status->last_fast_sync = user->last_fast_sync;
+			status->last_full_sync = user->last_full_sync;
+			status->last_successful_sync =
+				user->last_successful_sync;
+			status->last_verified = user->last_verified;
+			status->last_repaired = user->last_repaired;
+			status->consecutive_failures =
+				user->consecutive_failures;
+			status->last_error = p_strdup(iter->pool,
+						      user->last_error);
+			i_zero(&next);
+			next.syncing = user->syncing;
+			next.due = user->due;
+			next.waiting = user->priority !=
+				DOVEWARDEN_PRIORITY_NONE ||
+				user->consecutive_failures > 0;
+			next.last_full_sync = user->last_full_sync;
+			status->next_sync_secs =
+				dovewarden_queue_next_sync_secs(&next,
+					rb->set.full_sync_interval_secs,
+					ioloop_time);
 		}
 		iter->pos += count;
 	}

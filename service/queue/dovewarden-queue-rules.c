@@ -68,6 +68,33 @@ unsigned int dovewarden_queue_retry_jitter(unsigned int secs)
 	return i_rand_limit(secs / 4 + 1);
 }
 
+long long
+dovewarden_queue_next_sync_secs(const struct dovewarden_queue_next_sync *next,
+				unsigned int full_sync_interval_secs,
+				time_t now)
+{
+	time_t due = next->due;
+
+	if (next->syncing)
+		return 0;
+	if (due == 0) {
+		if (next->waiting)
+			due = next->next_try;
+		else if (full_sync_interval_secs == 0 ||
+			 next->last_full_sync == 0) {
+			/* never, or at its slot, which only the queue
+			   knows */
+			return -1;
+		}
+		else {
+			due = I_MAX(next->last_full_sync +
+				    (time_t)full_sync_interval_secs,
+				    next->next_try);
+		}
+	}
+	return due <= now ? 0 : (long long)(due - now);
+}
+
 enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
 {
 	const char *code;

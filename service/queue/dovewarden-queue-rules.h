@@ -84,6 +84,26 @@ unsigned int dovewarden_queue_background_slots(unsigned int max_syncs);
 time_t dovewarden_queue_full_sync_slot(const char *username,
 				       unsigned int interval, time_t now);
 
+/* What tells when a user's next sync runs (status output) */
+struct dovewarden_queue_next_sync {
+	/* a sync of the user runs now */
+	bool syncing;
+	/* when the queue has the user due (0 = not queued) */
+	time_t due;
+	/* not queued: pending changes, a forced full sync or a failure
+	   wait for next_try; otherwise the next full sync is an interval
+	   after the last one */
+	bool waiting;
+	time_t next_try;
+	time_t last_full_sync;
+};
+/* Seconds until the user's next sync: 0 when it is due or runs now, -1
+   when never (or at a slot that only the queue knows) */
+long long
+dovewarden_queue_next_sync_secs(const struct dovewarden_queue_next_sync *next,
+				unsigned int full_sync_interval_secs,
+				time_t now);
+
 /* The result of a doveadm-server status line: "+" is OK; "-CHANGED"
    CHANGED; "-NOUSER" (and 2.3's "-NOREPLICATE") NOUSER; "-USAGE",
    "-NOPERM" and "-REFERRAL" CONFIG; any other line (also "-NOTFOUND",

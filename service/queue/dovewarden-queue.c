@@ -858,36 +858,22 @@ void dovewarden_queue_iter_deinit(struct dovewarden_queue_iter **_iter)
 	i_free(iter);
 }
 
-static long long
-user_next_sync_secs(const struct dovewarden_user *user,
-		    unsigned int full_sync_interval_secs, time_t now)
-{
-	time_t due;
-
-	if (user->syncing)
-		return 0;
-	due = dovewarden_queue_user_get_next_sync(user);
-	if (due != 0)
-		return due <= now ? 0 : (long long)(due - now);
-	if (user->priority != DOVEWARDEN_PRIORITY_NONE ||
-	    user->force_full_sync || user->consecutive_failures > 0)
-		due = user->next_try;
-	else if (full_sync_interval_secs == 0 || user->last_full_sync == 0) {
-		/* never, or at its slot, which only the queue knows */
-		return -1;
-	} else {
-		due = I_MAX(user->last_full_sync +
-			    (time_t)full_sync_interval_secs, user->next_try);
-	}
-	return due <= now ? 0 : (long long)(due - now);
-}
-
 void
 dovewarden_queue_user_status_init(struct dovewarden_admin_user_status *status_r,
 				  const struct dovewarden_user *user,
 				  unsigned int full_sync_interval_secs,
 				  time_t now)
 {
+	struct dovewarden_queue_next_sync next = {
+		.syncing = user->syncing,
+		.due = dovewarden_queue_user_get_next_sync(user),
+		.waiting = user->priority != DOVEWARDEN_PRIORITY_NONE ||
+			user->force_full_sync ||
+			user->consecutive_failures > 0,
+		.next_try = user->next_try,
+		.last_full_sync = user->last_full_sync,
+	};
+
 	i_zero(status_r);
 	status_r->username = user->username;
 	status_r->priority = user->priority;
@@ -900,8 +886,8 @@ dovewarden_queue_user_status_init(struct dovewarden_admin_user_status *status_r,
 	status_r->last_verified = user->last_verified;
 	status_r->last_repaired = user->last_repaired;
 	status_r->consecutive_failures = user->consecutive_failures;
-	status_r->next_sync_secs =
-		user_next_sync_secs(user, full_sync_interval_secs, now);
+	status_r->next_sync_secs = dovewarden_queue_next_sync_secs(
+		&next, full_sync_interval_secs, now);
 	status_r->last_error = user->last_error == NULL ? "" :
 		user->last_error;
 }

@@ -134,6 +134,38 @@ static void redis_import_callback(int ret, const char *error, void *context)
 	} T_END;
 }
 
+static int
+redis_import_user(struct dovewarden_redis_import *import,
+		  struct dovewarden_redis_queue *rqueue,
+		  const struct dovewarden_user *user)
+{
+	struct dovewarden_redis_import_user iuser = {
+		.username = user->username,
+		.state = user->state == NULL ? "" : user->state,
+		.last_error = user->last_error == NULL ? "" :
+			user->last_error,
+		.priority = user->priority,
+		.pending_key = user->priority == DOVEWARDEN_PRIORITY_NONE ?
+			0 : user->pending_key,
+		.pending_since = user->pending_since,
+		.last_update = user->last_update,
+		.last_fast_sync = user->last_fast_sync,
+		.last_full_sync = user->last_full_sync,
+		.last_successful_sync = user->last_successful_sync,
+		.consecutive_failures = user->consecutive_failures,
+		.next_try = user->next_try,
+		.force_full_sync = user->force_full_sync,
+		.settle_first_change = user->settle_first_change,
+		.settle_last_change = user->settle_last_change,
+		.last_verified = user->last_verified,
+		.last_repaired = user->last_repaired,
+		.first_full_sync = user->first_full_sync,
+	};
+
+	return dovewarden_redis_queue_import(rqueue, &iuser,
+					     redis_import_callback, import);
+}
+
 bool dovewarden_redis_import_run(struct dovewarden_redis_import *import,
 				 struct dovewarden_redis_queue *rqueue)
 {
@@ -148,8 +180,7 @@ bool dovewarden_redis_import_run(struct dovewarden_redis_import *import,
 	iter = dovewarden_queue_iter_init(import->queue);
 	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
 		T_BEGIN {
-			ret = dovewarden_redis_queue_import(rqueue, user,
-				redis_import_callback, import);
+			ret = redis_import_user(import, rqueue, user);
 		} T_END;
 		if (ret < 0) {
 			import->failed++;

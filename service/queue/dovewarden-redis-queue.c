@@ -803,7 +803,6 @@ redis_queue_job_parse(struct dovewarden_redis_queue *queue,
 		      const redisReply *reply, bool *invalid_r)
 {
 	struct dovewarden_redis_job *job;
-	struct dovewarden_user *user;
 	const char *username, *state;
 	long long full, settle, prio, seq, failures;
 
@@ -835,18 +834,13 @@ redis_queue_job_parse(struct dovewarden_redis_queue *queue,
 	}
 
 	job = i_new(struct dovewarden_redis_job, 1);
-	user = &job->user;
-	user->username = i_strdup(username);
-	user->state = i_strdup(state);
-	user->syncing = TRUE;
-	user->syncing_full = full != 0;
-	user->syncing_settle = settle != 0;
-	user->syncing_priority = prio;
-	user->consecutive_failures = failures;
-	user->last_error = i_strdup(redis_reply_string(reply->element[8]));
-	user->last_fast_sync = ioloop_time;
-	if (user->syncing_full)
-		user->last_full_sync = ioloop_time;
+	job->username = i_strdup(username);
+	job->state = i_strdup(state);
+	job->full = full != 0;
+	job->settle = settle != 0;
+	job->priority = prio;
+	job->consecutive_failures = failures;
+	job->last_error = i_strdup(redis_reply_string(reply->element[8]));
 	job->seq = seq;
 	DLLIST_PREPEND(&queue->jobs, job);
 	return job;
@@ -856,9 +850,9 @@ static void redis_queue_job_free(struct dovewarden_redis_queue *queue,
 				 struct dovewarden_redis_job *job)
 {
 	DLLIST_REMOVE(&queue->jobs, job);
-	i_free(job->user.username);
-	i_free(job->user.state);
-	i_free(job->user.last_error);
+	i_free(job->username);
+	i_free(job->state);
+	i_free(job->last_error);
 	i_free(job);
 }
 
@@ -1034,7 +1028,7 @@ redis_queue_finish_job(struct dovewarden_redis_queue *queue,
 	*_job = NULL;
 	finish = i_new(struct redis_queue_finish, 1);
 	finish->queue = queue;
-	finish->username = i_strdup(job->user.username);
+	finish->username = i_strdup(job->username);
 	finish->result = result;
 	finish->state = i_strdup(new_state == NULL ? "" : new_state);
 	finish->error = i_strdup(error == NULL ? "" : error);
@@ -1097,7 +1091,7 @@ static void redis_queue_renew(struct dovewarden_redis_queue *queue)
 		argv[0] = dec2str(queue->set.claim_timeout_secs);
 		array_push_back(&args, &argv[0]);
 		for (job = queue->jobs; job != NULL; job = job->next) {
-			const char *name = job->user.username;
+			const char *name = job->username;
 			array_push_back(&args, &name);
 		}
 		(void)dovewarden_redis_eval(queue->redis,
@@ -1228,13 +1222,13 @@ redis_queue_get_callback(const redisReply *reply, const char *error,
 	struct redis_queue_request *request = context;
 	dovewarden_redis_queue_get_callback_t *callback = request->callback;
 	const char *failure = redis_queue_reply_failure(reply, error);
-	const struct dovewarden_user **users;
-	struct dovewarden_user *user;
+	const struct dovewarden_redis_user **users;
+	struct dovewarden_redis_user *user;
 	const redisReply *r;
 	long long v[11];
 	unsigned int i, j, count = request->count;
 
-	users = t_new(const struct dovewarden_user *, count + 1);
+	users = t_new(const struct dovewarden_redis_user *, count + 1);
 	if (failure == NULL && (reply->type != REDIS_REPLY_ARRAY ||
 				reply->elements != count))
 		failure = "Unexpected reply";
@@ -1257,7 +1251,7 @@ redis_queue_get_callback(const redisReply *reply, const char *error,
 		}
 		if (failure != NULL)
 			break;
-		user = t_new(struct dovewarden_user, 1);
+		user = t_new(struct dovewarden_redis_user, 1);
 		user->priority = v[0] < 0 || v[0] >= DOVEWARDEN_PRIORITY_COUNT ?
 			DOVEWARDEN_PRIORITY_NONE : v[0];
 		user->last_fast_sync = v[1];
@@ -1266,12 +1260,11 @@ redis_queue_get_callback(const redisReply *reply, const char *error,
 		user->last_verified = v[4];
 		user->last_repaired = v[5];
 		user->consecutive_failures = v[6];
-		user->last_error = (char *)redis_reply_string(r->element[7]);
+		user->last_error = redis_reply_string(r->element[7]);
 		/* the due time in the queue's clock, moved to ours */
-		user->queued = v[8] > 0;
-		if (user->queued &&
+		if (v[8] > 0 &&
 		    !redis_queue_time_convert(v[8], v[10], ioloop_time,
-					      &user->queue_due)) {
+					      &user->due)) {
 			failure = "Unexpected reply";
 			break;
 		}
@@ -1846,7 +1839,7 @@ static bool redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	for (job = queue->jobs; job != NULL && error == NULL;
 	     job = job->next) {
 		struct redis_queue_finish release = {
-			.username = job->user.username,
+			.username = job->username,
 			.result = "release",
 			.state = (char *)"",
 			.error = (char *)"",
@@ -1935,7 +1928,7 @@ redis_queue_import_callback(const redisReply *reply, const char *error,
 }
 
 int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
-				  const struct dovewarden_user *user,
+				  const struct dovewarden_redis_import_user *user,
 				  dovewarden_redis_queue_import_callback_t *callback,
 				  void *context)
 {
@@ -1945,16 +1938,15 @@ int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
 	argv = redis_queue_args(queue, 19, &argc);
 	argv[argc++] = user->username;
 	argv[argc++] = dec2str(user->priority);
-	argv[argc++] = dec2str(user->priority == DOVEWARDEN_PRIORITY_NONE ?
-			       0 : user->pending_key);
+	argv[argc++] = dec2str(user->pending_key);
 	argv[argc++] = dec2str(user->pending_since);
 	argv[argc++] = dec2str(user->last_update);
-	argv[argc++] = user->state == NULL ? "" : user->state;
+	argv[argc++] = user->state;
 	argv[argc++] = dec2str(user->last_fast_sync);
 	argv[argc++] = dec2str(user->last_full_sync);
 	argv[argc++] = dec2str(user->last_successful_sync);
 	argv[argc++] = dec2str(user->consecutive_failures);
-	argv[argc++] = user->last_error == NULL ? "" : user->last_error;
+	argv[argc++] = user->last_error;
 	argv[argc++] = dec2str(user->next_try);
 	argv[argc++] = user->force_full_sync ? "1" : "0";
 	argv[argc++] = dec2str(user->settle_first_change);

@@ -2,12 +2,12 @@
 #ifndef DOVEWARDEN_REDIS_QUEUE_H
 #define DOVEWARDEN_REDIS_QUEUE_H
 
-#include "dovewarden-queue.h"
+#include "dovewarden-queue-rules.h"
 #include "dovewarden-redis.h"
 
 /* The replication queue in Redis, shared by every service instance that
    uses the same Redis database and key prefix. It keeps the behaviour of
-   the built-in queue (dovewarden-queue.h): priorities with the same
+   the built-in queue (dovewarden-queue-rules.h): priorities with the same
    boosts, one entry per user, per-user dsync state, the full sync
    schedule with the same slots, settling, CHANGED retries and failure
    back-off. Every change is one Lua script, so it is atomic however many
@@ -75,11 +75,19 @@ struct dovewarden_redis_queue_settings {
 	const char *buffer_path;
 };
 
-/* A claimed user: user has username, state ("" when none), priority
-   (NONE), syncing_priority, syncing_full, syncing_settle,
-   consecutive_failures and last_error filled in. */
+/* A claimed user */
 struct dovewarden_redis_job {
-	struct dovewarden_user user;
+	char *username;
+	/* the dsync state of syncs from this server ("" when none) */
+	char *state;
+	/* the pending priority the claim took */
+	enum dovewarden_priority priority;
+	/* the sync is a full one, and the settle */
+	bool full, settle;
+	/* the failures in a row before this sync, and the last one's
+	   error ("" when none) */
+	unsigned int consecutive_failures;
+	char *last_error;
 	/* the claim's sequence number: a sync with a larger one started
 	   after every change recorded when the user's sequence was seq */
 	uint64_t seq;
@@ -201,10 +209,23 @@ dovewarden_redis_queue_get_claims_taken_back(struct dovewarden_redis_queue *queu
 int dovewarden_redis_queue_unlock(struct dovewarden_redis_queue *queue,
 				  const char *name);
 
+/* A user's fields in Redis, for status output */
+struct dovewarden_redis_user {
+	enum dovewarden_priority priority;
+	time_t last_fast_sync, last_full_sync, last_successful_sync;
+	time_t last_verified, last_repaired;
+	unsigned int consecutive_failures;
+	const char *last_error;
+	/* when the user is due, in our clock (0 = not queued) */
+	time_t due;
+	/* an instance claimed the user */
+	bool syncing;
+};
+
 /* Read the users' fields (HGETALL-like, for status output). The callback
    gets a user per username (NULL when unknown), in the same order. */
 typedef void dovewarden_redis_queue_get_callback_t(
-	const struct dovewarden_user *const *users, unsigned int count,
+	const struct dovewarden_redis_user *const *users, unsigned int count,
 	const char *error, void *context);
 int dovewarden_redis_queue_get_users(struct dovewarden_redis_queue *queue,
 				     const char *const *usernames,
@@ -229,15 +250,30 @@ typedef void dovewarden_redis_queue_stats_callback_t(
 int dovewarden_redis_queue_read_stats(struct dovewarden_redis_queue *queue,
 				      dovewarden_redis_queue_stats_callback_t *callback,
 				      void *context);
-/* Copy a user of the built-in queue (e.g. restored from its state file)
-   into Redis, unless Redis knows the user already. The callback gets 1
+/* A user of the built-in queue (e.g. restored from its state file), as
+   import.lua takes it: the fields of struct dovewarden_user of the same
+   names (pending_key is 0 without a pending change) */
+struct dovewarden_redis_import_user {
+	const char *username, *state, *last_error;
+	enum dovewarden_priority priority;
+	time_t pending_key, pending_since, last_update;
+	time_t last_fast_sync, last_full_sync, last_successful_sync;
+	unsigned int consecutive_failures;
+	time_t next_try;
+	bool force_full_sync;
+	time_t settle_first_change, settle_last_change;
+	time_t last_verified, last_repaired, first_full_sync;
+};
+
+/* Copy a user of the built-in queue into Redis, unless Redis knows the
+   user already. The callback gets 1
    (imported), 0 (known, left alone) or -1 with an error. Returns -1 when
    not connected. */
 typedef void dovewarden_redis_queue_import_callback_t(int ret,
 						      const char *error,
 						      void *context);
 int dovewarden_redis_queue_import(struct dovewarden_redis_queue *queue,
-				  const struct dovewarden_user *user,
+				  const struct dovewarden_redis_import_user *user,
 				  dovewarden_redis_queue_import_callback_t *callback,
 				  void *context);
 

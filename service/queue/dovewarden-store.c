@@ -13,6 +13,7 @@
 #include "fdatasync-path.h"
 #include "mkdir-parents.h"
 #include "dovewarden-protocol.h"
+#include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 
 #include <stdio.h>

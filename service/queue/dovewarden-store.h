@@ -2,7 +2,10 @@
 #ifndef DOVEWARDEN_STORE_H
 #define DOVEWARDEN_STORE_H
 
-#include "dovewarden-queue.h"
+#include "dovewarden-queue-rules.h"
+
+struct dovewarden_queue;
+struct dovewarden_user;
 
 /* Persistence of the queue: every known user with its pending priority,
    sync times, failure count, dsync state and last error survives a

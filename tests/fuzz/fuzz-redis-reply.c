@@ -204,9 +204,9 @@ fuzz_pop_callback(struct dovewarden_redis_job *job, int next_due_secs,
 		return;
 	}
 	i_assert(error == NULL);
-	fuzz_check_user(job->user.username);
-	i_assert(redis_state_is_valid(job->user.state));
-	i_assert(job->user.syncing_priority < DOVEWARDEN_PRIORITY_COUNT);
+	fuzz_check_user(job->username);
+	i_assert(redis_state_is_valid(job->state));
+	i_assert(job->priority < DOVEWARDEN_PRIORITY_COUNT);
 	redis_queue_job_free(fuzz_queue, job);
 }
 
@@ -229,7 +229,7 @@ static void fuzz_retry_callback(long long count ATTR_UNUSED,
 }
 
 static void
-fuzz_get_callback(const struct dovewarden_user *const *users,
+fuzz_get_callback(const struct dovewarden_redis_user *const *users,
 		  unsigned int count, const char *error,
 		  void *context ATTR_UNUSED)
 {

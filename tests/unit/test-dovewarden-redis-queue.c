@@ -292,7 +292,7 @@ notify_and_claim(struct instance *inst, const char *user,
 	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE);
 	job = pop(inst, FALSE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, user);
+	cr_assert_str_eq(job->username, user);
 	return job;
 }
 
@@ -325,15 +325,15 @@ Test(redis_queue, two_instances_never_claim_one_user_twice)
 	cr_assert_not_null(job);
 	job2 = pop(&a, FALSE, NULL);
 	cr_assert_not_null(job2);
-	cr_assert_str_neq(job->user.username, job2->user.username);
-	notify(&a, job->user.username, DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert_str_neq(job->username, job2->username);
+	notify(&a, job->username, DOVEWARDEN_PRIORITY_SYNC);
 	cr_assert_null(pop(&a, FALSE, NULL));
 	cr_assert_null(pop(&b, FALSE, NULL));
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "x");
 	/* the change made during b's sync: any instance may take it */
 	job = pop(&a, FALSE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_SYNC);
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "y");
 	finish(&a, job2, DOVEWARDEN_SYNC_RESULT_OK, "z");
 	instance_deinit(&a);
@@ -359,7 +359,7 @@ Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
 		notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
 		job = pop(&a, FALSE, NULL);
 		_exit(job != NULL &&
-		      strcmp(job->user.username, "alice") == 0 ? 0 : 2);
+		      strcmp(job->username, "alice") == 0 ? 0 : 2);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -370,11 +370,11 @@ Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
 	run_for(2100);
 	job = pop(&b, FALSE, NULL);
 	cr_assert_not_null(job, "the expired claim was not taken back");
-	cr_assert_str_eq(job->user.username, "alice");
+	cr_assert_str_eq(job->username, "alice");
 	/* the change the dead instance was syncing is still there, and its
 	   sync was a full one, so this one is too */
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert(job->user.syncing_full);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	cr_assert_null(pop(&b, TRUE, NULL));
 	instance_deinit(&b);
@@ -418,12 +418,12 @@ Test(redis_queue, a_restarted_instance_takes_its_claims_back_at_once)
 	job = pop(&a, FALSE, NULL);
 	cr_assert_not_null(job, "the previous run's claims were not taken "
 			   "back");
-	cr_assert_str_eq(job->user.username, "alice");
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_str_eq(job->username, "alice");
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	job = pop(&a, TRUE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, "bob");
+	cr_assert_str_eq(job->username, "bob");
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	cr_assert_null(pop(&a, FALSE, NULL));
 	cr_assert_eq(stats(&a).syncing, 1);
@@ -463,8 +463,8 @@ Test(redis_queue, background_work_waits_for_its_slots)
 	cr_assert_null(pop(&inst, FALSE, NULL));
 	job = pop(&inst, TRUE, NULL);
 	cr_assert_not_null(job);
-	cr_assert(job->user.syncing_full);
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_LOW);
+	cr_assert(job->full);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	instance_deinit(&inst);
 }
@@ -483,7 +483,7 @@ Test(redis_queue, sync_results_are_published)
 	notify(&a, user, DOVEWARDEN_PRIORITY_SYNC);
 	job = pop(&a, FALSE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, user);
+	cr_assert_str_eq(job->username, user);
 	cr_assert_eq(job->seq, 1);
 	dovewarden_redis_queue_finish(a.queue, &job, DOVEWARDEN_SYNC_RESULT_OK,
 				      "s", NULL, FALSE);
@@ -534,8 +534,8 @@ Test(redis_queue, notifications_wait_for_redis_and_nothing_is_lost)
 	cr_assert_eq(buffered, 0);
 	job = pop(&inst, FALSE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, "u2");
-	cr_assert_eq(job->user.syncing_priority, DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert_str_eq(job->username, "u2");
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_SYNC);
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 
 	/* at deinit, what is still buffered is written synchronously */
@@ -653,12 +653,12 @@ Test(redis_queue, buffered_notifications_survive_a_kill_while_redis_is_down)
 	cr_assert_eq(st.pending_by_priority[DOVEWARDEN_PRIORITY_LOW], 1);
 	job = pop(&check, FALSE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, "u2");
+	cr_assert_str_eq(job->username, "u2");
 	finish(&check, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	job = pop(&check, FALSE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.username, "u1");
-	cr_assert(job->user.syncing_full, "the forced full sync was lost");
+	cr_assert_str_eq(job->username, "u1");
+	cr_assert(job->full, "the forced full sync was lost");
 	finish(&check, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
 	instance_deinit(&check);
 	instance_deinit(&inst);
@@ -761,7 +761,7 @@ Test(redis_queue, results_wait_for_redis)
 	notify(&inst, "alice", DOVEWARDEN_PRIORITY_LOW);
 	job = pop(&inst, TRUE, NULL);
 	cr_assert_not_null(job);
-	cr_assert_str_eq(job->user.state, "new");
+	cr_assert_str_eq(job->state, "new");
 	finish(&inst, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	instance_deinit(&inst);
 }
@@ -899,7 +899,7 @@ struct get_result {
 	bool syncing;
 };
 
-static void get_callback(const struct dovewarden_user *const *users,
+static void get_callback(const struct dovewarden_redis_user *const *users,
 			 unsigned int count, const char *error, void *context)
 {
 	struct get_result *res = context;
@@ -1110,13 +1110,13 @@ Test(redis_queue, dsync_states_are_kept_per_server)
 	/* b's syncs run from the other server: a's state means nothing to
 	   it (it holds a's modseqs) */
 	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert_str_eq(job->user.state, "");
+	cr_assert_str_eq(job->state, "");
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
 	job = notify_and_claim(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert_str_eq(job->user.state, "state-of-a");
+	cr_assert_str_eq(job->state, "state-of-a");
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a2");
 	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	cr_assert_str_eq(job->user.state, "state-of-b");
+	cr_assert_str_eq(job->state, "state-of-b");
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	instance_deinit(&a);
 	instance_deinit(&b);
