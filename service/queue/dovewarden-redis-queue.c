@@ -34,6 +34,8 @@
    lines more than four per buffered user (a flapping Redis makes users
    leave the buffer and come back) */
 #define REDIS_QUEUE_BUFFER_FILE_SLACK_LINES 1024
+/* Users looked at per step when overdue full syncs get their slots */
+#define REDIS_QUEUE_RESLOT_BATCH 500
 /* Longer lines are corrupt: a username is shorter */
 #define REDIS_QUEUE_BUFFER_FILE_MAX_LINE 4096
 
@@ -68,6 +70,9 @@ static struct dovewarden_redis_script redis_queue_takeback_script =
 				     dovewarden_redis_queue_lua_takeback);
 static struct dovewarden_redis_script redis_queue_retry_script =
 	DOVEWARDEN_REDIS_SCRIPT_INIT("retry", dovewarden_redis_queue_lua_retry);
+static struct dovewarden_redis_script redis_queue_reslot_script =
+	DOVEWARDEN_REDIS_SCRIPT_INIT("reslot",
+				     dovewarden_redis_queue_lua_reslot);
 
 static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_notify_script,
@@ -81,6 +86,7 @@ static struct dovewarden_redis_script *redis_queue_scripts[] = {
 	&redis_queue_import_script,
 	&redis_queue_takeback_script,
 	&redis_queue_retry_script,
+	&redis_queue_reslot_script,
 };
 
 struct redis_queue_buffered {
@@ -157,6 +163,14 @@ struct dovewarden_redis_queue {
 	bool deinitializing:1;
 	/* the claims of our earlier lives were given back */
 	bool took_back:1;
+	/* overdue full syncs get their slots (reslot.lua): where in the
+	   waiting set, then the ready one, and how many got one */
+	unsigned int reslot_offset, reslot_count;
+	bool reslot_ready:1;
+	bool reslot_running:1;
+	/* log reslot_count once the last step's slots are set */
+	bool reslot_log:1;
+	bool reslotted:1;
 };
 
 static void redis_queue_flush(struct dovewarden_redis_queue *queue);
@@ -1564,6 +1578,161 @@ dovewarden_redis_queue_get_claims_taken_back(struct dovewarden_redis_queue *queu
 	return queue->claims_taken_back;
 }
 
+/* overdue full syncs after a downtime */
+
+static void redis_queue_reslot_list(struct dovewarden_redis_queue *queue);
+
+static void redis_queue_reslot_failed(struct dovewarden_redis_queue *queue,
+				      const char *failure)
+{
+	/* again at the next connection */
+	queue->reslot_running = FALSE;
+	if (!queue->deinitializing) {
+		e_warning(queue->event, "Couldn't give overdue full syncs "
+			  "their slots: %s", failure);
+	}
+}
+
+static void redis_queue_reslot_logged(struct dovewarden_redis_queue *queue)
+{
+	queue->reslot_log = FALSE;
+	if (queue->reslot_count == 0)
+		return;
+	e_info(queue->event, "%u overdue full syncs run at their slots "
+	       "within the next %u secs", queue->reslot_count,
+	       queue->set.queue.full_sync_interval_secs);
+}
+
+static void
+redis_queue_reslot_set_callback(const redisReply *reply, const char *error,
+				void *context)
+{
+	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	long long n;
+
+	i_free(request);
+	if (failure == NULL && (!redis_reply_integer(reply, &n) || n < 0))
+		failure = "Unexpected reply to reslot";
+	if (failure != NULL) {
+		redis_queue_reslot_failed(queue, failure);
+		return;
+	}
+	queue->reslot_count += I_MIN(n, UINT_MAX - queue->reslot_count);
+	if (queue->reslot_log)
+		redis_queue_reslot_logged(queue);
+}
+
+/* Give the overdue users of a list step's reply their slots */
+static int
+redis_queue_reslot_set(struct dovewarden_redis_queue *queue,
+		       const redisReply *reply)
+{
+	unsigned int interval = queue->set.queue.full_sync_interval_secs;
+	const char **argv, *username;
+	unsigned int i, argc, count = reply->elements - 2;
+
+	argv = redis_queue_args(queue, count * 2 + 1, &argc);
+	argv[argc++] = "set";
+	for (i = 0; i < count; i++) {
+		username = redis_reply_username(reply->element[2 + i]);
+		if (username == NULL)
+			continue;
+		argv[argc++] = username;
+		argv[argc++] = dec2str(dovewarden_queue_full_sync_slot(
+			username, interval, ioloop_time));
+	}
+	return redis_queue_request_send(queue, &redis_queue_reslot_script,
+					argc, argv,
+					redis_queue_reslot_set_callback,
+					NULL, NULL, 0);
+}
+
+static void
+redis_queue_reslot_list_callback(const redisReply *reply, const char *error,
+				 void *context)
+{
+	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	const char *failure = redis_queue_reply_failure(reply, error);
+	long long looked = 0, leaving = 0;
+	bool set = FALSE;
+
+	i_free(request);
+	if (failure == NULL &&
+	    (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+	     !redis_reply_integer(reply->element[0], &looked) ||
+	     !redis_reply_integer(reply->element[1], &leaving) ||
+	     leaving < 0 || looked < leaving ||
+	     looked > REDIS_QUEUE_RESLOT_BATCH))
+		failure = "Unexpected reply to reslot";
+	if (failure == NULL && reply->elements > 2) T_BEGIN {
+		if (redis_queue_reslot_set(queue, reply) < 0)
+			failure = "Redis unreachable";
+		set = TRUE;
+	} T_END;
+	if (failure != NULL) {
+		redis_queue_reslot_failed(queue, failure);
+		return;
+	}
+	/* the ones that leave the due part shift the rest down */
+	queue->reslot_offset += looked - leaving;
+	if (looked == REDIS_QUEUE_RESLOT_BATCH) {
+		redis_queue_reslot_list(queue);
+		return;
+	}
+	if (!queue->reslot_ready) {
+		queue->reslot_ready = TRUE;
+		queue->reslot_offset = 0;
+		redis_queue_reslot_list(queue);
+		return;
+	}
+	queue->reslot_running = FALSE;
+	queue->reslotted = TRUE;
+	if (set)
+		queue->reslot_log = TRUE;
+	else
+		redis_queue_reslot_logged(queue);
+}
+
+static void redis_queue_reslot_list(struct dovewarden_redis_queue *queue)
+{
+	const char **argv;
+	unsigned int argc;
+	int ret;
+
+	T_BEGIN {
+		argv = redis_queue_args(queue, 4, &argc);
+		argv[argc++] = "list";
+		argv[argc++] = queue->reslot_ready ? "ready" : "wait";
+		argv[argc++] = dec2str(queue->reslot_offset);
+		argv[argc++] = dec2str(REDIS_QUEUE_RESLOT_BATCH);
+		ret = redis_queue_request_send(queue,
+			&redis_queue_reslot_script, argc, argv,
+			redis_queue_reslot_list_callback, NULL, NULL, 0);
+	} T_END;
+	if (ret < 0)
+		queue->reslot_running = FALSE;
+}
+
+/* Once per process, at the first connection (before the first pop): the
+   users whose periodic full sync is overdue, as after a downtime, get
+   their slots within the next interval, as the built-in queue does at
+   start (but not users still in a failure back-off: their retry is a
+   full sync). */
+static void redis_queue_reslot(struct dovewarden_redis_queue *queue)
+{
+	if (queue->reslotted || queue->reslot_running ||
+	    queue->set.queue.full_sync_interval_secs == 0)
+		return;
+	queue->reslot_running = TRUE;
+	queue->reslot_ready = FALSE;
+	queue->reslot_offset = 0;
+	queue->reslot_count = 0;
+	redis_queue_reslot_list(queue);
+}
+
 /* connection events */
 
 static void redis_queue_connected(void *context)
@@ -1574,6 +1743,7 @@ static void redis_queue_connected(void *context)
 		/* before the first pop: our claims are due again at once */
 		if (queue->set.identity != NULL && !queue->took_back)
 			redis_queue_takeback(queue);
+		redis_queue_reslot(queue);
 		redis_queue_send_finishes(queue);
 	} T_END;
 	redis_queue_flush_soon(queue);

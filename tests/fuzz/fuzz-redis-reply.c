@@ -2,8 +2,9 @@
 
 /* Fuzz target for what the Redis queue reads from Redis: every reply
    callback of dovewarden-redis-queue.c (claims, stats, status and user
-   listing, import, locks, the claims taken back at start, the sync
-   results read back for sync waits) and the Pub/Sub message handling of
+   listing, import, locks, the claims taken back and the overdue full
+   syncs given their slots at start, the sync results read back for sync
+   waits) and the Pub/Sub message handling of
    dovewarden-redis.c and of the queue (the "<result> <seq> <username>"
    messages of <prefix>done). Both files are compiled into this target,
    so that their static callbacks can be called.
@@ -352,7 +353,7 @@ static void fuzz_call(uint8_t selector, const redisReply *reply)
 	struct redis_queue_finish *finish;
 	struct redis_queue_done_check *check;
 
-	switch (selector % 17) {
+	switch (selector % 19) {
 	case 0:
 		notify = i_new(struct redis_queue_notify_request, 1);
 		notify->queue = queue;
@@ -393,7 +394,7 @@ static void fuzz_call(uint8_t selector, const redisReply *reply)
 		/* as many users asked for as the reply has (or one more) */
 		redis_queue_get_callback(reply, NULL,
 			fuzz_request(fuzz_get_callback,
-				     (reply->elements + selector / 17 % 2) %
+				     (reply->elements + selector / 19 % 2) %
 				     100000));
 		break;
 	case 8:
@@ -402,7 +403,7 @@ static void fuzz_call(uint8_t selector, const redisReply *reply)
 		break;
 	case 9:
 		redis_queue_stats_callback(reply, NULL,
-			fuzz_request(selector / 17 % 2 == 0 ? NULL :
+			fuzz_request(selector / 19 % 2 == 0 ? NULL :
 				     fuzz_stats_callback, 0));
 		break;
 	case 10:
@@ -435,6 +436,16 @@ static void fuzz_call(uint8_t selector, const redisReply *reply)
 		if (reply->str == NULL)
 			break;
 		redis_queue_message(t_strndup(reply->str, reply->len), queue);
+		break;
+	case 17:
+		/* a step of giving overdue full syncs their slots */
+		queue->reslot_running = TRUE;
+		redis_queue_reslot_list_callback(reply, NULL,
+						 fuzz_request(NULL, 0));
+		break;
+	case 18:
+		redis_queue_reslot_set_callback(reply, NULL,
+						fuzz_request(NULL, 0));
 		break;
 	}
 }

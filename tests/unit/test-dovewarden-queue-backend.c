@@ -1292,11 +1292,6 @@ Test(queue_backend, overdue_full_syncs_spread_after_a_restart)
 	unsigned int i, due_now = 0;
 	time_t t;
 
-	/* Redis keeps them due at once: the service would need a pass
-	   over the overdue users at start to give them their slots, which
-	   only C can compute (MD5) */
-	if (backend_is_redis())
-		cr_skip_test("not done by the Redis backend yet");
 	queue_set.full_sync_interval_secs = interval;
 	backend_start();
 	for (i = 0; i < N_ELEMENTS(names); i++) {
