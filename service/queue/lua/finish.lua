@@ -28,7 +28,8 @@ else
     redis.call('SREM', FL, user)
     if num(h.sfull) == 1 then
       h.v = num(h.lfull)
-      local repaired = ARGV[14] == '1' and num(h.p) == 0
+      -- also with a change during the sync, as the built-in queue
+      local repaired = ARGV[14] == '1'
       if repaired then h.r = num(h.lfull) end
       if repaired and sdelay > 0 and num(h.rr) < tonumber(ARGV[18]) then
         h.rr = num(h.rr) + 1; h.sf = now; h.sl = now
