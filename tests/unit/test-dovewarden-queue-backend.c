@@ -1397,6 +1397,34 @@ Test(queue_backend, repairing_settles_are_capped)
 	backend_stop_all();
 }
 
+/* A change during a repairing full sync does not hide the repair: it is
+   recorded, and a settle follows the change's own sync */
+Test(queue_backend, a_repair_counts_also_with_a_change_during_it)
+{
+	struct dovewarden_queue_job *job;
+	struct dovewarden_admin_user_status status;
+
+	queue_set.settle_delay_secs = 1;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	notify("alice", DOVEWARDEN_PRIORITY_LOW);
+	finish_full(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1", NULL, TRUE);
+	cr_assert_str_eq(iter_usernames("alice", &status), "alice");
+	cr_assert_neq(status.last_repaired, 0, "the repair was not recorded");
+	cr_assert_eq(status.last_repaired, status.last_full_sync);
+	job = pop_user("alice", TRUE);
+	cr_assert(!job->full);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	job = pop_wait(TRUE, 3000);
+	cr_assert_not_null(job, "no settle after the repair");
+	cr_assert(job->settle);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	assert_nothing_due(TRUE, 2000);
+	backend_stop_all();
+}
+
 /* A periodic full sync that ends with CHANGED is retried as background
    work (LOW), and fully */
 Test(queue_backend, changed_after_a_periodic_full_sync_is_low)
