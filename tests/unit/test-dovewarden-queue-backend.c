@@ -1746,6 +1746,29 @@ Test(queue_backend, status_iteration_is_sorted_and_masked)
 	backend_stop_all();
 }
 
+/* A running sync still works for the priority it claimed */
+Test(queue_backend, status_of_a_running_sync_keeps_its_priority)
+{
+	struct dovewarden_admin_user_status status;
+	struct dovewarden_queue_job *job;
+
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_str_eq(iter_usernames("alice", &status), "alice");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_eq(status.next_sync_secs, 0);
+	/* a lower change during it does not lower it, a higher one
+	   raises it */
+	notify("alice", DOVEWARDEN_PRIORITY_LOW);
+	cr_assert_str_eq(iter_usernames("alice", &status), "alice");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_HIGH);
+	notify("alice", DOVEWARDEN_PRIORITY_SYNC);
+	cr_assert_str_eq(iter_usernames("alice", &status), "alice");
+	cr_assert_eq(status.priority, DOVEWARDEN_PRIORITY_SYNC);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	backend_stop_all();
+}
+
 struct lock_result {
 	bool called, acquired;
 	char *error;
