@@ -1,10 +1,13 @@
 /* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
 
 /* In-process benchmark of the pure parts: the queue, the state store and
-   the admin STATUS formatting, with N known users (default 1,000,000).
-   Prints one table; every rate has a baseline measured in the same run
-   (a bare hash lookup, a plain write/read of the same bytes) and the
-   ratio against it. Not a test: it checks nothing but its own sanity.
+   the admin STATUS formatting, with N known users (default 1,000,000),
+   and the same operations through the queue-backend interface (the
+   built-in backend, which journals every change), as the service calls
+   them. Prints one table; every rate has a baseline measured in the same
+   run (a bare hash lookup, a plain write/read of the same bytes, the
+   direct call of the queue) and the ratio against it. Not a test: it
+   checks nothing but its own sanity.
 
      bench-queue [users [directory]]
 
@@ -16,11 +19,14 @@
 #include "str.h"
 #include "strnum.h"
 #include "istream.h"
+#include "ioloop.h"
 #include "unlink-directory.h"
 #include "wildcard-match.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 #include "dovewarden-admin-protocol.h"
+#include "dovewarden-settings.h"
+#include "dovewarden-queue-backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +103,21 @@ row_set_baseline(struct bench_row *row, const char *baseline, double secs)
 {
 	row->baseline = baseline;
 	row->baseline_secs = secs;
+}
+
+/* Use the row of that name, measured before in this run, as the
+   baseline */
+static void row_set_baseline_row(struct bench_row *row, const char *name)
+{
+	const struct bench_row *base;
+
+	array_foreach(&rows, base) {
+		if (strcmp(base->name, name) == 0) {
+			row_set_baseline(row, name, base->secs);
+			return;
+		}
+	}
+	i_unreached();
 }
 
 static struct dovewarden_queue *queue_new(void)
@@ -437,7 +458,110 @@ static void bench_run(const char *dir)
 	       "%.0f bytes/user\n",
 	       (double)(rss1 - rss0) / user_count, BENCH_STATE_LENGTH,
 	       (double)(rss2 - rss0) / user_count);
-	print_table();
+}
+
+struct bench_pop_context {
+	const char *state;
+	unsigned int count;
+	bool empty;
+};
+
+static void
+bench_pop_callback(struct dovewarden_queue_job *job,
+		   int retry_msecs ATTR_UNUSED, const char *error,
+		   void *context)
+{
+	struct bench_pop_context *ctx = context;
+
+	if (error != NULL)
+		i_fatal("pop: %s", error);
+	if (job == NULL) {
+		ctx->empty = TRUE;
+		return;
+	}
+	dovewarden_queue_backend_finish(&job, DOVEWARDEN_SYNC_RESULT_OK,
+					ctx->state, NULL, FALSE);
+	ctx->count++;
+}
+
+/* The same operations through the queue-backend interface, as the
+   service's scheduler, notify server and sweep call them: the built-in
+   backend journals each change before it makes it. The baselines are the
+   direct calls of the queue measured before (no journal). */
+static void bench_backend(const char *dir)
+{
+	struct dovewarden_settings set;
+	struct dovewarden_queue_backend_settings bset;
+	struct dovewarden_queue_backend *backend;
+	struct bench_pop_context ctx;
+	struct ioloop *ioloop;
+	struct bench_row *row;
+	char state[BENCH_STATE_LENGTH + 1];
+	const char *error;
+	double start;
+	unsigned int i;
+
+	memset(state, 'S', BENCH_STATE_LENGTH);
+	state[BENCH_STATE_LENGTH] = '\0';
+	ioloop = io_loop_create();
+	i_zero(&set);
+	i_zero(&bset);
+	bset.set = &set;
+	bset.queue.full_sync_interval_secs = BENCH_FULL_SYNC_INTERVAL;
+	bset.queue.retry_min_secs = 60;
+	bset.queue.retry_max_secs = 3600;
+	bset.state_path = t_strconcat(dir, "/backend.db", NULL);
+	bset.server = "bench.example.test";
+	dovewarden_queue_backends_register_all();
+	backend = dovewarden_queue_backend_init(
+		DOVEWARDEN_QUEUE_BACKEND_DEFAULT, &bset, NULL, NULL, NULL,
+		&error);
+	if (backend == NULL)
+		i_fatal("backend: %s", error);
+
+	start = now_secs();
+	for (i = 0; i < user_count; i++)
+		(void)dovewarden_queue_backend_add(backend, usernames[i]);
+	row = row_add("backend add (journaled)", now_secs() - start,
+		      user_count);
+	row_set_baseline_row(row, "add (new user, idle)");
+
+	start = now_secs();
+	for (i = 0; i < user_count; i++) {
+		dovewarden_queue_backend_notify(backend, usernames[i],
+						DOVEWARDEN_PRIORITY_HIGH, 0);
+	}
+	row = row_add("backend notify (idle -> high)", now_secs() - start,
+		      user_count);
+	row_set_baseline_row(row, "notify (idle -> pending high)");
+
+	start = now_secs();
+	for (i = 0; i < user_count; i++) {
+		dovewarden_queue_backend_notify(backend, usernames[i],
+						DOVEWARDEN_PRIORITY_LOW, 0);
+	}
+	row = row_add("backend notify (repeat)", now_secs() - start,
+		      user_count);
+	row_set_baseline_row(row, "notify (repeat, already pending)");
+
+	/* the built-in backend answers a pop at once */
+	i_zero(&ctx);
+	ctx.state = state;
+	start = now_secs();
+	while (!ctx.empty) {
+		dovewarden_queue_backend_pop(backend, TRUE,
+					     bench_pop_callback, &ctx);
+	}
+	if (ctx.count != user_count)
+		i_fatal("backend popped %u users, expected %u", ctx.count,
+			user_count);
+	row = row_add("backend pop + finish (journaled)", now_secs() - start,
+		      ctx.count);
+	row_set_baseline_row(row, "pop + sync_finished(OK, state)");
+
+	dovewarden_queue_backend_deinit(&backend);
+	dovewarden_queue_backends_unregister_all();
+	io_loop_destroy(&ioloop);
 }
 
 int main(int argc, char *argv[])
@@ -464,6 +588,9 @@ int main(int argc, char *argv[])
 	usernames_init();
 	T_BEGIN {
 		bench_run(dir);
+		bench_backend(dir);
+		/* the rows' notes are on the data stack */
+		print_table();
 	} T_END;
 	usernames_deinit();
 	array_free(&rows);
