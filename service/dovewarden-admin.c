@@ -180,8 +180,8 @@ static void admin_replicate_user(const char *username,
 				 const struct dovewarden_admin_request *req)
 {
 	dovewarden_replicator_notify(admin_server->replicator, username,
-		req->priority, !req->full_sync ? 0 :
-		DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC);
+		req->priority, DOVEWARDEN_QUEUE_NOTIFY_FLAG_ANY_SERVER |
+		(!req->full_sync ? 0 : DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC));
 }
 
 static void admin_iter_finished(struct admin_client *client)

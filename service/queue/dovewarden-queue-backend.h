@@ -84,6 +84,11 @@ enum dovewarden_queue_notify_flags {
 	/* Ask for a full sync (the next sync sends -f), also during
 	   failure back-off */
 	DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC = 0x01,
+	/* Not a change made on this server (an admin's request): with a
+	   shared queue, an instance of any server may sync it. Without it,
+	   only this server's instances sync it incrementally (a sync sees
+	   only the changes of the side it runs from). */
+	DOVEWARDEN_QUEUE_NOTIFY_FLAG_ANY_SERVER = 0x02,
 };
 
 /* Counts over the whole queue */

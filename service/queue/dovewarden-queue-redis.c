@@ -285,7 +285,8 @@ redis_backend_notify(struct dovewarden_queue_backend *backend,
 	struct redis_backend *rb = REDIS_BACKEND(backend);
 
 	dovewarden_redis_queue_notify(rb->rqueue, username, priority,
-		(flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) != 0);
+		(flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) != 0,
+		(flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_ANY_SERVER) != 0);
 }
 
 static bool

@@ -284,12 +284,12 @@ redis_queue_reply_failure(const redisReply *reply, const char *error)
 static const char **
 redis_queue_notify_args(struct dovewarden_redis_queue *queue,
 			const char *username, enum dovewarden_priority priority,
-			bool force_full, unsigned int *argc_r)
+			bool force_full, bool any_server, unsigned int *argc_r)
 {
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 5, &argc);
+	argv = redis_queue_args(queue, 6, &argc);
 	argv[argc++] = username;
 	argv[argc++] = dec2str(priority);
 	argv[argc++] = dec2str(dovewarden_queue_priority_boost(priority));
@@ -297,6 +297,9 @@ redis_queue_notify_args(struct dovewarden_redis_queue *queue,
 		username, queue->set.queue.full_sync_interval_secs,
 		ioloop_time));
 	argv[argc++] = force_full ? "1" : "0";
+	/* where the change was made: an incremental sync from the other
+	   server would not see it */
+	argv[argc++] = any_server ? "" : queue->set.server;
 	*argc_r = argc;
 	return argv;
 }
@@ -633,7 +636,7 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 static int
 redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 			const char *username, enum dovewarden_priority priority,
-			bool force_full, bool from_buffer,
+			bool force_full, bool any_server, bool from_buffer,
 			dovewarden_redis_queue_seq_callback_t *callback,
 			void *context)
 {
@@ -643,7 +646,7 @@ redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 	int ret;
 
 	argv = redis_queue_notify_args(queue, username, priority, force_full,
-				       &argc);
+				       any_server, &argc);
 
 	request = i_new(struct redis_queue_notify_request, 1);
 	request->queue = queue;
@@ -689,8 +692,8 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 		T_BEGIN {
 			ret = redis_queue_send_notify(queue, username,
 						      buf->priority,
-						      buf->force_full, TRUE,
-						      NULL, NULL);
+						      buf->force_full, FALSE,
+						      TRUE, NULL, NULL);
 		} T_END;
 		if (ret == 0) {
 			buf->sending = TRUE;
@@ -708,11 +711,11 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
 				   const char *username,
 				   enum dovewarden_priority priority,
-				   bool force_full)
+				   bool force_full, bool any_server)
 {
 	if (hash_table_count(queue->buffer) == 0 &&
 	    redis_queue_send_notify(queue, username, priority, force_full,
-				    FALSE, NULL, NULL) == 0)
+				    any_server, FALSE, NULL, NULL) == 0)
 		return;
 	if (!queue->buffering_logged &&
 	    dovewarden_redis_get_state(queue->redis) !=
@@ -734,10 +737,11 @@ void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
 				       void *context)
 {
 	if (redis_queue_send_notify(queue, username, DOVEWARDEN_PRIORITY_SYNC,
-				    FALSE, FALSE, callback, context) == 0)
+				    FALSE, FALSE, FALSE, callback,
+				    context) == 0)
 		return;
 	dovewarden_redis_queue_notify(queue, username,
-				      DOVEWARDEN_PRIORITY_SYNC, FALSE);
+				      DOVEWARDEN_PRIORITY_SYNC, FALSE, FALSE);
 	callback(FALSE, 0, context);
 }
 
@@ -1991,7 +1995,7 @@ static bool redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	while (error == NULL &&
 	       hash_table_iterate(iter, queue->buffer, &username, &buf)) {
 		argv = redis_queue_notify_args(queue, username, buf->priority,
-					       buf->force_full, &argc);
+					       buf->force_full, FALSE, &argc);
 		if (dovewarden_redis_blocking_eval(redis,
 						   &redis_queue_notify_script,
 						   argc, argv, &error) == 0)

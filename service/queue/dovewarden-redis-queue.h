@@ -126,12 +126,14 @@ void dovewarden_redis_queue_deinit(struct dovewarden_redis_queue **queue);
 bool dovewarden_redis_queue_is_connected(struct dovewarden_redis_queue *queue);
 
 /* Record a change (priority NONE only makes the user known; force_full
-   asks for a full sync). Never fails: what can't be sent now is sent
-   later. */
+   asks for a full sync). The change was made on this instance's server,
+   so only its instances sync it incrementally, unless any_server (an
+   admin's request). Never fails: what can't be sent now is sent later
+   (from the buffer as made on this server). */
 void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
 				   const char *username,
 				   enum dovewarden_priority priority,
-				   bool force_full);
+				   bool force_full, bool any_server);
 /* Like notify at SYNC priority, and call the callback with the user's
    claim sequence once Redis recorded the change (success=FALSE if it
    could not be sent now; it is then buffered like any notification). */

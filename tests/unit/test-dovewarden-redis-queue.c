@@ -289,7 +289,8 @@ notify_and_claim(struct instance *inst, const char *user,
 {
 	struct dovewarden_redis_job *job;
 
-	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE);
+	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE,
+				      FALSE);
 	job = pop(inst, FALSE, NULL);
 	cr_assert_not_null(job);
 	cr_assert_str_eq(job->username, user);
@@ -308,7 +309,8 @@ static struct dovewarden_redis_queue_stats stats(struct instance *inst)
 static void notify(struct instance *inst, const char *user,
 		   enum dovewarden_priority priority)
 {
-	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE);
+	dovewarden_redis_queue_notify(inst->queue, user, priority, FALSE,
+				      FALSE);
 }
 
 Test(redis_queue, two_instances_never_claim_one_user_twice)
@@ -340,30 +342,43 @@ Test(redis_queue, two_instances_never_claim_one_user_twice)
 	instance_deinit(&b);
 }
 
-Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
+/* Run claims() in an instance (of instance_server, with 1 s claims) that
+   dies after it: its exit code is that of claims(), which must be 0 */
+static void dying_instance_run(int (*claims)(struct instance *inst))
 {
-	struct instance b;
-	struct dovewarden_redis_job *job;
 	pid_t pid;
 	int status;
 
 	pid = fork();
 	cr_assert(pid >= 0);
 	if (pid == 0) {
-		/* the instance that dies in the middle of its sync */
-		struct instance a;
+		struct instance inst;
 
-		instance_init(&a, "dies", 1, 1000);
-		if (!run_until(&a.connected, 3000))
+		instance_init(&inst, "dies", 1, 1000);
+		if (!run_until(&inst.connected, 3000))
 			_exit(1);
-		notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
-		job = pop(&a, FALSE, NULL);
-		_exit(job != NULL &&
-		      strcmp(job->username, "alice") == 0 ? 0 : 2);
+		_exit(claims(&inst));
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
 
+static int claim_alice(struct instance *inst)
+{
+	struct dovewarden_redis_job *job;
+
+	notify(inst, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(inst, FALSE, NULL);
+	return job != NULL && strcmp(job->username, "alice") == 0 ? 0 : 2;
+}
+
+Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
+{
+	struct instance b;
+	struct dovewarden_redis_job *job;
+
+	/* the instance that dies in the middle of its sync */
+	dying_instance_run(claim_alice);
 	instance_init_connected(&b, "b");
 	/* claimed by the dead one */
 	cr_assert_null(pop(&b, FALSE, NULL));
@@ -458,7 +473,7 @@ Test(redis_queue, background_work_waits_for_its_slots)
 
 	instance_init_connected(&inst, "o1");
 	dovewarden_redis_queue_notify(inst.queue, "alice",
-				      DOVEWARDEN_PRIORITY_NONE, TRUE);
+				      DOVEWARDEN_PRIORITY_NONE, TRUE, FALSE);
 	/* a forced full sync is a low change: background work too */
 	cr_assert_null(pop(&inst, FALSE, NULL));
 	job = pop(&inst, TRUE, NULL);
@@ -619,7 +634,7 @@ Test(redis_queue, buffered_notifications_survive_a_kill_while_redis_is_down)
 	run_for(100);
 	notify(&inst, "u1", DOVEWARDEN_PRIORITY_LOW);
 	dovewarden_redis_queue_notify(inst.queue, "u1",
-				      DOVEWARDEN_PRIORITY_HIGH, TRUE);
+				      DOVEWARDEN_PRIORITY_HIGH, TRUE, FALSE);
 	notify(&inst, "u2", DOVEWARDEN_PRIORITY_LOW);
 	notify(&inst, "u2", DOVEWARDEN_PRIORITY_SYNC);
 	/* a repeated change adds nothing */
@@ -1118,6 +1133,195 @@ Test(redis_queue, dsync_states_are_kept_per_server)
 	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert_str_eq(job->state, "state-of-b");
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+/* A server's two instances on one Redis: the instance of A and that of
+   B, and alice's first (full) sync done */
+static void two_servers_init(struct instance *a, struct instance *b,
+			     unsigned int b_claim_secs)
+{
+	struct dovewarden_redis_job *job;
+
+	instance_init_connected(a, "a");
+	instance_server = "b.example.org";
+	instance_init(b, "b", b_claim_secs, 1000);
+	cr_assert(run_until(&b->connected, 3000), "no connection");
+	instance_server = "a.example.org";
+	job = notify_and_claim(a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	finish(a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a");
+}
+
+/* inst claims alice for a full sync, which succeeds */
+static void full_sync_of_alice(struct instance *inst, const char *why)
+{
+	struct dovewarden_redis_job *job;
+
+	job = pop(inst, FALSE, NULL);
+	cr_assert_not_null(job, "%s", why);
+	cr_assert_str_eq(job->username, "alice");
+	cr_assert(job->full, "%s: not a full sync", why);
+	finish(inst, job, DOVEWARDEN_SYNC_RESULT_OK, "state");
+}
+
+/* An incremental sync carries only the changes of the side it runs from
+   (it skips a mailbox unchanged there since its state): a change made on
+   A is synced by A's instance, not by B's */
+Test(redis_queue, a_change_is_synced_from_the_server_it_was_made_on)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	two_servers_init(&a, &b, 60);
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_null(pop(&b, TRUE, NULL), "B's instance took A's change");
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->full);
+	cr_assert_str_eq(job->state, "state-of-a");
+	/* a change on B during A's sync: B's instance syncs it next */
+	notify(&b, "alice", DOVEWARDEN_PRIORITY_LOW);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a2");
+	cr_assert_null(pop(&a, TRUE, NULL), "A's instance took B's change");
+	job = pop(&b, TRUE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->full);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
+	cr_assert_null(pop(&a, TRUE, NULL));
+	cr_assert_null(pop(&b, TRUE, NULL));
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+/* Changes on both servers: only a full sync carries both sides' */
+Test(redis_queue, changes_on_both_servers_are_synced_by_a_full_sync)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	two_servers_init(&a, &b, 60);
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	notify(&b, "alice", DOVEWARDEN_PRIORITY_LOW);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(job->full, "changes on both servers were "
+		  "synced incrementally");
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_HIGH);
+	/* one on each side during the sync: the same again once given
+	   back */
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
+	notify(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(job->full);
+	dovewarden_redis_queue_release(a.queue, &job);
+	run_for(50);
+	full_sync_of_alice(&b, "a released claim lost its changes");
+	cr_assert_null(pop(&a, TRUE, NULL));
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+/* alice's first (full) sync, then claims of a change of alice (an
+   incremental sync) and of bob (his first sync: a full one) */
+static int claim_alice_and_bob(struct instance *inst)
+{
+	struct dovewarden_redis_job *job;
+
+	for (unsigned int i = 0; i < 3; i++) {
+		notify(inst, i < 2 ? "alice" : "bob", DOVEWARDEN_PRIORITY_HIGH);
+		job = pop(inst, FALSE, NULL);
+		if (job == NULL || job->full != (i != 1))
+			return 2;
+		if (i == 0)
+			finish(inst, job, DOVEWARDEN_SYNC_RESULT_OK, "s");
+	}
+	return 0;
+}
+
+/* An expired claim gives its changes back with the server they were made
+   on */
+Test(redis_queue, an_expired_claim_keeps_the_server_of_its_changes)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	/* A's instance that dies in the middle of its syncs */
+	dying_instance_run(claim_alice_and_bob);
+	instance_init_connected(&a, "a");
+	instance_server = "b.example.org";
+	instance_init_connected(&b, "b");
+	/* bob's first sync was full: any server may sync it; alice's
+	   change was made on A */
+	notify(&b, "bob", DOVEWARDEN_PRIORITY_LOW);
+	run_for(2100);
+	job = pop(&b, TRUE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->username, "bob");
+	cr_assert(job->full);
+	cr_assert_null(pop(&b, TRUE, NULL), "B's instance took A's change "
+		       "back from an expired claim");
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->username, "alice");
+	cr_assert(!job->full);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	cr_assert_null(pop(&a, TRUE, NULL));
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+/* An admin's request names no server: either instance syncs it; a
+   forced full sync carries every change */
+Test(redis_queue, admin_requests_and_full_syncs_go_to_any_server)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	two_servers_init(&a, &b, 60);
+	dovewarden_redis_queue_notify(a.queue, "alice",
+				      DOVEWARDEN_PRIORITY_HIGH, FALSE, TRUE);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job, "B's instance did not take an admin's "
+			   "request made to A");
+	cr_assert(!job->full);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
+	/* it does not hide a change made on A */
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_LOW);
+	dovewarden_redis_queue_notify(b.queue, "alice",
+				      DOVEWARDEN_PRIORITY_HIGH, FALSE, TRUE);
+	cr_assert_null(pop(&b, TRUE, NULL));
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a2");
+	/* a forced full sync asked on A with a change made there */
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_LOW);
+	dovewarden_redis_queue_notify(a.queue, "alice",
+				      DOVEWARDEN_PRIORITY_NONE, TRUE, TRUE);
+	job = pop(&b, TRUE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(job->full);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b2");
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+/* A's instance is down or busy: once A's change waited longer than a
+   claim lasts, B's instance syncs it with a full sync */
+Test(redis_queue, a_change_left_waiting_is_synced_fully_by_another_server)
+{
+	struct instance a, b;
+
+	two_servers_init(&a, &b, 1);
+	notify(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert_null(pop(&b, FALSE, NULL));
+	run_for(2100);
+	full_sync_of_alice(&b, "A's change waits for A's instance forever");
+	cr_assert_null(pop(&a, TRUE, NULL));
 	instance_deinit(&a);
 	instance_deinit(&b);
 }

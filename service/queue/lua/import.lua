@@ -15,6 +15,8 @@ local names = {'k','ps','u','st','lf','lfull','ls','f','e','nt','ff','sf',
   'sl','v','r','slot'}
 for i, n in ipairs(names) do h[n] = ARGV[7 + i] end
 setp(user, h, tonumber(ARGV[7]))
+-- the built-in queue's changes were all notified to this server
+if h.p > 0 then h.os = ARGV[24] end
 if num(h.ps) > 0 then redis.call('ZADD', PD, num(h.ps), user) end
 if num(h.f) > 0 then redis.call('SADD', FL, user) end
 place(user, h)

@@ -4,8 +4,9 @@
 -- that may be claimed (0 = background work too), [9] the server the sync
 -- runs from.
 -- Returns {1, user, state, full, settle, priority, seq, failures, error,
--- expired} or {0, seconds until the next user is due or -1, expired},
--- where expired is the number of expired claims given back.
+-- expired} or {0, seconds until the next user is due or -1 (unknown,
+-- or only users for other servers' instances are ready), expired}, where
+-- expired is the number of expired claims given back.
 local owner, lease = ARGV[6], now + tonumber(ARGV[7])
 local expired = 0
 local due = redis.call('ZRANGEBYSCORE', W, '-inf', now, 'LIMIT', 0, 100)
@@ -25,25 +26,43 @@ for _, user in ipairs(due) do
     redis.call('ZREM', W, user); redis.call('ZADD', R, num(h.qk), user)
   end
 end
-local r = redis.call('ZRANGE', R, 0, 0)
+local r = redis.call('ZRANGE', R, 0, 99)
 if #r == 0 then
   local w = redis.call('ZRANGE', W, 0, 0, 'WITHSCORES')
   if #w == 0 then return {0, -1, expired} end
   return {0, math.max(0, tonumber(w[2]) - now), expired}
 end
-local user = r[1]
-local uk = P..'u:'..user
-local h, o = load(uk, F)
-if not h.seq then redis.call('ZREM', R, user); return {0, 0, expired} end
+-- An incremental sync carries only the changes of the side it runs from:
+-- the first of the ready users that this server may sync. A user changed
+-- on another server waits for that server's instance, unless its sync is
+-- full anyway or it waited longer than a claim lasts (that instance is
+-- down or busy: a full sync from here carries both sides' changes).
+local user, uk, h, o, full, settle
+for _, u in ipairs(r) do
+  uk = P..'u:'..u
+  h, o = load(uk, F)
+  if not h.seq then
+    redis.call('ZREM', R, u)
+  else
+    local sd = settle_due(h)
+    settle = sd ~= 0 and sd <= now
+    full = num(h.ff) == 1 or settle or
+      (interval > 0 and (num(h.lfull) == 0 or full_due(h) <= now))
+    local origin = h.os or ''
+    if full or origin == '' or origin == ARGV[9] then user = u; break end
+    if origin == SEVERAL or (num(h.ps) > 0 and
+                         num(h.ps) + tonumber(ARGV[7]) < now) then
+      full = true; user = u; break
+    end
+  end
+end
+if not user then return {0, -1, expired} end
 if num(h.p) < tonumber(ARGV[8]) then return {0, -1, expired} end
 redis.call('ZREM', R, user)
-local sd = settle_due(h)
-local settle = sd ~= 0 and sd <= now
-local full = num(h.ff) == 1 or settle or
-  (interval > 0 and (num(h.lfull) == 0 or full_due(h) <= now))
 h.ff = 0; h.lf = now
 if full then h.lfull = now; h.slot = 0 end
 h.sp = num(h.p); h.sk = num(h.k); h.sps = num(h.ps)
+h.sos = h.os or ''; h.os = ''
 setp(user, h, 0); h.k = 0; h.ps = 0; h.ch = 0
 h.sfull = full and 1 or 0; h.sset = settle and 1 or 0
 h.seq = num(h.seq) + 1; h.o = owner

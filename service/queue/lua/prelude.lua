@@ -23,6 +23,14 @@
 --   ch    a change arrived during the claim qk   sort key once due
 --   rr    full syncs in a row that repaired something
 --   dq, dr  claim sequence and result of the last finished sync
+--   os    where the pending changes were made: "" = nowhere in
+--         particular (admin requests, full syncs: any server's instance
+--         may sync it), the host name of the server whose instance was
+--         notified, or SEVERAL (changes on more than one server). An
+--         incremental sync sees only the changes of the side it runs
+--         from, so a user is claimed from its origin's server, or with
+--         a full sync.
+--   sos   the origin the claim started with
 local P = ARGV[1]
 local interval = tonumber(ARGV[2])
 local sdelay = tonumber(ARGV[3])
@@ -31,9 +39,9 @@ local lowboost = tonumber(ARGV[5])
 local now = tonumber(redis.call('TIME')[1])
 local W, R, C = P..'wait', P..'ready', P..'claims'
 local PD, FL, U = P..'pending', P..'failed', P..'users'
-local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr'}
-local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr'}
-local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o','ch','rr'}
+local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos'}
+local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos'}
+local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o','ch','rr','os'}
 local function num(v)
   if not v or v == '' then return 0 end
   return tonumber(v) or 0
@@ -61,6 +69,14 @@ local function setp(user, h, v)
   if old > 0 then redis.call('HINCRBY', P..'counts', old, -1) end
   if v > 0 then redis.call('HINCRBY', P..'counts', v, 1) end
   h.p = v
+end
+-- a host name has no control characters
+local SEVERAL = '\t'
+-- origin a merged with origin b ("" = none)
+local function origin_merge(a, b)
+  if not a or a == '' then return b end
+  if b == '' or a == b then return a end
+  return SEVERAL
 end
 local function owned(h) return h.o and h.o ~= '' end
 local function settle_due(h)
@@ -110,9 +126,10 @@ local function restore(user, h)
   if num(h.p) == 0 or sk < num(h.k) then h.k = sk end
   if sp > num(h.p) then setp(user, h, sp); h.u = now end
   if num(h.sfull) == 1 then h.ff = 1 end
+  h.os = origin_merge(h.os, h.sos or '')
 end
 local function unclaim(user, h)
   h.o = ''; h.sp = 0; h.sk = 0; h.sps = 0; h.sfull = 0; h.sset = 0
-  h.ch = 0
+  h.ch = 0; h.sos = ''
   redis.call('ZREM', C, user)
 end
