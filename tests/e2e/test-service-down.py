@@ -55,6 +55,10 @@ def prepare(pair):
     wait_until(lambda: pair.inbox_dir_exists("B", user), 10,
                "replication to create %s's INBOX on B" % user)
     pair.wait_converged(user, 10, "preparation of " + user)
+    # the sync's own notifications (dsync creating INBOX on B) are
+    # synced by B's instance with the Redis queue: a first sync from B
+    # compares everything, and would carry the test's messages
+    pair.wait_service_idle(user)
     expect(msg_hash(seed) in pair.snapshot("B", user).hashes(),
            "seed not on B")
     return user
