@@ -163,6 +163,10 @@ def _(pair):
     user = "carol"
     pair.append("A", user, make_message("full-a"))
     pair.wait_converged(user, 15, "the first change")
+    # and the sync of dsync's own notification on B (INBOX created
+    # there): with the Redis queue it is B's, and a flag change on A
+    # while it waits would be changes on both servers, a full sync
+    pair.wait_service_idle(user)
     cmds = proxy.sync_commands(user)
     expect(cmds, "the service sent no sync command for %s through %s"
            % (user, proxy.path))
