@@ -218,9 +218,11 @@ static void fuzz_remove_callback(int ret, const char *error,
 	i_assert((ret == -1) == (error != NULL));
 }
 
-static void fuzz_lock_callback(bool acquired ATTR_UNUSED,
+static void fuzz_lock_callback(bool acquired, const char *error,
 			       void *context ATTR_UNUSED)
 {
+	/* an error never comes with the lock */
+	i_assert(error == NULL || !acquired);
 }
 
 static void fuzz_retry_callback(long long count ATTR_UNUSED,
