@@ -37,13 +37,14 @@
    single user that keeps failing (a broken mailbox) is no outage: it
    keeps its back-off. Only syncs to the global replica count: a user
    whose userdb names another replica says nothing about this one.
-   While the outage lasts, at most one sync to the global replica runs
-   at a time and at most one starts per probe interval (the probe, or
-   another user whose back-off ended): the others are not run but
-   answered as failed at once and keep their back-off. Each would only
-   fail, and each takes a doveadm-server process on this server for as
-   long as the replica takes to refuse it (a connect timeout when it is
-   silent). */
+   While the outage lasts, syncs to the global replica start at most
+   twice per probe interval: the probe, and one other user whose sync is
+   due (so that a user whose mailbox is broken, once it is the probe,
+   can't keep the others from proving that the replica answers). The
+   others are not run but answered as failed at once (their back-off
+   grows as if they had run): each would only fail, and each takes a
+   doveadm-server process on this server for as long as the replica
+   takes to refuse it (a connect timeout when it is silent). */
 #define REPLICATOR_OUTAGE_PROBE_MSECS (5 * 1000)
 #define REPLICATOR_OUTAGE_HELD_ERROR \
 	"Not tried: the replica is not answering (outage)"
@@ -66,8 +67,6 @@ struct replicator_sync {
 	/* the sync went to the global replica, not to one the userdb set
 	   for this user: only these tell whether the replica is down */
 	bool global_replica:1;
-	/* it is the outage's try of the replica */
-	bool outage_try:1;
 };
 
 struct dovewarden_replicator {
@@ -99,15 +98,14 @@ struct dovewarden_replicator {
 	   after a success), and when the first of them failed */
 	char *last_failed_user;
 	time_t failing_since;
-	/* during the outage: when its last try of the replica started */
+	/* during the outage: when the last try of another user than the
+	   probe's started */
 	struct timeval outage_last_try;
 	/* retry_failed() calls waiting for their callback (after deinit the
 	   last one frees the replicator) */
 	unsigned int retry_requests;
 	/* a second user failed since the last success */
 	bool outage:1;
-	/* the outage's try of the replica runs */
-	bool outage_trying:1;
 	/* to_fill is a 0-ms timeout */
 	bool fill_now:1;
 	/* a pop is waiting for its callback */
@@ -295,8 +293,6 @@ static void replicator_sync_free(struct replicator_sync *sync)
 	struct dovewarden_replicator *replicator = sync->replicator;
 	struct replicator_sync *const *syncp;
 
-	if (sync->outage_try)
-		replicator->outage_trying = FALSE;
 	array_foreach(&replicator->syncs, syncp) {
 		if (*syncp == sync) {
 			array_delete(&replicator->syncs,
@@ -451,19 +447,20 @@ static void replicator_sync_skip(struct replicator_sync *sync,
 }
 
 /* During an outage: whether this sync to the global replica may run as
-   the outage's try (see REPLICATOR_OUTAGE_PROBE_MSECS) */
+   one of the outage's tries (see REPLICATOR_OUTAGE_PROBE_MSECS) */
 static bool replicator_outage_may_try(struct dovewarden_replicator *replicator,
 				      const char *username)
 {
-	if (replicator->outage_trying)
-		return FALSE;
-	/* the probe's user is due every interval */
+	/* the probe: the queue makes its user due every interval */
 	if (replicator->last_failed_user != NULL &&
 	    strcmp(replicator->last_failed_user, username) == 0)
 		return TRUE;
-	return timeval_diff_msecs(&ioloop_timeval,
-				  &replicator->outage_last_try) >=
-		REPLICATOR_OUTAGE_PROBE_MSECS;
+	if (timeval_diff_msecs(&ioloop_timeval,
+			       &replicator->outage_last_try) <
+	    REPLICATOR_OUTAGE_PROBE_MSECS)
+		return FALSE;
+	replicator->outage_last_try = ioloop_timeval;
+	return TRUE;
 }
 
 /* The replica is down: the sync is answered as failed without running
@@ -676,15 +673,10 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 
 	sync->destination = i_strdup(dest);
 	sync->global_replica = info.replica == NULL;
-	if (sync->global_replica && replicator->outage) {
-		if (!replicator_outage_may_try(replicator,
-					       sync->job->username)) {
-			replicator_sync_hold(sync);
-			return;
-		}
-		sync->outage_try = TRUE;
-		replicator->outage_trying = TRUE;
-		replicator->outage_last_try = ioloop_timeval;
+	if (sync->global_replica && replicator->outage &&
+	    !replicator_outage_may_try(replicator, sync->job->username)) {
+		replicator_sync_hold(sync);
+		return;
 	}
 	if (replicator_sync_wait_orphan(sync))
 		return;
