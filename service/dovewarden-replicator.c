@@ -643,9 +643,13 @@ replicator_sync_begin(struct dovewarden_replicator *replicator,
 	    dovewarden_username_is_valid(info.canonical)) {
 		/* e.g. ALICE when auth_username_format lowercases: the queue
 		   keeps the userdb's name only, so that aliases don't sync
-		   the same mailbox separately */
+		   the same mailbox separately. A full sync stays full: a
+		   shared queue claims changes made on another server (or on
+		   both) as one, and only a full sync from here carries
+		   them. */
 		dovewarden_replicator_notify(replicator, info.canonical,
-					     sync->job->priority, 0);
+			sync->job->priority, !sync->job->full ? 0 :
+			DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC);
 		replicator_sync_skip(sync, t_strdup_printf(
 			"the userdb calls the user %s, which is replicated "
 			"instead", str_sanitize(info.canonical,
