@@ -433,17 +433,25 @@ replicator_sync_finish(struct replicator_sync *sync,
 }
 
 /* The user is dropped without a sync: replication is off for it. */
-static void replicator_sync_skip(struct replicator_sync *sync,
-				 const char *reason)
+/* Finish a sync whose dsync never ran; frees it. Unlike
+   replicator_sync_finish() it says nothing about the replica. */
+static void
+replicator_sync_answer(struct replicator_sync *sync,
+		       enum dovewarden_sync_result result, const char *error)
 {
 	struct dovewarden_replicator *replicator = sync->replicator;
 
-	e_debug(sync->event, "Not replicating: %s", reason);
-	dovewarden_queue_backend_finish(&sync->job,
-					DOVEWARDEN_SYNC_RESULT_NOUSER, NULL,
-					reason, FALSE);
+	dovewarden_queue_backend_finish(&sync->job, result, NULL, error,
+					FALSE);
 	replicator_sync_free(sync);
 	replicator_fill_soon(replicator);
+}
+
+static void replicator_sync_skip(struct replicator_sync *sync,
+				 const char *reason)
+{
+	e_debug(sync->event, "Not replicating: %s", reason);
+	replicator_sync_answer(sync, DOVEWARDEN_SYNC_RESULT_NOUSER, reason);
 }
 
 /* During an outage: whether this sync to the global replica may run as
@@ -473,11 +481,8 @@ static void replicator_sync_hold(struct replicator_sync *sync)
 		"for %lld secs", (long long)(ioloop_time -
 					     replicator->failing_since));
 	dovewarden_metrics_outage_held();
-	dovewarden_queue_backend_finish(&sync->job,
-					DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL,
-					REPLICATOR_OUTAGE_HELD_ERROR, FALSE);
-	replicator_sync_free(sync);
-	replicator_fill_soon(replicator);
+	replicator_sync_answer(sync, DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
+			       REPLICATOR_OUTAGE_HELD_ERROR);
 }
 
 static void
