@@ -166,7 +166,7 @@ static double redis_notify_all(struct dovewarden_redis_queue *queue)
 	pending = user_count;
 	for (unsigned int i = 0; i < user_count; i++) {
 		dovewarden_redis_queue_notify_seq(queue, usernames[i],
-						  seq_callback, NULL);
+			DOVEWARDEN_QUEUE_SETTLE_ALWAYS, seq_callback, NULL);
 	}
 	run_until_done();
 	return now_secs() - start;

@@ -54,14 +54,29 @@ bool dovewarden_username_is_valid(const char *username)
 	return uni_utf8_str_is_valid(username);
 }
 
-void dovewarden_notify_append_notify(string_t *dest, const char *username,
-				     enum dovewarden_priority priority)
+static void
+notify_append_change(string_t *dest, const char *cmd, const char *username,
+		     enum dovewarden_priority priority)
 {
-	str_append(dest, "N\t");
+	str_append(dest, cmd);
+	str_append_c(dest, '\t');
 	str_append_tabescaped(dest, username);
 	str_append_c(dest, '\t');
 	str_append(dest, dovewarden_priority_to_str(priority));
 	str_append_c(dest, '\n');
+}
+
+void dovewarden_notify_append_notify(string_t *dest, const char *username,
+				     enum dovewarden_priority priority)
+{
+	notify_append_change(dest, "N", username, priority);
+}
+
+void dovewarden_notify_append_import(string_t *dest, const char *username,
+				     enum dovewarden_priority priority)
+{
+	i_assert(priority <= DOVEWARDEN_PRIORITY_LOW);
+	notify_append_change(dest, "I", username, priority);
 }
 
 void dovewarden_notify_append_wait(string_t *dest, unsigned int id,
@@ -107,18 +122,24 @@ int dovewarden_notify_parse_request(const char *const *args,
 		*error_r = "Empty request line";
 		return -1;
 	}
-	if (strcmp(args[0], "N") == 0) {
+	if (strcmp(args[0], "N") == 0 || strcmp(args[0], "I") == 0) {
+		bool import = args[0][0] == 'I';
+
 		if (count != 3) {
-			*error_r = "N: Expected 3 fields";
+			*error_r = import ? "I: Expected 3 fields" :
+				"N: Expected 3 fields";
 			return -1;
 		}
 		if (parse_username(args[1], error_r) < 0)
 			return -1;
-		if (!dovewarden_priority_parse(args[2], &req_r->priority)) {
-			*error_r = "N: Invalid priority";
+		if (!dovewarden_priority_parse(args[2], &req_r->priority) ||
+		    (import && req_r->priority > DOVEWARDEN_PRIORITY_LOW)) {
+			*error_r = import ? "I: Invalid priority" :
+				"N: Invalid priority";
 			return -1;
 		}
-		req_r->cmd = DOVEWARDEN_NOTIFY_CMD_NOTIFY;
+		req_r->cmd = import ? DOVEWARDEN_NOTIFY_CMD_IMPORT :
+			DOVEWARDEN_NOTIFY_CMD_NOTIFY;
 		req_r->username = args[1];
 		return 0;
 	}

@@ -13,7 +13,19 @@
    Client to service:
 
      N\t<user>\t<priority>
-	A change of <user>'s mail. No reply.
+	A change of <user>'s mail made by a client of this server. No
+	reply.
+     I\t<user>\t<priority>
+	(Since minor version 1.) dsync changed <user>'s mail on this
+	server: it imported changes made on another one. <priority> is
+	"none" (nothing to sync: the sync that made it carries it) or
+	"low" (a mailbox list change that only a sync back from this
+	server makes equal, e.g. a \\Noselect parent that dsync created
+	as a real mailbox). No reply. A service that knows this command
+	settles only users changed on two servers at about the same
+	time; a client that sends it (and only such a client) reports
+	dsync's changes, which a service may rely on for N lines of the
+	same connection.
      W\t<id>\t<user>\t<timeout msecs>
 	New mail that the client waits for: reply after a sync that began
 	after this line was received has succeeded (a temporary failure
@@ -29,11 +41,14 @@
 
    Unknown commands are an error that closes the connection; a client must
    not send them before the version's minor number says the service knows
-   them. */
+   them, and a service relies on a client's behaviour only as far as the
+   client's minor number says. */
 
 #define DOVEWARDEN_NOTIFY_SERVICE_NAME "dovewarden-notify"
 #define DOVEWARDEN_NOTIFY_MAJOR_VERSION 1
-#define DOVEWARDEN_NOTIFY_MINOR_VERSION 0
+#define DOVEWARDEN_NOTIFY_MINOR_VERSION 1
+/* The first minor version with the I command */
+#define DOVEWARDEN_NOTIFY_MINOR_VERSION_IMPORT 1
 /* Default socket path, relative to base_dir */
 #define DOVEWARDEN_NOTIFY_SOCKET_NAME "dovewarden-notify"
 /* Longest line either side accepts, including the escaped username */
@@ -58,6 +73,7 @@ enum dovewarden_priority {
 enum dovewarden_notify_cmd {
 	DOVEWARDEN_NOTIFY_CMD_NOTIFY,
 	DOVEWARDEN_NOTIFY_CMD_WAIT,
+	DOVEWARDEN_NOTIFY_CMD_IMPORT,
 };
 
 /* A parsed client request. The strings point into the memory of the
@@ -84,6 +100,9 @@ bool dovewarden_username_is_valid(const char *username);
 
 /* Append a complete request line, with its trailing LF, to dest. */
 void dovewarden_notify_append_notify(string_t *dest, const char *username,
+				     enum dovewarden_priority priority);
+/* priority is NONE or LOW */
+void dovewarden_notify_append_import(string_t *dest, const char *username,
 				     enum dovewarden_priority priority);
 void dovewarden_notify_append_wait(string_t *dest, unsigned int id,
 				   const char *username,

@@ -190,6 +190,16 @@ notify_client_limit_log(struct notify_client *client, const char *which)
 			" (%u more refusals not logged)", suppressed));
 }
 
+/* A client that reports dsync's changes (I) gets its own client changes
+   settled only where they overlap those; an older one's always */
+static enum dovewarden_queue_notify_flags
+notify_client_change_flags(struct notify_client *client)
+{
+	return client->conn.minor_version >=
+		DOVEWARDEN_NOTIFY_MINOR_VERSION_IMPORT ?
+		DOVEWARDEN_QUEUE_NOTIFY_FLAG_CLIENT : 0;
+}
+
 static void
 notify_client_wait(struct notify_client *client,
 		   const struct dovewarden_notify_request *req)
@@ -219,6 +229,7 @@ notify_client_wait(struct notify_client *client,
 	nwait->wait = dovewarden_sync_wait_start(
 		client->server->waits, req->username,
 		I_MIN(req->timeout_msecs, NOTIFY_MAX_WAIT_MSECS),
+		notify_client_change_flags(client),
 		notify_wait_callback, nwait);
 	dovewarden_replicator_queue_changed(client->server->replicator);
 }
@@ -377,7 +388,16 @@ static int notify_client_input_args(struct connection *conn,
 			str_sanitize(req.username, 100),
 			dovewarden_priority_to_str(req.priority));
 		dovewarden_replicator_notify(client->server->replicator,
-					     req.username, req.priority, 0);
+					     req.username, req.priority,
+					     notify_client_change_flags(client));
+		return 1;
+	case DOVEWARDEN_NOTIFY_CMD_IMPORT:
+		e_debug(conn->event, "Import: user %s priority %s",
+			str_sanitize(req.username, 100),
+			dovewarden_priority_to_str(req.priority));
+		dovewarden_replicator_notify(client->server->replicator,
+					     req.username, req.priority,
+					     DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT);
 		return 1;
 	case DOVEWARDEN_NOTIFY_CMD_WAIT:
 		e_debug(conn->event, "Wait %u: user %s timeout %u ms",

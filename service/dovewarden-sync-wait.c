@@ -150,6 +150,7 @@ static void sync_wait_timeout(struct dovewarden_sync_wait *wait)
 struct dovewarden_sync_wait *
 dovewarden_sync_wait_start(struct dovewarden_sync_waits *waits,
 			   const char *username, unsigned int timeout_msecs,
+			   enum dovewarden_queue_notify_flags flags,
 			   dovewarden_sync_wait_callback_t *callback,
 			   void *context)
 {
@@ -168,7 +169,7 @@ dovewarden_sync_wait_start(struct dovewarden_sync_waits *waits,
 	ref = i_new(struct sync_wait_ref, 1);
 	ref->waits = waits;
 	ref->id = wait->id;
-	dovewarden_queue_backend_notify_wait(waits->queue, username,
+	dovewarden_queue_backend_notify_wait(waits->queue, username, flags,
 					     sync_wait_seq_callback, ref);
 	return wait;
 }

@@ -35,6 +35,7 @@ void dovewarden_sync_waits_sync_done(struct dovewarden_sync_waits *waits,
 struct dovewarden_sync_wait *
 dovewarden_sync_wait_start(struct dovewarden_sync_waits *waits,
 			   const char *username, unsigned int timeout_msecs,
+			   enum dovewarden_queue_notify_flags flags,
 			   dovewarden_sync_wait_callback_t *callback,
 			   void *context);
 /* Forget a wait without calling its callback. */

@@ -21,6 +21,7 @@ struct dovewarden_queue_backend_vfuncs {
 		    const char *username);
 	void (*notify_wait)(struct dovewarden_queue_backend *backend,
 			    const char *username,
+			    enum dovewarden_queue_notify_flags flags,
 			    dovewarden_queue_backend_wait_callback_t *callback,
 			    void *context);
 	void (*remove)(struct dovewarden_queue_backend *backend,

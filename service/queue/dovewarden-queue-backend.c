@@ -118,11 +118,13 @@ bool dovewarden_queue_backend_add(struct dovewarden_queue_backend *backend,
 void
 dovewarden_queue_backend_notify_wait(struct dovewarden_queue_backend *backend,
 				     const char *username,
+				     enum dovewarden_queue_notify_flags flags,
 				     dovewarden_queue_backend_wait_callback_t *callback,
 				     void *context)
 {
 	i_assert(dovewarden_username_is_valid(username));
-	backend->driver->v.notify_wait(backend, username, callback, context);
+	backend->driver->v.notify_wait(backend, username, flags, callback,
+				       context);
 }
 
 void dovewarden_queue_backend_remove(struct dovewarden_queue_backend *backend,

@@ -89,7 +89,29 @@ enum dovewarden_queue_notify_flags {
 	   only this server's instances sync it incrementally (a sync sees
 	   only the changes of the side it runs from). */
 	DOVEWARDEN_QUEUE_NOTIFY_FLAG_ANY_SERVER = 0x02,
+	/* A change made by a client of this server, reported by a mail
+	   plugin that also reports dsync's changes (IMPORT): the user's
+	   settle full sync runs only if it changed on two servers at about
+	   the same time (dovewarden_queue_settle_concurrent()). Without it
+	   (event input, admins, older plugins) every change is settled. */
+	DOVEWARDEN_QUEUE_NOTIFY_FLAG_CLIENT = 0x04,
+	/* dsync changed the user on this server, importing changes made on
+	   another one. Priority NONE: nothing to sync, the change is only
+	   evidence for the settle rule; LOW: a mailbox list change that a
+	   sync from this server must follow. */
+	DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT = 0x08,
 };
+
+/* How the flags' change counts for the settle rule */
+static inline enum dovewarden_queue_settle_kind
+dovewarden_queue_notify_settle_kind(enum dovewarden_queue_notify_flags flags)
+{
+	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT) != 0)
+		return DOVEWARDEN_QUEUE_SETTLE_IMPORT;
+	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_CLIENT) != 0)
+		return DOVEWARDEN_QUEUE_SETTLE_CLIENT;
+	return DOVEWARDEN_QUEUE_SETTLE_ALWAYS;
+}
 
 /* Counts over the whole queue */
 struct dovewarden_queue_counts {
@@ -188,6 +210,7 @@ bool dovewarden_queue_backend_add(struct dovewarden_queue_backend *backend,
 void
 dovewarden_queue_backend_notify_wait(struct dovewarden_queue_backend *backend,
 				     const char *username,
+				     enum dovewarden_queue_notify_flags flags,
 				     dovewarden_queue_backend_wait_callback_t *callback,
 				     void *context);
 /* Forget the user; a running job of it is then lost (its finish changes

@@ -316,10 +316,11 @@ enum builtin_journal_change {
 
 /* Every change of the queue is journaled here: after a kill -9 the
    journal is replayed at start */
-static void builtin_journal(struct builtin_backend *b,
-			    enum builtin_journal_change change,
-			    const char *username,
-			    enum dovewarden_priority priority)
+static void builtin_journal_kind(struct builtin_backend *b,
+				 enum builtin_journal_change change,
+				 const char *username,
+				 enum dovewarden_priority priority,
+				 enum dovewarden_queue_settle_kind kind)
 {
 	const char *error = NULL;
 	int ret = 0;
@@ -328,9 +329,10 @@ static void builtin_journal(struct builtin_backend *b,
 		return;
 	switch (change) {
 	case BUILTIN_JOURNAL_NOTIFY:
-		ret = dovewarden_store_journal_notify(b->store, b->queue,
-						      username, priority,
-						      &error);
+		ret = dovewarden_store_journal_notify_kind(b->store,
+							   b->queue, username,
+							   priority, kind,
+							   &error);
 		break;
 	case BUILTIN_JOURNAL_FORCE_FULL_SYNC:
 		ret = dovewarden_store_journal_force_full_sync(b->store,
@@ -353,18 +355,31 @@ static void builtin_journal(struct builtin_backend *b,
 	builtin_journal_changed(b);
 }
 
+static void builtin_journal(struct builtin_backend *b,
+			    enum builtin_journal_change change,
+			    const char *username,
+			    enum dovewarden_priority priority)
+{
+	builtin_journal_kind(b, change, username, priority,
+			     DOVEWARDEN_QUEUE_SETTLE_ALWAYS);
+}
+
 static void
 builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 	       enum dovewarden_priority priority,
 	       enum dovewarden_queue_notify_flags flags)
 {
 	struct builtin_backend *b = BUILTIN(backend);
+	enum dovewarden_queue_settle_kind kind =
+		dovewarden_queue_notify_settle_kind(flags);
 	struct dovewarden_user *user;
 
 	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) == 0) {
-		builtin_journal(b, BUILTIN_JOURNAL_NOTIFY, username, priority);
-		(void)dovewarden_queue_notify(b->queue, username, priority,
-					      ioloop_time);
+		builtin_journal_kind(b, BUILTIN_JOURNAL_NOTIFY, username,
+				     priority, kind);
+		(void)dovewarden_queue_notify_kind(b->queue, username,
+						   priority, kind,
+						   ioloop_time);
 		return;
 	}
 	builtin_journal(b, BUILTIN_JOURNAL_FORCE_FULL_SYNC, username,
@@ -392,12 +407,13 @@ builtin_add(struct dovewarden_queue_backend *backend, const char *username)
 static void
 builtin_notify_wait(struct dovewarden_queue_backend *backend,
 		    const char *username,
+		    enum dovewarden_queue_notify_flags flags,
 		    dovewarden_queue_backend_wait_callback_t *callback,
 		    void *context)
 {
 	struct builtin_backend *b = BUILTIN(backend);
 
-	builtin_notify(backend, username, DOVEWARDEN_PRIORITY_SYNC, 0);
+	builtin_notify(backend, username, DOVEWARDEN_PRIORITY_SYNC, flags);
 	/* the next claim of the user starts after this change */
 	callback(TRUE, b->claim_seq, context);
 }

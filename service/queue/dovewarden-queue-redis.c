@@ -284,9 +284,10 @@ redis_backend_notify(struct dovewarden_queue_backend *backend,
 {
 	struct redis_backend *rb = REDIS_BACKEND(backend);
 
-	dovewarden_redis_queue_notify(rb->rqueue, username, priority,
+	dovewarden_redis_queue_notify_kind(rb->rqueue, username, priority,
 		(flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) != 0,
-		(flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_ANY_SERVER) != 0);
+		(flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_ANY_SERVER) != 0,
+		dovewarden_queue_notify_settle_kind(flags));
 }
 
 static bool
@@ -301,6 +302,7 @@ redis_backend_add(struct dovewarden_queue_backend *backend,
 static void
 redis_backend_notify_wait(struct dovewarden_queue_backend *backend,
 			  const char *username,
+			  enum dovewarden_queue_notify_flags flags,
 			  dovewarden_queue_backend_wait_callback_t *callback,
 			  void *context)
 {
@@ -308,8 +310,8 @@ redis_backend_notify_wait(struct dovewarden_queue_backend *backend,
 
 	/* the sync may run on another instance: the user's claim sequence
 	   tells whether it started after this change */
-	dovewarden_redis_queue_notify_seq(rb->rqueue, username, callback,
-					  context);
+	dovewarden_redis_queue_notify_seq(rb->rqueue, username,
+		dovewarden_queue_notify_settle_kind(flags), callback, context);
 }
 
 static void redis_backend_remove_callback(int ret, const char *error,

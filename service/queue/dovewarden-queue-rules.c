@@ -4,6 +4,19 @@
 #include "md5.h"
 #include "dovewarden-queue-rules.h"
 
+bool dovewarden_queue_settle_concurrent(const struct dovewarden_queue_settings *set,
+					time_t other_time, bool other_pending,
+					time_t now)
+{
+	if (set->settle_delay_secs == 0)
+		return FALSE;
+	if (other_pending)
+		return TRUE;
+	/* a time in the future (the clock went back) counts as now */
+	return other_time != 0 &&
+		now - other_time <= (time_t)set->settle_delay_secs;
+}
+
 time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority)
 {
 	switch (priority) {

@@ -67,6 +67,32 @@ struct dovewarden_queue_settings {
    sets the normal delay) */
 #define DOVEWARDEN_QUEUE_SETTLE_MAX_SECS (5 * 60)
 
+/* How a change counts for the settle full sync. Incremental dsync fails to
+   converge where a user changed on two servers at about the same time
+   (e.g. the same message's flags changed on both): only those users need
+   a settle. A server's mail plugin reports both its clients' changes and
+   the changes dsync made there (imports from the other server), so where
+   both come from such a plugin the settle runs only when they overlap;
+   changes from other sources are settled always. */
+enum dovewarden_queue_settle_kind {
+	/* settled always: event input, admins, older plugins */
+	DOVEWARDEN_QUEUE_SETTLE_ALWAYS = 0,
+	/* a client's change, from a plugin that also reports imports */
+	DOVEWARDEN_QUEUE_SETTLE_CLIENT,
+	/* a change dsync made on this server: settles nothing by itself */
+	DOVEWARDEN_QUEUE_SETTLE_IMPORT,
+};
+
+/* Whether a change of one kind (a client change or an import) overlaps
+   the other kind's latest change on the user: that one is still pending
+   or being synced, or was made at most the settle delay before now
+   (other_time 0 = none). The built-in queue compares a server's client
+   changes with its imports; the Redis queue, which sees the client
+   changes of every server, those of different servers. */
+bool dovewarden_queue_settle_concurrent(const struct dovewarden_queue_settings *set,
+					time_t other_time, bool other_pending,
+					time_t now);
+
 /* How much earlier than its real time a change of this priority sorts */
 time_t dovewarden_queue_priority_boost(enum dovewarden_priority priority);
 /* TRUE when a sync of this priority is background work (see

@@ -392,21 +392,69 @@ queue_get_user(struct dovewarden_queue *queue, const char *username,
 	return user;
 }
 
+/* Whether the change needs the user's settle full sync (see
+   dovewarden_queue_settle_kind), and record it as evidence */
+static bool
+user_settle_needed(struct dovewarden_queue *queue,
+		   struct dovewarden_user *user,
+		   enum dovewarden_queue_settle_kind kind, time_t now)
+{
+	bool concurrent;
+
+	switch (kind) {
+	case DOVEWARDEN_QUEUE_SETTLE_ALWAYS:
+		return TRUE;
+	case DOVEWARDEN_QUEUE_SETTLE_CLIENT:
+		concurrent = dovewarden_queue_settle_concurrent(&queue->set,
+			user->last_import, FALSE, now);
+		user->last_client_change = now;
+		user->client_change_pending = TRUE;
+		return concurrent;
+	case DOVEWARDEN_QUEUE_SETTLE_IMPORT:
+		/* a client change that no sync has carried yet (also the
+		   one of this import's own sync) overlaps it */
+		concurrent = dovewarden_queue_settle_concurrent(&queue->set,
+			user->last_client_change,
+			user->client_change_pending ||
+			(user->syncing && user->syncing_client_change),
+			now);
+		user->last_import = now;
+		return concurrent;
+	}
+	i_unreached();
+}
+
 struct dovewarden_user *
 dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 			enum dovewarden_priority priority, time_t now)
 {
+	return dovewarden_queue_notify_kind(queue, username, priority,
+					    DOVEWARDEN_QUEUE_SETTLE_ALWAYS,
+					    now);
+}
+
+struct dovewarden_user *
+dovewarden_queue_notify_kind(struct dovewarden_queue *queue,
+			     const char *username,
+			     enum dovewarden_priority priority,
+			     enum dovewarden_queue_settle_kind kind,
+			     time_t now)
+{
 	struct dovewarden_user *user;
 	enum dovewarden_priority old_priority;
 	time_t old_key;
-	bool created;
+	bool created, settle;
 
 	user = queue_get_user(queue, username, now, &created);
 	old_priority = user->priority;
 	old_key = user->pending_key;
 	user_add_change(queue, user, priority, now,
 			now - dovewarden_queue_priority_boost(priority));
-	if (priority != DOVEWARDEN_PRIORITY_NONE)
+	/* an import of NONE priority arms the settle only by the rule */
+	settle = user_settle_needed(queue, user, kind, now) &&
+		(priority != DOVEWARDEN_PRIORITY_NONE ||
+		 kind == DOVEWARDEN_QUEUE_SETTLE_IMPORT);
+	if (settle)
 		user_settle_change(queue, user, now);
 
 	if (user->syncing) {
@@ -414,7 +462,8 @@ dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 		return user;
 	}
 	if (created || user->priority != old_priority ||
-	    user->pending_key != old_key)
+	    user->pending_key != old_key ||
+	    (settle && user->priority == DOVEWARDEN_PRIORITY_NONE))
 		queue_relink(queue, user, now);
 	return user;
 }
@@ -592,6 +641,8 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 	user->syncing_pending_key = user->pending_key;
 	user_set_priority(queue, user, DOVEWARDEN_PRIORITY_NONE);
 	user->settle_changed_while_syncing = FALSE;
+	user->syncing_client_change = user->client_change_pending;
+	user->client_change_pending = FALSE;
 	/* changes that arrive from now on are not covered by this sync */
 	user->syncing_pending_since = user->pending_since;
 	user->pending_since = 0;
@@ -649,6 +700,8 @@ user_restore_changes(struct dovewarden_queue *queue,
 	user_add_change(queue, user, priority, change_time, key);
 	if (user->syncing_full)
 		user->force_full_sync = TRUE;
+	if (user->syncing_client_change)
+		user->client_change_pending = TRUE;
 }
 
 /* A full sync succeeded: it covered every change made before it began.
@@ -746,6 +799,7 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 	}
 	user->syncing_full = FALSE;
 	user->syncing_settle = FALSE;
+	user->syncing_client_change = FALSE;
 	user->settle_changed_while_syncing = FALSE;
 	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
 	user->syncing_pending_since = 0;

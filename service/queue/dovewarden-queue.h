@@ -103,6 +103,10 @@ struct dovewarden_user {
 	   queue sets last_verified; the caller sets last_repaired (see
 	   dovewarden_queue_sync_finished()). */
 	time_t last_verified, last_repaired;
+	/* The settle rule's evidence (see dovewarden_queue_settle_kind):
+	   when a client change and a change made by dsync (an import) were
+	   last reported (0 = never; not persisted) */
+	time_t last_client_change, last_import;
 
 	/* While syncing: the pending priority the sync was started for
 	   (NONE for a periodic full sync) */
@@ -138,6 +142,10 @@ struct dovewarden_user {
 	bool pending_age_queued:1;
 	/* A change arrived while the user was syncing */
 	bool settle_changed_while_syncing:1;
+	/* A client change (DOVEWARDEN_QUEUE_SETTLE_CLIENT) waits for its
+	   sync; the running sync carries one */
+	bool client_change_pending:1;
+	bool syncing_client_change:1;
 	bool queued:1;
 	bool queued_ready:1;
 	bool removed:1;
@@ -159,6 +167,18 @@ dovewarden_queue_lookup(struct dovewarden_queue *queue, const char *username);
 struct dovewarden_user *
 dovewarden_queue_notify(struct dovewarden_queue *queue, const char *username,
 			enum dovewarden_priority priority, time_t now);
+/* Like notify, with the kind of change for the settle rule (notify():
+   DOVEWARDEN_QUEUE_SETTLE_ALWAYS). A client change arms the settle only
+   if an import was reported within the settle delay, an import only if a
+   client change was (or is not replicated yet). An import with NONE
+   priority changes nothing else; one with LOW queues a sync like any
+   other change. */
+struct dovewarden_user *
+dovewarden_queue_notify_kind(struct dovewarden_queue *queue,
+			     const char *username,
+			     enum dovewarden_priority priority,
+			     enum dovewarden_queue_settle_kind kind,
+			     time_t now);
 /* Like notify with NONE: make the user known (its first full sync at its
    slot, like every new user). A known user is not changed. Returns the
    user. */

@@ -284,7 +284,9 @@ redis_queue_reply_failure(const redisReply *reply, const char *error)
 static const char **
 redis_queue_notify_args(struct dovewarden_redis_queue *queue,
 			const char *username, enum dovewarden_priority priority,
-			bool force_full, bool any_server, unsigned int *argc_r)
+			bool force_full, bool any_server,
+			enum dovewarden_queue_settle_kind kind,
+			unsigned int *argc_r)
 {
 	const char **argv;
 	unsigned int argc;
@@ -300,6 +302,8 @@ redis_queue_notify_args(struct dovewarden_redis_queue *queue,
 	/* where the change was made: an incremental sync from the other
 	   server would not see it */
 	argv[argc++] = any_server ? "" : queue->set.server;
+	argv[argc++] = kind == DOVEWARDEN_QUEUE_SETTLE_CLIENT ? "c" :
+		kind == DOVEWARDEN_QUEUE_SETTLE_IMPORT ? "i" : "";
 	*argc_r = argc;
 	return argv;
 }
@@ -636,7 +640,8 @@ redis_queue_notify_callback(const redisReply *reply, const char *error,
 static int
 redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 			const char *username, enum dovewarden_priority priority,
-			bool force_full, bool any_server, bool from_buffer,
+			bool force_full, bool any_server,
+			enum dovewarden_queue_settle_kind kind, bool from_buffer,
 			dovewarden_redis_queue_seq_callback_t *callback,
 			void *context)
 {
@@ -646,7 +651,7 @@ redis_queue_send_notify(struct dovewarden_redis_queue *queue,
 	int ret;
 
 	argv = redis_queue_notify_args(queue, username, priority, force_full,
-				       any_server, &argc);
+				       any_server, kind, &argc);
 
 	request = i_new(struct redis_queue_notify_request, 1);
 	request->queue = queue;
@@ -690,10 +695,12 @@ static void redis_queue_flush(struct dovewarden_redis_queue *queue)
 		if (buf->sending)
 			continue;
 		T_BEGIN {
+			/* how the merged changes count for the settle is
+			   not kept: settle them */
 			ret = redis_queue_send_notify(queue, username,
-						      buf->priority,
-						      buf->force_full, FALSE,
-						      TRUE, NULL, NULL);
+				buf->priority, buf->force_full, FALSE,
+				DOVEWARDEN_QUEUE_SETTLE_ALWAYS, TRUE,
+				NULL, NULL);
 		} T_END;
 		if (ret == 0) {
 			buf->sending = TRUE;
@@ -713,9 +720,26 @@ void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
 				   enum dovewarden_priority priority,
 				   bool force_full, bool any_server)
 {
+	dovewarden_redis_queue_notify_kind(queue, username, priority,
+					   force_full, any_server,
+					   DOVEWARDEN_QUEUE_SETTLE_ALWAYS);
+}
+
+void dovewarden_redis_queue_notify_kind(struct dovewarden_redis_queue *queue,
+					const char *username,
+					enum dovewarden_priority priority,
+					bool force_full, bool any_server,
+					enum dovewarden_queue_settle_kind kind)
+{
+	if (kind == DOVEWARDEN_QUEUE_SETTLE_IMPORT &&
+	    priority == DOVEWARDEN_PRIORITY_NONE && !force_full) {
+		/* the queue compares the servers' client changes
+		   directly: an import is no evidence it needs */
+		return;
+	}
 	if (hash_table_count(queue->buffer) == 0 &&
 	    redis_queue_send_notify(queue, username, priority, force_full,
-				    any_server, FALSE, NULL, NULL) == 0)
+				    any_server, kind, FALSE, NULL, NULL) == 0)
 		return;
 	if (!queue->buffering_logged &&
 	    dovewarden_redis_get_state(queue->redis) !=
@@ -733,15 +757,17 @@ void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
 
 void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
 				       const char *username,
+				       enum dovewarden_queue_settle_kind kind,
 				       dovewarden_redis_queue_seq_callback_t *callback,
 				       void *context)
 {
 	if (redis_queue_send_notify(queue, username, DOVEWARDEN_PRIORITY_SYNC,
-				    FALSE, FALSE, FALSE, callback,
+				    FALSE, FALSE, kind, FALSE, callback,
 				    context) == 0)
 		return;
-	dovewarden_redis_queue_notify(queue, username,
-				      DOVEWARDEN_PRIORITY_SYNC, FALSE, FALSE);
+	dovewarden_redis_queue_notify_kind(queue, username,
+					   DOVEWARDEN_PRIORITY_SYNC, FALSE,
+					   FALSE, kind);
 	callback(FALSE, 0, context);
 }
 
@@ -1995,7 +2021,9 @@ static bool redis_queue_deinit_flush(struct dovewarden_redis_queue *queue)
 	while (error == NULL &&
 	       hash_table_iterate(iter, queue->buffer, &username, &buf)) {
 		argv = redis_queue_notify_args(queue, username, buf->priority,
-					       buf->force_full, FALSE, &argc);
+					       buf->force_full, FALSE,
+					       DOVEWARDEN_QUEUE_SETTLE_ALWAYS,
+					       &argc);
 		if (dovewarden_redis_blocking_eval(redis,
 						   &redis_queue_notify_script,
 						   argc, argv, &error) == 0)

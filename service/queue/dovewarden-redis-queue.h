@@ -134,6 +134,14 @@ void dovewarden_redis_queue_notify(struct dovewarden_redis_queue *queue,
 				   const char *username,
 				   enum dovewarden_priority priority,
 				   bool force_full, bool any_server);
+/* Like notify, with the kind of change for the settle rule (notify():
+   DOVEWARDEN_QUEUE_SETTLE_ALWAYS). Imports of NONE priority are not
+   sent: the queue sees every server's client changes itself. */
+void dovewarden_redis_queue_notify_kind(struct dovewarden_redis_queue *queue,
+					const char *username,
+					enum dovewarden_priority priority,
+					bool force_full, bool any_server,
+					enum dovewarden_queue_settle_kind kind);
 /* Like notify at SYNC priority, and call the callback with the user's
    claim sequence once Redis recorded the change (success=FALSE if it
    could not be sent now; it is then buffered like any notification). */
@@ -141,6 +149,7 @@ typedef void dovewarden_redis_queue_seq_callback_t(bool success, uint64_t seq,
 						   void *context);
 void dovewarden_redis_queue_notify_seq(struct dovewarden_redis_queue *queue,
 				       const char *username,
+				       enum dovewarden_queue_settle_kind kind,
 				       dovewarden_redis_queue_seq_callback_t *callback,
 				       void *context);
 

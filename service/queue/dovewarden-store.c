@@ -624,6 +624,12 @@ void dovewarden_store_format_journal(string_t *dest,
 	case DOVEWARDEN_STORE_JOURNAL_REMOVE:
 		str_append_c(dest, 'R');
 		break;
+	case DOVEWARDEN_STORE_JOURNAL_CLIENT:
+		str_append_c(dest, 'C');
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_IMPORT:
+		str_append_c(dest, 'I');
+		break;
 	}
 	str_append_c(dest, '\t');
 	str_append_tabescaped(dest, username);
@@ -649,15 +655,36 @@ int dovewarden_store_journal_notify(struct dovewarden_store *store,
 				    enum dovewarden_priority priority,
 				    const char **error_r)
 {
+	return dovewarden_store_journal_notify_kind(store, queue, username,
+		priority, DOVEWARDEN_QUEUE_SETTLE_ALWAYS, error_r);
+}
+
+int dovewarden_store_journal_notify_kind(struct dovewarden_store *store,
+					 struct dovewarden_queue *queue,
+					 const char *username,
+					 enum dovewarden_priority priority,
+					 enum dovewarden_queue_settle_kind kind,
+					 const char **error_r)
+{
+	static const enum dovewarden_store_journal_cmd kind_cmds[] = {
+		[DOVEWARDEN_QUEUE_SETTLE_ALWAYS] =
+			DOVEWARDEN_STORE_JOURNAL_NOTIFY,
+		[DOVEWARDEN_QUEUE_SETTLE_CLIENT] =
+			DOVEWARDEN_STORE_JOURNAL_CLIENT,
+		[DOVEWARDEN_QUEUE_SETTLE_IMPORT] =
+			DOVEWARDEN_STORE_JOURNAL_IMPORT,
+	};
 	struct dovewarden_user *user;
 	int ret;
 
+	i_assert(kind < N_ELEMENTS(kind_cmds));
 	user = dovewarden_queue_lookup(queue, username);
-	if (user != NULL && user->priority >= priority)
+	if (user != NULL && user->priority >= priority &&
+	    (kind != DOVEWARDEN_QUEUE_SETTLE_IMPORT ||
+	     user->last_import == ioloop_time))
 		return 0;
 	T_BEGIN {
-		ret = store_journal_append(store,
-					   DOVEWARDEN_STORE_JOURNAL_NOTIFY,
+		ret = store_journal_append(store, kind_cmds[kind],
 					   username, priority, error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret;
@@ -1070,6 +1097,10 @@ int dovewarden_store_parse_journal(const char *line,
 		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC;
 	else if (strcmp(args[0], "R") == 0)
 		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_REMOVE;
+	else if (strcmp(args[0], "C") == 0)
+		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_CLIENT;
+	else if (strcmp(args[0], "I") == 0)
+		rec_r->cmd = DOVEWARDEN_STORE_JOURNAL_IMPORT;
 	else {
 		*reason_r = "unknown command";
 		return -1;
@@ -1102,6 +1133,14 @@ store_replay_line(struct dovewarden_queue *queue, char *line,
 	case DOVEWARDEN_STORE_JOURNAL_NOTIFY:
 		(void)dovewarden_queue_notify(queue, rec.username,
 					      rec.priority, now);
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_CLIENT:
+		(void)dovewarden_queue_notify_kind(queue, rec.username,
+			rec.priority, DOVEWARDEN_QUEUE_SETTLE_CLIENT, now);
+		break;
+	case DOVEWARDEN_STORE_JOURNAL_IMPORT:
+		(void)dovewarden_queue_notify_kind(queue, rec.username,
+			rec.priority, DOVEWARDEN_QUEUE_SETTLE_IMPORT, now);
 		break;
 	case DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC:
 		user = dovewarden_queue_lookup(queue, rec.username);

@@ -43,6 +43,9 @@ struct dovewarden_user;
    that the snapshot does not cover yet,
 
      N\t<username>\t<priority>		a notification
+     C\t<username>\t<priority>		a client change (settled only
+					when it overlaps an import)
+     I\t<username>\t<priority>		a change dsync made (an import)
      F\t<username>\t<priority>		an admin's forced full sync
      R\t<username>\tnone		the user was removed (or forgotten
 					after NOUSER)
@@ -233,6 +236,16 @@ int dovewarden_store_journal_notify(struct dovewarden_store *store,
 				    enum dovewarden_priority priority,
 				    const char **error_r);
 /* Like dovewarden_store_journal_notify(), for
+   dovewarden_queue_notify_kind(). An import is appended also without a
+   higher priority, at most once a second per user: a restart within the
+   settle delay still sees it. */
+int dovewarden_store_journal_notify_kind(struct dovewarden_store *store,
+					 struct dovewarden_queue *queue,
+					 const char *username,
+					 enum dovewarden_priority priority,
+					 enum dovewarden_queue_settle_kind kind,
+					 const char **error_r);
+/* Like dovewarden_store_journal_notify(), for
    dovewarden_queue_force_full_sync() (call it before that). */
 int dovewarden_store_journal_force_full_sync(struct dovewarden_store *store,
 					     struct dovewarden_queue *queue,
@@ -271,6 +284,8 @@ enum dovewarden_store_journal_cmd {
 	DOVEWARDEN_STORE_JOURNAL_NOTIFY,
 	DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC,
 	DOVEWARDEN_STORE_JOURNAL_REMOVE,
+	DOVEWARDEN_STORE_JOURNAL_CLIENT,
+	DOVEWARDEN_STORE_JOURNAL_IMPORT,
 };
 struct dovewarden_store_journal_record {
 	enum dovewarden_store_journal_cmd cmd;

@@ -28,7 +28,11 @@ static void fuzz_request(const char *const *args)
 	if (req.cmd == DOVEWARDEN_NOTIFY_CMD_NOTIFY)
 		dovewarden_notify_append_notify(line, req.username,
 						req.priority);
-	else {
+	else if (req.cmd == DOVEWARDEN_NOTIFY_CMD_IMPORT) {
+		i_assert(req.priority <= DOVEWARDEN_PRIORITY_LOW);
+		dovewarden_notify_append_import(line, req.username,
+						req.priority);
+	} else {
 		dovewarden_notify_append_wait(line, req.id, req.username,
 					      req.timeout_msecs);
 	}

@@ -53,6 +53,13 @@ static void fuzz_journal_line(struct fuzz_store *ctx, const char *line)
 		(void)dovewarden_queue_notify(ctx->queue, rec.username,
 					      rec.priority, FUZZ_NOW);
 		break;
+	case DOVEWARDEN_STORE_JOURNAL_CLIENT:
+	case DOVEWARDEN_STORE_JOURNAL_IMPORT:
+		(void)dovewarden_queue_notify_kind(ctx->queue, rec.username,
+			rec.priority, rec.cmd == DOVEWARDEN_STORE_JOURNAL_CLIENT ?
+			DOVEWARDEN_QUEUE_SETTLE_CLIENT :
+			DOVEWARDEN_QUEUE_SETTLE_IMPORT, FUZZ_NOW);
+		break;
 	case DOVEWARDEN_STORE_JOURNAL_FORCE_FULL_SYNC:
 		user = dovewarden_queue_lookup(ctx->queue, rec.username);
 		if (user == NULL) {

@@ -134,6 +134,29 @@ Test(protocol, notify_round_trip)
 	} T_END;
 }
 
+Test(protocol, import_round_trip)
+{
+	unsigned int i, p;
+
+	for (i = 0; good_usernames(i) != NULL; i++) T_BEGIN {
+		const char *username = good_usernames(i);
+
+		for (p = 0; p <= DOVEWARDEN_PRIORITY_LOW; p++) {
+			string_t *line = t_str_new(128);
+			struct dovewarden_notify_request req;
+			const char *error;
+
+			dovewarden_notify_append_import(line, username, p);
+			cr_assert_eq(dovewarden_notify_parse_request(
+					split_line(line), &req, &error), 0,
+				     "name %u: %s", i, error);
+			cr_assert_eq(req.cmd, DOVEWARDEN_NOTIFY_CMD_IMPORT);
+			cr_assert_str_eq(req.username, username);
+			cr_assert_eq(req.priority, p);
+		}
+	} T_END;
+}
+
 Test(protocol, wait_round_trip)
 {
 	static const unsigned int ids[] = { 1, 2, 12345, UINT_MAX };
@@ -245,6 +268,16 @@ Test(protocol, request_malformed)
 	REQ_FAILS("N", "\xc3", "low");
 	REQ_FAILS("N", "over\xc0\xaflong", "low");
 	REQ_FAILS("N", "surrogate\xed\xa0\x80", "low");
+	/* I: field count, priority (none or low only), username */
+	REQ_FAILS("I");
+	REQ_FAILS("I", "alice");
+	REQ_FAILS("I", "alice", "none", "extra");
+	REQ_FAILS("I", "alice", "high");
+	REQ_FAILS("I", "alice", "sync");
+	REQ_FAILS("I", "alice", "");
+	REQ_FAILS("I", "", "none");
+	REQ_FAILS("I", "bad\x01", "none");
+	REQ_FAILS("i", "alice", "none");
 	/* W: field count */
 	REQ_FAILS("W");
 	REQ_FAILS("W", "1");

@@ -461,7 +461,7 @@ static uint64_t notify_wait(const char *username)
 	struct wait_result res;
 
 	i_zero(&res);
-	dovewarden_queue_backend_notify_wait(backend, username,
+	dovewarden_queue_backend_notify_wait(backend, username, 0,
 					     wait_callback, &res);
 	cr_assert(run_until(&res.called, REPLY_TIMEOUT_MSECS),
 		  "notify_wait got no reply");
@@ -1027,6 +1027,46 @@ static void sync_twice(const char *username)
 	job = notify_and_claim(username, DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(!job->full);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+}
+
+/* Changes from a plugin that reports dsync's changes are settled only
+   where two servers changed the user at about the same time: a client
+   change alone is not, and an import alone causes no sync at all */
+Test(queue_backend, a_client_change_alone_is_not_settled)
+{
+	struct dovewarden_queue_job *job;
+
+	queue_set.settle_delay_secs = 1;
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	cr_assert(job->full);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	dovewarden_queue_backend_notify(backend, "alice",
+					DOVEWARDEN_PRIORITY_HIGH,
+					DOVEWARDEN_QUEUE_NOTIFY_FLAG_CLIENT);
+	job = pop_user("alice", TRUE);
+	cr_assert(!job->full);
+	cr_assert(!job->settle);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	assert_nothing_due(TRUE, 2500);
+
+	/* dsync's changes on this server: nothing to sync */
+	job = notify_and_claim("bob", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	dovewarden_queue_backend_notify(backend, "bob",
+					DOVEWARDEN_PRIORITY_NONE,
+					DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT);
+	assert_nothing_due(TRUE, 2500);
+	/* one that asks for a sync back is synced, and not settled */
+	dovewarden_queue_backend_notify(backend, "bob",
+					DOVEWARDEN_PRIORITY_LOW,
+					DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT);
+	job = pop_user("bob", TRUE);
+	cr_assert(!job->full);
+	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	assert_nothing_due(TRUE, 2500);
+	backend_stop_all();
 }
 
 Test(queue_backend, settle_is_background_work_restarted_by_changes)

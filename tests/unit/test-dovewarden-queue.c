@@ -1239,6 +1239,82 @@ Test(queue, settle_after_quiet_delay)
 	pop_none(T0 + 1000);
 }
 
+/* The settle rule for a plugin that reports dsync's changes: a client
+   change and an import of the same user within the settle delay (or an
+   import while a client change is not replicated yet) need a settle;
+   either alone does not */
+static struct dovewarden_user *
+client_change_and_sync(const char *username, time_t now)
+{
+	struct dovewarden_user *user;
+
+	(void)dovewarden_queue_notify_kind(queue, username, HIGH,
+					   DOVEWARDEN_QUEUE_SETTLE_CLIENT,
+					   now);
+	user = pop_name(now, username);
+	finish_ok(user, now);
+	return user;
+}
+
+static void import(const char *username, time_t now)
+{
+	(void)dovewarden_queue_notify_kind(queue, username, NONE,
+					   DOVEWARDEN_QUEUE_SETTLE_IMPORT,
+					   now);
+}
+
+Test(queue, settle_only_changes_on_both_servers)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	user = client_change_and_sync("alice", T0);
+	/* client changes alone: no settle */
+	user = client_change_and_sync("alice", T0 + 100);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(dovewarden_queue_next_due(queue), 0);
+	/* an import long after them: no settle, and no sync */
+	import("alice", T0 + 200);
+	cr_assert_eq(user->settle_first_change, 0);
+	cr_assert_eq(user->priority, NONE);
+	pop_none(T0 + 1000);
+	/* a client change within the delay after an import: settle */
+	import("alice", T0 + 2000);
+	user = client_change_and_sync("alice", T0 + 2005);
+	cr_assert_eq(user->settle_first_change, T0 + 2005);
+	user = pop_name(T0 + 2015, "alice");
+	cr_assert(user->syncing_settle && user->syncing_full);
+	finish_ok(user, T0 + 2016);
+	cr_assert_eq(user->settle_first_change, 0);
+
+	/* an import while a client change waits (here: during its sync,
+	   as when the sync imports the other server's changes): settle */
+	user = client_change_and_sync("bob", T0);
+	(void)dovewarden_queue_notify_kind(queue, "bob", HIGH,
+					   DOVEWARDEN_QUEUE_SETTLE_CLIENT,
+					   T0 + 500);
+	user = pop_name(T0 + 500, "bob");
+	import("bob", T0 + 500);
+	finish_ok(user, T0 + 501);
+	cr_assert_eq(user->settle_first_change, T0 + 500);
+	cr_assert_eq(dovewarden_queue_next_due(queue), T0 + 510);
+}
+
+Test(queue, settle_import_of_a_waiting_change)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	user = client_change_and_sync("alice", T0);
+	/* a change still waiting (e.g. in back-off) a long time: an
+	   import then overlaps it */
+	(void)dovewarden_queue_notify_kind(queue, "alice", LOW,
+					   DOVEWARDEN_QUEUE_SETTLE_CLIENT,
+					   T0 + 100);
+	import("alice", T0 + 1000);
+	cr_assert_eq(user->settle_first_change, T0 + 1000);
+}
+
 Test(queue, settle_restarts_on_change)
 {
 	struct dovewarden_user *user;

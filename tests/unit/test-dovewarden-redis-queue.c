@@ -179,6 +179,8 @@ static const char *instance_server = "a.example.org";
 static unsigned int instance_db = 0;
 /* the instances' identity (NULL: none) */
 static const char *instance_identity = NULL;
+/* dovewarden_settle_delay of the next instances (0 = no settle) */
+static unsigned int instance_settle_secs = 0;
 /* the instances' buffer file (NULL: none) */
 static const char *instance_buffer_path = NULL;
 
@@ -205,6 +207,8 @@ static void instance_init(struct instance *inst, const char *owner,
 	set.queue.full_sync_interval_secs = 86400;
 	set.queue.retry_min_secs = 2;
 	set.queue.retry_max_secs = 60;
+	set.queue.settle_delay_secs = instance_settle_secs;
+	set.queue.settle_max_secs = 300;
 	set.prefix = "t:";
 	set.owner = owner;
 	set.identity = instance_identity;
@@ -1306,6 +1310,68 @@ Test(redis_queue, admin_requests_and_full_syncs_go_to_any_server)
 	cr_assert_not_null(job);
 	cr_assert(job->full);
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b2");
+	instance_deinit(&a);
+	instance_deinit(&b);
+}
+
+static void client_change(struct instance *inst, const char *user,
+			  enum dovewarden_priority priority)
+{
+	dovewarden_redis_queue_notify_kind(inst->queue, user, priority,
+					   FALSE, FALSE,
+					   DOVEWARDEN_QUEUE_SETTLE_CLIENT);
+}
+
+/* Client changes from plugins that report imports are settled only when
+   two servers' come at about the same time */
+Test(redis_queue, only_client_changes_on_two_servers_are_settled)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	instance_settle_secs = 1;
+	two_servers_init(&a, &b, 60);
+	/* one server's changes, also a while apart: no settle */
+	client_change(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->full);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s2");
+	run_for(2100);
+	client_change(&a, "alice", DOVEWARDEN_PRIORITY_LOW);
+	job = pop(&a, TRUE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->settle);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s3");
+	run_for(2100);
+	cr_assert_null(pop(&a, TRUE, NULL), "a one-sided change was settled");
+	cr_assert_null(pop(&b, TRUE, NULL), "a one-sided change was settled");
+	/* an import of NONE priority is not even sent */
+	dovewarden_redis_queue_notify_kind(b.queue, "alice",
+					   DOVEWARDEN_PRIORITY_NONE, FALSE,
+					   FALSE, DOVEWARDEN_QUEUE_SETTLE_IMPORT);
+	run_for(1100);
+	cr_assert_null(pop(&b, TRUE, NULL));
+
+	/* B's client changes the user while A's change is being synced */
+	client_change(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	client_change(&b, "alice", DOVEWARDEN_PRIORITY_LOW);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "s4");
+	job = pop(&b, TRUE, NULL);
+	cr_assert_not_null(job, "B's change is not synced from B");
+	cr_assert(!job->settle);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "s5");
+	/* then settled, by either instance */
+	run_for(1600);
+	job = pop(&a, TRUE, NULL);
+	if (job == NULL)
+		job = pop(&b, TRUE, NULL);
+	cr_assert_not_null(job, "changes on two servers were not settled");
+	cr_assert(job->settle);
+	cr_assert(job->full);
+	instance_settle_secs = 0;
 	instance_deinit(&a);
 	instance_deinit(&b);
 }
