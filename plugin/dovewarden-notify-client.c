@@ -139,6 +139,8 @@ static void client_dequeue(struct dovewarden_notify_client *client,
 	user->queued = FALSE;
 	user->priority = DOVEWARDEN_PRIORITY_NONE;
 	user->reasons = 0;
+	user->import_priority = DOVEWARDEN_PRIORITY_NONE;
+	user->imported = FALSE;
 	if (client->pending_head == NULL) {
 		client->pending_high = FALSE;
 		timeout_remove(&client->to_flush);
@@ -264,6 +266,10 @@ static void client_conn_handshake_ready(struct connection *_conn)
 		e_info(client->event, "Reconnected to %s", client->path);
 		client->failure_logged = FALSE;
 	}
+	/* imports wait for the service's version */
+	if (client->pending_head != NULL && client->to_flush == NULL &&
+	    client->to_reconnect == NULL)
+		client_flush(client);
 }
 
 static const char *const client_wait_result_names[] = {
@@ -457,10 +463,40 @@ static int client_connect(struct dovewarden_notify_client *client)
 	return 0;
 }
 
+/* Append the user's import line, if any. Returns FALSE when the service's
+   version is not known yet, unless last_chance: the process (a short-lived
+   doveadm) is ending, so the line is sent anyway. A service older than
+   imports then logs an invalid request and closes the connection, which
+   the ending process does not need any more. */
+static bool client_append_import(struct dovewarden_notify_client *client,
+				 struct dovewarden_notify_user *user,
+				 string_t *line, bool last_chance)
+{
+	struct connection *conn = &client->conn->conn;
+
+	if (!user->imported)
+		return TRUE;
+	if (!conn->version_received && !last_chance)
+		return FALSE;
+	if (!conn->version_received ||
+	    conn->minor_version >= DOVEWARDEN_NOTIFY_MINOR_VERSION_IMPORT) {
+		dovewarden_notify_append_import(line, user->username,
+						user->import_priority);
+	} else if (user->import_priority > DOVEWARDEN_PRIORITY_NONE &&
+		   user->priority == DOVEWARDEN_PRIORITY_NONE) {
+		/* an older service: a change to sync back, as before */
+		dovewarden_notify_append_notify(line, user->username,
+						user->import_priority);
+	}
+	return TRUE;
+}
+
 /* Returns 1 when the line was queued, 0 when the output buffer has no room
-   for it, -1 when the connection failed (and is gone). */
+   for it (or an import waits for the service's version), -1 when the
+   connection failed (and is gone). */
 static int client_send_user(struct dovewarden_notify_client *client,
-			    struct dovewarden_notify_user *user)
+			    struct dovewarden_notify_user *user,
+			    bool last_chance)
 {
 	struct ostream *output = client->conn->conn.output;
 	string_t *line;
@@ -468,9 +504,15 @@ static int client_send_user(struct dovewarden_notify_client *client,
 
 	T_BEGIN {
 		line = t_str_new(128);
-		dovewarden_notify_append_notify(line, user->username,
-						user->priority);
-		if (o_stream_get_buffer_avail_size(output) < str_len(line))
+		if (user->priority > DOVEWARDEN_PRIORITY_NONE) {
+			dovewarden_notify_append_notify(line, user->username,
+							user->priority);
+		}
+		if (!client_append_import(client, user, line, last_chance))
+			ret = 0;
+		else if (str_len(line) == 0)
+			;
+		else if (o_stream_get_buffer_avail_size(output) < str_len(line))
 			ret = 0;
 		else if (o_stream_send(output, str_data(line),
 				       str_len(line)) < 0) {
@@ -484,11 +526,16 @@ static int client_send_user(struct dovewarden_notify_client *client,
 			e_debug(event_create_passthrough(user->event)->
 				set_name("dovewarden_notification_sent")->
 				add_str("priority", priority)->
-				add_str("reason", reasons)->event(),
-				"Notified %s: user=%s priority=%s reason=%s",
+				add_str("reason", reasons)->
+				add_str("import", !user->imported ? "no" :
+					dovewarden_priority_to_str(
+						user->import_priority))->
+				event(),
+				"Notified %s: user=%s priority=%s reason=%s%s",
 				client->path,
 				str_sanitize(user->username, 256),
-				priority, reasons);
+				priority, reasons, !user->imported ? "" :
+				" (changes made by dsync)");
 		}
 	} T_END;
 	return ret;
@@ -512,7 +559,7 @@ static void client_flush(struct dovewarden_notify_client *client)
 	while ((user = client->pending_head) != NULL) {
 		/* When the buffer is full, the output's flush callback
 		   brings us back here once it drains. */
-		if (client_send_user(client, user) <= 0)
+		if (client_send_user(client, user, FALSE) <= 0)
 			break;
 		if (user->priority >= DOVEWARDEN_PRIORITY_HIGH)
 			client->last_sent_high = ioloop_timeval;
@@ -673,6 +720,20 @@ void dovewarden_notify_client_deinit(struct dovewarden_notify_client **_client)
 	i_free(client);
 }
 
+/* Send the pending users after their delay, unless a flush, a reconnect
+   or the output's flush callback will */
+static void client_schedule_flush(struct dovewarden_notify_client *client)
+{
+	if (client->to_flush == NULL && client->to_reconnect == NULL &&
+	    (client->conn == NULL ||
+	     o_stream_get_buffer_used_size(client->conn->conn.output) == 0)) {
+		client->to_flush =
+			timeout_add_short_to(client_ioloop(client),
+					     client_flush_delay(client),
+					     client_flush, client);
+	}
+}
+
 void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
 				  struct dovewarden_notify_user *user,
 				  enum dovewarden_priority priority,
@@ -694,14 +755,31 @@ void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
 		client->pending_high = TRUE;
 		timeout_remove(&client->to_flush);
 	}
-	if (client->to_flush == NULL && client->to_reconnect == NULL &&
-	    (client->conn == NULL ||
-	     o_stream_get_buffer_used_size(client->conn->conn.output) == 0)) {
-		client->to_flush =
-			timeout_add_short_to(client_ioloop(client),
-					     client_flush_delay(client),
-					     client_flush, client);
+	client_schedule_flush(client);
+}
+
+void dovewarden_notify_client_add_import(struct dovewarden_notify_client *client,
+					 struct dovewarden_notify_user *user,
+					 enum dovewarden_priority priority,
+					 enum dovewarden_notify_reason reasons)
+{
+	i_assert(priority <= DOVEWARDEN_PRIORITY_LOW);
+
+	if (!user->queued) {
+		DLLIST2_APPEND(&client->pending_head, &client->pending_tail,
+			       user);
+		user->queued = TRUE;
 	}
+	user->imported = TRUE;
+	user->import_priority = I_MAX(user->import_priority, priority);
+	user->reasons |= reasons;
+	/* a dsync process does not live long: connect and send at once
+	   (the holdoff since the last notification still applies) */
+	if (!client->pending_high) {
+		client->pending_high = TRUE;
+		timeout_remove(&client->to_flush);
+	}
+	client_schedule_flush(client);
 }
 
 void
@@ -724,7 +802,24 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 		if (client_connect(client) < 0)
 			client_schedule_reconnect(client);
 	}
-	if (client->conn != NULL && client_send_user(client, user) > 0) {
+	if (client->conn != NULL && user->imported &&
+	    !client->conn->conn.version_received) {
+		/* the service's VERSION line is usually there already:
+		   read it without waiting */
+		client->conn->conn.v.input(&client->conn->conn);
+		/* its handshake flushed the pending users */
+		if (!user->queued)
+			return;
+	}
+	if (client->conn != NULL &&
+	    client_send_user(client, user, TRUE) > 0) {
+		client_dequeue(client, user);
+		return;
+	}
+	if (user->priority == DOVEWARDEN_PRIORITY_NONE) {
+		/* only evidence for the service's settle rule */
+		e_debug(user->event, "Couldn't report dsync's changes to %s "
+			"before the session ended", client->path);
 		client_dequeue(client, user);
 		return;
 	}

@@ -46,6 +46,9 @@ struct dovewarden_notify_user {
 	struct dovewarden_notify_user *prev, *next;
 	enum dovewarden_priority priority;
 	enum dovewarden_notify_reason reasons;
+	/* Changes made by dsync (imports) are pending, and how urgent */
+	enum dovewarden_priority import_priority;
+	bool imported;
 	bool queued;
 	/* A failed or timed out sync wait was logged as a warning; the
 	   session's later ones are logged at debug level only */
@@ -66,6 +69,15 @@ void dovewarden_notify_client_add(struct dovewarden_notify_client *client,
 				  struct dovewarden_notify_user *user,
 				  enum dovewarden_priority priority,
 				  enum dovewarden_notify_reason reasons);
+/* Merge a change that dsync made (in a doveadm process) into the user's
+   pending notification: priority NONE (nothing to sync) or LOW (a
+   mailbox list change that a sync from this server must follow). It is
+   sent as an import (I), once the service has said that it knows them;
+   to an older service only a LOW one is sent, as a change. */
+void dovewarden_notify_client_add_import(struct dovewarden_notify_client *client,
+					 struct dovewarden_notify_user *user,
+					 enum dovewarden_priority priority,
+					 enum dovewarden_notify_reason reasons);
 /* The user's session ends: if a notification is still pending, make one
    last nonblocking attempt to send it, and log a warning if it is lost.
    The client forgets the user; its sent waits go on without it. */

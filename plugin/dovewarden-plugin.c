@@ -54,18 +54,30 @@ static const struct dovewarden_sync_wait_hook *sync_wait_hook;
 const char *dovewarden_plugin_version = DOVECOT_ABI_VERSION;
 const char *dovewarden_plugin_dependencies[] = { "notify", NULL };
 
-static void dovewarden_log_dsync_skip(struct dovewarden_user *duser)
+/* A change made by dsync (in doveadm) imported another server's changes:
+   it needs no sync of its own (the one that made it carries it), but the
+   service's settle rule needs to know of it. Mailbox list changes are
+   the exception, as in Dovecot 2.3: dsync creates a missing \Noselect
+   parent (a of a/b) as a real mailbox on the other side, and only a sync
+   back makes the two sides equal. The echo is bounded, because the sync
+   back changes nothing more. */
+static void dovewarden_notify_import(struct dovewarden_user *duser,
+				     enum dovewarden_priority priority,
+				     enum dovewarden_notify_reason reasons)
 {
-	if (duser->dsync_logged)
-		return;
-	duser->dsync_logged = TRUE;
-	e_debug(duser->event, "Ignoring changes made by dsync");
+	if (!duser->dsync_logged) {
+		duser->dsync_logged = TRUE;
+		e_debug(duser->event, "Reporting changes made by dsync as "
+			"imports");
+	}
+	dovewarden_notify_client_add_import(dovewarden_client, &duser->nuser,
+					    priority, reasons);
 }
 
 static void dovewarden_notify_full(struct mail_user *user,
 				   enum dovewarden_priority priority,
 				   enum dovewarden_notify_reason reasons,
-				   bool even_from_dsync)
+				   bool sync_back)
 {
 	struct dovewarden_user *duser = DOVEWARDEN_USER_CONTEXT(user);
 
@@ -73,8 +85,10 @@ static void dovewarden_notify_full(struct mail_user *user,
 		return;
 	/* doveadm sets dsyncing only after the user was created, so this
 	   is checked at the time of each change */
-	if (user->dsyncing && !even_from_dsync) {
-		dovewarden_log_dsync_skip(duser);
+	if (user->dsyncing) {
+		dovewarden_notify_import(duser, sync_back ?
+					 DOVEWARDEN_PRIORITY_LOW :
+					 DOVEWARDEN_PRIORITY_NONE, reasons);
 		return;
 	}
 	dovewarden_notify_client_add(dovewarden_client, &duser->nuser,
@@ -143,10 +157,8 @@ dovewarden_plugin_set_sync_wait_hook(const struct dovewarden_sync_wait_hook *hoo
 	sync_wait_hook = hook;
 }
 
-/* Mailbox list changes made by dsync still notify, as in Dovecot 2.3:
-   dsync creates a missing \Noselect parent (a of a/b) as a real mailbox
-   on the other side, and only a sync back makes the two sides equal. The
-   echo is bounded, because the sync back changes nothing more. */
+/* Mailbox list changes made by dsync ask for a sync back (see
+   dovewarden_notify_import()) */
 static void dovewarden_notify_mailbox_list(struct mail_user *user,
 					   enum dovewarden_notify_reason reason)
 {
@@ -229,8 +241,14 @@ dovewarden_mail_transaction_commit(void *_txn,
 	if (txn == NULL)
 		return;
 	if (txn->sync) {
+		/* dsync's own changes (another process's would be odd) */
 		duser = DOVEWARDEN_USER_CONTEXT_REQUIRE(txn->user);
-		dovewarden_log_dsync_skip(duser);
+		if (txn->user->dsyncing && duser->enabled &&
+		    txn->reasons != 0) {
+			dovewarden_notify_import(duser,
+						 DOVEWARDEN_PRIORITY_NONE,
+						 txn->reasons);
+		}
 		i_free(txn);
 		return;
 	}
@@ -265,6 +283,10 @@ static void dovewarden_mailbox_create(struct mailbox *box)
 
 static void dovewarden_mailbox_update(struct mailbox *box)
 {
+	/* dsync updates every mailbox it syncs (its UIDNEXT, modseqs and
+	   the like): that imports no change of the other server */
+	if (box->storage->user->dsyncing)
+		return;
 	dovewarden_notify(box->storage->user, DOVEWARDEN_PRIORITY_LOW,
 			  DOVEWARDEN_NOTIFY_REASON_MAILBOX_UPDATE);
 }

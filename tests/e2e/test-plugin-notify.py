@@ -48,8 +48,11 @@ def expect(cond, msg):
 class Listener:
     """Records the notify lines sent to one instance's socket."""
 
-    def __init__(self, path):
+    def __init__(self, path, minor=1):
         self.path = path
+        # the notify protocol's minor version this listener announces:
+        # 0 is a service older than the import (I) lines
+        self.minor = minor
         self.lines = []
         self.cond = threading.Condition()
         self.srv = None
@@ -78,7 +81,8 @@ class Listener:
                 if s is self.srv:
                     c, _ = s.accept()
                     try:
-                        c.sendall(b"VERSION\tdovewarden-notify\t1\t0\n")
+                        c.sendall(b"VERSION\tdovewarden-notify\t1\t%d\n"
+                                  % self.minor)
                     except OSError:
                         pass  # the client may be gone already
                     sel.register(c, selectors.EVENT_READ)
@@ -134,6 +138,11 @@ def listener(pair, side):
         lst.start()
         listeners[side] = lst
     return listeners[side]
+
+
+def changes(lines):
+    """The client changes (N lines) among lines: [(user, priority)]"""
+    return [tuple(f[1:]) for f in lines if f[0] == "N"]
 
 
 def expect_lines(lst, mark, expected, what):
@@ -291,7 +300,7 @@ def _(pair):
            "no debug line about noreplicate in A's log")
 
 
-@r.case("dsync's own message changes do not notify on either side")
+@r.case("dsync's own message changes are reported as imports only")
 def _(pair):
     lst_a, lst_b = listener(pair, "A"), listener(pair, "B")
     user = "user06"
@@ -305,15 +314,30 @@ def _(pair):
             m.logout()
         time.sleep(QUIET_WINDOW)
 
-    def sync_quietly(what):
+    def sync_quietly(what, b_reports=True):
+        """A one-sided change: B's dsync-server reports importing it
+        (I, none), nothing asks for a sync, and A's own dsync, which
+        imports nothing from B, reports nothing."""
         mark_a, mark_b = lst_a.mark(), lst_b.mark()
         pair.manual_sync(user, "A")
         expect_none(lst_a, mark_a, "A during " + what)
-        expect_none(lst_b, mark_b, "B during " + what)
+        got = lst_b.since(mark_b)
+        expect(not changes(got), "B during %s: dsync's changes notified "
+               "as client changes: %r" % (what, got))
+        if b_reports:
+            expect(got and all(f == ("I", user, "none") for f in got),
+                   "B during %s: expected imports of %s, got %r"
+                   % (what, user, got))
+        else:
+            # only the last line of an ending process, sent before it
+            # read the service's version, may be an import
+            expect(all(f[0] == "I" for f in got[-1:]) and
+                   not got[:-1], "B during %s (a service older than "
+                   "imports): expected nothing, got %r" % (what, got))
 
     change_a(lambda m: pair.append("A", user, make_message("d1"), conn=m))
     # the first sync creates the user's INBOX on B: a mailbox list change,
-    # which may notify (see the next case)
+    # which asks for a sync back (see the next case)
     pair.manual_sync(user, "A")
     time.sleep(QUIET_WINDOW)
     change_a(lambda m: pair.append("A", user, make_message("d1b"), conn=m))
@@ -324,12 +348,19 @@ def _(pair):
              lambda m: pair.append("A", user, make_message("d2"), conn=m))
     sync_quietly("the second sync")
     expect(pair.snapshot("B", user).count() == 3, "the sync missed B")
-    expect(any("Ignoring changes made by dsync" in l
+    expect(any("Reporting changes made by dsync as imports" in l
                for l in pair.log_since_mark("B")),
-           "no debug line about ignoring dsync in B's log")
+           "no debug line about dsync's imports in B's log")
+    # a service that doesn't know imports gets none
+    lst_b.stop()
+    old_b = Listener(lst_b.path, minor=0)
+    old_b.start()
+    listeners["B"] = lst_b = old_b
+    change_a(lambda m: pair.append("A", user, make_message("d3"), conn=m))
+    sync_quietly("a sync to a service older than imports", b_reports=False)
 
 
-@r.case("dsync's mailbox list changes notify low once, and stop")
+@r.case("dsync's mailbox list changes ask for a low sync once, and stop")
 def _(pair):
     lst_a, lst_b = listener(pair, "A"), listener(pair, "B")
     user = "user09"
@@ -351,9 +382,14 @@ def _(pair):
         mark_a, mark_b = lst_a.mark(), lst_b.mark()
         pair.manual_sync(user, "A" if rnd % 2 == 0 else "B")
         time.sleep(QUIET_WINDOW)
-        new = lst_a.since(mark_a) + lst_b.since(mark_b)
-        expect(all(f[1:] == (user, "low") for f in new),
-               "dsync's mailbox changes may only notify low, got %r" % new)
+        # an import, or for B's listener (a service older than imports,
+        # see the case before) a low change
+        lines = lst_a.since(mark_a) + lst_b.since(mark_b)
+        expect(all(f in (("I", user, "low"), ("I", user, "none"),
+                         ("N", user, "low")) for f in lines),
+               "dsync's mailbox changes may only ask for a low sync, "
+               "got %r" % lines)
+        new = [f for f in lines if f[2] == "low"]
         got += new
         if not new and rnd > 0:
             break

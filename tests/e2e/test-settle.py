@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+# Copyright (c) 2026 dovewarden authors, see the included COPYING file
+"""The settle full sync runs only where it buys something.
+
+Incremental dsync fails to converge only where a user changed on both
+servers at about the same time (the same message's flags changed on
+both, for example); the plugin reports both its clients' changes and
+the changes dsync made (imports), so the service settles only those
+users. With dovewarden_settle_delay = 2s:
+
+(a) One-sided changes: users get new mail, flag changes and an expunge
+    on A only. Once B has them and the settle delay has passed twice,
+    neither service has run a settle full sync, and B's service has run
+    no sync at all of those users (dsync's changes cause none).
+(b) Changes on both servers at once: with both services stopped
+    (SIGSTOP), the same message gets a different flag on A and on B, and
+    each side gets a new message. After SIGCONT every such user gets a
+    settle full sync and A and B end up identical (the flags of both
+    sides on both), within the convergence bound.
+
+Without the settle rule, (a) fails: every change was settled."""
+
+import os
+import signal
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dwtest.clients import check_ok, make_message  # noqa: E402
+from dwtest.common import SIDES, wait_until  # noqa: E402
+from dwtest.runner import Runner, run  # noqa: E402
+
+SETTLE_SECS = 2
+ONE_SIDED = ["user%02d" % i for i in range(21, 27)]
+BOTH_SIDES = ["user%02d" % i for i in range(27, 31)]
+BOUND = 30.0
+
+r = Runner("test-settle",
+           extra_conf="dovewarden_settle_delay = %ds" % SETTLE_SECS)
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def sync_lines(pair, side, users, kind=""):
+    """The "Starting <kind> sync" debug lines of side's service for users
+    since the last mark"""
+    return [line for line in pair.log_since_mark(side)
+            if " sync (priority" in line and
+            any((" %s: Starting %s" % (u, kind)) in line for u in users)]
+
+
+def prepare(pair, users):
+    for u in users:
+        pair.append("A", u, make_message("seed-" + u))
+    pair.wait_converged(users, 60, "the seeding")
+    for u in users:
+        pair.wait_service_idle(u, timeout=30)
+    # the seeding's own settles (first full syncs) are over
+    time.sleep(SETTLE_SECS * 2 + 1)
+
+
+@r.case("changes on one server only: no settle, no sync from the other")
+def _(pair):
+    prepare(pair, ONE_SIDED)
+    for side in SIDES:
+        pair.mark_log(side)
+    for u in ONE_SIDED:
+        m = pair.imap("A", u)
+        try:
+            pair.append("A", u, make_message("one-" + u), conn=m)
+            check_ok(m.select("INBOX"), "SELECT")
+            check_ok(m.store("1", "+FLAGS", "\\Flagged"), "STORE")
+            pair.append("A", u, make_message("gone-" + u), conn=m)
+            check_ok(m.store("3", "+FLAGS", "\\Deleted"), "STORE")
+            check_ok(m.expunge(), "EXPUNGE")
+        finally:
+            m.logout()
+    pair.wait_converged(ONE_SIDED, BOUND, "the one-sided changes")
+    for u in ONE_SIDED:
+        pair.wait_service_idle(u, timeout=30)
+    time.sleep(SETTLE_SECS * 2 + 2)
+    for u in ONE_SIDED:
+        pair.wait_service_idle(u, timeout=30)
+    settles = {s: sync_lines(pair, s, ONE_SIDED, "settle full")
+               for s in SIDES}
+    expect(not settles["A"] and not settles["B"],
+           "settle full syncs after one-sided changes:\n  "
+           + "\n  ".join(settles["A"] + settles["B"]))
+    on_b = sync_lines(pair, "B", ONE_SIDED)
+    expect(not on_b, "B's service synced users that changed on A only:"
+           "\n  " + "\n  ".join(on_b))
+    expect(sync_lines(pair, "A", ONE_SIDED),
+           "A's debug log has no sync lines (log format changed?)")
+    return "no settle, %d syncs on A, none on B" % len(
+        sync_lines(pair, "A", ONE_SIDED))
+
+
+@r.case("changes on both servers at once: settled and identical")
+def _(pair):
+    prepare(pair, BOTH_SIDES)
+    for side in SIDES:
+        pair.mark_log(side)
+    pids = {s: pair.service_pid(s) for s in SIDES}
+    try:
+        for pid in pids.values():
+            os.kill(pid, signal.SIGSTOP)
+        for u in BOTH_SIDES:
+            for side, flag in (("A", "\\Answered"), ("B", "$Label1")):
+                m = pair.imap(side, u)
+                try:
+                    check_ok(m.select("INBOX"), "SELECT")
+                    check_ok(m.store("1", "+FLAGS", flag), "STORE")
+                    pair.append(side, u, make_message(
+                        "both-%s-%s" % (side, u)), conn=m)
+                finally:
+                    m.logout()
+    finally:
+        for pid in pids.values():
+            os.kill(pid, signal.SIGCONT)
+    t0 = time.monotonic()
+    pair.wait_converged(BOTH_SIDES, BOUND, "the changes on both servers")
+    took = time.monotonic() - t0
+    for u in BOTH_SIDES:
+        for side in SIDES:
+            snap = pair.snapshot(side, u)
+            expect(snap.count() == 3, "%s on %s has %d messages, not 3"
+                   % (u, side, snap.count()))
+
+    def all_settled():
+        return all(sync_lines(pair, "A", [u], "settle full") or
+                   sync_lines(pair, "B", [u], "settle full")
+                   for u in BOTH_SIDES)
+    wait_until(all_settled, BOUND, "a settle full sync of every user "
+               "changed on both servers")
+    pair.wait_converged(BOTH_SIDES, BOUND, "after the settles")
+    return "identical %.1f s after the services went on" % took
+
+
+if __name__ == "__main__":
+    sys.exit(run(r))
