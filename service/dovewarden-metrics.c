@@ -27,6 +27,7 @@ struct metrics {
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
 	uint64_t waits_refused, refused_peers, unknown_dropped;
+	uint64_t imports;
 	uint64_t peer_lookups_limited;
 	uint64_t outage_retries, outage_held, sweeps_skipped;
 	time_t last_successful_sync;
@@ -43,6 +44,11 @@ void dovewarden_metrics_notification(enum dovewarden_metrics_source source)
 {
 	i_assert(source < DOVEWARDEN_METRICS_SOURCE_COUNT);
 	metrics.notifications[source]++;
+}
+
+void dovewarden_metrics_import(void)
+{
+	metrics.imports++;
 }
 
 void dovewarden_metrics_rejected(enum dovewarden_metrics_source source)
@@ -207,6 +213,11 @@ static void metrics_render_counters(string_t *dest)
 			    "{source=\"%s\"} %"PRIu64"\n", source_names[i],
 			    metrics.notifications[i]);
 	}
+	metric_header(dest, "dovewarden_imports_total", "counter",
+		      "Changes made by dsync on this server, reported by the "
+		      "plugin (evidence for the settle rule).");
+	str_printfa(dest, "dovewarden_imports_total %"PRIu64"\n",
+		    metrics.imports);
 	metric_header(dest, "dovewarden_sync_waits_refused_total", "counter",
 		      "Sync waits refused because too many were pending.");
 	str_printfa(dest, "dovewarden_sync_waits_refused_total %"PRIu64"\n",

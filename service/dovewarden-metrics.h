@@ -44,6 +44,8 @@ struct dovewarden_metrics_gauges {
 
 /* A valid notification was queued */
 void dovewarden_metrics_notification(enum dovewarden_metrics_source source);
+/* A plugin reported changes that dsync made (an import) */
+void dovewarden_metrics_import(void);
 /* An input was rejected: malformed, oversized, unauthorized, invalid
    username */
 void dovewarden_metrics_rejected(enum dovewarden_metrics_source source);

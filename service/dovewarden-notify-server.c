@@ -381,7 +381,10 @@ static int notify_client_input_args(struct connection *conn,
 		}
 		return 1;
 	}
-	dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
+	if (req.cmd == DOVEWARDEN_NOTIFY_CMD_IMPORT)
+		dovewarden_metrics_import();
+	else
+		dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	switch (req.cmd) {
 	case DOVEWARDEN_NOTIFY_CMD_NOTIFY:
 		e_debug(conn->event, "Notify: user %s priority %s",
