@@ -42,7 +42,14 @@ struct dovewarden_orphans {
 	/* username -> struct orphan_record */
 	HASH_TABLE(char *, struct orphan_record *) records;
 	unsigned int inherited_count;
+	/* users whose dsync ended without the service seeing its result
+	   (see dovewarden_orphans_take_interrupted()): username -> itself */
+	HASH_TABLE(char *, char *) interrupted;
 };
+
+/* A record's start time in the file for a user whose dsync is only known
+   to have been interrupted: long over, never waited for */
+#define ORPHANS_INTERRUPTED_STARTED 1
 
 int dovewarden_orphans_parse_line(const char *line, time_t *started_r,
 				  pid_t *master_pid_r,
@@ -127,6 +134,24 @@ orphans_unset(struct dovewarden_orphans *orphans, const char *username)
 	i_free(rec);
 }
 
+static void
+orphans_set_interrupted(struct dovewarden_orphans *orphans,
+			const char *username, bool interrupted)
+{
+	char *key, *value;
+
+	if (hash_table_lookup_full(orphans->interrupted, username,
+				   &key, &value)) {
+		if (interrupted)
+			return;
+		hash_table_remove(orphans->interrupted, username);
+		i_free(key);
+	} else if (interrupted) {
+		key = i_strdup(username);
+		hash_table_insert(orphans->interrupted, key, key);
+	}
+}
+
 static void orphans_clear(struct dovewarden_orphans *orphans)
 {
 	struct hash_iterate_context *iter;
@@ -175,6 +200,10 @@ static unsigned int orphans_load(struct dovewarden_orphans *orphans)
 		ret = dovewarden_orphans_parse_line(line, &started,
 						    &master_pid, &username,
 						    &reason);
+		/* a dsync whose end no service saw: its result (on the
+		   other server too) is unknown, whoever stopped it */
+		if (ret >= 0)
+			orphans_set_interrupted(orphans, username, ret > 0);
 		if (ret > 0 && master_pid == orphans->master_pid &&
 		    started >= orphans->master_started)
 			orphans_set(orphans, username, started, TRUE);
@@ -213,7 +242,17 @@ static void orphans_rewrite(struct dovewarden_orphans *orphans)
 	char *key;
 	int fd;
 
+	char *value;
+
 	i_close_fd(&orphans->fd);
+	iter = hash_table_iterate_init(orphans->interrupted);
+	while (hash_table_iterate(iter, orphans->interrupted, &key, &value)) {
+		if (hash_table_lookup(orphans->records, key) == NULL) {
+			orphans_append_started(orphans, str, key,
+					       ORPHANS_INTERRUPTED_STARTED);
+		}
+	}
+	hash_table_iterate_deinit(&iter);
 	iter = hash_table_iterate_init(orphans->records);
 	while (hash_table_iterate(iter, orphans->records, &key, &rec))
 		orphans_append_started(orphans, str, key, rec->started);
@@ -312,6 +351,8 @@ dovewarden_orphans_init(const char *path, pid_t master_pid,
 	orphans->fd = -1;
 	hash_table_create(&orphans->records, default_pool, 0,
 			  str_hash, strcmp);
+	hash_table_create(&orphans->interrupted, default_pool, 0,
+			  str_hash, strcmp);
 	if (path == NULL)
 		return orphans;
 
@@ -339,6 +380,8 @@ dovewarden_orphans_init(const char *path, pid_t master_pid,
 void dovewarden_orphans_deinit(struct dovewarden_orphans **_orphans)
 {
 	struct dovewarden_orphans *orphans = *_orphans;
+	struct hash_iterate_context *iter;
+	char *key, *value;
 
 	if (orphans == NULL)
 		return;
@@ -347,6 +390,11 @@ void dovewarden_orphans_deinit(struct dovewarden_orphans **_orphans)
 	i_close_fd(&orphans->fd);
 	orphans_clear(orphans);
 	hash_table_destroy(&orphans->records);
+	iter = hash_table_iterate_init(orphans->interrupted);
+	while (hash_table_iterate(iter, orphans->interrupted, &key, &value))
+		i_free(key);
+	hash_table_iterate_deinit(&iter);
+	hash_table_destroy(&orphans->interrupted);
 	i_free(orphans->path);
 	i_free(orphans->tmp_path);
 	i_free(orphans);
@@ -430,7 +478,19 @@ void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
 void dovewarden_orphans_abandoned(struct dovewarden_orphans *orphans,
 				  const char *username)
 {
+	orphans_set_interrupted(orphans, username, TRUE);
 	orphans_record_start(orphans, username, TRUE);
+}
+
+bool dovewarden_orphans_take_interrupted(struct dovewarden_orphans *orphans,
+					 const char *username)
+{
+	if (hash_table_lookup(orphans->interrupted, username) == NULL)
+		return FALSE;
+	/* the file keeps its start line until this sync's own lines
+	   follow it: a restart before then asks again */
+	orphans_set_interrupted(orphans, username, FALSE);
+	return TRUE;
 }
 
 void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,

@@ -64,6 +64,9 @@ struct replicator_sync {
 	   runs (NULL otherwise) */
 	char *full_state;
 	bool incremental:1;
+	/* the user's last dsync ended unseen (dovewarden_orphans_take_
+	   interrupted()): a full one runs */
+	bool after_interrupted:1;
 	/* the sync went to the global replica, not to one the userdb set
 	   for this user: only these tell whether the replica is down */
 	bool global_replica:1;
@@ -219,7 +222,7 @@ static const char *replicator_sync_kind(struct replicator_sync *sync)
 {
 	if (sync->job->settle)
 		return "settle full";
-	if (sync->job->full)
+	if (sync->job->full || sync->after_interrupted)
 		return "full";
 	return sync->incremental ? "incremental" : "normal";
 }
@@ -236,7 +239,8 @@ replicator_sync_log(struct replicator_sync *sync,
 	struct event_passthrough *e = event_create_passthrough(sync->event)->
 		set_name("dovewarden_sync_finished")->
 		add_str("priority", dovewarden_priority_to_str(job->priority))->
-		add_str("full", job->full ? "yes" : "no")->
+		add_str("full", job->full || sync->after_interrupted ?
+			"yes" : "no")->
 		add_str("incremental", sync->incremental ? "yes" : "no")->
 		add_str("settle", job->settle ? "yes" : "no")->
 		add_int("duration_usecs", duration_usecs)->
@@ -587,11 +591,17 @@ replicator_dsync_start(struct replicator_sync *sync, const char *state,
 
 static void replicator_sync_run(struct replicator_sync *sync)
 {
-	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
+	if (!sync->job->full &&
+	    dovewarden_orphans_take_interrupted(sync->replicator->orphans,
+						sync->job->username))
+		sync->after_interrupted = TRUE;
+	e_debug(sync->event, "Starting %s sync (priority %s) to %s%s",
 		replicator_sync_kind(sync),
 		dovewarden_priority_to_str(sync->job->priority),
-		sync->destination);
-	replicator_dsync_start(sync, sync->job->state, sync->job->full);
+		sync->destination, !sync->after_interrupted ? "" :
+		" (the user's last dsync was interrupted)");
+	replicator_dsync_start(sync, sync->job->state,
+			       sync->job->full || sync->after_interrupted);
 }
 
 static void replicator_sync_orphan_ended(struct replicator_sync *sync)

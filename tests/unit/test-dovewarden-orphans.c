@@ -253,6 +253,45 @@ Test(orphans, appends_are_compacted)
 	dovewarden_orphans_deinit(&orphans);
 }
 
+/* A user whose dsync ended unseen gets a full sync next, also when that
+   dsync is long over or Dovecot was restarted since, until a sync of the
+   user ends */
+Test(orphans, interrupted_dsyncs_are_remembered_until_synced)
+{
+	struct dovewarden_orphans *orphans;
+
+	write_str(t_strdup_printf("100\t%ld\told\n"
+				  "%lld\t99999\tother-master\n"
+				  "%lld\t%ld\tended\n-\tended\n",
+				  (long)T_MASTER_PID,
+				  (long long)ioloop_time,
+				  (long long)ioloop_time,
+				  (long)T_MASTER_PID));
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	dovewarden_orphans_started(orphans, "mine");
+	dovewarden_orphans_abandoned(orphans, "timed-out");
+	cr_assert(!dovewarden_orphans_take_interrupted(orphans, "ended"));
+	cr_assert(!dovewarden_orphans_take_interrupted(orphans, "mine"));
+	cr_assert(dovewarden_orphans_take_interrupted(orphans, "timed-out"));
+	cr_assert(!dovewarden_orphans_take_interrupted(orphans, "timed-out"));
+	dovewarden_orphans_deinit(&orphans);
+
+	/* the next process: still so, except for a user synced since */
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	cr_assert(dovewarden_orphans_take_interrupted(orphans, "old"));
+	dovewarden_orphans_started(orphans, "old");
+	dovewarden_orphans_ended(orphans, "old");
+	dovewarden_orphans_deinit(&orphans);
+	orphans = dovewarden_orphans_init(path, T_MASTER_PID, 0, event);
+	cr_assert(!dovewarden_orphans_take_interrupted(orphans, "old"));
+	cr_assert(dovewarden_orphans_take_interrupted(orphans,
+						      "other-master"));
+	cr_assert(dovewarden_orphans_take_interrupted(orphans, "mine"));
+	cr_assert(dovewarden_orphans_take_interrupted(orphans, "timed-out"));
+	cr_assert(!dovewarden_orphans_take_interrupted(orphans, "ended"));
+	dovewarden_orphans_deinit(&orphans);
+}
+
 Test(orphans, parse_line)
 {
 	const char *username, *reason;
