@@ -11,6 +11,12 @@
 #include "connection.h"
 #include "dovewarden-notify-client.h"
 
+#include <errno.h>
+#include <sys/ioctl.h>
+#ifdef __linux__
+#  include <linux/sockios.h>
+#endif
+
 /* New mail is sent as soon as the running ioloop callback (the command
    that saved it) returns: the mails of one command still make one line,
    and the service hears of it at once. Other changes wait this long, so
@@ -94,6 +100,11 @@ struct dovewarden_notify_client {
 	struct timeout *to_waits;
 	/* Closes the connection once it has been idle for a while */
 	struct timeout *to_idle;
+	/* The lines sent on the connection that the service may not have
+	   read yet (see client_unread_trim()), and those to send again on
+	   the next connection because a service went away without reading
+	   them (a kill -9: the lines in its socket are lost with it) */
+	string_t *unread, *resend;
 
 	/* A connection failure was logged; the next success is logged too */
 	bool failure_logged:1;
@@ -112,6 +123,7 @@ static const char *const reason_names[] = {
 };
 
 static void client_flush(struct dovewarden_notify_client *client);
+static int client_send_resend(struct dovewarden_notify_client *client);
 static void client_waits_lost(struct dovewarden_notify_client *client,
 			      const char *error);
 
@@ -161,6 +173,9 @@ static void client_conn_free(struct dovewarden_notify_client *client)
 	client->conn = NULL;
 	connection_deinit(&conn->conn);
 	i_free(conn);
+	/* a service that is not killed reads what is left in its socket
+	   also after this side closed it */
+	str_truncate(client->unread, 0);
 }
 
 /* The connection and the timeouts all live in client->ioloop: the first
@@ -209,7 +224,8 @@ static void client_reconnect_timeout(struct dovewarden_notify_client *client)
 
 static void client_schedule_reconnect(struct dovewarden_notify_client *client)
 {
-	if (client->pending_head == NULL || client->to_reconnect != NULL)
+	if ((client->pending_head == NULL && str_len(client->resend) == 0) ||
+	    client->to_reconnect != NULL)
 		return;
 	timeout_remove(&client->to_flush);
 	client->to_reconnect = timeout_add_to(client_ioloop(client),
@@ -219,13 +235,80 @@ static void client_schedule_reconnect(struct dovewarden_notify_client *client)
 					DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS);
 }
 
+/* The longest unread record kept: far more than the socket and the output
+   buffer hold */
+#define DOVEWARDEN_NOTIFY_UNREAD_MAX_SIZE (4 * DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE)
+
+/* Drop whole lines from the start of str until it is at most max_size
+   long (a line cut by that point is kept) */
+static void str_keep_last_lines(string_t *str, size_t max_size)
+{
+	const unsigned char *data = str_data(str);
+	size_t len = str_len(str), start;
+
+	if (len <= max_size)
+		return;
+	for (start = len - max_size; start > 0 && data[start - 1] != '\n';
+	     start--) ;
+	str_delete(str, 0, start);
+}
+
+/* Drop from client->unread what the service has surely read: all that was
+   written to the socket once the kernel says that nothing written is
+   unread (SIOCOUTQ of a unix socket; it counts buffers, not bytes, so
+   only 0 is exact), but not what the output stream still holds. Without
+   that information everything is kept, up to a bound. */
+static void client_unread_trim(struct dovewarden_notify_client *client)
+{
+	size_t keep = DOVEWARDEN_NOTIFY_UNREAD_MAX_SIZE;
+	int queued;
+
+#ifdef SIOCOUTQ
+	if (client->conn != NULL &&
+	    ioctl(client->conn->conn.fd_out, SIOCOUTQ, &queued) == 0 &&
+	    queued == 0) {
+		keep = o_stream_get_buffer_used_size(
+			client->conn->conn.output);
+	}
+#else
+	(void)queued;
+#endif
+	str_keep_last_lines(client->unread, keep);
+}
+
+/* A line was handed to the connection's output. The caller trimmed
+   client->unread just before (client_unread_trim()), while the kernel
+   could still tell whether the service had read everything before it. */
+static void client_unread_add(struct dovewarden_notify_client *client,
+			      const string_t *line)
+{
+	str_append_str(client->unread, line);
+	str_keep_last_lines(client->unread, DOVEWARDEN_NOTIFY_UNREAD_MAX_SIZE);
+}
+
 static void client_disconnect(struct dovewarden_notify_client *client,
 			      const char *error)
 {
 	struct ostream *output = client->conn->conn.output;
+	struct istream *input = client->conn->conn.input;
 	size_t unsent = output == NULL ? 0 :
 		o_stream_get_buffer_used_size(output);
+	/* a unix socket's peer that goes away without reading what it got
+	   resets the connection */
+	bool reset = (input != NULL && input->stream_errno == ECONNRESET) ||
+		(output != NULL && (output->stream_errno == ECONNRESET ||
+				    output->stream_errno == EPIPE));
 
+	if ((reset || unsent > 0) && str_len(client->unread) > 0) {
+		e_debug(client->event, "%s: the service may not have read "
+			"%zu bytes of notifications - sending them again",
+			client->path, str_len(client->unread));
+		str_append_str(client->resend, client->unread);
+		str_keep_last_lines(client->resend,
+				    DOVEWARDEN_NOTIFY_UNREAD_MAX_SIZE);
+		unsent = 0;
+	}
+	str_truncate(client->unread, 0);
 	client_conn_free(client);
 	client_waits_lost(client, error);
 	if (unsent > 0) {
@@ -423,7 +506,8 @@ static int client_output(struct dovewarden_notify_client *client)
 		client_disconnect(client, o_stream_get_error(output));
 		return -1;
 	}
-	if (ret > 0 && client->pending_head != NULL)
+	if (ret > 0 && (client->pending_head != NULL ||
+			str_len(client->resend) > 0))
 		client_flush(client);
 	else if (ret > 0)
 		client_idle_check(client);
@@ -491,6 +575,25 @@ static bool client_append_import(struct dovewarden_notify_client *client,
 	return TRUE;
 }
 
+static void client_log_sent(struct dovewarden_notify_client *client,
+			    struct dovewarden_notify_user *user)
+{
+	const char *priority = dovewarden_priority_to_str(user->priority);
+	const char *reasons = reasons_to_str(user->reasons);
+
+	e_debug(event_create_passthrough(user->event)->
+		set_name("dovewarden_notification_sent")->
+		add_str("priority", priority)->
+		add_str("reason", reasons)->
+		add_str("import", !user->imported ? "no" :
+			dovewarden_priority_to_str(user->import_priority))->
+		event(),
+		"Notified %s: user=%s priority=%s reason=%s%s",
+		client->path, str_sanitize(user->username, 256),
+		priority, reasons, !user->imported ? "" :
+		" (changes made by dsync)");
+}
+
 /* Returns 1 when the line was queued, 0 when the output buffer has no room
    for it (or an import waits for the service's version), -1 when the
    connection failed (and is gone). */
@@ -514,28 +617,17 @@ static int client_send_user(struct dovewarden_notify_client *client,
 			;
 		else if (o_stream_get_buffer_avail_size(output) < str_len(line))
 			ret = 0;
-		else if (o_stream_send(output, str_data(line),
-				       str_len(line)) < 0) {
-			client_disconnect(client, o_stream_get_error(output));
-			ret = -1;
-		} else {
-			const char *priority =
-				dovewarden_priority_to_str(user->priority);
-			const char *reasons = reasons_to_str(user->reasons);
-
-			e_debug(event_create_passthrough(user->event)->
-				set_name("dovewarden_notification_sent")->
-				add_str("priority", priority)->
-				add_str("reason", reasons)->
-				add_str("import", !user->imported ? "no" :
-					dovewarden_priority_to_str(
-						user->import_priority))->
-				event(),
-				"Notified %s: user=%s priority=%s reason=%s%s",
-				client->path,
-				str_sanitize(user->username, 256),
-				priority, reasons, !user->imported ? "" :
-				" (changes made by dsync)");
+		else {
+			client_unread_trim(client);
+			if (o_stream_send(output, str_data(line),
+					  str_len(line)) < 0) {
+				client_disconnect(client,
+						  o_stream_get_error(output));
+				ret = -1;
+			} else {
+				client_unread_add(client, line);
+				client_log_sent(client, user);
+			}
 		}
 	} T_END;
 	return ret;
@@ -546,7 +638,7 @@ static void client_flush(struct dovewarden_notify_client *client)
 	struct dovewarden_notify_user *user;
 
 	timeout_remove(&client->to_flush);
-	if (client->pending_head == NULL)
+	if (client->pending_head == NULL && str_len(client->resend) == 0)
 		return;
 	if (client->conn == NULL) {
 		if (client->to_reconnect != NULL)
@@ -556,6 +648,8 @@ static void client_flush(struct dovewarden_notify_client *client)
 			return;
 		}
 	}
+	if (client_send_resend(client) <= 0)
+		return;
 	while ((user = client->pending_head) != NULL) {
 		/* When the buffer is full, the output's flush callback
 		   brings us back here once it drains. */
@@ -567,6 +661,31 @@ static void client_flush(struct dovewarden_notify_client *client)
 		client->last_sent = ioloop_timeval;
 	}
 	client_idle_check(client);
+}
+
+/* Send the lines a service went away without reading. Returns 1 when
+   they are sent (or there are none), 0 when the output has no room yet,
+   -1 when the connection failed. */
+static int client_send_resend(struct dovewarden_notify_client *client)
+{
+	struct ostream *output = client->conn->conn.output;
+
+	if (str_len(client->resend) == 0)
+		return 1;
+	if (o_stream_get_buffer_avail_size(output) < str_len(client->resend))
+		return 0;
+	client_unread_trim(client);
+	if (o_stream_send(output, str_data(client->resend),
+			  str_len(client->resend)) < 0) {
+		client_disconnect(client, o_stream_get_error(output));
+		return -1;
+	}
+	e_debug(client->event, "%s: sent %zu bytes of notifications again",
+		client->path, str_len(client->resend));
+	client_unread_add(client, client->resend);
+	str_truncate(client->resend, 0);
+	client_idle_check(client);
+	return 1;
 }
 
 /* Milliseconds until the pending users are sent */
@@ -679,6 +798,8 @@ dovewarden_notify_client_init(const char *socket_path)
 	client->conn_list = connection_list_init(&client_conn_set,
 						 &client_conn_vfuncs);
 	client->reconnect_msecs = DOVEWARDEN_NOTIFY_RECONNECT_MIN_MSECS;
+	client->unread = str_new(default_pool, 256);
+	client->resend = str_new(default_pool, 64);
 	dovewarden_notify_client_global = client;
 	io_loop_add_destroy_callback(client_ioloop_destroyed);
 	return client;
@@ -715,6 +836,14 @@ void dovewarden_notify_client_deinit(struct dovewarden_notify_client **_client)
 		client_conn_free(client);
 	}
 	connection_list_deinit(&client->conn_list);
+	if (str_len(client->resend) > 0) {
+		e_warning(client->event, "%s: %zu bytes of notifications that "
+			  "a service went away without reading could not be "
+			  "sent again and are lost", client->path,
+			  str_len(client->resend));
+	}
+	str_free(&client->unread);
+	str_free(&client->resend);
 	event_unref(&client->event);
 	i_free(client->path);
 	i_free(client);
@@ -864,14 +993,21 @@ bool dovewarden_notify_client_wait_send(struct dovewarden_notify_client *client,
 
 		dovewarden_notify_append_wait(line, id, user->username,
 					      timeout_msecs);
+		client_unread_trim(client);
 		if (o_stream_get_buffer_avail_size(output) < str_len(line))
 			e_debug(user->event, "%s: Output buffer full - "
 				"not waiting for the sync", client->path);
 		else if (o_stream_send(output, str_data(line),
 				       str_len(line)) < 0)
 			client_disconnect(client, o_stream_get_error(output));
-		else
+		else {
+			/* sent again, if need be, as the change it is */
+			str_truncate(line, 0);
+			dovewarden_notify_append_notify(line, user->username,
+				DOVEWARDEN_PRIORITY_SYNC);
+			client_unread_add(client, line);
 			sent = TRUE;
+		}
 	} T_END;
 	if (!sent)
 		return FALSE;

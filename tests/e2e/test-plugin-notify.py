@@ -58,6 +58,11 @@ class Listener:
         self.srv = None
         self.thread = None
         self.stopping = False
+        # freeze(): stop reading the connections; die(): close them
+        # unread, as a service killed with lines in its socket
+        self.frozen = False
+        self.die_request = threading.Event()
+        self.died = threading.Event()
 
     def start(self):
         self.srv = listen_unix(self.path)
@@ -76,8 +81,19 @@ class Listener:
         sel.register(self.srv, selectors.EVENT_READ)
         bufs = {}
         while not self.stopping:
+            if self.die_request.is_set():
+                for s in list(bufs):
+                    sel.unregister(s)
+                    s.close()
+                bufs.clear()
+                self.frozen = False
+                self.die_request.clear()
+                self.died.set()
             for key, _ in sel.select(0.05):
                 s = key.fileobj
+                if self.frozen and s is not self.srv:
+                    time.sleep(0.01)
+                    continue
                 if s is self.srv:
                     c, _ = s.accept()
                     try:
@@ -113,6 +129,16 @@ class Listener:
     def mark(self):
         with self.cond:
             return len(self.lines)
+
+    def freeze(self):
+        self.frozen = True
+
+    def die(self):
+        """Close every connection without reading what is in it, and read
+        again from new ones"""
+        self.died.clear()
+        self.die_request.set()
+        self.died.wait(5)
 
     def since(self, mark):
         with self.cond:
@@ -397,6 +423,27 @@ def _(pair):
         raise AssertionError("dsync kept echoing mailbox changes: %r" % got)
     expect(not pair.compare(user), "A and B differ after the syncs")
     return "%d low notification(s) from dsync" % len(got)
+
+
+@r.case("a service that dies without reading gets the notification again")
+def _(pair):
+    lst = listener(pair, "A")
+    user = "user08"
+    m = pair.imap("A", user)
+    try:
+        step(lst, user, "high", "APPEND",
+             lambda: pair.append("A", user, make_message("r1"), conn=m))
+        lst.freeze()
+        mark = lst.mark()
+        pair.append("A", user, make_message("r2"), conn=m)
+        # past the holdoff: the line is in the service's socket
+        time.sleep(1.0)
+        expect(lst.since(mark) == [], "the frozen listener read a line")
+        lst.die()
+        expect_lines(lst, mark, [(user, "high")],
+                     "the notification the service did not read")
+    finally:
+        m.logout()
 
 
 @r.case("nobody listening: APPENDs stay fast, the change is sent later")
