@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "settings-parser.h"
+#include "dovewarden-config.h"
 #include "dovewarden-settings.h"
 
 #undef DEF
@@ -122,6 +123,12 @@ static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 		return FALSE;
 	}
 	if (dovewarden_settings_use_redis(set)) {
+#ifndef DOVEWARDEN_HAVE_REDIS
+		*error_r = "dovewarden_queue_backend = redis: this dovewarden "
+			"was built without the Redis backend (it needs "
+			"hiredis >= 1.0 with hiredis_ssl)";
+		return FALSE;
+#endif
 		if (set->dovewarden_redis_host[0] == '\0') {
 			*error_r = "dovewarden_redis_host must not be empty";
 			return FALSE;

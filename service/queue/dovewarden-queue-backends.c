@@ -1,12 +1,15 @@
 /* Copyright (c) 2026 dovewarden authors, see the included COPYING file */
 
 #include "lib.h"
+#include "dovewarden-config.h"
 #include "dovewarden-queue-backend-private.h"
 
 static const struct dovewarden_queue_backend_driver *const
 queue_backend_drivers[] = {
 	&dovewarden_queue_backend_builtin,
+#ifdef DOVEWARDEN_HAVE_REDIS
 	&dovewarden_queue_backend_redis,
+#endif
 };
 
 void dovewarden_queue_backends_register_all(void)
