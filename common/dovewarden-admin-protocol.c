@@ -5,6 +5,7 @@
 #include "strescape.h"
 #include "strnum.h"
 #include "unichar.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-admin-protocol.h"
 
 const char *const dovewarden_admin_status_keys[] = {

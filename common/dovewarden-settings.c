@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "settings-parser.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-config.h"
 #include "dovewarden-settings.h"
 

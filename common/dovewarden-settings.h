@@ -2,6 +2,7 @@
 #ifndef DOVEWARDEN_SETTINGS_H
 #define DOVEWARDEN_SETTINGS_H
 
+#include "net.h" /* in_port_t */
 #include "settings-parser.h"
 
 /* All dovewarden settings, written at the top level of dovecot.conf and

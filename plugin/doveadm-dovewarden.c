@@ -7,6 +7,7 @@
 #include "connection.h"
 #include "doveadm.h"
 #include "doveadm-print.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-admin-protocol.h"
 #include "doveadm-dovewarden.h"
 

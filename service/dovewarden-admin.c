@@ -8,6 +8,7 @@
 #include "ostream.h"
 #include "connection.h"
 #include "master-service.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-admin-protocol.h"
 #include "dovewarden-queue-backend.h"
 #include "dovewarden-replicator.h"

@@ -3,6 +3,7 @@
 #include "lib.h"
 #include "array.h"
 #include "str.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-event.h"
 
 #include <json-c/json.h>

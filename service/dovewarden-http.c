@@ -16,6 +16,7 @@
 #include "http-server.h"
 #include "master-interface.h"
 #include "master-service.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-event.h"
 #include "dovewarden-log-limit.h"
@@ -600,7 +601,7 @@ static void http_check_listeners(struct dovewarden_http_server *server)
 			"or set dovewarden_http_allow_insecure = yes)",
 			master_service_get_socket_name(master_service, fd),
 			port == 0 ? "an unknown address" :
-			net_ipport2str(&ip, port));
+			dovewarden_net_ipport2str(&ip, port));
 	}
 }
 

@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "str.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-metrics.h"
 
 #define SYNC_RESULT_COUNT (DOVEWARDEN_SYNC_RESULT_CONFIG + 1)

@@ -10,6 +10,7 @@
 #include "connection.h"
 #include "wildcard-match.h"
 #include "auth-client-interface.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-protocol.h"
 #include "dovewarden-sweep.h"
 

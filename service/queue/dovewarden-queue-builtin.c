@@ -121,8 +121,8 @@ builtin_save_finished(int ret, const char *error, struct builtin_backend *b)
 
 		i_gettimeofday(&now);
 		e_debug(b->backend.event, "Saved the queue state in the "
-			"background in %lld ms",
-			timeval_diff_msecs(&now, &b->save_start));
+			"background in %lld ms", /* int on 2.3 */
+			(long long)timeval_diff_msecs(&now, &b->save_start));
 	}
 }
 

@@ -6,6 +6,7 @@
 #include "hex-binary.h"
 #include "sha1.h"
 #include "net.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-redis.h"
 
 #include <hiredis/hiredis.h>

@@ -5,6 +5,7 @@
    is the setting's value. See fuzz-target.h. */
 
 #include "lib.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-settings.h"
 #include "fuzz-target.h"
 

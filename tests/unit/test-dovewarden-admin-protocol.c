@@ -3,6 +3,7 @@
 #include "lib.h"
 #include "str.h"
 #include "strescape.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-admin-protocol.h"
 

@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "str.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-metrics.h"
 

@@ -8,6 +8,7 @@
 #include "str.h"
 #include "unlink-directory.h"
 #include "write-full.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-store.h"
 #include "dovewarden-redis-queue.h"
 

@@ -4,6 +4,7 @@
 #include "str.h"
 #include "ioloop.h"
 #include "unlink-directory.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 
