@@ -44,6 +44,8 @@ struct admin_client {
 };
 
 const char *doveadm_dovewarden_plugin_version = DOVECOT_ABI_VERSION;
+/* see DOVEWARDEN_DOVEADM_CMD_EVENT() */
+struct event *dovewarden_doveadm_event;
 
 /* 2.3's replicator labels where the meaning is the same */
 static const char *const status_labels[] = {
@@ -67,7 +69,7 @@ admin_client_fail(struct admin_client *client, int exit_code,
 	if (client->failed)
 		return;
 	client->failed = TRUE;
-	e_error(client->cctx->event, "%s", error);
+	e_error(DOVEWARDEN_DOVEADM_CMD_EVENT(client->cctx), "%s", error);
 	doveadm_exit_code = exit_code;
 }
 
@@ -169,7 +171,8 @@ admin_request(struct admin_client *client, const string_t *request)
 
 	client->ioloop = io_loop_create();
 	list = connection_list_init(&admin_client_set, &admin_client_vfuncs);
-	client->conn.event_parent = client->cctx->event;
+	client->conn.event_parent =
+		DOVEWARDEN_DOVEADM_CMD_EVENT(client->cctx);
 	client->conn.input_idle_timeout_secs = client->timeout_secs;
 	connection_init_client_unix(list, &client->conn, client->socket_path);
 	if (connection_client_connect(&client->conn) < 0) {
@@ -381,7 +384,8 @@ cmd_param_required(struct doveadm_cmd_context *cctx, const char *name)
 	if (cctx->conn_type == DOVEADM_CONNECTION_TYPE_CLI)
 		help_ver2(cctx->cmd);
 	/* doveadm-server (HTTP API): help_ver2() would exit the process */
-	e_error(cctx->event, "Missing parameter: %s", name);
+	e_error(DOVEWARDEN_DOVEADM_CMD_EVENT(cctx), "Missing parameter: %s",
+		name);
 	doveadm_exit_code = EX_USAGE;
 	return NULL;
 }
@@ -412,8 +416,9 @@ static void cmd_dovewarden_replicate(struct doveadm_cmd_context *cctx)
 	if (doveadm_cmd_param_str(cctx, "priority", &priority_str) &&
 	    (!dovewarden_priority_parse(priority_str, &priority) ||
 	     priority == DOVEWARDEN_PRIORITY_NONE)) {
-		e_error(cctx->event, "Invalid priority '%s' "
-			"(expected low, high or sync)", priority_str);
+		e_error(DOVEWARDEN_DOVEADM_CMD_EVENT(cctx),
+			"Invalid priority '%s' (expected low, high or sync)",
+			priority_str);
 		doveadm_exit_code = EX_USAGE;
 		return;
 	}
@@ -519,6 +524,7 @@ void doveadm_dovewarden_plugin_init(struct module *module ATTR_UNUSED)
 	struct doveadm_cmd_ver2 cmd;
 	unsigned int i, j;
 
+	dovewarden_doveadm_event = event_create(NULL);
 	for (i = 0; i < N_ELEMENTS(dovewarden_commands); i++) {
 		for (j = 0; j < N_ELEMENTS(command_names[i]); j++) {
 			/* never shadow a command of doveadm itself */
@@ -534,4 +540,5 @@ void doveadm_dovewarden_plugin_init(struct module *module ATTR_UNUSED)
 
 void doveadm_dovewarden_plugin_deinit(void)
 {
+	event_unref(&dovewarden_doveadm_event);
 }

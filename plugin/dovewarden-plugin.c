@@ -6,6 +6,7 @@
 #include "mail-user.h"
 #include "mail-storage-private.h"
 #include "notify-plugin.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-notify-client.h"
 #include "dovewarden-plugin.h"
@@ -393,7 +394,8 @@ static void dovewarden_mail_user_created(struct mail_user *user)
 	duser->event = event_create(user->event);
 	event_add_category(duser->event, &event_category_dovewarden);
 	event_set_append_log_prefix(duser->event, "dovewarden: ");
-	if (user->service_user != NULL && !user->autocreated) {
+	if (DOVEWARDEN_MAIL_USER_SERVICE_USER(user) != NULL &&
+	    !user->autocreated) {
 		duser->session_user = TRUE;
 		dovewarden_session_users++;
 	}
@@ -439,7 +441,7 @@ void dovewarden_plugin_init(struct module *module)
 void dovewarden_plugin_deinit(void)
 {
 	mail_storage_hooks_remove(&dovewarden_mail_storage_hooks);
-	notify_unregister(&dovewarden_notify_ctx);
+	dovewarden_notify_unregister(&dovewarden_notify_ctx);
 	if (dovewarden_client != NULL)
 		dovewarden_notify_client_deinit(&dovewarden_client);
 }

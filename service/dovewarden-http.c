@@ -590,7 +590,7 @@ static void http_check_listeners(struct dovewarden_http_server *server)
 
 	for (i = 0; i < count; i++) {
 		fd = MASTER_LISTEN_FD_FIRST + i;
-		type = master_service_get_socket_type(master_service, fd);
+		type = dovewarden_master_socket_type(fd);
 		if (type == NULL || strcmp(type, "http") != 0 ||
 		    !http_listener_is_insecure(server, fd, &ip, &port))
 			continue;
@@ -632,9 +632,7 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 			    struct event *event_parent)
 {
 	struct dovewarden_http_server *server;
-	struct http_server_settings *http_set;
 	struct event *http_event;
-	pool_t pool;
 
 	server = i_new(struct dovewarden_http_server, 1);
 	server->set = set;
@@ -647,22 +645,16 @@ dovewarden_http_server_init(const struct dovewarden_settings *set,
 	event_set_append_log_prefix(server->event, "http: ");
 	i_array_init(&server->ready_waiters, 4);
 
-	pool = pool_alloconly_create("dovewarden http settings", 1024);
-	http_set = p_new(pool, struct http_server_settings, 1);
-	http_server_settings_init(pool, http_set);
-	http_set->max_client_idle_time_msecs =
-		DOVEWARDEN_HTTP_IDLE_TIMEOUT_MSECS;
-	/* bodies are limited per request; this only stops absurd ones
-	   before they reach the request handler */
-	http_set->request_max_payload_size =
-		DOVEWARDEN_EVENT_MAX_BODY_SIZE * 16;
 	/* lib-http's own per-request debug lines stay out of
 	   log_debug = category=dovewarden */
 	http_event = event_create(NULL);
 	event_set_append_log_prefix(http_event, "http: ");
-	server->http_server = http_server_init(http_set, http_event);
+	/* bodies are limited per request; the payload limit only stops
+	   absurd ones before they reach the request handler */
+	server->http_server = dovewarden_lib_http_server_init(
+		DOVEWARDEN_HTTP_IDLE_TIMEOUT_MSECS,
+		DOVEWARDEN_EVENT_MAX_BODY_SIZE * 16, http_event);
 	event_unref(&http_event);
-	pool_unref(&pool);
 	http_check_listeners(server);
 	return server;
 }

@@ -255,7 +255,8 @@ dovewarden_sweep_start(dovewarden_sweep_add_callback_t *add_callback,
 	str_printfa(request, "VERSION\t%u\t%u\n",
 		    AUTH_CLIENT_PROTOCOL_MAJOR_VERSION,
 		    AUTH_CLIENT_PROTOCOL_MINOR_VERSION);
-	str_printfa(request, "LIST\t%u\tuser=%s\tprotocol=dovewarden\n",
+	str_printfa(request, "LIST\t%u\tuser=%s\t"
+		    DOVEWARDEN_AUTH_PROTOCOL_FIELD"=dovewarden\n",
 		    SWEEP_REQUEST_ID, mask);
 	o_stream_nsend(sweep->conn.output, str_data(request),
 		       str_len(request));

@@ -5,6 +5,7 @@
 #include "hash.h"
 #include "strnum.h"
 #include "auth-master.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-userdb.h"
 
 /* Past this many cached users the whole cache is dropped: simpler than an
@@ -173,7 +174,7 @@ int dovewarden_userdb_lookup(struct dovewarden_userdb *userdb,
 	}
 
 	i_zero(&auth_info);
-	auth_info.protocol = "dovewarden";
+	DOVEWARDEN_AUTH_INFO_SET_PROTOCOL(&auth_info, "dovewarden");
 	pool = pool_alloconly_create("dovewarden userdb lookup", 1024);
 	ret = auth_master_user_lookup(userdb->auth_conn, username, &auth_info,
 				      pool, &username_r, &fields);

@@ -6,6 +6,7 @@
 #include "master-service.h"
 #include "master-service-settings.h"
 #include "hostpid.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-queue-backend.h"
 #include "dovewarden-replicator.h"
@@ -32,7 +33,7 @@ static struct dovewarden_http_server *http_server;
 
 static void client_connected(struct master_service_connection *conn)
 {
-	const char *type = master_service_connection_get_type(conn);
+	const char *type = dovewarden_master_connection_type(conn);
 
 	if (strcmp(type, "notify") == 0) {
 		master_service_client_connection_accept(conn);
@@ -86,7 +87,7 @@ static const char *main_socket_path(const char *base_dir, const char *path)
 static void main_init(void)
 {
 	const struct master_service_settings *mset =
-		master_service_get_service_settings(master_service);
+		dovewarden_master_service_settings();
 	struct dovewarden_queue_backend_settings qset;
 	const char *auth_socket_path, *backend_name, *error;
 	bool idle;
@@ -184,8 +185,7 @@ int main(int argc, char *argv[])
 		i_fatal("Error reading configuration: %s", error);
 	master_service_init_log(master_service);
 
-	dovewarden_event =
-		event_create(master_service_get_event(master_service));
+	dovewarden_event = event_create(dovewarden_master_service_event());
 	event_add_category(dovewarden_event, &event_category_dovewarden);
 	if (settings_get(dovewarden_event, &dovewarden_setting_parser_info, 0,
 			 &dovewarden_set, &error) < 0) {

@@ -175,8 +175,15 @@ Test(sweep, lists_and_adds_new_users)
 	/* the request */
 	cr_assert(strstr(str_c(server_request), "VERSION\t1\t") ==
 		  str_c(server_request));
+	/* the auth field 2.3's and 2.4's auth import for the service
+	   name (auth-master-connection.c) */
+#if DOVECOT_PREREQ(2, 4, 0)
 	cr_assert_not_null(strstr(str_c(server_request),
 				  "\nLIST\t1\tuser=*\tprotocol=dovewarden\n"));
+#else
+	cr_assert_not_null(strstr(str_c(server_request),
+				  "\nLIST\t1\tuser=*\tservice=dovewarden\n"));
+#endif
 }
 
 Test(sweep, mask_and_invalid_names)
