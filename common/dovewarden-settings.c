@@ -4,52 +4,9 @@
 #include "settings-parser.h"
 #include "dovewarden-compat.h"
 #include "dovewarden-config.h"
-#include "dovewarden-settings.h"
+#include "dovewarden-settings-private.h"
 
-#undef DEF
-#define DEF(type, name) \
-	SETTING_DEFINE_STRUCT_##type(#name, name, struct dovewarden_settings)
-
-static const struct setting_define dovewarden_setting_defines[] = {
-	DEF(STR, dovewarden_replica),
-	DEF(STR, mail_replica),
-	DEF(BOOL, dovewarden_noreplicate),
-	DEF(BOOL, noreplicate),
-	DEF(STR, dovewarden_notify_socket_path),
-	DEF(BOOL, dovewarden_notify_check_peer),
-	DEF(STR, mail_uid),
-	DEF(TIME_MSECS, dovewarden_sync_wait),
-	DEF(STR, dovewarden_doveadm_socket_path),
-	DEF(STR, dovewarden_auth_socket_path),
-	DEF(UINT, dovewarden_max_syncs),
-	DEF(TIME, dovewarden_lock_timeout),
-	DEF(TIME, dovewarden_sync_timeout),
-	DEF(TIME, dovewarden_retry_min_interval),
-	DEF(TIME, dovewarden_retry_max_interval),
-	DEF(TIME, dovewarden_full_sync_interval),
-	DEF(TIME, dovewarden_settle_delay),
-	DEF(TIME, dovewarden_userdb_sweep_interval),
-	DEF(STR, dovewarden_http_secret),
-	DEF(BOOL, dovewarden_http_allow_insecure),
-	DEF(ENUM, dovewarden_queue_backend),
-	DEF(STR, dovewarden_redis_host),
-	DEF(IN_PORT, dovewarden_redis_port),
-	DEF(STR, dovewarden_redis_username),
-	DEF(STR, dovewarden_redis_password),
-	DEF(UINT, dovewarden_redis_db),
-	DEF(BOOL, dovewarden_redis_ssl),
-	DEF(STR, dovewarden_redis_ssl_ca_file),
-	DEF(STR, dovewarden_redis_ssl_cert_file),
-	DEF(STR, dovewarden_redis_ssl_key_file),
-	DEF(STR, dovewarden_redis_ssl_server_name),
-	DEF(STR, dovewarden_redis_prefix),
-	DEF(TIME_MSECS, dovewarden_redis_timeout),
-	DEF(TIME, dovewarden_redis_claim_timeout),
-	DEF(UINT, dovewarden_redis_buffer_limit),
-	SETTING_DEFINE_LIST_END
-};
-
-static const struct dovewarden_settings dovewarden_default_settings = {
+const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_replica = "",
 	.mail_replica = "",
 	.dovewarden_noreplicate = FALSE,
@@ -106,11 +63,10 @@ static int dovewarden_redis_ssl_check(const struct dovewarden_settings *set,
 	return 0;
 }
 
-static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
-				      const char **error_r)
+bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
+			       const char **error_r)
 {
 	struct dovewarden_settings *set = _set;
-	const char *dest;
 
 	if (set->dovewarden_max_syncs == 0) {
 		*error_r = "dovewarden_max_syncs must not be 0";
@@ -147,20 +103,8 @@ static bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 		if (dovewarden_redis_ssl_check(set, error_r) < 0)
 			return FALSE;
 	}
-	if (dovewarden_replica_parse(dovewarden_settings_get_replica(set),
-				     &dest, error_r) < 0)
-		return FALSE;
 	return TRUE;
 }
-
-const struct setting_parser_info dovewarden_setting_parser_info = {
-	.name = "dovewarden",
-	.defines = dovewarden_setting_defines,
-	.defaults = &dovewarden_default_settings,
-	.struct_size = sizeof(struct dovewarden_settings),
-	.pool_offset1 = 1 + offsetof(struct dovewarden_settings, pool),
-	.check_func = dovewarden_settings_check,
-};
 
 const char *dovewarden_settings_get_replica(const struct dovewarden_settings *set)
 {

@@ -6,11 +6,12 @@
 #include "settings-parser.h"
 
 /* All dovewarden settings, written at the top level of dovecot.conf and
-   read with settings_get(event, &dovewarden_setting_parser_info, ...).
-   The config process learns them from libdovewarden_settings.so (see
-   plugin/dovewarden-settings-module.c); without that module Dovecot
-   rejects them as unknown. Mail processes see per-user overrides from
-   userdb fields of the same name; the service, which has no mail user,
+   read with dovewarden_settings_get() (on 2.3 the per-user ones are in
+   plugin { }: see dovewarden-settings-2.3.c). The config process learns
+   them from libdovewarden_settings.so (see
+   plugin/dovewarden-settings-module-<version>.c); without that module
+   Dovecot rejects them as unknown. Mail processes see per-user overrides
+   from userdb fields of the same name; the service, which has no mail user,
    reads those fields itself (see dovewarden_userdb_fields_apply()). */
 struct dovewarden_settings {
 	pool_t pool;
@@ -102,9 +103,38 @@ struct dovewarden_settings {
 	/* Service, Redis backend: at most this many users' notifications
 	   are kept in memory while Redis can't be reached */
 	unsigned int dovewarden_redis_buffer_limit;
+
+#if !DOVECOT_PREREQ(2, 4, 0)
+	/* 2.3: the plugin { } block, for the service's view of the per-user
+	   settings (key, value, key, value, ...) */
+	ARRAY_TYPE(const_string) plugin;
+#endif
 };
 
 extern const struct setting_parser_info dovewarden_setting_parser_info;
+
+/* Read the service's master settings (the config, log settings among
+   them): master_service_settings_read_simple(), with the dovewarden
+   root on 2.3. */
+int dovewarden_settings_read_master(const char **error_r);
+/* The dovewarden settings for event: the service's, or on 2.4 a mail
+   user's (user->event; on 2.3 see dovewarden_user_settings_get()).
+   Returns 0, or -1 with error_r when they are invalid. Free with
+   dovewarden_settings_free(). */
+int dovewarden_settings_get(struct event *event,
+			    const struct dovewarden_settings **set_r,
+			    const char **error_r);
+void dovewarden_settings_free(const struct dovewarden_settings **set);
+
+/* 2.3: settings from base with the per-user ones from getenv (plugin { }
+   and userdb fields), checked as the 2.4 parser would */
+typedef const char *dovewarden_settings_getenv_t(const char *key,
+						  void *context);
+int dovewarden_settings_from_env(const struct dovewarden_settings *base,
+				 dovewarden_settings_getenv_t *getenv,
+				 void *context,
+				 const struct dovewarden_settings **set_r,
+				 const char **error_r);
 
 /* TRUE when dovewarden_queue_backend is "redis" */
 bool dovewarden_settings_use_redis(const struct dovewarden_settings *set);

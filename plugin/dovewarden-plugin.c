@@ -2,13 +2,13 @@
 
 #include "lib.h"
 #include "module-context.h"
-#include "settings.h"
 #include "mail-user.h"
 #include "mail-storage-private.h"
 #include "notify-plugin.h"
 #include "dovewarden-compat.h"
 #include "dovewarden-settings.h"
 #include "dovewarden-notify-client.h"
+#include "dovewarden-user-settings.h"
 #include "dovewarden-plugin.h"
 
 #define DOVEWARDEN_USER_CONTEXT(obj) \
@@ -337,7 +337,7 @@ static void dovewarden_user_deinit(struct mail_user *user)
 						     &duser->nuser);
 		duser->enabled = FALSE;
 	}
-	settings_free(duser->set);
+	dovewarden_settings_free(&duser->set);
 	event_unref(&duser->event);
 
 	if (duser->session_user) {
@@ -355,8 +355,7 @@ static bool dovewarden_user_init(struct mail_user *user,
 {
 	const char *error;
 
-	if (settings_get(user->event, &dovewarden_setting_parser_info, 0,
-			 &duser->set, &error) < 0) {
+	if (dovewarden_user_settings_get(user, &duser->set, &error) < 0) {
 		e_error(duser->event, "%s - replication disabled", error);
 		return FALSE;
 	}

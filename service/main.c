@@ -2,7 +2,6 @@
 
 #include "lib.h"
 #include "restrict-access.h"
-#include "settings.h"
 #include "master-service.h"
 #include "master-service-settings.h"
 #include "hostpid.h"
@@ -181,14 +180,14 @@ int main(int argc, char *argv[])
 					     &argc, &argv, "");
 	if (master_getopt(master_service) > 0)
 		return FATAL_DEFAULT;
-	if (master_service_settings_read_simple(master_service, &error) < 0)
+	if (dovewarden_settings_read_master(&error) < 0)
 		i_fatal("Error reading configuration: %s", error);
 	master_service_init_log(master_service);
 
 	dovewarden_event = event_create(dovewarden_master_service_event());
 	event_add_category(dovewarden_event, &event_category_dovewarden);
-	if (settings_get(dovewarden_event, &dovewarden_setting_parser_info, 0,
-			 &dovewarden_set, &error) < 0) {
+	if (dovewarden_settings_get(dovewarden_event, &dovewarden_set,
+				    &error) < 0) {
 		i_fatal("Invalid dovewarden settings, not starting: %s",
 			error);
 	}
@@ -201,7 +200,7 @@ int main(int argc, char *argv[])
 	master_service_run(master_service, client_connected);
 	main_deinit();
 
-	settings_free(dovewarden_set);
+	dovewarden_settings_free(&dovewarden_set);
 	event_unref(&dovewarden_event);
 	master_service_deinit(&master_service);
 	return 0;
