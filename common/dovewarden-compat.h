@@ -56,6 +56,10 @@ static inline bool str_ends_with(const char *haystack, const char *needle)
 #  define DOVEWARDEN_AUTH_PROTOCOL_FIELD "service"
 #endif
 
+/* doveadm-server answers CHANGED for dsync's "changed during the sync"
+   (exit code 2); 2.3's has no such code and answers UNKNOWN */
+#define DOVEWARDEN_DOVEADM_HAS_CHANGED DOVECOT_PREREQ(2, 4, 0)
+
 /* "ip:port" ("[ip]:port" for IPv6); 2.3's net_ipport2str() returns it
    through a pointer. In the data stack. */
 static inline const char *

@@ -43,6 +43,7 @@ struct dovewarden_doveadm_sync {
 	char *new_state;
 	char *connect_error;
 	unsigned int timeout_msecs;
+	bool full;
 	struct timeout *to;
 
 	dovewarden_doveadm_sync_callback_t *callback;
@@ -158,7 +159,7 @@ static int doveadm_sync_input_line(struct connection *conn, const char *line)
 		sync->state = DOVEADM_SYNC_STATE_STATUS;
 		return 1;
 	case DOVEADM_SYNC_STATE_STATUS:
-		result = dovewarden_sync_result_from_reply(line);
+		result = dovewarden_sync_result_from_reply(line, sync->full);
 		if (result != DOVEWARDEN_SYNC_RESULT_OK) {
 			error = t_strdup_printf(
 				"doveadm-server replied %s",
@@ -249,6 +250,7 @@ dovewarden_doveadm_sync_start(
 	sync->callback = callback;
 	sync->context = context;
 	sync->timeout_msecs = set->timeout_msecs;
+	sync->full = set->full;
 	sync->command = doveadm_sync_command(set);
 
 	sync->conn.event_parent = event_parent;

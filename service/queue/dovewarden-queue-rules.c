@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "md5.h"
+#include "dovewarden-compat.h"
 #include "dovewarden-queue-rules.h"
 
 bool dovewarden_queue_settle_concurrent(const struct dovewarden_queue_settings *set,
@@ -108,7 +109,8 @@ dovewarden_queue_next_sync_secs(const struct dovewarden_queue_next_sync *next,
 	return due <= now ? 0 : (long long)(due - now);
 }
 
-enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
+enum dovewarden_sync_result
+dovewarden_sync_result_from_reply(const char *line, bool full_sync)
 {
 	const char *code;
 
@@ -122,6 +124,14 @@ enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line)
 	code = t_strcut(line + 1, '\t');
 	if (strcmp(code, "CHANGED") == 0)
 		return DOVEWARDEN_SYNC_RESULT_CHANGED;
+	if (!DOVEWARDEN_DOVEADM_HAS_CHANGED && strcmp(code, "UNKNOWN") == 0) {
+		/* 2.3 answers UNKNOWN for dsync's "changed during the sync"
+		   but for other exit codes too. The second CHANGED in a row
+		   makes the next sync full: when that one fails too, back
+		   off instead of retrying every few seconds. */
+		return full_sync ? DOVEWARDEN_SYNC_RESULT_TEMPFAIL :
+			DOVEWARDEN_SYNC_RESULT_CHANGED;
+	}
 	if (strcmp(code, "NOUSER") == 0 || strcmp(code, "NOREPLICATE") == 0)
 		return DOVEWARDEN_SYNC_RESULT_NOUSER;
 	/* retrying these soon cannot help: the setup is wrong. Not

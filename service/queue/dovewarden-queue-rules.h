@@ -134,8 +134,11 @@ dovewarden_queue_next_sync_secs(const struct dovewarden_queue_next_sync *next,
    CHANGED; "-NOUSER" (and 2.3's "-NOREPLICATE") NOUSER; "-USAGE",
    "-NOPERM" and "-REFERRAL" CONFIG; any other line (also "-NOTFOUND",
    which dsync answers when a mailbox is deleted during the sync), and NULL
-   (the connection closed before a status line), TEMPFAIL. */
-enum dovewarden_sync_result dovewarden_sync_result_from_reply(const char *line);
+   (the connection closed before a status line), TEMPFAIL. 2.3 has no
+   "-CHANGED": its "-UNKNOWN" is CHANGED after an incremental sync
+   (full_sync FALSE) and TEMPFAIL after a full one. */
+enum dovewarden_sync_result
+dovewarden_sync_result_from_reply(const char *line, bool full_sync);
 const char *dovewarden_sync_result_to_str(enum dovewarden_sync_result result);
 
 /* The back-off before the retry of a user whose last failures syncs in a

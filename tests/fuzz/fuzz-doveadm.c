@@ -23,7 +23,9 @@ static void fuzz_line(const char *line, void *context ATTR_UNUSED)
 	/* the output line: its first field is the new state */
 	i_assert(args != NULL);
 	(void)t_strdup(args[0] == NULL ? "" : args[0]);
-	result = dovewarden_sync_result_from_reply(line);
+	result = dovewarden_sync_result_from_reply(line, FALSE);
+	i_assert(dovewarden_sync_result_to_str(result) != NULL);
+	result = dovewarden_sync_result_from_reply(line, TRUE);
 	i_assert(dovewarden_sync_result_to_str(result) != NULL);
 	quote = str_sanitize(line, DOVEADM_REPLY_QUOTE_MAX);
 	i_assert(strlen(quote) <= DOVEADM_REPLY_QUOTE_MAX + 3);

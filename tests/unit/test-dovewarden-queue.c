@@ -855,7 +855,7 @@ Test(queue, sync_result_from_reply)
 		{ "+\t", DOVEWARDEN_SYNC_RESULT_OK },
 		{ "-CHANGED", DOVEWARDEN_SYNC_RESULT_CHANGED },
 		{ "-TEMPFAIL", DOVEWARDEN_SYNC_RESULT_TEMPFAIL },
-		{ "-UNKNOWN", DOVEWARDEN_SYNC_RESULT_TEMPFAIL },
+		/* -UNKNOWN: see sync_result_unknown */
 		{ "-NOUSER", DOVEWARDEN_SYNC_RESULT_NOUSER },
 		{ "-NOREPLICATE", DOVEWARDEN_SYNC_RESULT_NOUSER },
 		{ "-USAGE", DOVEWARDEN_SYNC_RESULT_CONFIG },
@@ -879,9 +879,27 @@ Test(queue, sync_result_from_reply)
 	unsigned int i;
 
 	for (i = 0; i < N_ELEMENTS(tests); i++) {
-		cr_assert_eq(dovewarden_sync_result_from_reply(tests[i].line),
+		cr_assert_eq(dovewarden_sync_result_from_reply(tests[i].line,
+							       FALSE),
 			     tests[i].result, "line %u", i);
 	}
+}
+
+Test(queue, sync_result_unknown)
+{
+	/* 2.3's doveadm-server answers UNKNOWN where 2.4's answers CHANGED;
+	   after a full sync it backs off (see the header) */
+#if DOVECOT_PREREQ(2, 4, 0)
+	cr_assert_eq(dovewarden_sync_result_from_reply("-UNKNOWN", FALSE),
+		     DOVEWARDEN_SYNC_RESULT_TEMPFAIL);
+#else
+	cr_assert_eq(dovewarden_sync_result_from_reply("-UNKNOWN", FALSE),
+		     DOVEWARDEN_SYNC_RESULT_CHANGED);
+#endif
+	cr_assert_eq(dovewarden_sync_result_from_reply("-UNKNOWN", TRUE),
+		     DOVEWARDEN_SYNC_RESULT_TEMPFAIL);
+	cr_assert_eq(dovewarden_sync_result_from_reply("-CHANGED", TRUE),
+		     DOVEWARDEN_SYNC_RESULT_CHANGED);
 }
 
 Test(queue, sync_result_to_str)
