@@ -41,6 +41,10 @@ struct dovewarden_doveadm_sync {
 	enum doveadm_sync_state state;
 	char *command;
 	char *new_state;
+	/* an incremental sync: a state was sent without -f */
+	bool incremental;
+	/* dsync printed a state, even an empty one */
+	bool state_printed;
 	char *connect_error;
 	unsigned int timeout_msecs;
 	bool full;
@@ -75,6 +79,12 @@ static void doveadm_sync_finish(struct dovewarden_doveadm_sync *sync,
 	reply.state = sync->new_state == NULL ? "" : sync->new_state;
 	reply.error = error;
 	reply.may_still_run = may_still_run;
+	/* dsync prints an empty state only when the state it was given
+	   can't be used (it logs "retry with a full sync"); it prints none
+	   when it did not run */
+	reply.needs_full_sync = result != DOVEWARDEN_SYNC_RESULT_OK &&
+		sync->incremental && sync->state_printed &&
+		reply.state[0] == '\0';
 	sync->callback(&reply, sync->context);
 }
 
@@ -156,6 +166,7 @@ static int doveadm_sync_input_line(struct connection *conn, const char *line)
 		/* the state is the only field of the output line */
 		args = t_strsplit_tabescaped(line);
 		sync->new_state = i_strdup(args[0] == NULL ? "" : args[0]);
+		sync->state_printed = line[0] != '\0';
 		sync->state = DOVEADM_SYNC_STATE_STATUS;
 		return 1;
 	case DOVEADM_SYNC_STATE_STATUS:
@@ -252,6 +263,7 @@ dovewarden_doveadm_sync_start(
 	sync->timeout_msecs = set->timeout_msecs;
 	sync->full = set->full;
 	sync->command = doveadm_sync_command(set);
+	sync->incremental = set->state[0] != '\0' && !set->full;
 
 	sync->conn.event_parent = event_parent;
 	connection_init_client_unix(doveadm->conns, &sync->conn,

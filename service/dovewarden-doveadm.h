@@ -13,7 +13,9 @@
      S: +				(preauthenticated unix socket)
      C: \t<user>\tsync\t-N\t-l\t<secs>\t[-T\t<secs>\t][-f\t]-s\t<state>\t
 	<destination>					(one line)
-     S: <new state>\t		(the command's output line, may be empty)
+     S: <new state>\t		(the command's output line: an empty
+				 state when dsync can't use the given one,
+				 an empty line when dsync did not run)
      S: + or -<CODE>		(status)
    EOF before the status line is a failure: doveadm-server closes the
    connection on a fatal error (2.4.1 answers an unreachable destination
@@ -48,6 +50,10 @@ struct dovewarden_doveadm_sync_reply {
 	/* The service stopped waiting for it (dovewarden_sync_timeout):
 	   doveadm-server goes on with the dsync until it ends by itself */
 	bool may_still_run;
+	/* An incremental sync failed because dsync can't use the state
+	   (e.g. "Modseq ... no longer in transaction log"): only a full
+	   sync gets on */
+	bool needs_full_sync;
 };
 
 /* The reply and its strings are valid only during the callback. */

@@ -67,6 +67,9 @@ struct replicator_sync {
 	/* the user's last dsync ended unseen (dovewarden_orphans_take_
 	   interrupted()): a full one runs */
 	bool after_interrupted:1;
+	/* the incremental dsync could not use the state: a full one runs
+	   instead */
+	bool resync:1;
 	/* the sync went to the global replica, not to one the userdb set
 	   for this user: only these tell whether the replica is down */
 	bool global_replica:1;
@@ -222,7 +225,7 @@ static const char *replicator_sync_kind(struct replicator_sync *sync)
 {
 	if (sync->job->settle)
 		return "settle full";
-	if (sync->job->full || sync->after_interrupted)
+	if (sync->job->full || sync->after_interrupted || sync->resync)
 		return "full";
 	return sync->incremental ? "incremental" : "normal";
 }
@@ -239,8 +242,8 @@ replicator_sync_log(struct replicator_sync *sync,
 	struct event_passthrough *e = event_create_passthrough(sync->event)->
 		set_name("dovewarden_sync_finished")->
 		add_str("priority", dovewarden_priority_to_str(job->priority))->
-		add_str("full", job->full || sync->after_interrupted ?
-			"yes" : "no")->
+		add_str("full", job->full || sync->after_interrupted ||
+			sync->resync ? "yes" : "no")->
 		add_str("incremental", sync->incremental ? "yes" : "no")->
 		add_str("settle", job->settle ? "yes" : "no")->
 		add_int("duration_usecs", duration_usecs)->
@@ -547,6 +550,18 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 
 	sync->dsync = NULL;
 	replicator_dsync_ended(sync, reply);
+	if (reply->needs_full_sync && !sync->resync &&
+	    !dovewarden_queue_backend_job_removed(sync->job)) {
+		/* e.g. the state of a sync whose result a restart lost is
+		   older than the transaction logs: retried with it, the sync
+		   would only fail again after its back-off */
+		e_debug(sync->event, "Incremental sync failed: %s: dsync "
+			"can't use the state, running a full sync instead",
+			reply->error);
+		sync->resync = TRUE;
+		replicator_dsync_start(sync, sync->job->state, TRUE);
+		return;
+	}
 	if (sync->job->full && sync->incremental &&
 	    (!sync->job->settle ||
 	     sync->job->priority == DOVEWARDEN_PRIORITY_NONE) &&
