@@ -22,7 +22,14 @@
    that start, when the orphan has most likely ended (a longer one is
    waited for by the new dsync's user lock, once), and until then each
    orphan takes one of the dovewarden_max_syncs slots, so that restarts
-   can't multiply the dsyncs running in doveadm-server. */
+   can't multiply the dsyncs running in doveadm-server.
+
+   The wait is what limits how fast restarts start dsyncs. A sync that
+   started at once next to the orphan instead (waiting for it in the
+   user's lock, with the full lock timeout or a short one) was measured
+   in the restart storm: under load a dsync takes longer to connect than
+   the time between restarts, so the rounds of dsyncs each restart
+   started piled up until doveadm's process_limit was reached. */
 
 /* How long after an orphaned dsync's start its user's next sync waits.
    Syncs of a changed user take a few seconds at most; the wait bounds
