@@ -4,6 +4,7 @@
 #include "llist.h"
 #include "str.h"
 #include "str-sanitize.h"
+#include "strescape.h"
 #include "time-util.h"
 #include "ioloop.h"
 #include "istream.h"
@@ -235,9 +236,10 @@ static void client_schedule_reconnect(struct dovewarden_notify_client *client)
 					DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS);
 }
 
-/* The longest unread record kept: far more than the socket and the output
-   buffer hold */
-#define DOVEWARDEN_NOTIFY_UNREAD_MAX_SIZE (4 * DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE)
+/* The most kept of what the service may not have read (older lines are
+   forgotten): half the output buffer, so that it always fits into a new
+   connection's */
+#define DOVEWARDEN_NOTIFY_UNREAD_MAX_SIZE (DOVEWARDEN_NOTIFY_OUTPUT_MAX_SIZE / 2)
 
 /* Drop whole lines from the start of str until it is at most max_size
    long (a line cut by that point is kept) */
@@ -294,10 +296,9 @@ static void client_disconnect(struct dovewarden_notify_client *client,
 	size_t unsent = output == NULL ? 0 :
 		o_stream_get_buffer_used_size(output);
 	/* a unix socket's peer that goes away without reading what it got
-	   resets the connection */
+	   resets the connection (EPIPE only says that it went away) */
 	bool reset = (input != NULL && input->stream_errno == ECONNRESET) ||
-		(output != NULL && (output->stream_errno == ECONNRESET ||
-				    output->stream_errno == EPIPE));
+		(output != NULL && output->stream_errno == ECONNRESET);
 
 	if ((reset || unsent > 0) && str_len(client->unread) > 0) {
 		e_debug(client->event, "%s: the service may not have read "
@@ -349,9 +350,9 @@ static void client_conn_handshake_ready(struct connection *_conn)
 		e_info(client->event, "Reconnected to %s", client->path);
 		client->failure_logged = FALSE;
 	}
-	/* imports wait for the service's version */
-	if (client->pending_head != NULL && client->to_flush == NULL &&
-	    client->to_reconnect == NULL)
+	/* imports and lines sent again wait for the service's version */
+	if ((client->pending_head != NULL || str_len(client->resend) > 0) &&
+	    client->to_flush == NULL && client->to_reconnect == NULL)
 		client_flush(client);
 }
 
@@ -549,9 +550,8 @@ static int client_connect(struct dovewarden_notify_client *client)
 
 /* Append the user's import line, if any. Returns FALSE when the service's
    version is not known yet, unless last_chance: the process (a short-lived
-   doveadm) is ending, so the line is sent anyway. A service older than
-   imports then logs an invalid request and closes the connection, which
-   the ending process does not need any more. */
+   doveadm) is ending. Then a sync back is sent as a change, which every
+   service knows, and a mere import is lost. */
 static bool client_append_import(struct dovewarden_notify_client *client,
 				 struct dovewarden_notify_user *user,
 				 string_t *line, bool last_chance)
@@ -562,7 +562,7 @@ static bool client_append_import(struct dovewarden_notify_client *client,
 		return TRUE;
 	if (!conn->version_received && !last_chance)
 		return FALSE;
-	if (!conn->version_received ||
+	if (conn->version_received &&
 	    conn->minor_version >= DOVEWARDEN_NOTIFY_MINOR_VERSION_IMPORT) {
 		dovewarden_notify_append_import(line, user->username,
 						user->import_priority);
@@ -663,6 +663,36 @@ static void client_flush(struct dovewarden_notify_client *client)
 	client_idle_check(client);
 }
 
+/* A service older than imports gets none: a sync back becomes a change,
+   as that plugin sent it */
+static void client_resend_drop_imports(struct dovewarden_notify_client *client)
+{
+	const char *const *lines, *const *args;
+	string_t *str;
+
+	T_BEGIN {
+		lines = t_strsplit(str_c(client->resend), "\n");
+		str = t_str_new(str_len(client->resend));
+		for (; *lines != NULL; lines++) {
+			if ((*lines)[0] != 'I' || (*lines)[1] != '\t') {
+				if ((*lines)[0] != '\0') {
+					str_append(str, *lines);
+					str_append_c(str, '\n');
+				}
+				continue;
+			}
+			args = t_strsplit_tabescaped(*lines);
+			if (str_array_length(args) == 3 &&
+			    strcmp(args[2], "low") == 0) {
+				dovewarden_notify_append_notify(str, args[1],
+					DOVEWARDEN_PRIORITY_LOW);
+			}
+		}
+		str_truncate(client->resend, 0);
+		str_append_str(client->resend, str);
+	} T_END;
+}
+
 /* Send the lines a service went away without reading. Returns 1 when
    they are sent (or there are none), 0 when the output has no room yet,
    -1 when the connection failed. */
@@ -672,6 +702,13 @@ static int client_send_resend(struct dovewarden_notify_client *client)
 
 	if (str_len(client->resend) == 0)
 		return 1;
+	if (!client->conn->conn.version_received) {
+		/* the handshake flushes again */
+		return 0;
+	}
+	if (client->conn->conn.minor_version <
+	    DOVEWARDEN_NOTIFY_MINOR_VERSION_IMPORT)
+		client_resend_drop_imports(client);
 	if (o_stream_get_buffer_avail_size(output) < str_len(client->resend))
 		return 0;
 	client_unread_trim(client);
@@ -902,11 +939,17 @@ void dovewarden_notify_client_add_import(struct dovewarden_notify_client *client
 	user->imported = TRUE;
 	user->import_priority = I_MAX(user->import_priority, priority);
 	user->reasons |= reasons;
-	/* a dsync process does not live long: connect and send at once
-	   (the holdoff since the last notification still applies) */
-	if (!client->pending_high) {
-		client->pending_high = TRUE;
+	/* a dsync process may end within milliseconds: its first import
+	   connects at once, so that the service's version is known by the
+	   end (an import waits for it); later ones wait like other
+	   changes */
+	if (client->last_sent.tv_sec == 0 && client->conn == NULL &&
+	    client->to_reconnect == NULL) {
 		timeout_remove(&client->to_flush);
+		client->to_flush = timeout_add_short_to(client_ioloop(client),
+							0, client_flush,
+							client);
+		return;
 	}
 	client_schedule_flush(client);
 }
@@ -945,14 +988,16 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 		client_dequeue(client, user);
 		return;
 	}
-	if (user->priority == DOVEWARDEN_PRIORITY_NONE) {
+	if (user->priority == DOVEWARDEN_PRIORITY_NONE &&
+	    user->import_priority == DOVEWARDEN_PRIORITY_NONE) {
 		/* only evidence for the service's settle rule */
 		e_debug(user->event, "Couldn't report dsync's changes to %s "
 			"before the session ended", client->path);
 		client_dequeue(client, user);
 		return;
 	}
-	priority = dovewarden_priority_to_str(user->priority);
+	priority = dovewarden_priority_to_str(
+		I_MAX(user->priority, user->import_priority));
 	e_warning(user->event, "Couldn't notify %s before the session ended - "
 		  "notification lost (priority=%s)", client->path, priority);
 	client_dequeue(client, user);
