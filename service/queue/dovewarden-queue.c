@@ -397,6 +397,7 @@ queue_get_user(struct dovewarden_queue *queue, const char *username,
 static bool
 user_settle_needed(struct dovewarden_queue *queue,
 		   struct dovewarden_user *user,
+		   enum dovewarden_priority priority,
 		   enum dovewarden_queue_settle_kind kind, time_t now)
 {
 	bool concurrent;
@@ -408,7 +409,8 @@ user_settle_needed(struct dovewarden_queue *queue,
 		concurrent = dovewarden_queue_settle_concurrent(&queue->set,
 			user->last_import, FALSE, now);
 		user->last_client_change = now;
-		user->client_change_pending = TRUE;
+		if (priority != DOVEWARDEN_PRIORITY_NONE)
+			user->client_change_pending = TRUE;
 		return concurrent;
 	case DOVEWARDEN_QUEUE_SETTLE_IMPORT:
 		/* a client change that no sync has carried yet (also the
@@ -451,7 +453,7 @@ dovewarden_queue_notify_kind(struct dovewarden_queue *queue,
 	user_add_change(queue, user, priority, now,
 			now - dovewarden_queue_priority_boost(priority));
 	/* an import of NONE priority arms the settle only by the rule */
-	settle = user_settle_needed(queue, user, kind, now) &&
+	settle = user_settle_needed(queue, user, priority, kind, now) &&
 		(priority != DOVEWARDEN_PRIORITY_NONE ||
 		 kind == DOVEWARDEN_QUEUE_SETTLE_IMPORT);
 	if (settle)
@@ -770,6 +772,10 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		}
 		user->last_successful_sync = user->last_fast_sync;
 		user->consecutive_changed = 0;
+		/* the import of this sync's own dsync may come after its
+		   result: the window of its client change counts from now */
+		if (user->syncing_client_change)
+			user->last_client_change = now;
 		if (user->syncing_full)
 			user_settle_verified(queue, user, now);
 		user_set_failures(queue, user, 0);

@@ -1071,12 +1071,27 @@ store_replay_user(struct dovewarden_queue *queue, char *line, time_t now,
 {
 	struct dovewarden_user fields, *user;
 
+	time_t last_client_change = 0, last_import = 0;
+	bool client_change_pending = FALSE;
+
 	if (dovewarden_store_parse_user(line, 2, &fields, reason_r) < 0)
 		return FALSE;
 	user = dovewarden_queue_lookup(queue, fields.username);
-	if (user != NULL)
+	if (user != NULL) {
+		/* the settle rule's evidence is not in the user line */
+		last_client_change = user->last_client_change;
+		last_import = user->last_import;
+		client_change_pending = user->client_change_pending;
 		dovewarden_queue_remove(queue, user);
-	(void)dovewarden_queue_restore(queue, &fields, now);
+	}
+	user = dovewarden_queue_restore(queue, &fields, now);
+	if (user != NULL) {
+		user->last_client_change = last_client_change;
+		user->last_import = last_import;
+		/* perhaps carried by the sync, perhaps not: it may only
+		   cost a settle */
+		user->client_change_pending = client_change_pending;
+	}
 	return TRUE;
 }
 

@@ -43,6 +43,9 @@ else
     end
     if num(h.ps) > 0 then redis.call('ZADD', PD, h.ps, user)
     else redis.call('ZREM', PD, user) end
+    -- the settle window of the client change this sync carried counts
+    -- from its end, as the built-in queue's import does
+    if h.lcs and h.lcs ~= '' and h.lcs == h.sos then h.lct = now end
   elseif res == 'release' then
     restore(user, h)
   elseif res == 'changed' then

@@ -44,7 +44,7 @@ local now = tonumber(redis.call('TIME')[1])
 local W, R, C = P..'wait', P..'ready', P..'claims'
 local PD, FL, U = P..'pending', P..'failed', P..'users'
 local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos','lcs','lct'}
-local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos'}
+local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos','lcs','lct'}
 local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o','ch','rr','os','sos','lcs','lct'}
 local function num(v)
   if not v or v == '' then return 0 end
