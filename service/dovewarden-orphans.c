@@ -42,14 +42,11 @@ struct dovewarden_orphans {
 	/* username -> struct orphan_record */
 	HASH_TABLE(char *, struct orphan_record *) records;
 	unsigned int inherited_count;
-	/* users whose dsync ended without the service seeing its result
-	   (see dovewarden_orphans_take_interrupted()): username -> itself */
+	/* users whose dsync ended without any service process seeing its
+	   result, found by the load (see
+	   dovewarden_orphans_take_interrupted()): username -> itself */
 	HASH_TABLE(char *, char *) interrupted;
 };
-
-/* A record's start time in the file for a user whose dsync is only known
-   to have been interrupted: long over, never waited for */
-#define ORPHANS_INTERRUPTED_STARTED 1
 
 int dovewarden_orphans_parse_line(const char *line, time_t *started_r,
 				  pid_t *master_pid_r,
@@ -242,17 +239,7 @@ static void orphans_rewrite(struct dovewarden_orphans *orphans)
 	char *key;
 	int fd;
 
-	char *value;
-
 	i_close_fd(&orphans->fd);
-	iter = hash_table_iterate_init(orphans->interrupted);
-	while (hash_table_iterate(iter, orphans->interrupted, &key, &value)) {
-		if (hash_table_lookup(orphans->records, key) == NULL) {
-			orphans_append_started(orphans, str, key,
-					       ORPHANS_INTERRUPTED_STARTED);
-		}
-	}
-	hash_table_iterate_deinit(&iter);
 	iter = hash_table_iterate_init(orphans->records);
 	while (hash_table_iterate(iter, orphans->records, &key, &rec))
 		orphans_append_started(orphans, str, key, rec->started);
@@ -478,19 +465,25 @@ void dovewarden_orphans_started(struct dovewarden_orphans *orphans,
 void dovewarden_orphans_abandoned(struct dovewarden_orphans *orphans,
 				  const char *username)
 {
-	orphans_set_interrupted(orphans, username, TRUE);
 	orphans_record_start(orphans, username, TRUE);
 }
 
-bool dovewarden_orphans_take_interrupted(struct dovewarden_orphans *orphans,
-					 const char *username)
+void dovewarden_orphans_take_interrupted(struct dovewarden_orphans *orphans,
+					 dovewarden_orphans_user_callback_t *callback,
+					 void *context)
 {
-	if (hash_table_lookup(orphans->interrupted, username) == NULL)
-		return FALSE;
-	/* the file keeps its start line until this sync's own lines
-	   follow it: a restart before then asks again */
-	orphans_set_interrupted(orphans, username, FALSE);
-	return TRUE;
+	struct hash_iterate_context *iter;
+	char *key, *value;
+
+	iter = hash_table_iterate_init(orphans->interrupted);
+	while (hash_table_iterate(iter, orphans->interrupted, &key, &value))
+		callback(key, context);
+	hash_table_iterate_deinit(&iter);
+	iter = hash_table_iterate_init(orphans->interrupted);
+	while (hash_table_iterate(iter, orphans->interrupted, &key, &value))
+		i_free(key);
+	hash_table_iterate_deinit(&iter);
+	hash_table_clear(orphans->interrupted, FALSE);
 }
 
 void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,

@@ -81,15 +81,18 @@ void dovewarden_orphans_ended(struct dovewarden_orphans *orphans,
 void dovewarden_orphans_abandoned(struct dovewarden_orphans *orphans,
 				  const char *username);
 
-/* Returns TRUE (once) if a dsync of username ended without the service
-   seeing its result: started by a previous process (whatever became of
-   it), or abandoned after its timeout. What it did on either server is
-   unknown to the dsync state the next sync would use: the changes it
+/* Call callback once for each user whose dsync ended without any service
+   process seeing its result, as the load found them (whatever became of
+   those dsyncs), and forget them. What such a dsync did on either server
+   is unknown to the dsync state the next sync would use: the changes it
    carried look like changes made on both servers, which incremental
    dsync does not always merge (a message's flags changed on both). The
-   caller runs the user's next sync as a full one. */
-bool dovewarden_orphans_take_interrupted(struct dovewarden_orphans *orphans,
-					 const char *username);
+   caller hands them to the queue, which keeps them from then on. */
+typedef void dovewarden_orphans_user_callback_t(const char *username,
+						void *context);
+void dovewarden_orphans_take_interrupted(struct dovewarden_orphans *orphans,
+					 dovewarden_orphans_user_callback_t *callback,
+					 void *context);
 /* The parser of the file's lines, without I/O (the fuzz target calls
    it). "<start time>\t<master pid>\t<username>" is a started dsync
    (returns 1, fills started_r and master_pid_r), "-\t<username>" an ended

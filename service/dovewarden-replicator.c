@@ -64,9 +64,6 @@ struct replicator_sync {
 	   runs (NULL otherwise) */
 	char *full_state;
 	bool incremental:1;
-	/* the user's last dsync ended unseen (dovewarden_orphans_take_
-	   interrupted()): a full one runs */
-	bool after_interrupted:1;
 	/* the incremental dsync could not use the state: a full one runs
 	   instead */
 	bool resync:1;
@@ -225,7 +222,7 @@ static const char *replicator_sync_kind(struct replicator_sync *sync)
 {
 	if (sync->job->settle)
 		return "settle full";
-	if (sync->job->full || sync->after_interrupted || sync->resync)
+	if (sync->job->full || sync->resync)
 		return "full";
 	return sync->incremental ? "incremental" : "normal";
 }
@@ -242,8 +239,7 @@ replicator_sync_log(struct replicator_sync *sync,
 	struct event_passthrough *e = event_create_passthrough(sync->event)->
 		set_name("dovewarden_sync_finished")->
 		add_str("priority", dovewarden_priority_to_str(job->priority))->
-		add_str("full", job->full || sync->after_interrupted ||
-			sync->resync ? "yes" : "no")->
+		add_str("full", job->full || sync->resync ? "yes" : "no")->
 		add_str("incremental", sync->incremental ? "yes" : "no")->
 		add_str("settle", job->settle ? "yes" : "no")->
 		add_int("duration_usecs", duration_usecs)->
@@ -492,6 +488,21 @@ static void replicator_sync_hold(struct replicator_sync *sync)
 			       REPLICATOR_OUTAGE_HELD_ERROR);
 }
 
+/* A dsync of username ended without the service seeing what it did
+   (dovewarden_orphans_take_interrupted()): the user gets a settle full
+   sync once it is quiet, like a user changed on both servers (a full sync
+   at once would be repeated at each of many restarts) */
+static void replicator_interrupted(const char *username, void *context)
+{
+	struct dovewarden_replicator *replicator = context;
+
+	e_debug(replicator->event, "%s: its last dsync was interrupted: "
+		"settling it", str_sanitize(username,
+					    REPLICATOR_LOG_USERNAME_MAX));
+	dovewarden_queue_backend_notify(replicator->queue, username,
+					DOVEWARDEN_PRIORITY_LOW, 0);
+}
+
 static void
 replicator_dsync_ended(struct replicator_sync *sync,
 		       const struct dovewarden_doveadm_sync_reply *reply)
@@ -502,6 +513,7 @@ replicator_dsync_ended(struct replicator_sync *sync,
 		   service process */
 		dovewarden_orphans_abandoned(sync->replicator->orphans,
 					     sync->job->username);
+		replicator_interrupted(sync->job->username, sync->replicator);
 	} else {
 		dovewarden_orphans_ended(sync->replicator->orphans,
 					 sync->job->username);
@@ -606,17 +618,11 @@ replicator_dsync_start(struct replicator_sync *sync, const char *state,
 
 static void replicator_sync_run(struct replicator_sync *sync)
 {
-	if (!sync->job->full &&
-	    dovewarden_orphans_take_interrupted(sync->replicator->orphans,
-						sync->job->username))
-		sync->after_interrupted = TRUE;
-	e_debug(sync->event, "Starting %s sync (priority %s) to %s%s",
+	e_debug(sync->event, "Starting %s sync (priority %s) to %s",
 		replicator_sync_kind(sync),
 		dovewarden_priority_to_str(sync->job->priority),
-		sync->destination, !sync->after_interrupted ? "" :
-		" (the user's last dsync was interrupted)");
-	replicator_dsync_start(sync, sync->job->state,
-			       sync->job->full || sync->after_interrupted);
+		sync->destination);
+	replicator_dsync_start(sync, sync->job->state, sync->job->full);
 }
 
 static void replicator_sync_orphan_ended(struct replicator_sync *sync)
@@ -895,6 +901,9 @@ dovewarden_replicator_init(const struct dovewarden_settings *set,
 	replicator->orphans = dovewarden_orphans_init(orphans_path, getppid(),
 		dovewarden_orphans_process_started(getppid()),
 		replicator->event);
+	dovewarden_orphans_take_interrupted(replicator->orphans,
+					    replicator_interrupted,
+					    replicator);
 	i_array_init(&replicator->syncs, set->dovewarden_max_syncs);
 	hash_table_create(&replicator->nouser_logged, default_pool, 0,
 			  str_hash, strcmp);
