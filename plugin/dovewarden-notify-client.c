@@ -13,6 +13,7 @@
 #include "dovewarden-notify-client.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #ifdef __linux__
 #  include <linux/sockios.h>
@@ -87,6 +88,8 @@ struct dovewarden_notify_client {
 	struct timeval last_sent, last_sent_high;
 	/* Set while waiting before the next connect attempt */
 	struct timeout *to_reconnect;
+	/* When the connection was made */
+	struct timeval connected_time;
 	unsigned int reconnect_msecs;
 
 	/* Users with a pending notification, oldest first */
@@ -235,6 +238,10 @@ static void client_schedule_reconnect(struct dovewarden_notify_client *client)
 	client->reconnect_msecs = I_MIN(client->reconnect_msecs * 2,
 					DOVEWARDEN_NOTIFY_RECONNECT_MAX_MSECS);
 }
+
+/* How long an ending dsync process waits for the service's version
+   before its last imports are dropped */
+#define DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS 100
 
 /* The most kept of what the service may not have read (older lines are
    forgotten): half the output buffer, so that it always fits into a new
@@ -542,6 +549,8 @@ static int client_connect(struct dovewarden_notify_client *client)
 		return -1;
 	}
 	client->conn = conn;
+	io_loop_time_refresh();
+	client->connected_time = ioloop_timeval;
 	o_stream_set_flush_callback(conn->conn.output, client_output, client);
 	timeout_remove(&client->to_reconnect);
 	e_debug(client->event, "Connected to %s", client->path);
@@ -976,9 +985,28 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 	}
 	if (client->conn != NULL && user->imported &&
 	    !client->conn->conn.version_received) {
-		/* the service's VERSION line is usually there already:
-		   read it without waiting */
-		client->conn->conn.v.input(&client->conn->conn);
+		/* A dsync process is ending (only those report imports):
+		   its imports wait for the service's VERSION line, which a
+		   running service sends at once. Give a connection made
+		   just now a moment: up to
+		   DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS after it was
+		   made (a service that has not answered an older one is
+		   not running). */
+		struct pollfd pfd = {
+			.fd = client->conn->conn.fd_in,
+			.events = POLLIN,
+		};
+		long long age;
+
+		io_loop_time_refresh();
+		age = timeval_diff_msecs(&ioloop_timeval,
+					 &client->connected_time);
+		if (age >= 0 && age < DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS &&
+		    poll(&pfd, 1, DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS -
+			 age) > 0)
+			client->conn->conn.v.input(&client->conn->conn);
+		else if (age >= DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS)
+			client->conn->conn.v.input(&client->conn->conn);
 		/* its handshake flushed the pending users */
 		if (!user->queued)
 			return;
