@@ -13,10 +13,12 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import make_message  # noqa: E402
 from dwtest.common import wait_until  # noqa: E402
+from dwtest.pair import conf_by_series  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
 r = Runner("test-aliases",
-           extra_conf="auth_username_format = %{user | lower}")
+           extra_conf=conf_by_series("auth_username_format = %{user | lower}",
+                                     "auth_username_format = %Lu"))
 
 ALIASES = ("ALICE", "AlIcE")
 

@@ -27,7 +27,7 @@ USERS = ["user%02d" % i for i in range(1, 7)]
 IDLE_USER = "user07"
 
 r = Runner(
-    "redis-import",
+    "redis-import", need_redis=True,
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = 3s\n")
 
