@@ -32,10 +32,12 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import check_ok, make_message  # noqa: E402
 from dwtest.common import SIDES, hms_secs, wait_until  # noqa: E402
-from dwtest.pair import listen_unix  # noqa: E402
+from dwtest.pair import listen_unix, user_setting_opt  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
 PROXY_NAME = "dwtest-doveadm"
+# a change made with these doveadm options is not notified
+QUIET = user_setting_opt("dovewarden_noreplicate", "yes")
 QUIET_WINDOW = 1.5
 
 r = Runner("test-full-sync",
@@ -218,9 +220,9 @@ def _(pair):
     # the syncs of the seeding may echo one more sync, and a settle may
     # follow: let them finish
     wait_settled(pair, user)
-    pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "flags", "add",
+    pair.doveadm("B", *QUIET, "flags", "add",
                  "-u", user, "\\Flagged", "mailbox", "INBOX", "ALL")
-    pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "mailbox",
+    pair.doveadm("B", *QUIET, "mailbox",
                  "create", "-u", user, "Behind")
     end = time.monotonic() + QUIET_WINDOW
     while True:
@@ -304,7 +306,7 @@ def _(pair):
            "once: verdicts %r (True = repaired)" % v2)
     expect(not pair.compare(user), "the full syncs made A and B differ")
 
-    pair.doveadm("B", "-o", "dovewarden_noreplicate=yes", "flags", "add",
+    pair.doveadm("B", *QUIET, "flags", "add",
                  "-u", user, "\\Answered", "mailbox", "INBOX", "ALL")
     d = pair.compare(user)
     expect(d, "the change on B behind the services' backs made no "

@@ -21,7 +21,10 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import check_ok, make_message, msg_hash  # noqa: E402
 from dwtest.common import POLL_INTERVAL, hms_secs, wait_until  # noqa: E402
+from dwtest.pair import dovecot_series  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
+
+CAUSE_LEVEL = "Fatal:" if dovecot_series() == "2.3" else "Error:"
 
 RETRY_MIN = 2
 RETRY_MAX = 8
@@ -114,9 +117,10 @@ def _(pair):
             "A", lambda l: "dovewarden: Warning: %s: " % user in l
             and "failed" in l and st["last_error"] in l, 5,
             "a warning in A's log naming the failed sync's reason")
-        # the cause itself is logged by doveadm-server's dsync on A
+        # the cause itself is logged by doveadm-server's dsync on A (2.3's
+        # dsync gives up on it with a Fatal: line)
         cause = pair.wait_log(
-            "A", lambda l: "doveadm(%s)" % user in l and "Error:" in l
+            "A", lambda l: "doveadm(%s)" % user in l and CAUSE_LEVEL in l
             and "connect(127.0.0.1:%d)" % pair.port("B", "doveadm") in l,
             5, "doveadm's error naming the refused connection to B")
     finally:

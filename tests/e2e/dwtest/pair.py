@@ -53,6 +53,13 @@ def conf_by_series(v24, v23):
     return v23 if dovecot_series() == "2.3" else v24
 
 
+def user_setting_opt(name, value):
+    """doveadm's -o option setting the per-user setting name (e.g.
+    dovewarden_noreplicate): in plugin { } on 2.3, at the top level on
+    2.4"""
+    return ["-o", conf_by_series("", "plugin/") + name + "=" + value]
+
+
 def rootfs(side):
     """The root file system that side's Dovecot runs from, when it is not
     this one: DW_ROOTFS_A or DW_ROOTFS_B (a container image's; see
