@@ -24,6 +24,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import check_ok, make_message  # noqa: E402
 from dwtest.load import appends_checked_on_b  # noqa: E402
+from dwtest.pair import conf_by_series  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
 WAIT_SECS = 5.0
@@ -33,7 +34,7 @@ OTHER_MAX_SECS = 1.0
 r = Runner(
     "sync-wait-shared",
     extra_conf="dovewarden_sync_wait = 5s\n",
-    side_conf={"A": """
+    side_conf={"A": conf_by_series("""
 service imap {
   client_limit = 10
   process_limit = 1
@@ -44,7 +45,16 @@ protocol imap {
     imap_dovewarden = yes
   }
 }
-"""})
+""", """
+service imap {
+  client_limit = 10
+  process_limit = 1
+  service_count = 0
+}
+protocol imap {
+  mail_plugins = $mail_plugins imap_dovewarden
+}
+""")})
 
 
 def expect(cond, msg):

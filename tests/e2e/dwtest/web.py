@@ -7,6 +7,7 @@ import re
 import time
 
 from dwtest.common import wait_until
+from dwtest.pair import conf_by_series
 
 # Name of the inet listener of "service dovewarden" that speaks HTTP
 HTTP_LISTENER = "dovewarden-http"
@@ -37,22 +38,27 @@ def http_listener_conf(port, listen=None):
             "%s"
             "  }\n"
             "}\n" % (HTTP_LISTENER, port,
-                      "    listen = %s\n" % listen if listen else ""))
+                      "    %s = %s\n" % (conf_by_series("listen", "address"),
+                                      listen) if listen else ""))
 
 
 def event_exporter_conf(url, name="dwtest", event_filter=EVENT_FILTER):
-    """Dovecot 2.4 configuration that posts the events selected by
-    event_filter, as JSON, to url."""
-    return ("event_exporter %s {\n"
-            "  driver = http-post\n"
-            "  http_post_url = %s\n"
-            "  format = json\n"
-            "  time_format = rfc3339\n"
-            "}\n"
-            "metric %s_changes {\n"
-            "  exporter = %s\n"
-            "  filter = %s\n"
-            "}\n" % (name, url, name, name, event_filter))
+    """Dovecot's configuration (2.4's, or 2.3's) that posts the events
+    selected by event_filter, as JSON, to url."""
+    exporter = conf_by_series("  driver = http-post\n"
+                              "  http_post_url = %s\n"
+                              "  format = json\n"
+                              "  time_format = rfc3339\n",
+                              "  transport = http-post\n"
+                              "  transport_args = %s\n"
+                              "  format = json\n"
+                              "  format_args = time-rfc3339\n")
+    return (("event_exporter %s {\n" + exporter +
+             "}\n"
+             "metric %s_changes {\n"
+             "  exporter = %s\n"
+             "  filter = %s\n"
+             "}\n") % (name, url, name, name, event_filter))
 
 
 class HttpResponse:
