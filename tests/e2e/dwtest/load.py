@@ -14,6 +14,7 @@ import time
 from dwtest.clients import (BView, check_ok, fmt_flags, imap_quote,
                             make_message)
 from dwtest.common import NUMBERED_USERS, SIDES
+from dwtest.pair import conf_by_series
 
 class MixedLoad:
     """Client threads on A and on B that, until a deadline, pick a user at
@@ -335,6 +336,10 @@ service imap-login {
   client_limit = 1000
 }
 """
+# Dovecot 2.3 names restart_request_count = unlimited service_count = 0
+MANY_SESSIONS_CONF = conf_by_series(
+    MANY_SESSIONS_CONF, MANY_SESSIONS_CONF.replace(
+        "restart_request_count = unlimited", "service_count = 0"))
 
 SESSION_WORKERS = 16
 
