@@ -128,9 +128,12 @@ def _(pair):
     t = pair.wait_converged(user, CONVERGE_TIMEOUT, "after B was started")
     expect(msg_hash(msg) in pair.snapshot("B", user).hashes(),
            "the message is not on B")
+    # B's own sync may converge the user first (its sync that the stop
+    # interrupted is settled at its start): A's count goes back to 0 at
+    # A's next try, within the back-off cap
     st = wait_until(
         lambda: (lambda s: s if int(s["failed"]) == 0 else None)(
-            pair.dw_users("A", user)[user]), 5,
+            pair.dw_users("A", user)[user]), RETRY_MAX * 1.25 + 5,
         "the failure count to go back to 0")
     expect(st["last_error"] == "-", "last error after success: %r" % st)
     return ("(failed, next sync secs) seen: %r; log: %s; cause: %s; "
