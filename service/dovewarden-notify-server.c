@@ -381,28 +381,29 @@ static int notify_client_input_args(struct connection *conn,
 		}
 		return 1;
 	}
-	if (req.cmd == DOVEWARDEN_NOTIFY_CMD_IMPORT)
-		dovewarden_metrics_import();
-	else
-		dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 	switch (req.cmd) {
 	case DOVEWARDEN_NOTIFY_CMD_NOTIFY:
-		e_debug(conn->event, "Notify: user %s priority %s",
+	case DOVEWARDEN_NOTIFY_CMD_IMPORT: {
+		bool import = req.cmd == DOVEWARDEN_NOTIFY_CMD_IMPORT;
+
+		if (import)
+			dovewarden_metrics_import();
+		else {
+			dovewarden_metrics_notification(
+				DOVEWARDEN_METRICS_SOURCE_PLUGIN);
+		}
+		e_debug(conn->event, "%s: user %s priority %s",
+			import ? "Import" : "Notify",
 			str_sanitize(req.username, 100),
 			dovewarden_priority_to_str(req.priority));
 		dovewarden_replicator_notify(client->server->replicator,
-					     req.username, req.priority,
-					     notify_client_change_flags(client));
+			req.username, req.priority, import ?
+			DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT :
+			notify_client_change_flags(client));
 		return 1;
-	case DOVEWARDEN_NOTIFY_CMD_IMPORT:
-		e_debug(conn->event, "Import: user %s priority %s",
-			str_sanitize(req.username, 100),
-			dovewarden_priority_to_str(req.priority));
-		dovewarden_replicator_notify(client->server->replicator,
-					     req.username, req.priority,
-					     DOVEWARDEN_QUEUE_NOTIFY_FLAG_IMPORT);
-		return 1;
+	}
 	case DOVEWARDEN_NOTIFY_CMD_WAIT:
+		dovewarden_metrics_notification(DOVEWARDEN_METRICS_SOURCE_PLUGIN);
 		e_debug(conn->event, "Wait %u: user %s timeout %u ms",
 			req.id, str_sanitize(req.username, 100),
 			req.timeout_msecs);
