@@ -20,6 +20,8 @@
 
 #define DOVEWARDEN_MAILBOX_CONTEXT_REQUIRE(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, dovewarden_storage_module)
+#define DOVEWARDEN_LIST_CONTEXT_REQUIRE(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, dovewarden_mailbox_list_module)
 
 #define DOVEWARDEN_NEW_MAIL_REASONS \
 	(DOVEWARDEN_NOTIFY_REASON_SAVE | DOVEWARDEN_NOTIFY_REASON_COPY)
@@ -50,6 +52,14 @@ static MODULE_CONTEXT_DEFINE_INIT(dovewarden_user_module,
 				  &mail_user_module_register);
 static MODULE_CONTEXT_DEFINE_INIT(dovewarden_storage_module,
 				  &mail_storage_module_register);
+static MODULE_CONTEXT_DEFINE_INIT(dovewarden_mailbox_list_module,
+				  &mailbox_list_module_register);
+
+struct dovewarden_mailbox_list {
+	union mailbox_list_module_context module_ctx;
+	/* dsync's iterations that hold the list's lock */
+	ARRAY(struct mailbox_list_iterate_context *) locked_iters;
+};
 
 static struct notify_context *dovewarden_notify_ctx;
 static struct dovewarden_notify_client *dovewarden_client;
@@ -475,6 +485,89 @@ static void dovewarden_mailbox_allocated(struct mailbox *box)
 	v->rename_box = dovewarden_mailbox_rename_box;
 }
 
+/* Dovecot creates, deletes and renames mailboxes with the mailbox list
+   locked, but lists them without the lock. A dsync that lists the
+   mailboxes during a RENAME may see both names with one GUID, and gives
+   the new name a new GUID: the old name comes back from the peer and
+   the mailbox is doubled. Listing them locked (in doveadm's dsync only)
+   gives dsync a list from before or after such a change. A mail process
+   waits at most for one listing; if the lock can't be had, dsync lists
+   without it as before. */
+static struct mailbox_list_iterate_context *
+dovewarden_list_iter_init(struct mailbox_list *list,
+			  const char *const *patterns,
+			  enum mailbox_list_iter_flags flags)
+{
+	struct dovewarden_mailbox_list *dlist =
+		DOVEWARDEN_LIST_CONTEXT_REQUIRE(list);
+	struct mailbox_list_iterate_context *ctx;
+	bool locked = FALSE;
+
+	if (list->ns->user->dsyncing && mailbox_list_lock(list) == 0)
+		locked = TRUE;
+	ctx = dlist->module_ctx.super.iter_init(list, patterns, flags);
+	if (locked) {
+		if (!array_is_created(&dlist->locked_iters))
+			i_array_init(&dlist->locked_iters, 4);
+		array_push_back(&dlist->locked_iters, &ctx);
+	}
+	return ctx;
+}
+
+static int dovewarden_list_iter_deinit(struct mailbox_list_iterate_context *ctx)
+{
+	struct mailbox_list *list = ctx->list;
+	struct dovewarden_mailbox_list *dlist =
+		DOVEWARDEN_LIST_CONTEXT_REQUIRE(list);
+	struct mailbox_list_iterate_context *const *iters;
+	unsigned int i, count;
+	bool locked = FALSE;
+	int ret;
+
+	if (array_is_created(&dlist->locked_iters)) {
+		iters = array_get(&dlist->locked_iters, &count);
+		for (i = 0; i < count; i++) {
+			if (iters[i] == ctx) {
+				array_delete(&dlist->locked_iters, i, 1);
+				locked = TRUE;
+				break;
+			}
+		}
+	}
+	ret = dlist->module_ctx.super.iter_deinit(ctx);
+	if (locked)
+		mailbox_list_unlock(list);
+	return ret;
+}
+
+static void dovewarden_mailbox_list_deinit(struct mailbox_list *list)
+{
+	struct dovewarden_mailbox_list *dlist =
+		DOVEWARDEN_LIST_CONTEXT_REQUIRE(list);
+
+	array_free(&dlist->locked_iters);
+	dlist->module_ctx.super.deinit(list);
+}
+
+static void dovewarden_mailbox_list_created(struct mailbox_list *list)
+{
+	struct dovewarden_user *duser =
+		DOVEWARDEN_USER_CONTEXT(list->ns->user);
+	struct mailbox_list_vfuncs *v = list->vlast;
+	struct dovewarden_mailbox_list *dlist;
+
+	/* doveadm sets dsyncing only later: checked at each listing */
+	if (duser == NULL || !duser->enabled)
+		return;
+	dlist = p_new(list->pool, struct dovewarden_mailbox_list, 1);
+	dlist->module_ctx.super = *v;
+	list->vlast = &dlist->module_ctx.super;
+	MODULE_CONTEXT_SET(list, dovewarden_mailbox_list_module, dlist);
+	v->iter_init = dovewarden_list_iter_init;
+	v->iter_deinit = dovewarden_list_iter_deinit;
+	v->deinit = dovewarden_mailbox_list_deinit;
+}
+
 static const struct notify_vfuncs dovewarden_notify_vfuncs = {
 	.mail_transaction_begin = dovewarden_mail_transaction_begin,
 	.mail_save = dovewarden_mail_save,
@@ -493,6 +586,7 @@ static const struct notify_vfuncs dovewarden_notify_vfuncs = {
 
 static struct mail_storage_hooks dovewarden_mail_storage_hooks = {
 	.mail_user_created = dovewarden_mail_user_created,
+	.mailbox_list_created = dovewarden_mailbox_list_created,
 	.mailbox_allocated = dovewarden_mailbox_allocated,
 };
 
