@@ -5,7 +5,6 @@
 #include "mail-user.h"
 #include "mail-storage-private.h"
 #include "mailbox-list-private.h"
-#include "mailbox-log.h"
 #include "notify-plugin.h"
 #include "dovewarden-compat.h"
 #include "dovewarden-settings.h"
@@ -18,8 +17,6 @@
 #define DOVEWARDEN_USER_CONTEXT_REQUIRE(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, dovewarden_user_module)
 
-#define DOVEWARDEN_MAILBOX_CONTEXT_REQUIRE(obj) \
-	MODULE_CONTEXT_REQUIRE(obj, dovewarden_storage_module)
 #define DOVEWARDEN_LIST_CONTEXT_REQUIRE(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, dovewarden_mailbox_list_module)
 
@@ -50,8 +47,6 @@ struct dovewarden_mail_txn {
 
 static MODULE_CONTEXT_DEFINE_INIT(dovewarden_user_module,
 				  &mail_user_module_register);
-static MODULE_CONTEXT_DEFINE_INIT(dovewarden_storage_module,
-				  &mail_storage_module_register);
 static MODULE_CONTEXT_DEFINE_INIT(dovewarden_mailbox_list_module,
 				  &mailbox_list_module_register);
 
@@ -428,71 +423,17 @@ static void dovewarden_mail_user_created(struct mail_user *user)
 	}
 }
 
-/* Dovecot logs a mailbox's deletion (or rename) in the mailbox log only
-   after the mailbox is gone (or has its new name). A dsync that reads the
-   mailbox list in between sees neither the mailbox nor the record: it
-   takes the peer's copy for a mailbox missing here and creates it again,
-   with its old GUID, and from then on the record can't delete it (the
-   name was "recreated"); a rename may be undone the same way. Writing the
-   record first closes that window. dsync ignores a deletion record while
-   a mailbox with that GUID exists and a rename record while no mailbox
-   has the new name, so a failed delete or rename leaves a record that
-   changes nothing (but for a rename refused because the new name exists:
-   that mailbox looks renamed just now). */
-static int dovewarden_mailbox_delete_box(struct mailbox *box)
-{
-	union mailbox_module_context *mbox =
-		DOVEWARDEN_MAILBOX_CONTEXT_REQUIRE(box);
-	struct mailbox_metadata metadata;
-
-	/* a \Noselect mailbox is not open and has no GUID */
-	if (box->opened &&
-	    mailbox_get_metadata(box, MAILBOX_METADATA_GUID, &metadata) == 0) {
-		mailbox_list_add_change(box->list,
-					MAILBOX_LOG_RECORD_DELETE_MAILBOX,
-					metadata.guid);
-	}
-	return mbox->super.delete_box(box);
-}
-
-static int
-dovewarden_mailbox_rename_box(struct mailbox *src, struct mailbox *dest)
-{
-	union mailbox_module_context *mbox =
-		DOVEWARDEN_MAILBOX_CONTEXT_REQUIRE(src);
-	guid_128_t guid;
-
-	/* renames are logged by the new name's hash */
-	mailbox_name_get_sha128(dest->vname, guid);
-	mailbox_list_add_change(src->list, MAILBOX_LOG_RECORD_RENAME, guid);
-	return mbox->super.rename_box(src, dest);
-}
-
-static void dovewarden_mailbox_allocated(struct mailbox *box)
-{
-	struct dovewarden_user *duser =
-		DOVEWARDEN_USER_CONTEXT(box->storage->user);
-	struct mailbox_vfuncs *v = box->vlast;
-	union mailbox_module_context *mbox;
-
-	if (duser == NULL || !duser->enabled)
-		return;
-	mbox = p_new(box->pool, union mailbox_module_context, 1);
-	mbox->super = *v;
-	box->vlast = &mbox->super;
-	MODULE_CONTEXT_SET_SELF(box, dovewarden_storage_module, mbox);
-	v->delete_box = dovewarden_mailbox_delete_box;
-	v->rename_box = dovewarden_mailbox_rename_box;
-}
-
 /* Dovecot creates, deletes and renames mailboxes with the mailbox list
-   locked, but lists them without the lock. A dsync that lists the
-   mailboxes during a RENAME may see both names with one GUID, and gives
-   the new name a new GUID: the old name comes back from the peer and
-   the mailbox is doubled. Listing them locked (in doveadm's dsync only)
-   gives dsync a list from before or after such a change. A mail process
-   waits at most for one listing; if the lock can't be had, dsync lists
-   without it as before. */
+   locked, but lists them without the lock, and logs a deletion or rename
+   in the mailbox log only once it is done. A dsync listing during a
+   DELETE saw neither the mailbox nor its deletion and copied the peer's
+   mailbox back with its old GUID (from then on the deletion can't apply:
+   the name was "recreated"); one listing during a RENAME saw both names
+   with one GUID and gave the new name a new GUID, so the old name came
+   back from the peer with a copy of the mail. Listing them locked (in
+   doveadm's dsync only) gives dsync a list from before such a change,
+   or from after it with its record in the log. A mail process waits at most for one
+   listing; if the lock can't be had, dsync lists without it as before. */
 static struct mailbox_list_iterate_context *
 dovewarden_list_iter_init(struct mailbox_list *list,
 			  const char *const *patterns,
@@ -587,7 +528,6 @@ static const struct notify_vfuncs dovewarden_notify_vfuncs = {
 static struct mail_storage_hooks dovewarden_mail_storage_hooks = {
 	.mail_user_created = dovewarden_mail_user_created,
 	.mailbox_list_created = dovewarden_mailbox_list_created,
-	.mailbox_allocated = dovewarden_mailbox_allocated,
 };
 
 void dovewarden_plugin_init(struct module *module)
