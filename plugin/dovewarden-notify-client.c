@@ -1001,11 +1001,10 @@ dovewarden_notify_client_user_deinit(struct dovewarden_notify_client *client,
 		io_loop_time_refresh();
 		age = timeval_diff_msecs(&ioloop_timeval,
 					 &client->connected_time);
-		if (age >= 0 && age < DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS &&
-		    poll(&pfd, 1, DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS -
-			 age) > 0)
-			client->conn->conn.v.input(&client->conn->conn);
-		else if (age >= DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS)
+		if (age >= DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS ||
+		    (age >= 0 &&
+		     poll(&pfd, 1, DOVEWARDEN_NOTIFY_IMPORT_VERSION_WAIT_MSECS -
+			  age) > 0))
 			client->conn->conn.v.input(&client->conn->conn);
 		/* its handshake flushed the pending users */
 		if (!user->queued)
