@@ -21,6 +21,10 @@ static const struct setting_define dovewarden_setting_defines[] = {
 				   DOVEWARDEN_SETTING_DEFINE)
 	{ .type = SET_STRLIST, .key = "plugin",
 	  .offset = offsetof(struct dovewarden_settings, plugin) },
+	/* Dovecot's own setting, which 2.3's config process gives every
+	   root that defines it: see dovewarden_settings_builtin_replication() */
+	SETTING_DEFINE_STRUCT_STR("mail_plugins", mail_plugins,
+				  struct dovewarden_settings),
 	SETTING_DEFINE_LIST_END
 };
 
@@ -156,4 +160,16 @@ void dovewarden_settings_free(const struct dovewarden_settings **_set)
 	*_set = NULL;
 	pool = set->pool;
 	pool_unref(&pool);
+}
+
+bool dovewarden_settings_builtin_replication(const struct dovewarden_settings *set)
+{
+	const char *const *plugins;
+
+	if (set->mail_plugins == NULL)
+		return FALSE;
+	/* Dovecot separates the names with spaces or commas */
+	plugins = t_strsplit_spaces(set->mail_plugins, ", ");
+	return str_array_find(plugins, "replication") ||
+		str_array_find(plugins, "lib20_replication_plugin");
 }

@@ -53,3 +53,10 @@ void dovewarden_settings_free(const struct dovewarden_settings **set)
 {
 	settings_free(*set);
 }
+
+bool dovewarden_settings_builtin_replication(
+	const struct dovewarden_settings *set ATTR_UNUSED)
+{
+	/* 2.4 has no replication plugin */
+	return FALSE;
+}

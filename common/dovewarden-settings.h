@@ -108,6 +108,9 @@ struct dovewarden_settings {
 	/* 2.3: the plugin { } block, for the service's view of the per-user
 	   settings (key, value, key, value, ...) */
 	ARRAY_TYPE(const_string) plugin;
+	/* 2.3: the global mail_plugins (the same setting), to tell whether
+	   2.3's built-in replication plugin is still loaded */
+	const char *mail_plugins;
 #endif
 };
 
@@ -142,6 +145,11 @@ bool dovewarden_settings_use_redis(const struct dovewarden_settings *set);
 /* Returns the effective replica destination: dovewarden_replica, or else
    mail_replica, or "" when neither is set. */
 const char *dovewarden_settings_get_replica(const struct dovewarden_settings *set);
+/* Returns TRUE when the service's settings load Dovecot 2.3's built-in
+   replication plugin (mail_plugins names "replication"): its replicator
+   still replicates, so the service must not (FALSE on 2.4, which has no
+   such plugin). */
+bool dovewarden_settings_builtin_replication(const struct dovewarden_settings *set);
 /* Returns TRUE when replication is turned off for the settings' user. */
 bool dovewarden_settings_is_noreplicate(const struct dovewarden_settings *set);
 

@@ -111,10 +111,21 @@ static void main_init(void)
 	   state_dir. Users whose userdb gives a replica are still synced
 	   when their mail processes notify, from an in-memory queue. */
 	idle = dovewarden_settings_get_replica(dovewarden_set)[0] == '\0';
-	if (idle) {
+	if (dovewarden_settings_builtin_replication(dovewarden_set)) {
+		/* Dovecot 2.3 with its own replication still configured:
+		   two replicators would sync every user twice, and the
+		   replicator's replicator.db is not final yet */
+		e_warning(dovewarden_event, "mail_plugins still loads Dovecot's "
+			  "built-in replication plugin: idle until it is "
+			  "replaced by dovewarden (see the README's migration "
+			  "guide)");
+		idle = TRUE;
+	} else if (idle) {
 		e_info(dovewarden_event, "No dovewarden_replica (or "
 		       "mail_replica) set: idle (no userdb sweep, no queue "
 		       "state written)");
+	}
+	if (idle) {
 		backend_name = DOVEWARDEN_QUEUE_BACKEND_DEFAULT;
 		if (strcmp(dovewarden_set->dovewarden_queue_backend,
 			   backend_name) != 0) {
