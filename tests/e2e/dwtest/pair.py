@@ -274,6 +274,13 @@ class Pair(PairClients, PairChecker):
         if r.returncode != 0:
             raise RuntimeError("pair start-one %s: %s" % (side, r.stdout))
 
+    def gen_one(self, side):
+        """Rewrite side's configuration (testenv/pair gen-one): for a
+        side stopped to run another Dovecot, or reloaded"""
+        r = self._pair("gen-one", side, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("pair gen-one %s: %s" % (side, r.stdout))
+
     def port(self, side, proto):
         return int(self.ports["%s_%s" % (side, proto.upper())])
 
@@ -457,9 +464,9 @@ class Pair(PairClients, PairChecker):
         with open(path) as f:
             return int(f.read().strip())
 
-    def service_pids(self, side):
-        """PIDs of side's dovewarden service: children of that instance's
-        master whose executable or process title is dovewarden."""
+    def child_pids(self, side, pred):
+        """PIDs of the children of side's master for which
+        pred(executable path, command line) holds"""
         master = self.master_pid(side)
         pids = []
         for d in os.listdir("/proc"):
@@ -480,10 +487,16 @@ class Pair(PairClients, PairChecker):
                     exe = ""
             except (OSError, ValueError, IndexError):
                 continue
-            if (os.path.basename(exe) == "dovewarden"
-                    or re.search(r"(^|[/ ])dovewarden\b", cmdline)):
+            if pred(exe, cmdline):
                 pids.append(int(d))
         return pids
+
+    def service_pids(self, side):
+        """PIDs of side's dovewarden service: children of that instance's
+        master whose executable or process title is dovewarden."""
+        return self.child_pids(side, lambda exe, cmdline: (
+            os.path.basename(exe) == "dovewarden" or
+            re.search(r"(^|[/ ])dovewarden\b", cmdline)))
 
     def service_pid(self, side, timeout=10.0):
         def one():
