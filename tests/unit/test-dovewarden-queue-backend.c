@@ -1449,7 +1449,9 @@ Test(queue_backend, a_repair_counts_also_with_a_change_during_it)
 	struct dovewarden_queue_job *job;
 	struct dovewarden_admin_user_status status;
 
-	queue_set.settle_delay_secs = 1;
+	/* long enough that the settle is not due before the change's own
+	   sync is taken, also on a loaded machine */
+	queue_set.settle_delay_secs = 3;
 	backend_start();
 	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(job->full);
@@ -1462,7 +1464,7 @@ Test(queue_backend, a_repair_counts_also_with_a_change_during_it)
 	cr_assert(!job->full);
 	cr_assert_eq(job->priority, DOVEWARDEN_PRIORITY_LOW);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
-	job = pop_wait(TRUE, 3000);
+	job = pop_wait(TRUE, 5000);
 	cr_assert_not_null(job, "no settle after the repair");
 	cr_assert(job->settle);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
