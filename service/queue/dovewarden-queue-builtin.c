@@ -210,8 +210,10 @@ static int builtin_load(struct builtin_backend *b, const char *path,
 			result.records_not_quarantined,
 			result.quarantine_error);
 	}
-	e_info(event, "Loaded %u users from %s and %u pending changes from "
+	e_info(event, "Loaded %u users from %s%s and %u pending changes from "
 	       "its journal", result.users_loaded, path,
+	       result.snapshot_writer == NULL ? "" :
+	       t_strdup_printf(" (written by %s)", result.snapshot_writer),
 	       result.journal_lines_replayed);
 
 	iter = dovewarden_queue_iter_init(b->queue);

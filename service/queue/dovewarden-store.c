@@ -4,6 +4,7 @@
 #include "str.h"
 #include "strescape.h"
 #include "strnum.h"
+#include "str-sanitize.h"
 #include "ioloop.h"
 #include "fd-util.h"
 #include "write-full.h"
@@ -12,6 +13,7 @@
 #include "eacces-error.h"
 #include "fdatasync-path.h"
 #include "mkdir-parents.h"
+#include "dovewarden-config.h"
 #include "dovewarden-protocol.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
@@ -31,6 +33,10 @@
 #define STORE_HEADER_VERSION "2"
 /* version 1 had no settle and verification times */
 #define STORE_HEADER_VERSION_1 "1"
+/* The header's third field: what wrote the snapshot, for the admin (a
+   snapshot moves between versions in an upgrade) */
+#define STORE_WRITER "dovewarden "DOVEWARDEN_VERSION" on Dovecot "DOVECOT_VERSION
+#define STORE_WRITER_MAX_LENGTH 100
 #define STORE_USER_FIELD_COUNT 15
 #define STORE_USER_FIELD_COUNT_V1 11
 #define STORE_JOURNAL_FIELD_COUNT 3
@@ -212,7 +218,7 @@ store_write_snapshot(struct dovewarden_store *store,
 	output = o_stream_create_fd_file(fd, 0, FALSE);
 	o_stream_cork(output);
 	o_stream_nsend_str(output, STORE_HEADER_NAME"\t"
-			   STORE_HEADER_VERSION"\n");
+			   STORE_HEADER_VERSION"\t"STORE_WRITER"\n");
 
 	line = t_str_new(256);
 	iter = dovewarden_queue_iter_init(queue);
@@ -901,21 +907,29 @@ store_restore_line(struct dovewarden_queue *queue, char *line,
 	return TRUE;
 }
 
-unsigned int dovewarden_store_parse_header(const char *line)
+unsigned int dovewarden_store_parse_header(const char *line,
+					   const char **writer_r)
 {
 	const char *const *args;
+	unsigned int count, version;
 
+	*writer_r = NULL;
 	if (line == NULL)
 		return 0;
 	args = t_strsplit_tabescaped(line);
-	if (str_array_length(args) != 2 ||
-	    strcmp(args[0], STORE_HEADER_NAME) != 0)
+	count = str_array_length(args);
+	/* versions before the writer field wrote two fields */
+	if (count < 2 || count > 3 || strcmp(args[0], STORE_HEADER_NAME) != 0)
 		return 0;
 	if (strcmp(args[1], STORE_HEADER_VERSION) == 0)
-		return 2;
-	if (strcmp(args[1], STORE_HEADER_VERSION_1) == 0)
-		return 1;
-	return 0;
+		version = 2;
+	else if (strcmp(args[1], STORE_HEADER_VERSION_1) == 0)
+		version = 1;
+	else
+		return 0;
+	if (count == 3)
+		*writer_r = args[2];
+	return version;
 }
 
 /* Append a corrupt line (NULL when the reader could not return it) to
@@ -1017,7 +1031,7 @@ store_load_snapshot(struct dovewarden_store *store,
 	const char *reason = NULL;
 	char *line;
 	unsigned int version = 0;
-	const char *line_reason = NULL;
+	const char *line_reason = NULL, *writer;
 	bool valid;
 	int ret;
 
@@ -1032,8 +1046,13 @@ store_load_snapshot(struct dovewarden_store *store,
 	}
 	if (ret == 0)
 		reason = "empty file";
-	else if ((version = dovewarden_store_parse_header(line)) == 0)
+	else if ((version = dovewarden_store_parse_header(line,
+							  &writer)) == 0)
 		reason = "missing or unknown header";
+	else {
+		result->snapshot_writer = writer == NULL ? NULL :
+			t_strdup(str_sanitize(writer, STORE_WRITER_MAX_LENGTH));
+	}
 	if (reason != NULL) {
 		i_stream_destroy(&reader.input);
 		return store_snapshot_corrupt(store, reason, result, error_r);

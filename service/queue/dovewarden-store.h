@@ -19,8 +19,10 @@ struct dovewarden_user;
    username or error may contain TAB, LF or any byte). The first line is
    the header
 
-     dovewarden-db\t2
+     dovewarden-db\t2\t<writer>
 
+   with <writer> naming the program that wrote it ("dovewarden 0.1.0 on
+   Dovecot 2.4.1"; snapshots of versions before it have no third field)
    and every further line is one user:
 
      <username>\t<priority>\t<last_update>\t<last_fast_sync>\t
@@ -121,6 +123,10 @@ struct dovewarden_user;
 struct dovewarden_store_load_result {
 	/* Users restored from the snapshot */
 	unsigned int users_loaded;
+	/* What wrote the snapshot (its header's writer, sanitized), NULL
+	   when no snapshot was read or its header has none; allocated from
+	   the data stack */
+	const char *snapshot_writer;
 	/* Snapshot lines skipped as corrupt, and the line number (the
 	   header is line 1) of the first one, 0 if none */
 	unsigned int snapshot_lines_skipped;
@@ -270,8 +276,9 @@ uoff_t dovewarden_store_journal_get_size(struct dovewarden_store *store);
 
 /* The parsers of the files' lines, without I/O (the fuzz target calls
    them). The header: returns the snapshot's format version (1 or 2), 0
-   for an invalid header. */
-unsigned int dovewarden_store_parse_header(const char *line);
+   for an invalid header; writer_r is its writer, NULL if none. */
+unsigned int dovewarden_store_parse_header(const char *line,
+					   const char **writer_r);
 /* A snapshot's user line of a format version: returns 0 and fills
    fields_r (its strings are allocated from the data stack), or -1 with
    reason_r, a short static string such as "invalid time". Does not check

@@ -74,6 +74,9 @@ def _(pair):
         loaded = pair.wait_log(
             "A", lambda l: "dovewarden: Info: Loaded " in l, 10,
             "the service's 'Loaded ... users' line")
+        # the state file names its writer, and the log repeats it
+        expect("(written by dovewarden " in loaded, "the 'Loaded' line "
+               "does not name the state file's writer: %s" % loaded)
         after = pair.dw_users("A")
         missing = [u for u in USERS if u not in after]
         expect(not missing, "after the restart A's service does not know "

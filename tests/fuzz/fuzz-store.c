@@ -80,11 +80,13 @@ static void fuzz_journal_line(struct fuzz_store *ctx, const char *line)
 static void fuzz_line(const char *line, void *context)
 {
 	struct fuzz_store *ctx = context;
+	const char *writer;
 
 	if (!ctx->header_seen) {
 		ctx->header_seen = TRUE;
-		ctx->version = dovewarden_store_parse_header(line);
+		ctx->version = dovewarden_store_parse_header(line, &writer);
 		i_assert(ctx->version <= 2);
+		i_assert(writer == NULL || ctx->version != 0);
 		if (ctx->version == 0)
 			ctx->version = 2;
 		return;

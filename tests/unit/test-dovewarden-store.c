@@ -5,6 +5,7 @@
 #include "ioloop.h"
 #include "unlink-directory.h"
 #include "dovewarden-compat.h"
+#include "dovewarden-config.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 
@@ -16,6 +17,10 @@
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
+
+/* the header that this build writes */
+#define HEADER_WRITTEN "dovewarden-db\t2\tdovewarden "DOVEWARDEN_VERSION \
+	" on Dovecot "DOVECOT_VERSION"\n"
 
 #define T0 ((time_t)1700000000)
 #define NONE DOVEWARDEN_PRIORITY_NONE
@@ -327,7 +332,7 @@ Test(store, settle_and_verification_round_trip)
 				       "st", NULL, T0 + 6);
 	user->last_repaired = T0 - 200;
 	save();
-	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t2\n"
+	cr_assert_str_eq(read_str(db_path), HEADER_WRITTEN
 			 "alice\tnone\t1700000000\t1700000005\t1699999900\t"
 			 "1700000005\t0\t0\t0\tst\t\t1700000000\t"
 			 "1700000005\t1699999900\t1699999800\n");
@@ -413,7 +418,7 @@ Test(store, missing_file_is_empty)
 	cr_assert_eq(queue_count(), 0);
 	/* the first save creates the directory */
 	save();
-	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t2\n");
+	cr_assert_str_eq(read_str(db_path), HEADER_WRITTEN);
 }
 
 #define LINE_ALICE "alice\thigh\t1700000000\t0\t0\t0\t0\t0\t0\tst\t\n"
@@ -581,7 +586,7 @@ Test(store, version_1_file_loads)
 
 	/* the next save writes version 2 */
 	save();
-	cr_assert(str_begins_with(read_str(db_path), "dovewarden-db\t2\n"));
+	cr_assert(str_begins_with(read_str(db_path), HEADER_WRITTEN));
 }
 
 Test(store, version_2_bad_lines_skipped)
@@ -670,6 +675,31 @@ Test(store, bad_header)
 Test(store, future_version)
 {
 	check_corrupt_file("dovewarden-db\t3\n" LINE_ALICE);
+}
+
+Test(store, header_with_writer_loads_and_names_it)
+{
+	struct dovewarden_store_load_result result;
+
+	write_str(db_path, "dovewarden-db\t1\tdovewarden 9.9 on\001 "
+		  "Dovecot 2.5\n" LINE_ALICE);
+	restart(&result, T0);
+	cr_assert_eq(result.users_loaded, 1);
+	/* sanitized: it goes into a log line */
+	cr_assert(str_begins_with(result.snapshot_writer, "dovewarden 9.9 on"));
+	cr_assert_null(strchr(result.snapshot_writer, '\001'));
+	/* saved again with this build's header */
+	save();
+	cr_assert(str_begins_with(read_str(db_path), HEADER_WRITTEN));
+	/* a header before the writer field names none */
+	write_str(db_path, "dovewarden-db\t2\n");
+	restart(&result, T0);
+	cr_assert_null(result.snapshot_writer);
+}
+
+Test(store, header_with_unknown_fields)
+{
+	check_corrupt_file("dovewarden-db\t2\twriter\tmore\n" LINE_ALICE);
 }
 
 Test(store, empty_file)
@@ -967,7 +997,7 @@ Test(store, save_error_keeps_old_snapshot)
 	(void)dovewarden_queue_notify(queue, "bob", HIGH, T0);
 	cr_assert_eq(dovewarden_store_save(store, queue, &error), -1);
 	cr_assert_not_null(error);
-	cr_assert_str_eq(read_str(db_path), "dovewarden-db\t2\n"
+	cr_assert_str_eq(read_str(db_path), HEADER_WRITTEN
 			 "alice\thigh\t1700000000\t0\t0\t0\t0\t0\t0\t\t"
 			 "\t0\t0\t0\t0\n");
 }
