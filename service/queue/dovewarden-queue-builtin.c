@@ -200,16 +200,7 @@ static int builtin_load(struct builtin_backend *b, const char *path,
 	b->corrupt_records = result.snapshot_lines_skipped +
 		result.journal_lines_skipped;
 	b->quarantined_records = result.records_quarantined;
-	if (result.records_quarantined > 0) {
-		e_warning(event, "Kept the %u corrupt records in %s for "
-			  "inspection (delete it when done)",
-			  result.records_quarantined, result.quarantine_path);
-	}
-	if (result.records_not_quarantined > 0) {
-		e_error(event, "Dropped %u corrupt records: %s",
-			result.records_not_quarantined,
-			result.quarantine_error);
-	}
+	dovewarden_store_log_quarantine(event, &result);
 	e_info(event, "Loaded %u users from %s%s and %u pending changes from "
 	       "its journal", result.users_loaded, path,
 	       result.snapshot_writer == NULL ? "" :

@@ -837,6 +837,30 @@ static bool store_parse_time(const char *str, time_t *time_r)
 		*time_r <= DOVEWARDEN_STORE_MAX_TIME;
 }
 
+int dovewarden_store_exists(struct dovewarden_store *store,
+			    const char **error_r)
+{
+	const char *paths[] = {
+		store->path, store->journal_path, store->journal_old_path
+	};
+	struct stat st;
+
+	for (unsigned int i = 0; i < N_ELEMENTS(paths); i++) {
+		if (lstat(paths[i], &st) == 0)
+			return 1;
+		if (errno != ENOENT) {
+			*error_r = store_syscall_error("lstat", paths[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+bool dovewarden_store_parse_time(const char *str, time_t *time_r)
+{
+	return store_parse_time(str, time_r);
+}
+
 int dovewarden_store_parse_user(char *line, unsigned int version,
 				struct dovewarden_user *fields_r,
 				const char **reason_r)
@@ -890,20 +914,28 @@ int dovewarden_store_parse_user(char *line, unsigned int version,
 	return 0;
 }
 
+/* What loading a snapshot's or a journal's lines needs */
+struct store_load_context {
+	struct dovewarden_queue *queue;
+	/* the snapshot's format version */
+	unsigned int version;
+	time_t now;
+};
+
 static bool
-store_restore_line(struct dovewarden_queue *queue, char *line,
-		   unsigned int version, time_t now, const char **reason_r)
+store_restore_line(char *line, void *context, const char **reason_r)
 {
+	struct store_load_context *ctx = context;
 	struct dovewarden_user fields;
 
-	if (dovewarden_store_parse_user(line, version, &fields,
-					reason_r) < 0)
+	if (dovewarden_store_parse_user(t_strdup_noconst(line), ctx->version,
+					&fields, reason_r) < 0)
 		return FALSE;
-	if (dovewarden_queue_lookup(queue, fields.username) != NULL) {
+	if (dovewarden_queue_lookup(ctx->queue, fields.username) != NULL) {
 		*reason_r = "duplicate user";
 		return FALSE;
 	}
-	(void)dovewarden_queue_restore(queue, &fields, now);
+	(void)dovewarden_queue_restore(ctx->queue, &fields, ctx->now);
 	return TRUE;
 }
 
@@ -1002,6 +1034,22 @@ store_quarantine(struct dovewarden_store *store, const char *path,
 	}
 }
 
+void dovewarden_store_log_quarantine(struct event *event,
+				     const struct dovewarden_store_load_result *result)
+{
+	if (result->records_quarantined > 0) {
+		e_warning(event, "Kept the %u corrupt records in %s for "
+			  "inspection (delete it when done)",
+			  result->records_quarantined,
+			  result->quarantine_path);
+	}
+	if (result->records_not_quarantined > 0) {
+		e_error(event, "Dropped %u corrupt records: %s",
+			result->records_not_quarantined,
+			result->quarantine_error);
+	}
+}
+
 static int
 store_snapshot_corrupt(struct dovewarden_store *store, const char *reason,
 		       struct dovewarden_store_load_result *result,
@@ -1021,18 +1069,57 @@ store_snapshot_corrupt(struct dovewarden_store *store, const char *reason,
 	return 0;
 }
 
+/* Pass every line of reader to callback. Count the lines it takes in
+   *taken, and those it rejects (or that could not be read) in *skipped
+   with the first one's line number in *first_skipped, and keep those in
+   the quarantine. */
+static int
+store_read_lines(struct dovewarden_store *store, const char *path,
+		 struct store_reader *reader,
+		 dovewarden_store_line_callback_t *callback, void *context,
+		 unsigned int *taken, unsigned int *skipped,
+		 unsigned int *first_skipped,
+		 struct dovewarden_store_load_result *result,
+		 const char **error_r)
+{
+	const char *line_reason = NULL;
+	char *line;
+	bool valid;
+	int ret;
+
+	while ((ret = store_read_line(reader, &line)) > 0) {
+		T_BEGIN {
+			valid = line != NULL &&
+				callback(line, context, &line_reason);
+		} T_END;
+		if (valid)
+			(*taken)++;
+		else {
+			if ((*skipped)++ == 0)
+				*first_skipped = reader->line_num;
+			store_quarantine(store, path, reader, line_reason,
+					 line, result);
+		}
+	}
+	if (ret < 0)
+		return store_read_error(reader, error_r);
+	return 0;
+}
+
 static int
 store_load_snapshot(struct dovewarden_store *store,
 		    struct dovewarden_queue *queue, time_t now,
 		    struct dovewarden_store_load_result *result,
 		    const char **error_r)
 {
+	struct store_load_context ctx = {
+		.queue = queue,
+		.now = now,
+	};
 	struct store_reader reader;
 	const char *reason = NULL;
 	char *line;
-	unsigned int version = 0;
-	const char *line_reason = NULL, *writer;
-	bool valid;
+	const char *writer;
 	int ret;
 
 	if ((ret = store_open_read(store->path, &reader, error_r)) <= 0)
@@ -1046,8 +1133,8 @@ store_load_snapshot(struct dovewarden_store *store,
 	}
 	if (ret == 0)
 		reason = "empty file";
-	else if ((version = dovewarden_store_parse_header(line,
-							  &writer)) == 0)
+	else if ((ctx.version = dovewarden_store_parse_header(line,
+							      &writer)) == 0)
 		reason = "missing or unknown header";
 	else {
 		result->snapshot_writer = writer == NULL ? NULL :
@@ -1058,29 +1145,35 @@ store_load_snapshot(struct dovewarden_store *store,
 		return store_snapshot_corrupt(store, reason, result, error_r);
 	}
 
-	while ((ret = store_read_line(&reader, &line)) > 0) {
-		T_BEGIN {
-			valid = line != NULL &&
-				store_restore_line(queue,
-						   t_strdup_noconst(line),
-						   version, now,
-						   &line_reason);
-		} T_END;
-		if (valid)
-			result->users_loaded++;
-		else {
-			if (result->snapshot_lines_skipped++ == 0) {
-				result->snapshot_first_skipped_line =
-					reader.line_num;
-			}
-			store_quarantine(store, store->path, &reader,
-					 line_reason, line, result);
-		}
-	}
-	if (ret < 0)
-		ret = store_read_error(&reader, error_r);
+	ret = store_read_lines(store, store->path, &reader,
+			       store_restore_line, &ctx,
+			       &result->users_loaded,
+			       &result->snapshot_lines_skipped,
+			       &result->snapshot_first_skipped_line, result,
+			       error_r);
 	i_stream_destroy(&reader.input);
 	return ret;
+}
+
+int dovewarden_store_read_file(struct dovewarden_store *store,
+			       const char *path,
+			       dovewarden_store_line_callback_t *callback,
+			       void *context,
+			       struct dovewarden_store_load_result *result,
+			       const char **error_r)
+{
+	struct store_reader reader;
+	unsigned int taken = 0;
+	int ret;
+
+	if ((ret = store_open_read(path, &reader, error_r)) <= 0)
+		return ret;
+	ret = store_read_lines(store, path, &reader, callback, context,
+			       &taken, &result->snapshot_lines_skipped,
+			       &result->snapshot_first_skipped_line, result,
+			       error_r);
+	i_stream_destroy(&reader.input);
+	return ret < 0 ? -1 : 1;
 }
 
 /* A user's fields after a sync replace what the queue has of it */
@@ -1152,9 +1245,11 @@ int dovewarden_store_parse_journal(const char *line,
 }
 
 static bool
-store_replay_line(struct dovewarden_queue *queue, char *line,
-		  time_t now, const char **reason_r)
+store_replay_line(char *line, void *context, const char **reason_r)
 {
+	struct store_load_context *ctx = context;
+	struct dovewarden_queue *queue = ctx->queue;
+	time_t now = ctx->now;
 	struct dovewarden_store_journal_record rec;
 	struct dovewarden_user *user;
 
@@ -1198,35 +1293,24 @@ store_load_journal(struct dovewarden_store *store, const char *path,
 		   struct dovewarden_store_load_result *result,
 		   const char **error_r)
 {
+	struct store_load_context ctx = {
+		.queue = queue,
+		.now = now,
+	};
 	struct store_reader reader;
-	const char *line_reason = NULL;
-	char *line;
-	bool valid;
+	unsigned int skipped_before = result->journal_lines_skipped;
 	int ret;
 
 	if ((ret = store_open_read(path, &reader, error_r)) <= 0)
 		return ret;
 
-	while ((ret = store_read_line(&reader, &line)) > 0) {
-		T_BEGIN {
-			valid = line != NULL &&
-				store_replay_line(queue, line, now,
-						  &line_reason);
-		} T_END;
-		if (valid)
-			result->journal_lines_replayed++;
-		else {
-			if (result->journal_lines_skipped++ == 0) {
-				result->journal_first_skipped_line =
-					reader.line_num;
-				result->journal_first_skipped_path = path;
-			}
-			store_quarantine(store, path, &reader, line_reason,
-					 line, result);
-		}
-	}
-	if (ret < 0)
-		ret = store_read_error(&reader, error_r);
+	ret = store_read_lines(store, path, &reader, store_replay_line, &ctx,
+			       &result->journal_lines_replayed,
+			       &result->journal_lines_skipped,
+			       &result->journal_first_skipped_line, result,
+			       error_r);
+	if (skipped_before == 0 && result->journal_lines_skipped > 0)
+		result->journal_first_skipped_path = path;
 	i_stream_destroy(&reader.input);
 	/* appends must not continue a partial last line */
 	if (path == store->journal_path)

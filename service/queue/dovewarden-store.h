@@ -180,6 +180,17 @@ int dovewarden_store_load(struct dovewarden_store *store,
 			  struct dovewarden_store_load_result *result_r,
 			  const char **error_r);
 
+/* Returns 1 when the store has a file (the snapshot or a journal), 0
+   when it has none (it was never saved), -1 with error_r when that could
+   not be checked. */
+int dovewarden_store_exists(struct dovewarden_store *store,
+			    const char **error_r);
+
+/* Log what result says about the quarantine (nothing when no record
+   was skipped) */
+void dovewarden_store_log_quarantine(struct event *event,
+				     const struct dovewarden_store_load_result *result);
+
 /* Write a snapshot of every user in queue, then delete
    <path>.journal.old and empty the journal. Blocks for as long as that
    takes (about a second per million users), and first waits for a
@@ -286,6 +297,29 @@ unsigned int dovewarden_store_parse_header(const char *line,
 int dovewarden_store_parse_user(char *line, unsigned int version,
 				struct dovewarden_user *fields_r,
 				const char **reason_r);
+
+/* A time of a state file: a decimal UNIX time from 0 to
+   DOVEWARDEN_STORE_MAX_TIME. Returns FALSE for anything else. */
+bool dovewarden_store_parse_time(const char *str, time_t *time_r);
+
+/* Returns TRUE for a line it took, FALSE with reason_r for a corrupt
+   one. line may be modified. */
+typedef bool dovewarden_store_line_callback_t(char *line, void *context,
+					      const char **reason_r);
+/* Read another file (such as 2.3's replicator.db) with the snapshot's
+   limits: every line (without LF) goes to callback, in a data stack
+   frame. Lines it rejects, lines longer than
+   DOVEWARDEN_STORE_MAX_LINE_LENGTH and a last line without LF are
+   counted in result (snapshot_lines_skipped, snapshot_first_skipped_line)
+   and appended to the store's quarantine as a snapshot's corrupt lines
+   are. Returns 1 when the file was read, 0 when it does not exist, -1
+   with error_r when it could not be opened or read. */
+int dovewarden_store_read_file(struct dovewarden_store *store,
+			       const char *path,
+			       dovewarden_store_line_callback_t *callback,
+			       void *context,
+			       struct dovewarden_store_load_result *result,
+			       const char **error_r);
 
 enum dovewarden_store_journal_cmd {
 	DOVEWARDEN_STORE_JOURNAL_NOTIFY,
