@@ -31,6 +31,7 @@
 	SERVICE(TIME, dovewarden_userdb_sweep_interval) \
 	SERVICE(STR, dovewarden_http_secret) \
 	SERVICE(BOOL, dovewarden_http_allow_insecure) \
+	SERVICE(STR, dovewarden_import_replicator_db) \
 	SERVICE(ENUM, dovewarden_queue_backend) \
 	SERVICE(STR, dovewarden_redis_host) \
 	SERVICE(IN_PORT, dovewarden_redis_port) \

@@ -27,6 +27,7 @@ const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_userdb_sweep_interval = 24 * 60 * 60,
 	.dovewarden_http_secret = "",
 	.dovewarden_http_allow_insecure = FALSE,
+	.dovewarden_import_replicator_db = "replicator.db",
 	.dovewarden_queue_backend = "builtin:redis",
 	.dovewarden_redis_host = "127.0.0.1",
 	.dovewarden_redis_port = 6379,

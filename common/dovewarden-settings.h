@@ -70,6 +70,11 @@ struct dovewarden_settings {
 	   address included). Without it such a listener refuses events. */
 	bool dovewarden_http_allow_insecure;
 
+	/* Service: Dovecot 2.3's replicator.db, imported once into a queue
+	   that has no state yet and then renamed to <path>.imported;
+	   relative to state_dir (empty = no import) */
+	const char *dovewarden_import_replicator_db;
+
 	/* Service: where the queue lives: "builtin" (in the service, saved
 	   in its state directory) or "redis" (shared by every instance that
 	   uses the same Redis and prefix) */

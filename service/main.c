@@ -142,6 +142,13 @@ static void main_init(void)
 		backend_name = dovewarden_set->dovewarden_queue_backend;
 		qset.state_path = t_strconcat(mset->state_dir,
 			"/"DOVEWARDEN_STATE_FNAME, NULL);
+		if (dovewarden_set->dovewarden_import_replicator_db[0] != '\0') {
+			/* relative to state_dir, as a socket's path is
+			   to base_dir */
+			qset.replicator_db_path = main_socket_path(
+				mset->state_dir,
+				dovewarden_set->dovewarden_import_replicator_db);
+		}
 	}
 	queue = dovewarden_queue_backend_init(backend_name, &qset,
 		dovewarden_event, &queue_callbacks, NULL, &error);

@@ -38,6 +38,10 @@ struct dovewarden_queue_backend_settings {
 	   saves it; the Redis backend imports it once if it exists. NULL:
 	   none (the built-in queue is then kept in memory only). */
 	const char *state_path;
+	/* Dovecot 2.3's replicator.db (see dovewarden-replicator-db.h): it
+	   is imported once when there is no state at state_path yet, then
+	   renamed to <path>.imported. NULL: none. */
+	const char *replicator_db_path;
 	/* This Dovecot server's name (its host name): dsync states are kept
 	   per server */
 	const char *server;

@@ -13,6 +13,7 @@
 #include "dovewarden-admin-protocol.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
+#include "dovewarden-replicator-db.h"
 #include "dovewarden-queue-backend-private.h"
 
 #include <stdio.h>
@@ -165,15 +166,45 @@ static void builtin_save_background(struct builtin_backend *b)
 	}
 }
 
-static int builtin_load(struct builtin_backend *b, const char *path,
-			const char **error_r)
+/* The first start after Dovecot 2.3's replicator: its users with their
+   dsync states, saved as the first snapshot before replicator.db is
+   renamed (a crash before the rename imports it again into the still
+   empty store; after it, the snapshot exists and nothing is imported). */
+static int
+builtin_import_replicator_db(struct builtin_backend *b, const char *path,
+			     const char **error_r)
 {
-	struct dovewarden_queue_iter *iter;
-	struct dovewarden_user *user;
+	struct dovewarden_store_load_result result;
+	struct event *event = b->backend.event;
+	const char *imported_path;
+	int ret;
+
+	ret = dovewarden_replicator_db_import(b->store, path, b->queue,
+					      ioloop_time, &result, error_r);
+	if (ret <= 0)
+		return ret;
+	dovewarden_replicator_db_log_skipped(event, path, &result);
+	b->corrupt_records = result.snapshot_lines_skipped;
+	b->quarantined_records = result.records_quarantined;
+	if (dovewarden_store_save(b->store, b->queue, error_r) < 0)
+		return -1;
+	imported_path = t_strconcat(path, ".imported", NULL);
+	if (rename(path, imported_path) < 0) {
+		e_error(event, "rename(%s, %s) failed: %m (it is not imported "
+			"again: the queue state exists now)", path,
+			imported_path);
+	}
+	e_info(event, "Imported %u users from %s (renamed it to %s)",
+	       result.users_loaded, path, imported_path);
+	return 1;
+}
+
+static int builtin_load_state(struct builtin_backend *b, const char *path,
+			      const char **error_r)
+{
 	struct dovewarden_store_load_result result;
 	struct event *event = b->backend.event;
 
-	b->store = dovewarden_store_init(path);
 	if (dovewarden_store_load(b->store, b->queue, ioloop_time, &result,
 				  error_r) < 0) {
 		*error_r = t_strdup_printf("Couldn't load the queue state: %s",
@@ -207,6 +238,42 @@ static int builtin_load(struct builtin_backend *b, const char *path,
 	       t_strdup_printf(" (written by %s)", result.snapshot_writer),
 	       result.journal_lines_replayed);
 
+	/* compact the journals into the snapshot; with nothing replayed the
+	   snapshot is already current */
+	if (result.journal_lines_replayed > 0 ||
+	    result.journal_lines_skipped > 0 ||
+	    result.snapshot_corrupt_error != NULL)
+		builtin_save_background(b);
+	return 0;
+}
+
+static int builtin_load(struct builtin_backend *b, const char *path,
+			const char *replicator_db_path, const char **error_r)
+{
+	struct dovewarden_queue_iter *iter;
+	struct dovewarden_user *user;
+	int ret = 0;
+
+	b->store = dovewarden_store_init(path);
+	if (replicator_db_path != NULL) {
+		ret = dovewarden_store_exists(b->store, error_r);
+		/* imported only into a store that was never saved */
+		if (ret == 0) {
+			ret = builtin_import_replicator_db(b,
+				replicator_db_path, error_r);
+		} else if (ret > 0) {
+			ret = 0;
+		}
+	}
+	if (ret < 0) {
+		*error_r = t_strdup_printf("Couldn't import Dovecot 2.3's "
+			"replicator state: %s", *error_r);
+		return -1;
+	}
+	/* once imported (and saved) there is nothing else to load */
+	if (ret == 0 && builtin_load_state(b, path, error_r) < 0)
+		return -1;
+
 	iter = dovewarden_queue_iter_init(b->queue);
 	while ((user = dovewarden_queue_iter_next(iter)) != NULL) {
 		if (user->last_successful_sync > b->last_successful_sync)
@@ -214,12 +281,6 @@ static int builtin_load(struct builtin_backend *b, const char *path,
 	}
 	dovewarden_queue_iter_deinit(&iter);
 
-	/* compact the journals into the snapshot; with nothing replayed the
-	   snapshot is already current */
-	if (result.journal_lines_replayed > 0 ||
-	    result.journal_lines_skipped > 0 ||
-	    result.snapshot_corrupt_error != NULL)
-		builtin_save_background(b);
 	b->to_save = timeout_add(DOVEWARDEN_QUEUE_BUILTIN_SAVE_INTERVAL_SECS *
 				 1000, builtin_save_background, b);
 	return 0;
@@ -239,7 +300,8 @@ builtin_init(const struct dovewarden_queue_backend_settings *set,
 		b->lock_path_prefix = i_strconcat(set->state_path, ".lock.",
 						  NULL);
 	if (set->state_path != NULL &&
-	    builtin_load(b, set->state_path, error_r) < 0) {
+	    builtin_load(b, set->state_path, set->replicator_db_path,
+			 error_r) < 0) {
 		i_free(b->lock_path_prefix);
 		dovewarden_store_deinit(&b->store);
 		dovewarden_queue_deinit(&b->queue);

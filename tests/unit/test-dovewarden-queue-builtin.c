@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "array.h"
+#include "str.h"
 #include "ioloop.h"
 #include "unlink-directory.h"
 #include "dovewarden-queue-backend-private.h"
@@ -18,6 +19,8 @@
 
 static char tmpdir[] = "/tmp/dw-builtin-test.XXXXXX";
 static char *db_path;
+/* backend_init()'s replicator_db_path (NULL: none) */
+static char *replicator_db_path;
 static struct ioloop *ioloop;
 
 static void test_init(void)
@@ -39,6 +42,7 @@ static void test_deinit(void)
 	io_loop_destroy(&ioloop);
 	(void)unlink_directory(tmpdir, UNLINK_DIRECTORY_FLAG_RMDIR, &error);
 	i_free(db_path);
+	i_free(replicator_db_path);
 	lib_deinit();
 }
 
@@ -55,6 +59,7 @@ static struct dovewarden_queue_backend *backend_init(void)
 	set.queue.retry_min_secs = 60;
 	set.queue.retry_max_secs = 3600;
 	set.state_path = db_path;
+	set.replicator_db_path = replicator_db_path;
 	set.server = "test";
 	backend = dovewarden_queue_backend_init("builtin", &set, NULL, NULL,
 						NULL, &error);
@@ -271,5 +276,71 @@ Test(queue_builtin, corrupt_records_are_counted_in_metrics)
 		     2);
 	cr_assert_eq(metric_value(backend,
 				  "dovewarden_state_quarantined_records"), 2);
+	dovewarden_queue_backend_deinit(&backend);
+}
+
+static void write_str(const char *path, const char *str)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "fopen(%s): %m", path);
+	cr_assert_geq(fputs(str, f), 0);
+	cr_assert_eq(fclose(f), 0);
+}
+
+#define IMPORT_STATE "AQAAAELs0zkDeBRrGBUAAIPsw3UDeBRrAQAAAAEAAAAAAAAAAAAAAAAAAAABAAAAdqXxyg=="
+
+/* Dovecot 2.3's replicator.db is imported at the first start, once */
+Test(queue_builtin, replicator_db_is_imported_once)
+{
+	struct dovewarden_queue_backend *backend;
+	struct dovewarden_queue_counts counts;
+	struct dovewarden_queue_job *job;
+	const char *imported_path;
+	string_t *str = t_str_new(256);
+	struct stat st;
+
+	replicator_db_path = i_strconcat(tmpdir, "/replicator.db", NULL);
+	imported_path = t_strconcat(replicator_db_path, ".imported", NULL);
+	/* a change synced a minute ago, one waiting, and a corrupt line */
+	str_printfa(str, "bob\t0\t%ld\t%ld\t%ld\t0\t"IMPORT_STATE"\t%ld\n",
+		    (long)ioloop_time - 60, (long)ioloop_time - 60,
+		    (long)ioloop_time - 120, (long)ioloop_time - 60);
+	str_printfa(str, "dave\t2\t%ld\t%ld\t%ld\t0\t"IMPORT_STATE"\t%ld\n",
+		    (long)ioloop_time, (long)ioloop_time - 60,
+		    (long)ioloop_time - 120, (long)ioloop_time - 60);
+	str_append(str, "corrupt\n");
+	write_str(replicator_db_path, str_c(str));
+
+	backend = backend_init();
+	dovewarden_queue_backend_get_counts(backend, &counts);
+	cr_assert_eq(counts.users, 2);
+	cr_assert_eq(counts.pending[DOVEWARDEN_PRIORITY_HIGH], 1);
+	cr_assert_eq(stat(replicator_db_path, &st), -1);
+	cr_assert_eq(stat(imported_path, &st), 0);
+	/* saved at once */
+	cr_assert_eq(stat(db_path, &st), 0);
+	cr_assert_eq(metric_value(backend,
+				  "dovewarden_state_corrupt_records"), 1);
+
+	/* the first sync after the migration is incremental, with the
+	   state 2.3 kept */
+	job = NULL;
+	dovewarden_queue_backend_pop(backend, TRUE, pop_callback, &job);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->username, "dave");
+	cr_assert_str_eq(job->state, IMPORT_STATE);
+	cr_assert(!job->full);
+	dovewarden_queue_backend_finish(&job, DOVEWARDEN_SYNC_RESULT_OK,
+					"newstate", NULL, FALSE);
+	dovewarden_queue_backend_deinit(&backend);
+
+	/* a replicator.db that appears later is not imported */
+	write_str(replicator_db_path, "erin\t2\t1\t1\t1\t0\t\t1\n");
+	backend = backend_init();
+	dovewarden_queue_backend_get_counts(backend, &counts);
+	cr_assert_eq(counts.users, 2, "users %u", counts.users);
+	cr_assert_eq(counts.pending[DOVEWARDEN_PRIORITY_HIGH], 0);
+	cr_assert_eq(stat(replicator_db_path, &st), 0);
 	dovewarden_queue_backend_deinit(&backend);
 }
