@@ -241,6 +241,11 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 			".redis-buffer", NULL);
 		rb->import = dovewarden_redis_import_init(bset->state_path,
 							  &rb->set, event);
+		if (rb->import == NULL && bset->replicator_db_path != NULL) {
+			rb->import = dovewarden_redis_import_init_replicator_db(
+				bset->replicator_db_path, bset->state_path,
+				&rb->set, event);
+		}
 	}
 	rb->rqueue = dovewarden_redis_queue_init(&rset, event,
 						 &redis_backend_callbacks, rb);

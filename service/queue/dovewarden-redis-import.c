@@ -4,6 +4,7 @@
 #include "ioloop.h"
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
+#include "dovewarden-replicator-db.h"
 #include "dovewarden-redis-queue.h"
 #include "dovewarden-redis-import.h"
 
@@ -15,6 +16,9 @@ struct dovewarden_redis_import {
 	struct dovewarden_queue *queue;
 	char *path;
 	unsigned int pending, imported_new, failed;
+	/* path is Dovecot 2.3's replicator.db, not the built-in queue's
+	   state */
+	bool replicator_db:1;
 	bool done:1;
 	bool deinitialized:1;
 };
@@ -55,6 +59,51 @@ dovewarden_redis_import_init(const char *path,
 	return import;
 }
 
+struct dovewarden_redis_import *
+dovewarden_redis_import_init_replicator_db(const char *path,
+					   const char *state_path,
+					   const struct dovewarden_queue_settings *set,
+					   struct event *event)
+{
+	struct dovewarden_redis_import *import;
+	struct dovewarden_store_load_result result;
+	struct dovewarden_store *store;
+	const char *error;
+	int ret;
+
+	import = i_new(struct dovewarden_redis_import, 1);
+	import->event = event;
+	import->queue = dovewarden_queue_init(set);
+	/* the built-in queue's files, for the quarantine: they exist only
+	   when that state is imported instead */
+	store = dovewarden_store_init(state_path);
+	if ((ret = dovewarden_store_exists(store, &error)) == 0) {
+		ret = dovewarden_replicator_db_import(store, path,
+						      import->queue,
+						      ioloop_time, &result,
+						      &error);
+	} else if (ret > 0) {
+		ret = 0;
+	}
+	if (ret < 0) {
+		e_error(event, "Couldn't import Dovecot 2.3's replicator "
+			"state into Redis: %s", error);
+	} else if (ret > 0) {
+		dovewarden_replicator_db_log_skipped(event, path, &result);
+	}
+	dovewarden_store_deinit(&store);
+	if (ret <= 0) {
+		dovewarden_queue_deinit(&import->queue);
+		i_free(import);
+		return NULL;
+	}
+	import->path = i_strdup(path);
+	import->replicator_db = TRUE;
+	e_info(event, "Found Dovecot 2.3's replicator state (%u users) in %s: "
+	       "importing it into Redis", result.users_loaded, path);
+	return import;
+}
+
 static void redis_import_free(struct dovewarden_redis_import *import)
 {
 	if (import->queue != NULL)
@@ -81,6 +130,8 @@ void dovewarden_redis_import_deinit(struct dovewarden_redis_import **_import)
 static void redis_import_finished(struct dovewarden_redis_import *import)
 {
 	const char *suffixes[] = { "", ".journal", ".journal.old" };
+	unsigned int suffix_count = import->replicator_db ? 1 :
+		N_ELEMENTS(suffixes);
 	unsigned int total = import->imported_new + import->failed;
 	struct dovewarden_queue_stats counts;
 	const char *from, *to;
@@ -94,7 +145,7 @@ static void redis_import_finished(struct dovewarden_redis_import *import)
 		return;
 	}
 	/* the files stay, renamed, for a way back to the built-in queue */
-	for (unsigned int i = 0; i < N_ELEMENTS(suffixes); i++) {
+	for (unsigned int i = 0; i < suffix_count; i++) {
 		from = t_strconcat(import->path, suffixes[i], NULL);
 		to = t_strconcat(from, ".imported", NULL);
 		if (rename(from, to) < 0 && errno != ENOENT) {
@@ -103,10 +154,17 @@ static void redis_import_finished(struct dovewarden_redis_import *import)
 		}
 	}
 	dovewarden_queue_get_counts(import->queue, &counts);
-	e_info(import->event, "Imported the built-in queue's state (%u "
-	       "users, %u of them new to Redis) from %s; renamed it to "
-	       "%s.imported", counts.users, import->imported_new,
-	       import->path, import->path);
+	if (import->replicator_db) {
+		e_info(import->event, "Imported %u users from %s into Redis "
+		       "(%u of them new to Redis); renamed it to %s.imported",
+		       counts.users, import->path, import->imported_new,
+		       import->path);
+	} else {
+		e_info(import->event, "Imported the built-in queue's state "
+		       "(%u users, %u of them new to Redis) from %s; renamed "
+		       "it to %s.imported", counts.users,
+		       import->imported_new, import->path, import->path);
+	}
 	import->done = TRUE;
 	/* the old queue is not needed any more: free its memory now */
 	dovewarden_queue_deinit(&import->queue);

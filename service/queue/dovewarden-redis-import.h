@@ -19,6 +19,16 @@ struct dovewarden_redis_import *
 dovewarden_redis_import_init(const char *path,
 			     const struct dovewarden_queue_settings *set,
 			     struct event *event);
+/* The same for Dovecot 2.3's replicator.db at path (see
+   dovewarden-replicator-db.h), when the built-in queue has no state at
+   state_path (its lines that are not valid go to that state's
+   quarantine). When every user is in, path is renamed to
+   <path>.imported. */
+struct dovewarden_redis_import *
+dovewarden_redis_import_init_replicator_db(const char *path,
+					   const char *state_path,
+					   const struct dovewarden_queue_settings *set,
+					   struct event *event);
 void dovewarden_redis_import_deinit(struct dovewarden_redis_import **import);
 /* Redis is connected: copy the users in (again, if an earlier try
    failed). Returns TRUE when the import is done and can be freed. */
