@@ -12,8 +12,7 @@
 #include "dovewarden-queue.h"
 #include "dovewarden-store.h"
 #include "fuzz-target.h"
-
-#define FUZZ_NOW ((time_t)1700000000)
+#include "fuzz-queue.h"
 
 struct fuzz_store {
 	struct dovewarden_queue *queue;
@@ -95,71 +94,17 @@ static void fuzz_line(const char *line, void *context)
 	fuzz_journal_line(ctx, line);
 }
 
-static void fuzz_queue_run(struct dovewarden_queue *queue)
-{
-	struct dovewarden_queue_stats stats;
-	struct dovewarden_user *user;
-	time_t now = FUZZ_NOW + 3600;
-	unsigned int i;
-
-	dovewarden_queue_get_stats(queue, now, &stats);
-	(void)dovewarden_queue_get_oldest_pending(queue);
-	(void)dovewarden_queue_next_due(queue);
-	for (i = 0; i < 8; i++) {
-		user = dovewarden_queue_pop(queue, now);
-		if (user == NULL)
-			break;
-		(void)dovewarden_queue_user_get_next_sync(user);
-		dovewarden_queue_sync_finished(queue, user,
-			i % 2 == 0 ? DOVEWARDEN_SYNC_RESULT_OK :
-			DOVEWARDEN_SYNC_RESULT_TEMPFAIL, "", "error", now);
-	}
-	(void)dovewarden_queue_next_due(queue);
-	dovewarden_queue_get_stats(queue, now, &stats);
-}
-
-/* Forget every user: the queue is as new (its arrays keep their size) */
-static void fuzz_queue_clear(struct dovewarden_queue *queue)
-{
-	struct dovewarden_queue_iter *iter;
-	struct dovewarden_queue_stats stats;
-	struct dovewarden_user *user;
-	unsigned int i;
-
-	iter = dovewarden_queue_iter_init(queue);
-	while ((user = dovewarden_queue_iter_next(iter)) != NULL)
-		dovewarden_queue_remove(queue, user);
-	dovewarden_queue_iter_deinit(&iter);
-	dovewarden_queue_get_stats(queue, FUZZ_NOW, &stats);
-	i_assert(stats.users == 0 && stats.syncing == 0 && stats.failed == 0);
-	for (i = 0; i < DOVEWARDEN_PRIORITY_COUNT; i++)
-		i_assert(stats.pending[i] == 0);
-	i_assert(dovewarden_queue_get_oldest_pending(queue) == 0);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct dovewarden_queue_settings set = {
-		.full_sync_interval_secs = 24 * 3600,
-		.retry_min_secs = 60,
-		.retry_max_secs = 3600,
-		.settle_delay_secs = 5,
-		.settle_max_secs = 300,
-	};
-	/* made once: a new queue for every input costs more than most
-	   inputs' work (fresh pages for its arrays under ASan) */
-	static struct dovewarden_queue *queue = NULL;
 	struct fuzz_store ctx;
 
 	fuzz_init();
-	if (queue == NULL)
-		queue = dovewarden_queue_init(&set);
 	i_zero(&ctx);
-	ctx.queue = queue;
+	ctx.queue = fuzz_queue_get();
 	fuzz_foreach_line(data, size, fuzz_line, &ctx);
 	T_BEGIN {
 		fuzz_queue_run(ctx.queue);
 	} T_END;
-	fuzz_queue_clear(queue);
+	fuzz_queue_clear(ctx.queue);
 	return 0;
 }
