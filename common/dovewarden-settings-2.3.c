@@ -9,6 +9,7 @@
 
 #include "lib.h"
 #include "array.h"
+#include "strnum.h"
 #include "settings-parser.h"
 #include "master-service.h"
 #include "master-service-settings.h"
@@ -25,8 +26,32 @@ static const struct setting_define dovewarden_setting_defines[] = {
 	   root that defines it: see dovewarden_settings_builtin_replication() */
 	SETTING_DEFINE_STRUCT_STR("mail_plugins", mail_plugins,
 				  struct dovewarden_settings),
+	/* also the built-in replicator's: the config process gives a line
+	   to every root that knows its key */
+	DOVEWARDEN_SETTING_DEFINE(TIME, replication_full_sync_interval)
+	DOVEWARDEN_SETTING_DEFINE(UINT, replication_max_conns)
 	SETTING_DEFINE_LIST_END
 };
+
+void dovewarden_settings_apply_replication_names(struct dovewarden_settings *set)
+{
+	const struct dovewarden_settings *defaults =
+		&dovewarden_default_settings;
+
+	if (set->dovewarden_full_sync_interval ==
+	    defaults->dovewarden_full_sync_interval)
+		set->dovewarden_full_sync_interval =
+			set->replication_full_sync_interval;
+	if (set->dovewarden_max_syncs == defaults->dovewarden_max_syncs)
+		set->dovewarden_max_syncs = set->replication_max_conns;
+}
+
+static bool
+dovewarden_settings_check_23(void *_set, pool_t pool, const char **error_r)
+{
+	dovewarden_settings_apply_replication_names(_set);
+	return dovewarden_settings_check(_set, pool, error_r);
+}
 
 const struct setting_parser_info dovewarden_setting_parser_info = {
 	/* master_service_settings_read_simple() asks for the service's
@@ -37,7 +62,7 @@ const struct setting_parser_info dovewarden_setting_parser_info = {
 	.type_offset = SIZE_MAX,
 	.struct_size = sizeof(struct dovewarden_settings),
 	.parent_offset = SIZE_MAX,
-	.check_func = dovewarden_settings_check,
+	.check_func = dovewarden_settings_check_23,
 };
 
 const struct setting_parser_info *dovewarden_setting_roots[] = {
@@ -67,6 +92,7 @@ dovewarden_settings_apply_env(struct dovewarden_settings *set,
 			      void *context, const char **error_r)
 {
 	const char *value, *dest, *error;
+	unsigned int secs;
 
 #define DOVEWARDEN_SETTING_RESET(type, name) \
 	set->name = dovewarden_default_settings.name;
@@ -85,11 +111,28 @@ dovewarden_settings_apply_env(struct dovewarden_settings *set,
 					       set->noreplicate);
 	if ((value = getenv("dovewarden_notify_socket_path", context)) != NULL)
 		set->dovewarden_notify_socket_path = p_strdup(set->pool, value);
-	if ((value = getenv("dovewarden_sync_wait", context)) != NULL &&
-	    settings_get_time_msecs(value, &set->dovewarden_sync_wait,
-				    &error) < 0) {
-		*error_r = t_strdup_printf("dovewarden_sync_wait: %s", error);
-		return -1;
+	if ((value = getenv("dovewarden_sync_wait", context)) != NULL) {
+		if (settings_get_time_msecs(value, &set->dovewarden_sync_wait,
+					    &error) < 0) {
+			*error_r = t_strdup_printf("dovewarden_sync_wait: %s",
+						   error);
+			return -1;
+		}
+	} else if ((value = getenv("replication_sync_timeout",
+				   context)) != NULL) {
+		/* 2.3's replication plugin: a number of seconds (or, as
+		   for dovewarden_sync_wait, a time with a unit) */
+		if (str_to_uint(value, &secs) < 0 &&
+		    settings_get_time(value, &secs, &error) < 0) {
+			*error_r = t_strdup_printf(
+				"replication_sync_timeout: %s", error);
+			return -1;
+		}
+		if (secs > UINT_MAX / 1000) {
+			*error_r = "replication_sync_timeout: too large";
+			return -1;
+		}
+		set->dovewarden_sync_wait = secs * 1000;
 	}
 	return dovewarden_replica_parse(dovewarden_settings_get_replica(set),
 					&dest, error_r);
@@ -139,13 +182,38 @@ static const char *plugin_env_get(const char *key, void *context)
 	return NULL;
 }
 
-int dovewarden_settings_get(struct event *event ATTR_UNUSED,
+/* Say which of 2.3's names the service follows (the check applied
+   them) */
+static void
+dovewarden_settings_log_replication_names(const struct dovewarden_settings *set,
+					  struct event *event)
+{
+	const struct dovewarden_settings *defaults =
+		&dovewarden_default_settings;
+
+	if (set->replication_full_sync_interval !=
+	    defaults->replication_full_sync_interval &&
+	    set->dovewarden_full_sync_interval ==
+	    set->replication_full_sync_interval) {
+		e_info(event, "dovewarden_full_sync_interval = %u secs from "
+		       "replication_full_sync_interval",
+		       set->dovewarden_full_sync_interval);
+	}
+	if (set->replication_max_conns != defaults->replication_max_conns &&
+	    set->dovewarden_max_syncs == set->replication_max_conns) {
+		e_info(event, "dovewarden_max_syncs = %u from "
+		       "replication_max_conns", set->dovewarden_max_syncs);
+	}
+}
+
+int dovewarden_settings_get(struct event *event,
 			    const struct dovewarden_settings **set_r,
 			    const char **error_r)
 {
 	const struct dovewarden_settings *root =
 		master_service_settings_get_others(master_service)[0];
 
+	dovewarden_settings_log_replication_names(root, event);
 	return dovewarden_settings_from_env(root, plugin_env_get,
 					    (void *)root, set_r, error_r);
 }

@@ -57,4 +57,12 @@ extern const struct dovewarden_settings dovewarden_default_settings;
    ones are not in 2.3's root) */
 bool dovewarden_settings_check(void *set, pool_t pool, const char **error_r);
 
+#if !DOVECOT_PREREQ(2, 4, 0)
+/* 2.3: take the built-in replicator's settings (replication_*) for the
+   dovewarden ones that are left at their defaults. The config process
+   sends a service only the settings that are set, so a dovewarden_*
+   setting at its default value counts as not set. */
+void dovewarden_settings_apply_replication_names(struct dovewarden_settings *set);
+#endif
+
 #endif

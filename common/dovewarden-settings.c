@@ -43,6 +43,11 @@ const struct dovewarden_settings dovewarden_default_settings = {
 	.dovewarden_redis_timeout = 5 * 1000,
 	.dovewarden_redis_claim_timeout = 60,
 	.dovewarden_redis_buffer_limit = 100000,
+#if !DOVECOT_PREREQ(2, 4, 0)
+	/* the same as the built-in replicator's */
+	.replication_full_sync_interval = 24 * 60 * 60,
+	.replication_max_conns = 10,
+#endif
 };
 
 static int dovewarden_redis_ssl_check(const struct dovewarden_settings *set,

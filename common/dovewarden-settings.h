@@ -116,6 +116,11 @@ struct dovewarden_settings {
 	/* 2.3: the global mail_plugins (the same setting), to tell whether
 	   2.3's built-in replication plugin is still loaded */
 	const char *mail_plugins;
+	/* 2.3: the built-in replicator's names (and defaults) of
+	   dovewarden_full_sync_interval and dovewarden_max_syncs, used where
+	   those are left at their defaults */
+	unsigned int replication_full_sync_interval;
+	unsigned int replication_max_conns;
 #endif
 };
 

@@ -173,3 +173,93 @@ Test(settings, env_invalid)
 	cr_assert_null(set);
 }
 #endif
+
+#if !DOVECOT_PREREQ(2, 4, 0)
+/* 2.3's replication settings keep meaning the same */
+Test(settings, replication_sync_timeout)
+{
+	static const char *const old_name[] = {
+		"mail_replica", "tcp:peer",
+		"replication_sync_timeout", "3", NULL
+	};
+	static const char *const with_unit[] = {
+		"replication_sync_timeout", "2 mins", NULL
+	};
+	static const char *const both[] = {
+		"mail_replica", "tcp:peer",
+		"replication_sync_timeout", "3",
+		"dovewarden_sync_wait", "500ms", NULL
+	};
+	static const char *const bad[] = {
+		"replication_sync_timeout", "soon", NULL
+	};
+	static const char *const huge[] = {
+		"replication_sync_timeout", "4294968", NULL
+	};
+	const struct dovewarden_settings *set = NULL;
+	const char *error;
+
+	/* seconds, as 2.3's replication plugin read it */
+	cr_assert_eq(from_env(old_name, &set, &error), 0, "%s", error);
+	cr_assert_eq(set->dovewarden_sync_wait, 3000);
+	dovewarden_settings_free(&set);
+	cr_assert_eq(from_env(with_unit, &set, &error), 0, "%s", error);
+	cr_assert_eq(set->dovewarden_sync_wait, 2 * 60 * 1000);
+	dovewarden_settings_free(&set);
+	/* the dovewarden name wins */
+	cr_assert_eq(from_env(both, &set, &error), 0, "%s", error);
+	cr_assert_eq(set->dovewarden_sync_wait, 500);
+	dovewarden_settings_free(&set);
+
+	cr_assert_eq(from_env(bad, &set, &error), -1);
+	cr_assert(str_begins_with(error, "replication_sync_timeout: "), "%s",
+		  error);
+	cr_assert_eq(from_env(huge, &set, &error), -1);
+	cr_assert_str_eq(error, "replication_sync_timeout: too large");
+}
+
+Test(settings, replication_service_names)
+{
+#define DAY (24 * 60 * 60)
+	/* the replication_* values, the dovewarden_* ones, and the
+	   dovewarden_* ones after the mapping */
+	static const struct {
+		unsigned int repl_interval, repl_conns;
+		unsigned int interval, max_syncs;
+		unsigned int want_interval, want_max_syncs;
+	} tests[] = {
+		/* neither set: the defaults (the same for both names) */
+		{ DAY, 10, DAY, 10, DAY, 10 },
+		/* only the 2.3 names set */
+		{ 7200, 5, DAY, 10, 7200, 5 },
+		{ 0, 5, DAY, 10, 0, 5 },
+		/* both set: the dovewarden names win */
+		{ 7200, 5, 10800, 7, 10800, 7 },
+		{ 7200, 10, 10800, 7, 10800, 7 },
+	};
+	struct dovewarden_settings set;
+	const char *error;
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(tests); i++) {
+		set = dovewarden_default_settings;
+		set.replication_full_sync_interval = tests[i].repl_interval;
+		set.replication_max_conns = tests[i].repl_conns;
+		set.dovewarden_full_sync_interval = tests[i].interval;
+		set.dovewarden_max_syncs = tests[i].max_syncs;
+		dovewarden_settings_apply_replication_names(&set);
+		cr_assert_eq(set.dovewarden_full_sync_interval,
+			     tests[i].want_interval, "test %u", i);
+		cr_assert_eq(set.dovewarden_max_syncs,
+			     tests[i].want_max_syncs, "test %u", i);
+	}
+#undef DAY
+
+	/* the mapped value is checked like the dovewarden one */
+	set = dovewarden_default_settings;
+	set.replication_max_conns = 0;
+	dovewarden_settings_apply_replication_names(&set);
+	cr_assert_not(check(&set, &error));
+	cr_assert_str_eq(error, "dovewarden_max_syncs must not be 0");
+}
+#endif
