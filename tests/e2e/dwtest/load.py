@@ -77,6 +77,7 @@ class MixedLoad:
         self.no = collections.Counter()      # (side, op) -> NO answers
         self.aborts = collections.Counter()  # side -> disconnects
         self.bad = []                        # BAD answers / test errors
+        self.bad_at = []                     # (monotonic time, side) of each
         self._names = [n for n, _w in self.OPS]
         self._weights = [w for _n, w in self.OPS]
 
@@ -145,6 +146,7 @@ class MixedLoad:
                 with self.lock:
                     self.bad.append("%s %s: %s: %s" % (
                         side, user, type(e).__name__, e))
+                    self.bad_at.append((time.monotonic(), side))
 
     def _session(self, side, user, rng):
         m = self.pair.imap(side, user)
