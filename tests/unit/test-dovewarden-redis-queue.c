@@ -14,7 +14,6 @@
 
 #include <hiredis/hiredis.h>
 #include <criterion/criterion.h>
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -1430,35 +1429,35 @@ static void tls_make_cert(const char *name, const char *ca, const char *san)
 				name, ca, ca, name, name));
 }
 
+static void tls_loopback(struct ip_addr *ip_r)
+{
+	cr_assert_eq(net_addr2ip("127.0.0.1", ip_r), 0);
+}
+
 static in_port_t tls_free_port(void)
 {
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct ip_addr ip;
+	in_port_t port = 0;
+	int fd;
 
-	i_zero(&sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	tls_loopback(&ip);
+	fd = net_listen(&ip, &port, 1);
 	cr_assert(fd >= 0);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
 	i_close_fd(&fd);
-	return ntohs(sin.sin_port);
+	return port;
 }
 
 static bool tls_port_open(void)
 {
-	struct sockaddr_in sin;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	bool ret;
+	struct ip_addr ip;
+	int fd;
 
-	i_zero(&sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = htons(tls_port);
-	ret = connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+	tls_loopback(&ip);
+	fd = net_connect_ip_blocking(&ip, tls_port, NULL);
+	if (fd < 0)
+		return FALSE;
 	i_close_fd(&fd);
-	return ret;
+	return TRUE;
 }
 
 static void tls_redis_start(void)
