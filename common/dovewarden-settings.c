@@ -55,6 +55,13 @@ static int dovewarden_redis_ssl_check(const struct dovewarden_settings *set,
 {
 	if (!set->dovewarden_redis_ssl)
 		return 0;
+#ifndef DOVEWARDEN_HAVE_REDIS_TLS
+	/* refused, never connected to in clear */
+	*error_r = "dovewarden_redis_ssl = yes: this dovewarden was built "
+		"without TLS to Redis (it needs hiredis >= 1.0 with "
+		"hiredis_ssl)";
+	return -1;
+#endif
 	if (set->dovewarden_redis_host[0] == '/') {
 		*error_r = "dovewarden_redis_ssl = yes needs a TCP "
 			"dovewarden_redis_host, not a unix socket";
@@ -89,7 +96,7 @@ bool dovewarden_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 #ifndef DOVEWARDEN_HAVE_REDIS
 		*error_r = "dovewarden_queue_backend = redis: this dovewarden "
 			"was built without the Redis backend (it needs "
-			"hiredis >= 1.0 with hiredis_ssl)";
+			"hiredis >= 0.14)";
 		return FALSE;
 #endif
 		if (set->dovewarden_redis_host[0] == '\0') {

@@ -8,10 +8,8 @@
 #include "net.h"
 #include "dovewarden-compat.h"
 #include "dovewarden-redis.h"
+#include "dovewarden-hiredis-compat.h"
 
-#include <hiredis/hiredis.h>
-#include <hiredis/hiredis_ssl.h>
-#include <hiredis/async.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
@@ -81,18 +79,12 @@ static void redis_timeval(unsigned int msecs, struct timeval *tv_r)
 	tv_r->tv_usec = (msecs % 1000) * 1000;
 }
 
-static void redis_options_init(const struct dovewarden_redis_settings *set,
-			       const struct timeval *timeout_tv,
-			       redisOptions *options_r)
+/* A subscriber waits for messages without a command timeout */
+static const struct timeval *
+redis_command_timeout(const struct dovewarden_redis_settings *set,
+		      const struct timeval *timeout_tv)
 {
-	i_zero(options_r);
-	if (set->host[0] == '/')
-		REDIS_OPTIONS_SET_UNIX(options_r, set->host);
-	else
-		REDIS_OPTIONS_SET_TCP(options_r, set->host, (int)set->port);
-	options_r->connect_timeout = timeout_tv;
-	if (!set->subscriber)
-		options_r->command_timeout = timeout_tv;
+	return set->subscriber ? NULL : timeout_tv;
 }
 
 /* The commands that set up a new connection: AUTH [username] password
@@ -246,7 +238,7 @@ static int redis_ssl_start(redisContext *c, SSL_CTX *ctx,
 		SSL_free(ssl);
 		return -1;
 	}
-	if (redisInitiateSSL(c, ssl) != REDIS_OK) {
+	if (dw_hiredis_initiate_ssl(c, ssl) != REDIS_OK) {
 		*error_r = redis_ssl_error(ssl, c->errstr);
 		SSL_free(ssl);
 		return -1;
@@ -270,13 +262,27 @@ static void redis_handle_write(struct dovewarden_redis *redis)
 static void redis_handle_timeout(struct dovewarden_redis *redis)
 {
 	timeout_remove(&redis->to_command);
-	redisAsyncHandleTimeout(redis->ac);
+	dw_hiredis_async_handle_timeout(redis->ac);
+}
+
+static void redis_ev_schedule_timer(void *privdata, struct timeval tv);
+
+/* hiredis 0.14 has no timers: arm it as 1.x does, whenever hiredis adds
+   a read or write event (the connect timeout until connected) */
+static void redis_ev_refresh_timer(struct dovewarden_redis *redis)
+{
+	if (!DW_HIREDIS_ADAPTER_ARMS_TIMER || redis->ac == NULL)
+		return;
+	if ((redis->ac->c.flags & REDIS_CONNECTED) == 0 ||
+	    redis_command_timeout(&redis->set, &redis->timeout_tv) != NULL)
+		redis_ev_schedule_timer(redis, redis->timeout_tv);
 }
 
 static void redis_ev_add_read(void *privdata)
 {
 	struct dovewarden_redis *redis = privdata;
 
+	redis_ev_refresh_timer(redis);
 	if (redis->io_read == NULL) {
 		redis->io_read = io_add(redis->ac->c.fd, IO_READ,
 					redis_handle_read, redis);
@@ -294,6 +300,7 @@ static void redis_ev_add_write(void *privdata)
 {
 	struct dovewarden_redis *redis = privdata;
 
+	redis_ev_refresh_timer(redis);
 	if (redis->io_write == NULL) {
 		redis->io_write = io_add(redis->ac->c.fd, IO_WRITE,
 					 redis_handle_write, redis);
@@ -527,14 +534,15 @@ static void redis_connect_callback(const redisAsyncContext *ac, int status)
 
 static void redis_connect(struct dovewarden_redis *redis)
 {
-	redisOptions options;
 	redisAsyncContext *ac;
 
 	timeout_remove(&redis->to_reconnect);
 	i_assert(redis->ac == NULL);
 
-	redis_options_init(&redis->set, &redis->timeout_tv, &options);
-	ac = redisAsyncConnectWithOptions(&options);
+	ac = dw_hiredis_async_connect(redis->set.host, (int)redis->set.port,
+				      &redis->timeout_tv,
+				      redis_command_timeout(&redis->set,
+							    &redis->timeout_tv));
 	if (ac == NULL) {
 		redis_went_down(redis, "Out of memory");
 		return;
@@ -568,7 +576,7 @@ static void redis_connect(struct dovewarden_redis *redis)
 	ac->ev.addWrite = redis_ev_add_write;
 	ac->ev.delWrite = redis_ev_del_write;
 	ac->ev.cleanup = redis_ev_cleanup;
-	ac->ev.scheduleTimer = redis_ev_schedule_timer;
+	dw_hiredis_async_set_timer(ac, redis_ev_schedule_timer);
 	/* the connect callback is what adds the first write event: set it
 	   after the adapter */
 	(void)redisAsyncSetDisconnectCallback(ac, redis_disconnect_callback);
@@ -756,7 +764,6 @@ int dovewarden_redis_blocking_connect(
 {
 	struct dovewarden_redis_blocking *redis;
 	const char *const *auth_args;
-	redisOptions options;
 	redisContext *ctx;
 	struct timeval tv;
 	unsigned int argc;
@@ -765,8 +772,7 @@ int dovewarden_redis_blocking_connect(
 
 	*redis_r = NULL;
 	redis_timeval(set->timeout_msecs, &tv);
-	redis_options_init(set, &tv, &options);
-	ctx = redisConnectWithOptions(&options);
+	ctx = dw_hiredis_connect(set->host, (int)set->port, &tv, &tv);
 	if (ctx == NULL) {
 		*error_r = "Out of memory";
 		return -1;

@@ -4,7 +4,7 @@
 
 /* A Redis connection on Dovecot's ioloop: hiredis's asynchronous API with
    an adapter of our own (io_add/timeout_add), optionally over TLS
-   (hiredis_ssl). The connection is made at init and made anew after
+   (hiredis_ssl >= 1.0). The connection is made at init and made anew after
    every failure (a TLS error included), with back-off
    (DOVEWARDEN_REDIS_RECONNECT_*_MSECS). Every command has a timeout;
    when it passes, or the connection breaks, every pending command's

@@ -60,6 +60,22 @@ Test(settings, check_redis_backend)
 #endif
 }
 
+Test(settings, check_redis_ssl)
+{
+	struct dovewarden_settings set = dovewarden_default_settings;
+	const char *error;
+
+	set.dovewarden_queue_backend = "redis";
+	set.dovewarden_redis_ssl = TRUE;
+#if defined(DOVEWARDEN_HAVE_REDIS_TLS)
+	cr_assert(check(&set, &error), "%s", error);
+#elif defined(DOVEWARDEN_HAVE_REDIS)
+	/* refused at startup: never Redis in clear instead */
+	cr_assert_not(check(&set, &error));
+	cr_assert_not_null(strstr(error, "without TLS to Redis"), "%s", error);
+#endif
+}
+
 #if !DOVECOT_PREREQ(2, 4, 0)
 /* 2.3: the per-user settings from plugin { } and userdb fields */
 static const char *const *test_env;
