@@ -10,8 +10,8 @@ DW_CHROOT_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
  libjson-c-dev libcriterion-dev redis-server openssl python3 iproute2 procps
  promtool clang libclang-rt-dev"
 # DW_DOVECOT=2.3: a Debian 12 chroot with Dovecot 2.3.19.1 instead, for the
-# build and the unit suite on 2.3 (testenv/check23). Its hiredis is too old
-# for the Redis backend (no redis-server), and no clang for libFuzzer.
+# build and the unit suite on 2.3 (testenv/check23). Its hiredis 0.14 builds
+# the Redis backend without TLS; no clang for libFuzzer.
 DW_DOVECOT=${DW_DOVECOT:-2.4}
 DW_SUITE=trixie
 if [ "$DW_DOVECOT" = 2.3 ]; then
@@ -19,7 +19,7 @@ if [ "$DW_DOVECOT" = 2.3 ]; then
 	_dw_pkgs=
 	for _dw_p in $DW_CHROOT_PACKAGES; do
 		case $_dw_p in
-		redis-server|promtool|clang|libclang-rt-dev) ;;
+		promtool|clang|libclang-rt-dev) ;;
 		*) _dw_pkgs="$_dw_pkgs $_dw_p" ;;
 		esac
 	done

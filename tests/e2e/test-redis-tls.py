@@ -124,7 +124,7 @@ class TlsRedisServer(RedisServer):
 
 redis = TlsRedisServer()
 r = Runner(
-    "test-redis-tls", need_redis=True,
+    "test-redis-tls", need_redis_tls=True,
     extra_conf=redis.conf() +
     "dovewarden_redis_claim_timeout = 3s\n"
     "dovewarden_retry_min_interval = 1s\n"

@@ -36,8 +36,8 @@ HOSTNAMES = {"A": "a.test", "B": "b.test"}
 def dovecot_series(side="A"):
     """"2.3" or "2.4": the Dovecot release series side runs (its
     dovecot --version; "2.4" for 2.4 and later). The e2e suite runs on
-    both; what differs for 2.3 (its configuration syntax, no Redis
-    backend) is decided here and in testenv/pair's gen23."""
+    both; what differs for 2.3 (its configuration syntax) is decided
+    here and in testenv/pair's gen23."""
     try:
         ver = subprocess.run(side_cmd(side, [DOVECOT, "--version"]),
                              capture_output=True, text=True,
