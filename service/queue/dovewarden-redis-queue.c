@@ -8,6 +8,7 @@
 #include "str.h"
 #include "strnum.h"
 #include "str-sanitize.h"
+#include "dovewarden-config.h"
 #include "istream.h"
 #include "write-full.h"
 #include "dovewarden-protocol.h"
@@ -163,6 +164,8 @@ struct dovewarden_redis_queue {
 	bool deinitializing:1;
 	/* the claims of our earlier lives were given back */
 	bool took_back:1;
+	/* this instance's entry in <prefix>writers was written */
+	bool writer_written:1;
 	/* overdue full syncs get their slots (reslot.lua): where in the
 	   waiting set, then the ready one, and how many got one */
 	unsigned int reslot_offset, reslot_count;
@@ -1763,6 +1766,43 @@ static void redis_queue_reslot(struct dovewarden_redis_queue *queue)
 	redis_queue_reslot_list(queue);
 }
 
+static void
+redis_queue_writer_callback(const redisReply *reply, const char *error,
+			    void *context)
+{
+	struct redis_queue_request *request = context;
+	struct dovewarden_redis_queue *queue = request->queue;
+	const char *failure = redis_queue_reply_failure(reply, error);
+
+	i_free(request);
+	if (failure != NULL && !queue->deinitializing)
+		e_warning(queue->event, "Couldn't record this instance's "
+			  "version in Redis: %s", failure);
+}
+
+#define DOVEWARDEN_REDIS_QUEUE_WRITER \
+	"dovewarden "DOVEWARDEN_VERSION" on Dovecot "DOVECOT_VERSION
+
+/* <prefix>writers: which dovewarden (and Dovecot) each instance runs,
+   field <server>/<identity>, so that the data says what wrote it (an
+   upgrade runs old and new instances on one queue) */
+static void redis_queue_write_writer(struct dovewarden_redis_queue *queue)
+{
+	const char *argv[4];
+
+	queue->writer_written = TRUE;
+	argv[0] = "HSET";
+	argv[1] = t_strconcat(queue->set.prefix, "writers", NULL);
+	argv[2] = t_strconcat(queue->set.server, "/", queue->set.identity != NULL ?
+			      queue->set.identity : queue->set.owner, NULL);
+	argv[3] = t_strdup_printf("%s since %lld",
+				  DOVEWARDEN_REDIS_QUEUE_WRITER,
+				  (long long)ioloop_time);
+	(void)redis_queue_request_send(queue, NULL, N_ELEMENTS(argv), argv,
+				       redis_queue_writer_callback, NULL,
+				       NULL, 0);
+}
+
 /* connection events */
 
 static void redis_queue_connected(void *context)
@@ -1773,6 +1813,8 @@ static void redis_queue_connected(void *context)
 		/* before the first pop: our claims are due again at once */
 		if (queue->set.identity != NULL && !queue->took_back)
 			redis_queue_takeback(queue);
+		if (!queue->writer_written)
+			redis_queue_write_writer(queue);
 		redis_queue_reslot(queue);
 		redis_queue_send_finishes(queue);
 	} T_END;

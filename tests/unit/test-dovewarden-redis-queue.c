@@ -997,6 +997,35 @@ static const char *raw_command(redisContext *ctx, const char *const *argv,
 	return ret;
 }
 
+/* Redis says which version writes into the queue: every instance records
+   itself in <prefix>writers at its first connect */
+Test(redis_queue, instances_record_their_version)
+{
+	struct instance a, b;
+	redisContext *ctx = redisConnectUnix(socket_path);
+	const char *get_a[] = { "HGET", "t:writers",
+				"a.example.org/host:1234" };
+	const char *get_b[] = { "HGET", "t:writers",
+				"a.example.org/host:9:222:bb" };
+	const char *expected = "dovewarden "DOVEWARDEN_VERSION" on Dovecot "
+		DOVECOT_VERSION" since ";
+
+	cr_assert_not_null(ctx);
+	instance_identity = "host:1234";
+	instance_init_connected(&a, "host:1234:111:aa");
+	/* without an identity, its owner names it */
+	instance_identity = NULL;
+	instance_init_connected(&b, "host:9:222:bb");
+	(void)stats(&a);
+	(void)stats(&b);
+	cr_assert(str_begins_with(raw_command(ctx, get_a, 3), expected),
+		  "%s", raw_command(ctx, get_a, 3));
+	cr_assert(str_begins_with(raw_command(ctx, get_b, 3), expected));
+	instance_deinit(&a);
+	instance_deinit(&b);
+	redisFree(ctx);
+}
+
 Test(redis_queue, password_acl_user_and_database)
 {
 	struct instance inst, bad;
