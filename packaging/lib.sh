@@ -1,13 +1,37 @@
 # shellcheck shell=bash
 # Shared by packaging/build-deb, test-deb and build-image. Sourced, not run.
-# Every chroot starts as a copy of one pristine debootstrap of trixie
-# (minbase), $DW_PKG_BASE, made once and kept; the copies are made anew.
-# Needs root on Debian (12 or later).
+# Every chroot starts as a copy of one pristine debootstrap (minbase) of
+# the suite the package is for, $DW_PKG_BASE, made once and kept; the
+# copies are made anew. Needs root on Debian (12 or later).
+#
+# DW_PKG_SUITE: trixie (Debian 13, Dovecot 2.4; the default) or bookworm
+# (Debian 12, Dovecot 2.3). A bookworm package gets its own chroots and
+# output directory (the paths below with -bookworm), so that the trixie
+# ones stay as they are.
 
 . "$(dirname "${BASH_SOURCE[0]}")/../testenv/lib.sh"
 
-DW_PKG_BASE=${DW_PKG_BASE:-/var/tmp/dwpkg-base}
-DW_PKG_OUT=${DW_PKG_OUT:-/var/tmp/dwpkg-out}
+DW_PKG_SUITE=${DW_PKG_SUITE:-trixie}
+case $DW_PKG_SUITE in
+trixie)
+	pkg_sfx=
+	# appended to the package's version: none on the suite of the
+	# first package, so that its versions go on as they were
+	DW_PKG_VERSION_SUFFIX=
+	;;
+bookworm)
+	pkg_sfx=-bookworm
+	# sorts before trixie's version of the same commit, so that a
+	# dist-upgrade to trixie upgrades the package
+	DW_PKG_VERSION_SUFFIX=~deb12
+	;;
+*)
+	echo "DW_PKG_SUITE=$DW_PKG_SUITE: trixie or bookworm" >&2
+	exit 1
+	;;
+esac
+DW_PKG_BASE=${DW_PKG_BASE:-/var/tmp/dwpkg-base$pkg_sfx}
+DW_PKG_OUT=${DW_PKG_OUT:-/var/tmp/dwpkg-out$pkg_sfx}
 
 pkg_log() { printf '[packaging] %s\n' "$*" >&2; }
 
@@ -36,8 +60,9 @@ pkg_base() {
 	pkg_host_install debootstrap debootstrap
 	if [ ! -e "$DW_PKG_BASE/.dwpkg-base" ]; then
 		rm -rf "$DW_PKG_BASE"
-		pkg_log "debootstrap trixie (minbase) into $DW_PKG_BASE"
-		debootstrap --variant=minbase trixie "$DW_PKG_BASE" "$DW_MIRROR" >/dev/null
+		pkg_log "debootstrap $DW_PKG_SUITE (minbase) into $DW_PKG_BASE"
+		debootstrap --variant=minbase "$DW_PKG_SUITE" "$DW_PKG_BASE" \
+			"$DW_MIRROR" >/dev/null
 		rm -rf "$DW_PKG_BASE"/var/cache/apt/archives/*.deb
 		touch "$DW_PKG_BASE/.dwpkg-base"
 	fi
