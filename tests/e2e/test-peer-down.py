@@ -24,7 +24,8 @@ from dwtest.common import POLL_INTERVAL, hms_secs, wait_until  # noqa: E402
 from dwtest.pair import dovecot_series  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
-CAUSE_LEVEL = "Fatal:" if dovecot_series() == "2.3" else "Error:"
+# the level of A's dsync error (the cases stop B)
+CAUSE_LEVEL = "Fatal:" if dovecot_series("A") == "2.3" else "Error:"
 
 RETRY_MIN = 2
 RETRY_MAX = 8

@@ -33,30 +33,75 @@ SETTINGS_SO = "/usr/lib/dovecot/modules/settings/libdovewarden_settings.so"
 HOSTNAMES = {"A": "a.test", "B": "b.test"}
 
 
-def dovecot_series(side="A"):
-    """"2.3" or "2.4": the Dovecot release series side runs (its
+_SERIES = {}
+
+
+def dovecot_series(side):
+    """"2.3" or "2.4": the Dovecot release series that side runs (its
     dovecot --version; "2.4" for 2.4 and later). The e2e suite runs on
-    both; what differs for 2.3 (its configuration syntax) is decided
-    here and in testenv/pair's gen23."""
-    try:
-        ver = subprocess.run(side_cmd(side, [DOVECOT, "--version"]),
-                             capture_output=True, text=True,
-                             timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "2.4"
-    return "2.3" if ver.startswith("2.3.") else "2.4"
+    both, and on a mixed pair (one side on each); what differs for 2.3
+    (its configuration syntax) is decided here and in testenv/pair's
+    gen23."""
+    key = (side, rootfs(side))
+    if key not in _SERIES:
+        try:
+            ver = dovecot_version(side)
+        except (OSError, subprocess.SubprocessError):
+            ver = ""
+        _SERIES[key] = "2.3" if ver.startswith("2.3.") else "2.4"
+    return _SERIES[key]
+
+
+def dovecot_version(side):
+    """side's dovecot --version"""
+    return subprocess.run(side_cmd(side, [DOVECOT, "--version"]),
+                          capture_output=True, text=True,
+                          timeout=30).stdout.strip()
+
+
+class BySeries:
+    """A text that Dovecot 2.3 writes differently from 2.4 (e.g.
+    %{user | lower} is %Lu there): configuration given to Pair as
+    extra_conf or side_conf, or an argument of Pair.doveadm. Each side
+    gets the text of its own series (for_side), so that a mixed pair
+    gets both. Adding a str or another BySeries gives a BySeries."""
+
+    def __init__(self, v24, v23):
+        self.v24 = v24
+        self.v23 = v23
+
+    def for_series(self, series):
+        return self.v23 if series == "2.3" else self.v24
+
+    def __add__(self, other):
+        return BySeries(self.v24 + for_series(other, "2.4"),
+                        self.v23 + for_series(other, "2.3"))
+
+    def __radd__(self, other):
+        return BySeries(for_series(other, "2.4") + self.v24,
+                        for_series(other, "2.3") + self.v23)
+
+
+def for_series(text, series):
+    """text (a str or a BySeries) as Dovecot series writes it"""
+    return text.for_series(series) if isinstance(text, BySeries) else text
+
+
+def for_side(text, side):
+    """text (a str or a BySeries) as side's Dovecot writes it"""
+    return for_series(text, dovecot_series(side))
 
 
 def conf_by_series(v24, v23):
-    """v24, or v23 when Dovecot 2.3 runs: a configuration text that 2.3
-    writes differently (e.g. %{user | lower} is %Lu there)"""
-    return v23 if dovecot_series() == "2.3" else v24
+    """A configuration text written v24 on Dovecot 2.4, v23 on 2.3 (a
+    BySeries: Pair gives each side its own)"""
+    return BySeries(v24, v23)
 
 
 def user_setting_opt(name, value):
     """doveadm's -o option setting the per-user setting name (e.g.
     dovewarden_noreplicate): in plugin { } on 2.3, at the top level on
-    2.4"""
+    2.4 (for Pair.doveadm, which gives the side's own)"""
     return ["-o", conf_by_series("", "plugin/") + name + "=" + value]
 
 
@@ -171,13 +216,13 @@ class Pair(PairClients, PairChecker):
             env["DW_NO_PLUGIN"] = "1"
         else:
             env.pop("DW_NO_PLUGIN", None)
-        extra = [env.get("DW_EXTRA_CONF", "")]
-        if self.extra_conf:
-            extra.append(self.extra_conf)
-        env["DW_EXTRA_CONF"] = "\n".join(x for x in extra if x)
+        # extra_conf and side_conf go to each side in its own series'
+        # syntax (see BySeries), after DW_EXTRA_CONF of the environment
         sides = self.side_conf if isinstance(self.side_conf, dict) else {}
         for s in SIDES:
-            env["DW_EXTRA_CONF_" + s] = sides.get(s, "")
+            extra = [for_side(self.extra_conf or "", s),
+                     for_side(sides.get(s, ""), s)]
+            env["DW_EXTRA_CONF_" + s] = "\n".join(x for x in extra if x)
         return env
 
     def _pair(self, *args, timeout=60):
@@ -208,9 +253,7 @@ class Pair(PairClients, PairChecker):
             if not os.access(path(p), os.X_OK):
                 raise Skip("%s is not available" % path(p))
         try:
-            ver = subprocess.run(side_cmd(side, [DOVECOT, "--version"]),
-                                 capture_output=True, text=True,
-                                 timeout=30).stdout.strip()
+            ver = dovecot_version(side)
         except (OSError, subprocess.SubprocessError) as e:
             raise Skip("cannot run %s: %s" % (path(DOVECOT), e))
         if not re.match(r"2\.([4-9]|\d\d)|[3-9]\.|2\.3\.(19|[2-9]\d)",
@@ -333,7 +376,8 @@ class Pair(PairClients, PairChecker):
         env = dict(os.environ)
         env["DOVECOT_HOSTNAME"] = HOSTNAMES[side]
         cmd = side_cmd(side, [DOVEADM, "-c", os.path.join(
-            self.dw_dir, side, "dovecot.conf")] + list(args))
+            self.dw_dir, side, "dovecot.conf")] +
+            [for_side(a, side) for a in args])
         r = subprocess.run(cmd, env=env, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL,
                            timeout=timeout)

@@ -31,34 +31,35 @@ def http_port(pair, side):
 
 def http_listener_conf(port, listen=None):
     """listen: the listener's own address (default: the service's
-    default, 127.0.0.1)"""
-    return ("service dovewarden {\n"
-            "  inet_listener %s {\n"
-            "    port = %d\n"
-            "%s"
-            "  }\n"
-            "}\n" % (HTTP_LISTENER, port,
-                      "    %s = %s\n" % (conf_by_series("listen", "address"),
-                                      listen) if listen else ""))
+    default, 127.0.0.1). A BySeries: 2.3 names the address "address"."""
+    def conf(key):
+        return ("service dovewarden {\n"
+                "  inet_listener %s {\n"
+                "    port = %d\n"
+                "%s"
+                "  }\n"
+                "}\n" % (HTTP_LISTENER, port,
+                          "    %s = %s\n" % (key, listen) if listen else ""))
+    return conf_by_series(conf("listen"), conf("address"))
 
 
 def event_exporter_conf(url, name="dwtest", event_filter=EVENT_FILTER):
-    """Dovecot's configuration (2.4's, or 2.3's) that posts the events
-    selected by event_filter, as JSON, to url."""
+    """Dovecot's configuration that posts the events selected by
+    event_filter, as JSON, to url: a BySeries of 2.4's and 2.3's."""
     exporter = conf_by_series("  driver = http-post\n"
                               "  http_post_url = %s\n"
                               "  format = json\n"
-                              "  time_format = rfc3339\n",
+                              "  time_format = rfc3339\n" % url,
                               "  transport = http-post\n"
                               "  transport_args = %s\n"
                               "  format = json\n"
-                              "  format_args = time-rfc3339\n")
-    return (("event_exporter %s {\n" + exporter +
-             "}\n"
-             "metric %s_changes {\n"
-             "  exporter = %s\n"
-             "  filter = %s\n"
-             "}\n") % (name, url, name, name, event_filter))
+                              "  format_args = time-rfc3339\n" % url)
+    return ("event_exporter %s {\n" % name + exporter +
+            "}\n"
+            "metric %s_changes {\n"
+            "  exporter = %s\n"
+            "  filter = %s\n"
+            "}\n" % (name, name, event_filter))
 
 
 class HttpResponse:
