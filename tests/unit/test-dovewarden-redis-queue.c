@@ -347,8 +347,14 @@ Test(redis_queue, two_instances_never_claim_one_user_twice)
 	instance_deinit(&b);
 }
 
-/* Run claims() in an instance (of instance_server, with 1 s claims) that
-   dies after it: its exit code is that of claims(), which must be 0 */
+/* How long the claims of dying_instance_run() last: long enough that the
+   next instance is connected before they expire, also on a loaded machine
+   under ASan */
+#define DYING_CLAIM_SECS 3
+
+/* Run claims() in an instance (of instance_server, with DYING_CLAIM_SECS
+   claims) that dies after it: its exit code is that of claims(), which
+   must be 0 */
 static void dying_instance_run(int (*claims)(struct instance *inst))
 {
 	pid_t pid;
@@ -359,7 +365,7 @@ static void dying_instance_run(int (*claims)(struct instance *inst))
 	if (pid == 0) {
 		struct instance inst;
 
-		instance_init(&inst, "dies", 1, 1000);
+		instance_init(&inst, "dies", DYING_CLAIM_SECS, 1000);
 		/* a loaded machine: only the claims' expiry is timed */
 		if (!run_until(&inst.connected, 10000))
 			_exit(1);
@@ -388,7 +394,7 @@ Test(redis_queue, claim_of_a_dead_instance_expires_and_is_taken_back)
 	instance_init_connected(&b, "b");
 	/* claimed by the dead one */
 	cr_assert_null(pop(&b, FALSE, NULL));
-	run_for(2100);
+	run_for(DYING_CLAIM_SECS * 1000 + 1100);
 	job = pop(&b, FALSE, NULL);
 	cr_assert_not_null(job, "the expired claim was not taken back");
 	cr_assert_str_eq(job->username, "alice");
@@ -1320,7 +1326,7 @@ Test(redis_queue, an_expired_claim_keeps_the_server_of_its_changes)
 	/* bob's first sync was full: any server may sync it; alice's
 	   change was made on A */
 	notify(&b, "bob", DOVEWARDEN_PRIORITY_LOW);
-	run_for(2100);
+	run_for(DYING_CLAIM_SECS * 1000 + 1100);
 	job = pop(&b, TRUE, NULL);
 	cr_assert_not_null(job);
 	cr_assert_str_eq(job->username, "bob");
