@@ -9,6 +9,7 @@
 
 #include "lib.h"
 #include "array.h"
+#include "str-sanitize.h"
 #include "strnum.h"
 #include "settings-parser.h"
 #include "master-service.h"
@@ -121,16 +122,18 @@ dovewarden_settings_apply_env(struct dovewarden_settings *set,
 	} else if ((value = getenv("replication_sync_timeout",
 				   context)) != NULL) {
 		/* 2.3's replication plugin: a number of seconds (or, as
-		   for dovewarden_sync_wait, a time with a unit) */
-		if (str_to_uint(value, &secs) < 0 &&
-		    settings_get_time(value, &secs, &error) < 0) {
-			*error_r = t_strdup_printf(
-				"replication_sync_timeout: %s", error);
-			return -1;
-		}
-		if (secs > UINT_MAX / 1000) {
-			*error_r = "replication_sync_timeout: too large";
-			return -1;
+		   for dovewarden_sync_wait, a time with a unit). Like that
+		   plugin, an invalid value is logged and means no wait:
+		   a setting that replicated on 2.3 must not turn
+		   replication off. */
+		if ((str_to_uint(value, &secs) < 0 &&
+		     settings_get_time(value, &secs, &error) < 0) ||
+		    secs > UINT_MAX / 1000) {
+			i_warning("Invalid replication_sync_timeout %s: "
+				  "not waiting for syncs (set "
+				  "dovewarden_sync_wait instead)",
+				  str_sanitize(value, 64));
+			secs = 0;
 		}
 		set->dovewarden_sync_wait = secs * 1000;
 	}
