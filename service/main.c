@@ -127,7 +127,8 @@ static void main_init(void)
 	}
 	if (idle) {
 		backend_name = DOVEWARDEN_QUEUE_BACKEND_DEFAULT;
-		if (strcmp(dovewarden_set->dovewarden_queue_backend,
+		if (dovewarden_settings_get_replica(dovewarden_set)[0] == '\0' &&
+		    strcmp(dovewarden_set->dovewarden_queue_backend,
 			   backend_name) != 0) {
 			/* replicas set only in the userdb: say what is
 			   not used */
