@@ -187,7 +187,7 @@ redis_backend_instance_id(const char *path, struct event *event)
 
 static struct dovewarden_queue_backend *
 redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
-		   struct event *event, const char **error_r ATTR_UNUSED)
+		   struct event *event, const char **error_r)
 {
 	const struct dovewarden_settings *set = bset->set;
 	struct dovewarden_redis_queue_settings rset;
@@ -239,12 +239,25 @@ redis_backend_init(const struct dovewarden_queue_backend_settings *bset,
 	if (bset->state_path != NULL) {
 		rset.buffer_path = t_strconcat(bset->state_path,
 			".redis-buffer", NULL);
+		const char *error;
+
 		rb->import = dovewarden_redis_import_init(bset->state_path,
-							  &rb->set, event);
-		if (rb->import == NULL && bset->replicator_db_path != NULL) {
+							  &rb->set, event,
+							  &error);
+		if (rb->import == NULL && error == NULL &&
+		    bset->replicator_db_path != NULL) {
 			rb->import = dovewarden_redis_import_init_replicator_db(
 				bset->replicator_db_path, bset->state_path,
-				&rb->set, event);
+				&rb->set, event, &error);
+		}
+		if (error != NULL) {
+			/* as the built-in queue does with a state it can't
+			   read: no start without it */
+			*error_r = error;
+			i_free(rb->identity);
+			i_free(rb->owner);
+			i_free(rb);
+			return NULL;
 		}
 	}
 	rb->rqueue = dovewarden_redis_queue_init(&rset, event,

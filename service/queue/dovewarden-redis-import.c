@@ -26,7 +26,7 @@ struct dovewarden_redis_import {
 struct dovewarden_redis_import *
 dovewarden_redis_import_init(const char *path,
 			     const struct dovewarden_queue_settings *set,
-			     struct event *event)
+			     struct event *event, const char **error_r)
 {
 	struct dovewarden_redis_import *import;
 	struct dovewarden_store_load_result result;
@@ -34,9 +34,10 @@ dovewarden_redis_import_init(const char *path,
 	struct stat st;
 	const char *error;
 
+	*error_r = NULL;
 	if (stat(path, &st) < 0) {
 		if (errno != ENOENT)
-			e_error(event, "stat(%s) failed: %m", path);
+			*error_r = t_strdup_printf("stat(%s) failed: %m", path);
 		return NULL;
 	}
 	import = i_new(struct dovewarden_redis_import, 1);
@@ -45,7 +46,8 @@ dovewarden_redis_import_init(const char *path,
 	store = dovewarden_store_init(path);
 	if (dovewarden_store_load(store, import->queue, ioloop_time, &result,
 				  &error) < 0) {
-		e_error(event, "Couldn't load %s to import it into Redis: %s",
+		*error_r = t_strdup_printf(
+			"Couldn't load %s to import it into Redis: %s",
 			path, error);
 		dovewarden_store_deinit(&store);
 		dovewarden_queue_deinit(&import->queue);
@@ -63,7 +65,8 @@ struct dovewarden_redis_import *
 dovewarden_redis_import_init_replicator_db(const char *path,
 					   const char *state_path,
 					   const struct dovewarden_queue_settings *set,
-					   struct event *event)
+					   struct event *event,
+					   const char **error_r)
 {
 	struct dovewarden_redis_import *import;
 	struct dovewarden_store_load_result result;
@@ -85,9 +88,11 @@ dovewarden_redis_import_init_replicator_db(const char *path,
 	} else if (ret > 0) {
 		ret = 0;
 	}
+	*error_r = NULL;
 	if (ret < 0) {
-		e_error(event, "Couldn't import Dovecot 2.3's replicator "
-			"state into Redis: %s", error);
+		*error_r = t_strdup_printf("Couldn't import Dovecot 2.3's "
+					   "replicator state into Redis: %s",
+					   error);
 	} else if (ret > 0) {
 		dovewarden_replicator_db_log_skipped(event, path, &result);
 	}

@@ -277,9 +277,9 @@ struct dovewarden_redis_import_user {
 };
 
 /* Copy a user of the built-in queue into Redis, unless Redis knows the
-   user already. The callback gets 1
-   (imported), 0 (known, left alone) or -1 with an error. Returns -1 when
-   not connected. */
+   user already (then only the user's dsync state of this server is
+   added, when Redis has none). The callback gets 1 (imported), 0 (known)
+   or -1 with an error. Returns -1 when not connected. */
 typedef void dovewarden_redis_queue_import_callback_t(int ret,
 						      const char *error,
 						      void *context);

@@ -1003,6 +1003,63 @@ static const char *raw_command(redisContext *ctx, const char *const *argv,
 	return ret;
 }
 
+struct import_ctx {
+	int ret;
+	bool done;
+};
+
+static void import_callback(int ret, const char *error ATTR_UNUSED,
+			    void *context)
+{
+	struct import_ctx *ctx = context;
+
+	ctx->ret = ret;
+	ctx->done = TRUE;
+}
+
+static int import_user(struct instance *inst, const char *username,
+		       const char *state)
+{
+	struct dovewarden_redis_import_user user;
+	struct import_ctx ctx;
+
+	i_zero(&user);
+	i_zero(&ctx);
+	user.username = username;
+	user.state = state;
+	user.last_error = "";
+	user.last_full_sync = 1700000000;
+	cr_assert_eq(dovewarden_redis_queue_import(inst->queue, &user,
+						   import_callback, &ctx), 0);
+	cr_assert(run_until(&ctx.done, 3000));
+	return ctx.ret;
+}
+
+/* Both servers of a pair import their own state (built-in queue or 2.3's
+   replicator.db) into the shared Redis: the second one's dsync states are
+   kept too (a state is of the server it was made from), but a state Redis
+   has already is not replaced */
+Test(redis_queue, a_second_server_imports_its_states_too)
+{
+	struct instance a, b;
+	redisContext *ctx = redisConnectUnix(socket_path);
+	const char *get_a[] = { "HGET", "t:u:alice", "st:a.example.org" };
+	const char *get_b[] = { "HGET", "t:u:alice", "st:b.example.org" };
+
+	cr_assert_not_null(ctx);
+	instance_init_connected(&a, "a");
+	instance_server = "b.example.org";
+	instance_init_connected(&b, "b");
+	cr_assert_eq(import_user(&a, "alice", "sa"), 1);
+	cr_assert_eq(import_user(&b, "alice", "sb"), 0);
+	cr_assert_eq(import_user(&a, "alice", "sa2"), 0);
+	cr_assert_str_eq(raw_command(ctx, get_a, 3), "sa");
+	cr_assert_str_eq(raw_command(ctx, get_b, 3), "sb");
+	instance_deinit(&a);
+	instance_deinit(&b);
+	redisFree(ctx);
+}
+
 /* Redis says which version writes into the queue: every instance records
    itself in <prefix>writers at its first connect */
 Test(redis_queue, instances_record_their_version)

@@ -6,10 +6,14 @@
 -- [17] not before, [18] force full sync, [19] settle first change,
 -- [20] settle last change, [21] last verified, [22] last repaired,
 -- [23] full sync slot, [24] the server the state is of. Returns 1, or 0
--- when the user was known.
+-- when the user was known: then only its state from that server is added,
+-- if Redis has none (each server of a pair imports its own states).
 local user = ARGV[6]
 local uk = P..'u:'..user
-if redis.call('SADD', U, user) == 0 then return 0 end
+if redis.call('SADD', U, user) == 0 then
+  if ARGV[11] ~= '' then redis.call('HSETNX', uk, 'st:'..ARGV[24], ARGV[11]) end
+  return 0
+end
 local h = {p = 0, seq = 0, o = ''}
 local names = {'k','ps','u','st','lf','lfull','ls','f','e','nt','ff','sf',
   'sl','v','r','slot'}
