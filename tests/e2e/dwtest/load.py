@@ -60,8 +60,9 @@ class MixedLoad:
         return pair.wait_converged(users, timeout, "preparation")
 
     def __init__(self, pair, users, seed, threads_per_side=3,
-                 duration=10.0, pause=0.0, max_ops=None):
-        """max_ops: each thread stops after this many operations (or at
+                 duration=10.0, pause=0.0, max_ops=None, sides=SIDES):
+        """sides: where the client threads run (both by default).
+        max_ops: each thread stops after this many operations (or at
         the duration, whichever comes first), so that runs on machines of
         different speed do the same work."""
         self.pair = pair
@@ -70,6 +71,7 @@ class MixedLoad:
         self.users = list(users)
         self.seed = seed
         self.threads_per_side = threads_per_side
+        self.sides = sides
         self.duration = duration
         self.pause = pause
         self.lock = threading.Lock()
@@ -124,7 +126,8 @@ class MixedLoad:
         self.deadline = time.monotonic() + self.duration
         threads = [threading.Thread(target=self._worker, args=(s, i),
                                     daemon=True)
-                   for i in range(self.threads_per_side) for s in SIDES]
+                   for i in range(self.threads_per_side)
+                   for s in self.sides]
         t0 = time.monotonic()
         for t in threads:
             t.start()
