@@ -9,7 +9,10 @@
    DOVEWARDEN_SETTING_DEFINES(USER, SERVICE): USER(type, name) for the
    settings that mail processes read per user (on 2.3 from plugin { } and
    userdb fields, which is where 2.3 keeps them), SERVICE(type, name) for
-   the ones only the service reads. */
+   the ones only the service reads. A new setting goes at the end: on
+   Dovecot 2.4 a mail process that still runs the previous plugin (during
+   a package upgrade) reads the settings by their position, and a key
+   out of place makes it turn replication off. */
 #define DOVEWARDEN_SETTING_DEFINES(USER, SERVICE) \
 	USER(STR, dovewarden_replica) \
 	USER(STR, mail_replica) \
@@ -31,7 +34,6 @@
 	SERVICE(TIME, dovewarden_userdb_sweep_interval) \
 	SERVICE(STR, dovewarden_http_secret) \
 	SERVICE(BOOL, dovewarden_http_allow_insecure) \
-	SERVICE(STR, dovewarden_import_replicator_db) \
 	SERVICE(ENUM, dovewarden_queue_backend) \
 	SERVICE(STR, dovewarden_redis_host) \
 	SERVICE(IN_PORT, dovewarden_redis_port) \
@@ -46,7 +48,8 @@
 	SERVICE(STR, dovewarden_redis_prefix) \
 	SERVICE(TIME_MSECS, dovewarden_redis_timeout) \
 	SERVICE(TIME, dovewarden_redis_claim_timeout) \
-	SERVICE(UINT, dovewarden_redis_buffer_limit)
+	SERVICE(UINT, dovewarden_redis_buffer_limit) \
+	SERVICE(STR, dovewarden_import_replicator_db)
 
 #define DOVEWARDEN_SETTING_DEFINE(type, name) \
 	SETTING_DEFINE_STRUCT_##type(#name, name, struct dovewarden_settings),
