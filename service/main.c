@@ -89,7 +89,7 @@ static void main_init(void)
 		dovewarden_master_service_settings();
 	struct dovewarden_queue_backend_settings qset;
 	const char *auth_socket_path, *backend_name, *error;
-	bool idle;
+	bool no_replica, idle;
 
 	auth_socket_path = main_socket_path(mset->base_dir,
 		dovewarden_set->dovewarden_auth_socket_path);
@@ -110,7 +110,8 @@ static void main_init(void)
 	   service to every Dovecot): no sweep, no Redis, nothing written in
 	   state_dir. Users whose userdb gives a replica are still synced
 	   when their mail processes notify, from an in-memory queue. */
-	idle = dovewarden_settings_get_replica(dovewarden_set)[0] == '\0';
+	no_replica = dovewarden_settings_get_replica(dovewarden_set)[0] == '\0';
+	idle = no_replica;
 	if (dovewarden_settings_builtin_replication(dovewarden_set)) {
 		/* Dovecot 2.3 with its own replication still configured:
 		   two replicators would sync every user twice, and the
@@ -127,7 +128,7 @@ static void main_init(void)
 	}
 	if (idle) {
 		backend_name = DOVEWARDEN_QUEUE_BACKEND_DEFAULT;
-		if (dovewarden_settings_get_replica(dovewarden_set)[0] == '\0' &&
+		if (no_replica &&
 		    strcmp(dovewarden_set->dovewarden_queue_backend,
 			   backend_name) != 0) {
 			/* replicas set only in the userdb: say what is
