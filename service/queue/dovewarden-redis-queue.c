@@ -1784,7 +1784,7 @@ redis_queue_writer_callback(const redisReply *reply, const char *error,
 	"dovewarden "DOVEWARDEN_VERSION" on Dovecot "DOVECOT_VERSION
 
 /* <prefix>writers: which dovewarden (and Dovecot) each instance runs,
-   field <server>/<identity>, so that the data says what wrote it (an
+   field <server>/<identity> (or <server>), so that the data says what wrote it (an
    upgrade runs old and new instances on one queue) */
 static void redis_queue_write_writer(struct dovewarden_redis_queue *queue)
 {
@@ -1793,8 +1793,10 @@ static void redis_queue_write_writer(struct dovewarden_redis_queue *queue)
 	queue->writer_written = TRUE;
 	argv[0] = "HSET";
 	argv[1] = t_strconcat(queue->set.prefix, "writers", NULL);
-	argv[2] = t_strconcat(queue->set.server, "/", queue->set.identity != NULL ?
-			      queue->set.identity : queue->set.owner, NULL);
+	/* without an identity the server's name alone: an owner differs at
+	   every run, and the hash would grow with the restarts */
+	argv[2] = queue->set.identity == NULL ? queue->set.server :
+		t_strconcat(queue->set.server, "/", queue->set.identity, NULL);
 	argv[3] = t_strdup_printf("%s since %lld",
 				  DOVEWARDEN_REDIS_QUEUE_WRITER,
 				  (long long)ioloop_time);
