@@ -419,6 +419,34 @@ static void builtin_journal(struct builtin_backend *b,
 			     DOVEWARDEN_QUEUE_SETTLE_ALWAYS);
 }
 
+/* Debug log: why a user's settle full sync was armed, once per settle */
+static void
+builtin_log_settle_armed(struct builtin_backend *b,
+			 const struct dovewarden_user *user,
+			 enum dovewarden_queue_settle_kind kind)
+{
+	struct event *event;
+	const char *why = "";
+
+	switch (kind) {
+	case DOVEWARDEN_QUEUE_SETTLE_ALWAYS:
+		why = "a change from a source that reports no imports";
+		break;
+	case DOVEWARDEN_QUEUE_SETTLE_CLIENT:
+		why = "a client change soon after an import";
+		break;
+	case DOVEWARDEN_QUEUE_SETTLE_IMPORT:
+		why = "an import while a client change was pending or recent";
+		break;
+	}
+	event = event_create(b->backend.event);
+	event_add_str(event, "user", user->username);
+	event_set_append_log_prefix(event, t_strdup_printf(
+		"%s: ", user->username));
+	e_debug(event, "Settle full sync armed: %s", why);
+	event_unref(&event);
+}
+
 static void
 builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 	       enum dovewarden_priority priority,
@@ -428,13 +456,18 @@ builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 	enum dovewarden_queue_settle_kind kind =
 		dovewarden_queue_notify_settle_kind(flags);
 	struct dovewarden_user *user;
+	bool armed;
 
 	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) == 0) {
 		builtin_journal_kind(b, BUILTIN_JOURNAL_NOTIFY, username,
 				     priority, kind);
-		(void)dovewarden_queue_notify_kind(b->queue, username,
-						   priority, kind,
-						   ioloop_time);
+		user = dovewarden_queue_lookup(b->queue, username);
+		armed = user != NULL && user->settle_first_change != 0;
+		user = dovewarden_queue_notify_kind(b->queue, username,
+						    priority, kind,
+						    ioloop_time);
+		if (!armed && user->settle_first_change != 0)
+			builtin_log_settle_armed(b, user, kind);
 		return;
 	}
 	builtin_journal(b, BUILTIN_JOURNAL_FORCE_FULL_SYNC, username,

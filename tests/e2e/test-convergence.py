@@ -201,6 +201,8 @@ def load_case(seed):
             if changed:
                 msg += ("\nINBOX UIDVALIDITY changed:\n  "
                         + "\n  ".join(changed))
+            if diffs:
+                pair.dump_user_logs(diffs)
             msg += "\n" + repair(pair, users)
             raise AssertionError(msg)
         return "%d ops, %d NO, converged in %.1f s" % (

@@ -354,6 +354,20 @@ class Pair(PairClients, PairChecker):
         except OSError as e:
             return ["(cannot read %s: %s)" % (self.log_path(side), e)]
 
+    def dump_user_logs(self, users, n=60, max_users=3):
+        """The services' debug lines of this case about each of users
+        (its syncs, settles and their verdicts; not the doveadm
+        connection chatter), the last n per side, for the first
+        max_users users: what a failure of one user needs."""
+        for u in sorted(users)[:max_users]:
+            pat = re.compile(r"dovewarden: [A-Za-z]+: %s: " % re.escape(u))
+            for s in SIDES:
+                lines = [l for l in self.log_since_mark(s)
+                         if pat.search(l) and ": conn " not in l][-n:]
+                diag("\n".join(["----- %s: %s service lines of this case "
+                                 "-----" % (u, s)] +
+                                ["  " + line for line in lines]))
+
     def dump_logs(self, n=60, since_mark=False, header="", to_stderr=False):
         """The servers' last log lines as diagnostics; with to_stderr also
         on stderr, which is what meson --print-errorlogs shows"""
