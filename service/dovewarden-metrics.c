@@ -27,6 +27,7 @@ struct metrics {
 	uint64_t notifications[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t rejected[DOVEWARDEN_METRICS_SOURCE_COUNT];
 	uint64_t verifications, repairs;
+	uint64_t followups;
 	uint64_t waits_refused, refused_peers, unknown_dropped;
 	uint64_t imports;
 	uint64_t peer_lookups_limited;
@@ -103,6 +104,11 @@ void dovewarden_metrics_verification(bool repaired)
 	metrics.verifications++;
 	if (repaired)
 		metrics.repairs++;
+}
+
+void dovewarden_metrics_followup(void)
+{
+	metrics.followups++;
 }
 
 void dovewarden_metrics_outage_retries(unsigned int users)
@@ -190,6 +196,12 @@ static void metrics_render_counters(string_t *dest)
 		      "repaired them.");
 	str_printfa(dest, "dovewarden_repairs_total %"PRIu64"\n",
 		    metrics.repairs);
+	metric_header(dest, "dovewarden_followup_syncs_total", "counter",
+		      "Successful second incremental syncs, run because the "
+		      "first one's dsync state was older than a sync from "
+		      "the other server.");
+	str_printfa(dest, "dovewarden_followup_syncs_total %"PRIu64"\n",
+		    metrics.followups);
 	metric_header(dest, "dovewarden_outage_retries_total", "counter",
 		      "Users whose failure back-off was ended because the "
 		      "replica answered again after an outage.");

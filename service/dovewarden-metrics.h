@@ -65,6 +65,9 @@ void dovewarden_metrics_sync_finished(enum dovewarden_sync_result result,
 /* A successful full sync of a user that had a dsync state finished;
    repaired tells whether it changed something. */
 void dovewarden_metrics_verification(bool repaired);
+/* A follow-up incremental sync (after one that started with a stale
+   dsync state) succeeded */
+void dovewarden_metrics_followup(void);
 /* The back-off of users was ended: the replica answers again */
 void dovewarden_metrics_outage_retries(unsigned int users);
 /* A sync was held back during an outage of the replica */

@@ -63,6 +63,9 @@ struct replicator_sync {
 	/* The state the full sync returned, while its verification pass
 	   runs (NULL otherwise) */
 	char *full_state;
+	/* The state the incremental sync returned, while its follow-up
+	   runs (NULL otherwise) */
+	char *followup_state;
 	bool incremental:1;
 	/* the incremental dsync could not use the state: a full one runs
 	   instead */
@@ -307,6 +310,7 @@ static void replicator_sync_free(struct replicator_sync *sync)
 	event_unref(&sync->event);
 	i_free(sync->destination);
 	i_free(sync->full_state);
+	i_free(sync->followup_state);
 	i_free(sync);
 }
 
@@ -554,6 +558,27 @@ replicator_verify_callback(const struct dovewarden_doveadm_sync_reply *reply,
 			       repaired);
 }
 
+/* The follow-up incremental sync ended (see
+   dovewarden_queue_backend_job_take_state_stale()) */
+static void
+replicator_followup_callback(const struct dovewarden_doveadm_sync_reply *reply,
+			     void *context)
+{
+	struct replicator_sync *sync = context;
+
+	sync->dsync = NULL;
+	replicator_dsync_ended(sync, reply);
+	/* Whether it carried something can't be told: the first sync's
+	   state has the modseqs of its start, so its own changes move the
+	   next state anyway. A failed follow-up fails the sync: the user
+	   keeps its old state and its changes, and the retry runs both
+	   again. */
+	if (reply->result == DOVEWARDEN_SYNC_RESULT_OK)
+		dovewarden_metrics_followup();
+	replicator_sync_finish(sync, reply->result, reply->state,
+			       reply->error, FALSE);
+}
+
 static void
 replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 			  void *context)
@@ -589,6 +614,21 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 		replicator_dsync_start(sync, sync->full_state, FALSE);
 		return;
 	}
+	if (!sync->job->full && !sync->resync && sync->incremental &&
+	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
+	    reply->state[0] != '\0' &&
+	    !dovewarden_queue_backend_job_removed(sync->job) &&
+	    dovewarden_queue_backend_job_take_state_stale(sync->job)) {
+		/* the other server synced the user after this server's
+		   state was saved: this dsync may have missed changes made
+		   here to what that sync brought, and a second one with
+		   the new state carries them */
+		e_debug(sync->event, "Follow-up incremental sync: the state "
+			"was older than a sync from the other server");
+		sync->followup_state = i_strdup(reply->state);
+		replicator_dsync_start(sync, sync->followup_state, FALSE);
+		return;
+	}
 	replicator_sync_finish(sync, reply->result, reply->state,
 			       reply->error, FALSE);
 }
@@ -613,6 +653,7 @@ replicator_dsync_start(struct replicator_sync *sync, const char *state,
 	sync->dsync = dovewarden_doveadm_sync_start(
 		replicator->doveadm, &dset, sync->event,
 		sync->full_state != NULL ? replicator_verify_callback :
+		sync->followup_state != NULL ? replicator_followup_callback :
 		replicator_dsync_callback, sync);
 }
 

@@ -37,6 +37,8 @@ struct dovewarden_queue_backend_vfuncs {
 			    struct dovewarden_queue_job *job);
 	bool (*job_removed)(struct dovewarden_queue_backend *backend,
 			    struct dovewarden_queue_job *job);
+	bool (*job_take_state_stale)(struct dovewarden_queue_backend *backend,
+				     struct dovewarden_queue_job *job);
 	void (*finish)(struct dovewarden_queue_backend *backend,
 		       struct dovewarden_queue_job *job,
 		       enum dovewarden_sync_result result,

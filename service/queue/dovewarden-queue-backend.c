@@ -153,6 +153,12 @@ bool dovewarden_queue_backend_job_removed(struct dovewarden_queue_job *job)
 	return job->backend->driver->v.job_removed(job->backend, job);
 }
 
+bool dovewarden_queue_backend_job_take_state_stale(struct dovewarden_queue_job *job)
+{
+	return job->backend->driver->v.job_take_state_stale(job->backend,
+							    job);
+}
+
 void dovewarden_queue_backend_finish(struct dovewarden_queue_job **_job,
 				     enum dovewarden_sync_result result,
 				     const char *new_state, const char *error,

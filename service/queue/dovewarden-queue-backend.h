@@ -241,6 +241,12 @@ bool dovewarden_queue_backend_job_changed(struct dovewarden_queue_job *job);
 /* TRUE when the job's user was removed since it was claimed (as far as
    the backend can tell at once). */
 bool dovewarden_queue_backend_job_removed(struct dovewarden_queue_job *job);
+/* TRUE when the job's incremental sync needs a second one with the state
+   it returned: dsync changed the user on this server (another server's
+   sync imported changes) since its state was saved, or while it ran
+   (see dovewarden_queue_take_state_stale()). Asked once, after the
+   first sync succeeded: it forgets what it answered. */
+bool dovewarden_queue_backend_job_take_state_stale(struct dovewarden_queue_job *job);
 /* Finish the job with the sync's result (see dovewarden-queue-rules.h):
    new_state replaces the state on OK (NULL or "": keep it), error is the
    failure's reason, repaired tells that the full sync found the servers

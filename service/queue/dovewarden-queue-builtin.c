@@ -592,6 +592,13 @@ static bool builtin_job_removed(struct dovewarden_queue_backend *backend ATTR_UN
 	return BUILTIN_JOB(job)->user->removed;
 }
 
+static bool
+builtin_job_take_state_stale(struct dovewarden_queue_backend *backend ATTR_UNUSED,
+			     struct dovewarden_queue_job *job)
+{
+	return dovewarden_queue_take_state_stale(BUILTIN_JOB(job)->user);
+}
+
 static void
 builtin_finish(struct dovewarden_queue_backend *backend,
 	       struct dovewarden_queue_job *job,
@@ -1005,6 +1012,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_builtin = 
 		.pop = builtin_pop,
 		.job_changed = builtin_job_changed,
 		.job_removed = builtin_job_removed,
+		.job_take_state_stale = builtin_job_take_state_stale,
 		.finish = builtin_finish,
 		.release = builtin_release,
 		.try_lock = builtin_try_lock,

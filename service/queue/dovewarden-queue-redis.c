@@ -433,6 +433,13 @@ redis_backend_job_removed(struct dovewarden_queue_backend *backend ATTR_UNUSED,
 	return FALSE;
 }
 
+static bool
+redis_backend_job_take_state_stale(struct dovewarden_queue_backend *backend ATTR_UNUSED,
+				   struct dovewarden_queue_job *job ATTR_UNUSED)
+{
+	return FALSE;
+}
+
 static void
 redis_backend_finish(struct dovewarden_queue_backend *backend,
 		     struct dovewarden_queue_job *job,
@@ -855,6 +862,7 @@ const struct dovewarden_queue_backend_driver dovewarden_queue_backend_redis = {
 		.pop = redis_backend_pop,
 		.job_changed = redis_backend_job_changed,
 		.job_removed = redis_backend_job_removed,
+		.job_take_state_stale = redis_backend_job_take_state_stale,
 		.finish = redis_backend_finish,
 		.release = redis_backend_release,
 		.try_lock = redis_backend_try_lock,

@@ -421,6 +421,7 @@ user_settle_needed(struct dovewarden_queue *queue,
 			(user->syncing && user->syncing_client_change),
 			now);
 		user->last_import = now;
+		user->state_stale = TRUE;
 		return concurrent;
 	}
 	i_unreached();
@@ -645,11 +646,26 @@ dovewarden_queue_pop(struct dovewarden_queue *queue, time_t now)
 	user->settle_changed_while_syncing = FALSE;
 	user->syncing_client_change = user->client_change_pending;
 	user->client_change_pending = FALSE;
+	user->syncing_state_stale = user->state_stale;
+	user->state_stale = FALSE;
 	/* changes that arrive from now on are not covered by this sync */
 	user->syncing_pending_since = user->pending_since;
 	user->pending_since = 0;
 	user_update_pending_age(queue, user);
 	return user;
+}
+
+bool dovewarden_queue_take_state_stale(struct dovewarden_user *user)
+{
+	bool stale = user->syncing_state_stale || user->state_stale;
+
+	i_assert(user->syncing);
+	user->syncing_state_stale = FALSE;
+	user->state_stale = FALSE;
+	/* kept for a failure: the user's state stays the stale one */
+	if (stale)
+		user->syncing_followup = TRUE;
+	return stale;
 }
 
 time_t dovewarden_queue_user_get_next_sync(const struct dovewarden_user *user)
@@ -704,6 +720,9 @@ user_restore_changes(struct dovewarden_queue *queue,
 		user->force_full_sync = TRUE;
 	if (user->syncing_client_change)
 		user->client_change_pending = TRUE;
+	/* the state is still the one the sync started with */
+	if (user->syncing_state_stale || user->syncing_followup)
+		user->state_stale = TRUE;
 }
 
 /* A full sync succeeded: it covered every change made before it began.
@@ -806,6 +825,8 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 	user->syncing_full = FALSE;
 	user->syncing_settle = FALSE;
 	user->syncing_client_change = FALSE;
+	user->syncing_state_stale = FALSE;
+	user->syncing_followup = FALSE;
 	user->settle_changed_while_syncing = FALSE;
 	user->syncing_priority = DOVEWARDEN_PRIORITY_NONE;
 	user->syncing_pending_since = 0;

@@ -121,6 +121,16 @@ struct dovewarden_user {
 	bool force_full_sync:1;
 	/* The running sync is (also) the settle */
 	bool syncing_settle:1;
+	/* dsync changed the user on this server (an import) since its last
+	   sync from here began: the saved state may be older than the
+	   other server's last sync (see dovewarden_queue_take_state_stale());
+	   the running sync started with such a state. Not persisted (the
+	   journal's import lines set it again). */
+	bool state_stale:1;
+	bool syncing_state_stale:1;
+	/* dovewarden_queue_take_state_stale() told the running sync to run
+	   a follow-up */
+	bool syncing_followup:1;
 
 	/* private to the queue */
 	struct dovewarden_user *prev, *next;
@@ -156,6 +166,16 @@ dovewarden_queue_init(const struct dovewarden_queue_settings *set);
 /* Frees all users, including syncing and removed-while-syncing ones.
    Pointers to them become invalid. */
 void dovewarden_queue_deinit(struct dovewarden_queue **queue);
+
+/* Whether the running sync of the user started with a stale state (see
+   state_stale) or an import arrived since it started, and forget both:
+   the caller runs a second incremental sync with the state the first
+   one returned. dsync with a state older than the other server's last
+   sync does not carry this server's changes to the messages that sync
+   brought here (e.g. a flag set on mail the other server delivered);
+   the next incremental sync, with the state that sync returned, carries
+   them. Imports from now on count for the next sync. */
+bool dovewarden_queue_take_state_stale(struct dovewarden_user *user);
 
 /* Returns the user or NULL when unknown. */
 struct dovewarden_user *

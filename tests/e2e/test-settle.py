@@ -17,8 +17,16 @@ users. With dovewarden_settle_delay = 2s:
     each side gets a new message. After SIGCONT every such user gets a
     settle full sync and A and B end up identical (the flags of both
     sides on both), within the convergence bound.
+(c) Mail delivered on one server, read on the other, one after the
+    other: users that B's service has synced before get a delivery on A
+    (A's service brings it to B), then B's client flags the new message
+    \\Seen. A must get the flag within the settle delay plus a margin,
+    with no further change on A. dsync with B's saved state, older than
+    A's sync, does not carry the flag; a second incremental sync does.
 
-Without the settle rule, (a) fails: every change was settled."""
+Without the settle rule, (a) fails: every change was settled. Without
+the follow-up sync after a sync whose state was older than the other
+server's last sync, (c) fails."""
 
 import os
 import signal
@@ -34,6 +42,7 @@ from dwtest.runner import Runner, run  # noqa: E402
 SETTLE_SECS = 2
 ONE_SIDED = ["user%02d" % i for i in range(21, 27)]
 BOTH_SIDES = ["user%02d" % i for i in range(27, 31)]
+DELIVERED_READ = ["user%02d" % i for i in range(16, 21)]
 BOUND = 30.0
 
 r = Runner("test-settle",
@@ -138,6 +147,45 @@ def _(pair):
                "changed on both servers")
     pair.wait_converged(BOTH_SIDES, BOUND, "after the settles")
     return "identical %.1f s after the services went on" % took
+
+
+@r.case("delivered on A, read on B: the flag reaches A")
+def _(pair):
+    users = DELIVERED_READ
+    prepare(pair, users)
+    # B's service syncs each user once, so that it has a dsync state
+    for u in users:
+        m = pair.imap("B", u)
+        try:
+            check_ok(m.select("INBOX"), "SELECT")
+            check_ok(m.store("1", "+FLAGS", "\\Answered"), "STORE")
+        finally:
+            m.logout()
+    pair.wait_converged(users, BOUND, "B's first changes")
+    for u in users:
+        pair.wait_service_idle(u, timeout=30)
+    for u in users:
+        pair.lmtp_deliver("A", u, make_message("delivered-" + u))
+    pair.wait_converged(users, BOUND, "the deliveries on A")
+    for u in users:
+        pair.wait_service_idle(u, timeout=30)
+    # the imports into B are older than the settle delay: the flags set
+    # on B below are one-sided changes, which the settle rule leaves alone
+    time.sleep(SETTLE_SECS * 2 + 1)
+    for side in SIDES:
+        pair.mark_log(side)
+    for u in users:
+        m = pair.imap("B", u)
+        try:
+            check_ok(m.select("INBOX"), "SELECT")
+            check_ok(m.store("2", "+FLAGS", "\\Seen"), "STORE")
+        finally:
+            m.logout()
+    t0 = time.monotonic()
+    # within the settle delay: not left to a settle full sync
+    pair.wait_converged(users, SETTLE_SECS + 8, "the flags set on B")
+    return "A has B's flags %.1f s after they were set" % (
+        time.monotonic() - t0)
 
 
 if __name__ == "__main__":

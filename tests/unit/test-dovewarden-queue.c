@@ -1476,3 +1476,49 @@ Test(queue, settle_restored)
 	user = pop_name(T0 + 15, "alice");
 	cr_assert(user->syncing_settle);
 }
+
+/* An import marks the user's dsync state stale: the next sync (or the
+   one it came during) is told once to run a follow-up; a failed sync
+   keeps the mark, since the user keeps its old state */
+Test(queue, import_marks_state_stale)
+{
+	struct dovewarden_user *user;
+
+	queue_new_settle(0, 10, 300);
+	/* no import: not stale */
+	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0);
+	user = pop_name(T0, "alice");
+	cr_assert(!dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0);
+
+	/* an import before the sync: stale, told once */
+	import("alice", T0 + 10);
+	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 20);
+	user = pop_name(T0 + 20, "alice");
+	cr_assert(dovewarden_queue_take_state_stale(user));
+	cr_assert(!dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0 + 21);
+
+	/* an import while the sync runs: stale */
+	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 30);
+	user = pop_name(T0 + 30, "alice");
+	import("alice", T0 + 30);
+	cr_assert(dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0 + 31);
+	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 40);
+	user = pop_name(T0 + 40, "alice");
+	cr_assert(!dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0 + 40);
+
+	/* a failed sync (here its follow-up) keeps it for the retry */
+	import("alice", T0 + 50);
+	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 60);
+	user = pop_name(T0 + 60, "alice");
+	cr_assert(dovewarden_queue_take_state_stale(user));
+	dovewarden_queue_sync_finished(queue, user,
+				       DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
+				       NULL, "failed", T0 + 61);
+	user = pop_name(T0 + 1000, "alice");
+	cr_assert(dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0 + 1000);
+}
