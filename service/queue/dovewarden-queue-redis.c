@@ -435,9 +435,15 @@ redis_backend_job_removed(struct dovewarden_queue_backend *backend ATTR_UNUSED,
 
 static bool
 redis_backend_job_take_state_stale(struct dovewarden_queue_backend *backend ATTR_UNUSED,
-				   struct dovewarden_queue_job *job ATTR_UNUSED)
+				   struct dovewarden_queue_job *job)
 {
-	return FALSE;
+	struct dovewarden_redis_job *rjob = REDIS_BACKEND_JOB(job)->rjob;
+	bool stale = rjob->state_stale;
+
+	/* a failed sync leaves the user's state and its last syncing
+	   server alone: the retry is told again */
+	rjob->state_stale = FALSE;
+	return stale;
 }
 
 static void

@@ -851,15 +851,16 @@ redis_queue_job_parse(struct dovewarden_redis_queue *queue,
 {
 	struct dovewarden_redis_job *job;
 	const char *username, *state;
-	long long full, settle, prio, seq, failures;
+	long long full, settle, prio, seq, failures, stale;
 
 	*invalid_r = FALSE;
-	if (reply->elements != 10 ||
+	if (reply->elements != 11 ||
 	    !redis_reply_integer(reply->element[3], &full) ||
 	    !redis_reply_integer(reply->element[4], &settle) ||
 	    !redis_reply_integer(reply->element[5], &prio) ||
 	    !redis_reply_integer(reply->element[6], &seq) ||
 	    !redis_reply_integer(reply->element[7], &failures) ||
+	    !redis_reply_integer(reply->element[9], &stale) ||
 	    prio < 0 || prio >= DOVEWARDEN_PRIORITY_COUNT)
 		return NULL;
 
@@ -885,6 +886,7 @@ redis_queue_job_parse(struct dovewarden_redis_queue *queue,
 	job->state = i_strdup(state);
 	job->full = full != 0;
 	job->settle = settle != 0;
+	job->state_stale = stale != 0;
 	job->priority = prio;
 	job->consecutive_failures = failures;
 	job->last_error = i_strdup(redis_reply_string(reply->element[8]));

@@ -84,6 +84,9 @@ struct dovewarden_redis_job {
 	enum dovewarden_priority priority;
 	/* the sync is a full one, and the settle */
 	bool full, settle;
+	/* another server's instance synced the user after the state was
+	   saved (see dovewarden_queue_backend_job_take_state_stale()) */
+	bool state_stale;
 	/* the failures in a row before this sync, and the last one's
 	   error ("" when none) */
 	unsigned int consecutive_failures;

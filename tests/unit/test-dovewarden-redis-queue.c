@@ -1793,3 +1793,40 @@ Test(redis_tls, a_missing_ca_file_is_logged)
 	cr_assert(tls_logged("Can't load the CA file"), "no error logged");
 	instance_tls = NULL;
 }
+
+/* A claim tells whether another server synced the user after the state
+   of this server's syncs was saved: the sync then runs a follow-up */
+Test(redis_queue, a_state_older_than_another_servers_sync_is_stale)
+{
+	struct instance a, b;
+	struct dovewarden_redis_job *job;
+
+	two_servers_init(&a, &b, 60);
+	/* B's first sync: no state of B's yet, nothing to follow up */
+	client_change(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->state_stale);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
+	/* A's state is older than B's sync */
+	client_change(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert_str_eq(job->state, "state-of-a");
+	cr_assert(job->state_stale);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a2");
+	/* A synced last: its state is not stale */
+	client_change(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&a, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->state_stale);
+	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a3");
+	/* B's state is older than A's syncs */
+	client_change(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(job->state_stale);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b2");
+	instance_deinit(&a);
+	instance_deinit(&b);
+}

@@ -24,6 +24,7 @@ else
     if ARGV[9] ~= '' then
       redis.call('HSET', uk, 'st:'..ARGV[17], ARGV[9])
     end
+    h.lss = ARGV[17]
     h.ls = num(h.lf); h.c = 0; h.f = 0; h.e = ''; h.nt = 0
     redis.call('SREM', FL, user)
     if num(h.sfull) == 1 then

@@ -4,7 +4,7 @@
 -- that may be claimed (0 = background work too), [9] the server the sync
 -- runs from.
 -- Returns {1, user, state, full, settle, priority, seq, failures, error,
--- expired} or {0, seconds until the next user is due or -1 (unknown,
+-- stale, expired} or {0, seconds until the next user is due or -1 (unknown,
 -- or only users for other servers' instances are ready), expired}, where
 -- expired is the number of expired claims given back.
 local owner, lease = ARGV[6], now + tonumber(ARGV[7])
@@ -69,5 +69,10 @@ h.seq = num(h.seq) + 1; h.o = owner
 redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)
 save(uk, h, o)
 local st = redis.call('HGET', uk, 'st:'..ARGV[9])
+-- stale: another server synced the user after this server's state was
+-- saved; an incremental sync with it may miss this server's changes to
+-- what that sync brought, and a second one carries them
+local stale = (st and st ~= '' and h.lss and h.lss ~= '' and
+               h.lss ~= ARGV[9]) and 1 or 0
 return {1, user, st or '', h.sfull, h.sset, h.sp, h.seq, num(h.f),
-        h.e or '', expired}
+        h.e or '', stale, expired}

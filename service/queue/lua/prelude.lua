@@ -31,6 +31,8 @@
 --         from, so a user is claimed from its origin's server, or with
 --         a full sync.
 --   sos   the origin the claim started with
+--   lss   the server the last successful sync ran from (the other
+--         servers' states are older than it)
 --   lcs, lct  the server and time of the last client change reported by
 --         a plugin that also reports dsync's changes (the settle rule:
 --         such changes settle only when two servers changed the user
@@ -43,8 +45,8 @@ local lowboost = tonumber(ARGV[5])
 local now = tonumber(redis.call('TIME')[1])
 local W, R, C = P..'wait', P..'ready', P..'claims'
 local PD, FL, U = P..'pending', P..'failed', P..'users'
-local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos','lcs','lct'}
-local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos','lcs','lct'}
+local F = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos','lcs','lct','lss'}
+local FQ = {'p','k','ps','u','lf','lfull','ls','nt','f','c','e','ff','sf','sl','v','r','slot','seq','o','sp','sk','sps','sfull','sset','ch','qk','rr','os','sos','lcs','lct','lss'}
 local FN = {'p','k','ps','u','lfull','nt','ff','sf','sl','slot','seq','o','ch','rr','os','sos','lcs','lct'}
 local function num(v)
   if not v or v == '' then return 0 end
