@@ -16,8 +16,10 @@ the load's start until the window (--window, default 30 s, the
 guarantee's bound) after it stopped, on both sides together:
   notifications  dovewarden_notifications_total (plugin)
   syncs          dovewarden_syncs_total, all results
-  dsync runs     syncs + dovewarden_verifications_total (a verification
-                 pass is one more dsync run within the same sync)
+  dsync runs     syncs + dovewarden_verifications_total +
+                 dovewarden_followup_syncs_total (a verification pass or
+                 a follow-up after a stale state is one more dsync run
+                 within the same sync)
   full syncs     "Starting full sync" / "Starting settle full sync" log
                  lines (the service's debug log)
   repairs        dovewarden_repairs_total
@@ -64,6 +66,7 @@ def counters(pair):
             "syncs": m.sum("dovewarden_syncs_total"),
             "verifications": m.sum("dovewarden_verifications_total"),
             "repairs": m.sum("dovewarden_repairs_total"),
+            "followups": m.sum("dovewarden_followup_syncs_total"),
         }
     return out
 
@@ -129,9 +132,11 @@ def one_run(name, settle_conf, args, users):
             for d in diffs[u][:5]:
                 print("# %s: %s left %s" % (name, u, d), file=sys.stderr)
         res["window"] = window
-        for k in ("notifications", "syncs", "verifications", "repairs"):
+        for k in ("notifications", "syncs", "verifications", "repairs",
+                  "followups"):
             res[k] = sum(c1[s][k] - c0[s][k] for s in SIDES)
-        res["dsyncs"] = res["syncs"] + res["verifications"]
+        res["dsyncs"] = (res["syncs"] + res["verifications"] +
+                         res["followups"])
         res["full"] = kinds.get("full", 0) + kinds.get("settle full", 0)
         res["settle_full"] = kinds.get("settle full", 0)
         res["incremental"] = kinds.get("incremental", 0)
@@ -197,7 +202,9 @@ def main():
             r["full"], r["settle_full"]), "full"),
         ("verification passes", lambda r: "%d" % r["verifications"],
          "verifications"),
-        ("dsync runs (syncs + verifications)", lambda r: "%d" % r["dsyncs"],
+        ("follow-up passes (stale state)", lambda r: "%d" % r["followups"],
+         "followups"),
+        ("dsync runs (syncs + both passes)", lambda r: "%d" % r["dsyncs"],
          "dsyncs"),
         ("repairs", lambda r: "%d" % r["repairs"], None),
         ("dsync runs per change", lambda r: "%.3f" % per(r["dsyncs"],
