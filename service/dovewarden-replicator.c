@@ -46,6 +46,13 @@
    doveadm-server process on this server for as long as the replica
    takes to refuse it (a connect timeout when it is silent). */
 #define REPLICATOR_OUTAGE_PROBE_MSECS (5 * 1000)
+/* The probe is one of the users that failed last, the one probed longest
+   ago whose sync is not running: a probe that hangs (e.g. on the user's
+   dsync lock, which a process of the replica's previous run still holds
+   after a restart) or keeps failing for reasons of its own (a broken
+   mailbox) does not keep the others from proving that the replica
+   answers. */
+#define REPLICATOR_OUTAGE_PROBE_CANDIDATES 8
 #define REPLICATOR_OUTAGE_HELD_ERROR \
 	"Not tried: the replica is not answering (outage)"
 
@@ -104,6 +111,14 @@ struct dovewarden_replicator {
 	   after a success), and when the first of them failed */
 	char *last_failed_user;
 	time_t failing_since;
+	/* the users that failed last since the last success (see
+	   REPLICATOR_OUTAGE_PROBE_CANDIDATES), and when each was last
+	   probed (0 = not yet); the user the last probe tried */
+	struct {
+		char *username;
+		struct timeval last_probe;
+	} probe_candidates[REPLICATOR_OUTAGE_PROBE_CANDIDATES];
+	char *probe_user;
 	/* during the outage: when the last try of another user than the
 	   probe's started */
 	struct timeval outage_last_try;
@@ -359,15 +374,82 @@ replicator_probe_callback(unsigned int count, const char *error ATTR_UNUSED,
 		replicator_fill_soon(replicator);
 }
 
+static bool
+replicator_user_syncing(struct dovewarden_replicator *replicator,
+			const char *username)
+{
+	struct replicator_sync *sync;
+
+	array_foreach_elem(&replicator->syncs, sync) {
+		if (strcmp(sync->job->username, username) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+static void
+replicator_probe_candidates_clear(struct dovewarden_replicator *replicator)
+{
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(replicator->probe_candidates); i++)
+		i_free(replicator->probe_candidates[i].username);
+	i_zero(&replicator->probe_candidates);
+	i_free(replicator->probe_user);
+}
+
+/* A sync of username to the global replica failed: it becomes a
+   candidate for the probe, in place of the one probed longest ago */
+static void
+replicator_probe_candidate_add(struct dovewarden_replicator *replicator,
+			       const char *username)
+{
+	unsigned int i, oldest = 0;
+
+	for (i = 0; i < N_ELEMENTS(replicator->probe_candidates); i++) {
+		if (replicator->probe_candidates[i].username == NULL) {
+			oldest = i;
+			break;
+		}
+		if (strcmp(replicator->probe_candidates[i].username,
+			   username) == 0)
+			return;
+		if (timeval_cmp(&replicator->probe_candidates[i].last_probe,
+				&replicator->probe_candidates[oldest].last_probe) < 0)
+			oldest = i;
+	}
+	i_free(replicator->probe_candidates[oldest].username);
+	replicator->probe_candidates[oldest].username = i_strdup(username);
+	i_zero(&replicator->probe_candidates[oldest].last_probe);
+}
+
 static void replicator_probe(struct dovewarden_replicator *replicator)
 {
-	i_assert(replicator->last_failed_user != NULL);
+	unsigned int i, best = UINT_MAX;
+	const char *username;
 
+	for (i = 0; i < N_ELEMENTS(replicator->probe_candidates); i++) {
+		username = replicator->probe_candidates[i].username;
+		if (username == NULL ||
+		    replicator_user_syncing(replicator, username))
+			continue;
+		if (best == UINT_MAX ||
+		    timeval_cmp(&replicator->probe_candidates[i].last_probe,
+				&replicator->probe_candidates[best].last_probe) < 0)
+			best = i;
+	}
+	if (best == UINT_MAX) {
+		/* every candidate's sync still runs */
+		return;
+	}
+	username = replicator->probe_candidates[best].username;
+	replicator->probe_candidates[best].last_probe = ioloop_timeval;
+	i_free(replicator->probe_user);
+	replicator->probe_user = i_strdup(username);
 	e_debug(replicator->event, "Outage: trying %s despite its back-off",
-		replicator->last_failed_user);
+		str_sanitize(username, REPLICATOR_LOG_USERNAME_MAX));
 	replicator->retry_requests++;
-	dovewarden_queue_backend_retry_failed(replicator->queue,
-					      replicator->last_failed_user,
+	dovewarden_queue_backend_retry_failed(replicator->queue, username,
 					      replicator_probe_callback,
 					      replicator);
 }
@@ -390,6 +472,7 @@ replicator_outage_update(struct dovewarden_replicator *replicator,
 				replicator_retry_callback, replicator);
 		}
 		i_free(replicator->last_failed_user);
+		replicator_probe_candidates_clear(replicator);
 		replicator->outage = FALSE;
 		break;
 	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
@@ -399,6 +482,7 @@ replicator_outage_update(struct dovewarden_replicator *replicator,
 			replicator->outage = TRUE;
 		i_free(replicator->last_failed_user);
 		replicator->last_failed_user = i_strdup(username);
+		replicator_probe_candidate_add(replicator, username);
 		if (replicator->outage && replicator->to_probe == NULL) {
 			replicator->to_probe = timeout_add(
 				REPLICATOR_OUTAGE_PROBE_MSECS,
@@ -467,6 +551,9 @@ static bool replicator_outage_may_try(struct dovewarden_replicator *replicator,
 				      const char *username)
 {
 	/* the probe: the queue makes its user due every interval */
+	if (replicator->probe_user != NULL &&
+	    strcmp(replicator->probe_user, username) == 0)
+		return TRUE;
 	if (replicator->last_failed_user != NULL &&
 	    strcmp(replicator->last_failed_user, username) == 0)
 		return TRUE;
@@ -988,6 +1075,7 @@ void dovewarden_replicator_deinit(struct dovewarden_replicator **_replicator)
 	i_free(replicator->auth_socket_path);
 	i_free(replicator->doveadm_socket_path);
 	i_free(replicator->last_failed_user);
+	replicator_probe_candidates_clear(replicator);
 	/* a pending callback frees it */
 	if (replicator->retry_requests == 0 && !replicator->pop_running)
 		i_free(replicator);
