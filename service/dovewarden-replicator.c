@@ -260,6 +260,7 @@ replicator_sync_log(struct replicator_sync *sync,
 		add_str("full", job->full || sync->resync ? "yes" : "no")->
 		add_str("incremental", sync->incremental ? "yes" : "no")->
 		add_str("settle", job->settle ? "yes" : "no")->
+		add_str("followup", sync->followup_state != NULL ? "yes" : "no")->
 		add_int("duration_usecs", duration_usecs)->
 		add_str("result", dovewarden_sync_result_to_str(result));
 	if (error != NULL)
@@ -273,6 +274,8 @@ replicator_sync_log(struct replicator_sync *sync,
 		(result == DOVEWARDEN_SYNC_RESULT_CHANGED ?
 		 "finished with changes during the sync" : "failed"),
 		duration_usecs / 1000000, (duration_usecs / 1000) % 1000);
+	if (sync->followup_state != NULL && result != DOVEWARDEN_SYNC_RESULT_OK)
+		what = t_strconcat(what, " in its follow-up", NULL);
 
 	switch (result) {
 	case DOVEWARDEN_SYNC_RESULT_OK:
@@ -662,8 +665,9 @@ replicator_followup_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	   again. */
 	if (reply->result == DOVEWARDEN_SYNC_RESULT_OK)
 		dovewarden_metrics_followup();
-	replicator_sync_finish(sync, reply->result, reply->state,
-			       reply->error, FALSE);
+	replicator_sync_finish(sync, reply->result,
+			       reply->state[0] != '\0' ? reply->state :
+			       sync->followup_state, reply->error, FALSE);
 }
 
 static void
@@ -706,12 +710,12 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 	    reply->state[0] != '\0' &&
 	    !dovewarden_queue_backend_job_removed(sync->job) &&
 	    dovewarden_queue_backend_job_take_state_stale(sync->job)) {
-		/* the other server synced the user after this server's
-		   state was saved: this dsync may have missed changes made
-		   here to what that sync brought, and a second one with
-		   the new state carries them */
+		/* the other server may have synced the user after this
+		   server's state was saved: this dsync may have missed
+		   changes made here to what that sync brought, and a
+		   second one with the new state carries them */
 		e_debug(sync->event, "Follow-up incremental sync: the state "
-			"was older than a sync from the other server");
+			"may be older than a sync from the other server");
 		sync->followup_state = i_strdup(reply->state);
 		replicator_dsync_start(sync, sync->followup_state, FALSE);
 		return;

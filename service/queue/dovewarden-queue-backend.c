@@ -153,7 +153,8 @@ bool dovewarden_queue_backend_job_removed(struct dovewarden_queue_job *job)
 	return job->backend->driver->v.job_removed(job->backend, job);
 }
 
-bool dovewarden_queue_backend_job_take_state_stale(struct dovewarden_queue_job *job)
+bool
+dovewarden_queue_backend_job_take_state_stale(struct dovewarden_queue_job *job)
 {
 	return job->backend->driver->v.job_take_state_stale(job->backend,
 							    job);

@@ -246,7 +246,8 @@ bool dovewarden_queue_backend_job_removed(struct dovewarden_queue_job *job);
    sync imported changes) since its state was saved, or while it ran
    (see dovewarden_queue_take_state_stale()). Asked once, after the
    first sync succeeded: it forgets what it answered. */
-bool dovewarden_queue_backend_job_take_state_stale(struct dovewarden_queue_job *job);
+bool
+dovewarden_queue_backend_job_take_state_stale(struct dovewarden_queue_job *job);
 /* Finish the job with the sync's result (see dovewarden-queue-rules.h):
    new_state replaces the state on OK (NULL or "": keep it), error is the
    failure's reason, repaired tells that the full sync found the servers

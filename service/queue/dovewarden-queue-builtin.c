@@ -7,6 +7,7 @@
 #include "time-util.h"
 #include "str.h"
 #include "strnum.h"
+#include "str-sanitize.h"
 #include "safe-mkstemp.h"
 #include "write-full.h"
 #include "wildcard-match.h"
@@ -442,7 +443,7 @@ builtin_log_settle_armed(struct builtin_backend *b,
 	event = event_create(b->backend.event);
 	event_add_str(event, "user", user->username);
 	event_set_append_log_prefix(event, t_strdup_printf(
-		"%s: ", user->username));
+		"%s: ", str_sanitize(user->username, 100)));
 	e_debug(event, "Settle full sync armed: %s", why);
 	event_unref(&event);
 }

@@ -499,6 +499,10 @@ dovewarden_queue_restore(struct dovewarden_queue *queue,
 
 	i_free(user->state);
 	user->state = i_strdup(fields->state == NULL ? "" : fields->state);
+	/* whether the other server synced the user since is not kept (the
+	   imports in the journal are replayed after this): the first sync
+	   after a start follows up */
+	user->state_stale = user->state[0] != '\0';
 	if (fields->last_error != NULL && fields->last_error[0] != '\0')
 		user->last_error = i_strdup(fields->last_error);
 	user->last_fast_sync = fields->last_fast_sync;

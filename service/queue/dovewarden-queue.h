@@ -124,8 +124,8 @@ struct dovewarden_user {
 	/* dsync changed the user on this server (an import) since its last
 	   sync from here began: the saved state may be older than the
 	   other server's last sync (see dovewarden_queue_take_state_stale());
-	   the running sync started with such a state. Not persisted (the
-	   journal's import lines set it again). */
+	   the running sync started with such a state. Not persisted: a
+	   restored user with a state has it. */
 	bool state_stale:1;
 	bool syncing_state_stale:1;
 	/* dovewarden_queue_take_state_stale() told the running sync to run
@@ -166,16 +166,6 @@ dovewarden_queue_init(const struct dovewarden_queue_settings *set);
 /* Frees all users, including syncing and removed-while-syncing ones.
    Pointers to them become invalid. */
 void dovewarden_queue_deinit(struct dovewarden_queue **queue);
-
-/* Whether the running sync of the user started with a stale state (see
-   state_stale) or an import arrived since it started, and forget both:
-   the caller runs a second incremental sync with the state the first
-   one returned. dsync with a state older than the other server's last
-   sync does not carry this server's changes to the messages that sync
-   brought here (e.g. a flag set on mail the other server delivered);
-   the next incremental sync, with the state that sync returned, carries
-   them. Imports from now on count for the next sync. */
-bool dovewarden_queue_take_state_stale(struct dovewarden_user *user);
 
 /* Returns the user or NULL when unknown. */
 struct dovewarden_user *
@@ -283,6 +273,15 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 				    enum dovewarden_sync_result result,
 				    const char *new_state, const char *error,
 				    time_t now);
+/* Whether the running sync of the user started with a stale state (see
+   state_stale) or an import arrived since it started, and forget both:
+   the caller runs a second incremental sync with the state the first
+   one returned. dsync with a state older than the other server's last
+   sync does not carry this server's changes to the messages that sync
+   brought here (e.g. a flag set on mail the other server delivered);
+   the next incremental sync, with the state that sync returned, carries
+   them. Imports from now on count for the next sync. */
+bool dovewarden_queue_take_state_stale(struct dovewarden_user *user);
 
 /* End the failure back-off of user (NULL: of every user in back-off):
    it is due at once with its pending changes, and a failure puts it back

@@ -182,10 +182,20 @@ def _(pair):
         finally:
             m.logout()
     t0 = time.monotonic()
-    # within the settle delay: not left to a settle full sync
     pair.wait_converged(users, SETTLE_SECS + 8, "the flags set on B")
-    return "A has B's flags %.1f s after they were set" % (
-        time.monotonic() - t0)
+    took = time.monotonic() - t0
+    # carried by B's follow-ups, not by a settle full sync
+    settles = sync_lines(pair, "A", users, "settle full") + \
+        sync_lines(pair, "B", users, "settle full")
+    expect(not settles, "settle full syncs of one-sided changes:\n  "
+           + "\n  ".join(settles))
+    followed = [u for u in users if any(
+        (" %s: Follow-up incremental sync" % u) in line
+        for line in pair.log_since_mark("B"))]
+    expect(sorted(followed) == sorted(users),
+           "B's service ran no follow-up sync of %s" % sorted(
+               set(users) - set(followed)))
+    return "A has B's flags %.1f s after they were set" % took
 
 
 if __name__ == "__main__":

@@ -1479,46 +1479,82 @@ Test(queue, settle_restored)
 
 /* An import marks the user's dsync state stale: the next sync (or the
    one it came during) is told once to run a follow-up; a failed sync
-   keeps the mark, since the user keeps its old state */
+   keeps the mark, since the user keeps its old state; a user restored
+   with a state has it */
+static struct dovewarden_user *client_change_pop(const char *username,
+						 time_t now)
+{
+	struct dovewarden_user *user;
+
+	(void)dovewarden_queue_notify_kind(queue, username, HIGH,
+					   DOVEWARDEN_QUEUE_SETTLE_CLIENT,
+					   now);
+	user = pop_name(now, username);
+	cr_assert(!user->syncing_full);
+	return user;
+}
+
 Test(queue, import_marks_state_stale)
 {
 	struct dovewarden_user *user;
 
-	queue_new_settle(0, 10, 300);
+	/* no settle: its full syncs would come between */
+	queue_new_settle(0, 0, 0);
 	/* no import: not stale */
-	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0);
-	user = pop_name(T0, "alice");
+	user = client_change_pop("alice", T0);
 	cr_assert(!dovewarden_queue_take_state_stale(user));
 	finish_ok(user, T0);
 
 	/* an import before the sync: stale, told once */
-	import("alice", T0 + 10);
-	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 20);
-	user = pop_name(T0 + 20, "alice");
+	import("alice", T0 + 100);
+	user = client_change_pop("alice", T0 + 200);
 	cr_assert(dovewarden_queue_take_state_stale(user));
 	cr_assert(!dovewarden_queue_take_state_stale(user));
-	finish_ok(user, T0 + 21);
+	finish_ok(user, T0 + 200);
 
 	/* an import while the sync runs: stale */
-	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 30);
-	user = pop_name(T0 + 30, "alice");
-	import("alice", T0 + 30);
+	user = client_change_pop("alice", T0 + 300);
+	import("alice", T0 + 300);
 	cr_assert(dovewarden_queue_take_state_stale(user));
-	finish_ok(user, T0 + 31);
-	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 40);
-	user = pop_name(T0 + 40, "alice");
+	finish_ok(user, T0 + 300);
+	user = client_change_pop("alice", T0 + 400);
 	cr_assert(!dovewarden_queue_take_state_stale(user));
-	finish_ok(user, T0 + 40);
+	finish_ok(user, T0 + 400);
 
 	/* a failed sync (here its follow-up) keeps it for the retry */
-	import("alice", T0 + 50);
-	(void)dovewarden_queue_notify(queue, "alice", HIGH, T0 + 60);
-	user = pop_name(T0 + 60, "alice");
+	import("alice", T0 + 500);
+	user = client_change_pop("alice", T0 + 600);
 	cr_assert(dovewarden_queue_take_state_stale(user));
 	dovewarden_queue_sync_finished(queue, user,
 				       DOVEWARDEN_SYNC_RESULT_TEMPFAIL,
-				       NULL, "failed", T0 + 61);
+				       NULL, "failed", T0 + 600);
 	user = pop_name(T0 + 1000, "alice");
+	cr_assert(!user->syncing_full);
 	cr_assert(dovewarden_queue_take_state_stale(user));
 	finish_ok(user, T0 + 1000);
+}
+
+Test(queue, a_restored_state_is_stale)
+{
+	struct dovewarden_user fields, *user;
+
+	queue_new_settle(0, 10, 300);
+	i_zero(&fields);
+	fields.username = t_strdup_noconst("alice");
+	fields.state = t_strdup_noconst("some-state");
+	fields.priority = HIGH;
+	fields.last_update = T0;
+	fields.last_fast_sync = T0 - 100;
+	fields.last_successful_sync = T0 - 100;
+	(void)dovewarden_queue_restore(queue, &fields, T0);
+	user = pop_name(T0, "alice");
+	cr_assert(dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0);
+	/* without a state, the sync has nothing to follow up */
+	fields.username = t_strdup_noconst("bob");
+	fields.state = t_strdup_noconst("");
+	(void)dovewarden_queue_restore(queue, &fields, T0);
+	user = pop_name(T0, "bob");
+	cr_assert(!dovewarden_queue_take_state_stale(user));
+	finish_ok(user, T0);
 }

@@ -69,6 +69,9 @@ else
     end
     h.nt = now + secs + math.floor(secs / 4 * tonumber(ARGV[13]))
   end
+  -- a sync that did not succeed may still have changed both sides:
+  -- no server's state is newer than it
+  if res ~= 'ok' then h.lss = '-' end
   unclaim(user, h)
   place(user, h)
   save(uk, h, o)

@@ -18,6 +18,8 @@ for _, user in ipairs(due) do
   elseif owned(h) then
     restore(user, h)
     h.e = 'Claim of '..h.o..' expired'
+    -- its dsync may have run (and may still run)
+    h.lss = '-'
     expired = expired + 1
     unclaim(user, h)
     place(user, h)
@@ -69,10 +71,11 @@ h.seq = num(h.seq) + 1; h.o = owner
 redis.call('ZADD', W, lease, user); redis.call('ZADD', C, lease, user)
 save(uk, h, o)
 local st = redis.call('HGET', uk, 'st:'..ARGV[9])
--- stale: another server synced the user after this server's state was
--- saved; an incremental sync with it may miss this server's changes to
--- what that sync brought, and a second one carries them
-local stale = (st and st ~= '' and h.lss and h.lss ~= '' and
-               h.lss ~= ARGV[9]) and 1 or 0
+-- stale: this server's state is not known to be newer than every sync
+-- of the user (another server's, a failed one, or one of an instance
+-- that does not record it); an incremental sync with it may miss this
+-- server's changes to what such a sync brought, and a second one
+-- carries them
+local stale = (st and st ~= '' and h.lss ~= ARGV[9]) and 1 or 0
 return {1, user, st or '', h.sfull, h.sset, h.sp, h.seq, num(h.f),
         h.e or '', stale, expired}

@@ -31,8 +31,8 @@
 --         from, so a user is claimed from its origin's server, or with
 --         a full sync.
 --   sos   the origin the claim started with
---   lss   the server the last successful sync ran from (the other
---         servers' states are older than it)
+--   lss   the server the last sync ran from if it succeeded, "-" if
+--         it failed (the other servers' states are older than it)
 --   lcs, lct  the server and time of the last client change reported by
 --         a plugin that also reports dsync's changes (the settle rule:
 --         such changes settle only when two servers changed the user
