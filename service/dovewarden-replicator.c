@@ -31,8 +31,9 @@
 #define REPLICATOR_FAILURE_LOG_WINDOW_SECS 60
 #define REPLICATOR_FAILURE_LOG_MAX_PER_WINDOW 20
 /* An outage: syncs of at least two users failed and none succeeded
-   since. While it lasts, the user that failed last is tried this often
-   regardless of its back-off, so that the replica's return is noticed
+   since. While it lasts, one of the users that failed last is tried this
+   often regardless of its back-off (see
+   REPLICATOR_OUTAGE_PROBE_CANDIDATES), so that the replica's return is noticed
    within seconds; the first success ends the back-off of every user. A
    single user that keeps failing (a broken mailbox) is no outage: it
    keeps its back-off. Only syncs to the global replica count: a user
@@ -553,13 +554,12 @@ static void replicator_sync_skip(struct replicator_sync *sync,
 static bool replicator_outage_may_try(struct dovewarden_replicator *replicator,
 				      const char *username)
 {
-	/* the probe: the queue makes its user due every interval */
+	/* the probe: replicator_probe() made its user due, once */
 	if (replicator->probe_user != NULL &&
-	    strcmp(replicator->probe_user, username) == 0)
+	    strcmp(replicator->probe_user, username) == 0) {
+		i_free(replicator->probe_user);
 		return TRUE;
-	if (replicator->last_failed_user != NULL &&
-	    strcmp(replicator->last_failed_user, username) == 0)
-		return TRUE;
+	}
 	if (timeval_diff_msecs(&ioloop_timeval,
 			       &replicator->outage_last_try) <
 	    REPLICATOR_OUTAGE_PROBE_MSECS)

@@ -69,6 +69,7 @@ def _(pair):
 
     pair.stop_one("B")
     locks = {}
+    started = False
     try:
         t_down = time.monotonic()
         for u in USERS:
@@ -83,8 +84,13 @@ def _(pair):
         outage = time.monotonic() - t_down
         for u in USERS:
             locks[u] = hold_dsync_lock(pair, u)
-    finally:
         pair.start_one("B")
+        started = True
+    finally:
+        if not started:
+            for fd in locks.values():
+                os.close(fd)
+            pair.start_one("B")
     pair.mark_log("A")
     try:
         line = pair.wait_log("A", TRYING.search, PROBE_SECS * 2 + 5,

@@ -180,6 +180,7 @@ def _(pair):
     time.sleep(SETTLE_SECS * 2 + 1)
     for side in SIDES:
         pair.mark_log(side)
+    seen_marks = dict(pair.log_marks)
     for u in users:
         m = pair.imap("B", u)
         try:
@@ -197,6 +198,7 @@ def _(pair):
         sync_lines(pair, "B", users, "settle full")
     expect(not settles, "settle full syncs of one-sided changes:\n  "
            + "\n  ".join(settles))
+    pair.log_marks.update(seen_marks)
     followed = [u for u in users if any(
         (" %s: Follow-up incremental sync" % u) in line
         for line in pair.log_since_mark("B"))]
