@@ -81,6 +81,8 @@ struct replicator_sync {
 	/* the sync went to the global replica, not to one the userdb set
 	   for this user: only these tell whether the replica is down */
 	bool global_replica:1;
+	/* a dsync of it was started */
+	bool dsync_started:1;
 };
 
 struct dovewarden_replicator {
@@ -521,6 +523,7 @@ replicator_sync_finish(struct replicator_sync *sync,
 					 result);
 
 	/* the waits are answered from the queue's sync_done */
+	sync->job->no_dsync = !sync->dsync_started;
 	dovewarden_queue_backend_finish(&sync->job, result, new_state, error,
 					repaired);
 	replicator_sync_free(sync);
@@ -536,6 +539,7 @@ replicator_sync_answer(struct replicator_sync *sync,
 {
 	struct dovewarden_replicator *replicator = sync->replicator;
 
+	sync->job->no_dsync = !sync->dsync_started;
 	dovewarden_queue_backend_finish(&sync->job, result, NULL, error,
 					FALSE);
 	replicator_sync_free(sync);
@@ -740,6 +744,7 @@ replicator_dsync_start(struct replicator_sync *sync, const char *state,
 	dset.timeout_msecs = replicator->set->dovewarden_sync_timeout * 1000;
 	dset.io_timeout_secs = replicator->set->dovewarden_sync_timeout;
 	dset.full = full;
+	sync->dsync_started = TRUE;
 	dovewarden_orphans_started(replicator->orphans, sync->job->username);
 	sync->dsync = dovewarden_doveadm_sync_start(
 		replicator->doveadm, &dset, sync->event,

@@ -61,8 +61,8 @@ struct dovewarden_queue_backend_callbacks {
 			  const char *error, void *context);
 };
 
-/* A claimed sync of a user. The caller only reads it; the backend owns it
-   until dovewarden_queue_backend_finish() or _release(). */
+/* A claimed sync of a user. The caller only reads it (but no_dsync); the
+   backend owns it until dovewarden_queue_backend_finish() or _release(). */
 struct dovewarden_queue_job {
 	struct dovewarden_queue_backend *backend;
 	const char *username;
@@ -82,6 +82,9 @@ struct dovewarden_queue_job {
 	bool full:1;
 	/* It is (also) the user's settle full sync */
 	bool settle:1;
+	/* Set by the caller before finishing it: no dsync ran (the sync
+	   was held, or failed before its dsync), so it changed nothing */
+	bool no_dsync:1;
 };
 
 enum dovewarden_queue_notify_flags {

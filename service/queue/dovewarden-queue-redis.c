@@ -455,6 +455,7 @@ redis_backend_finish(struct dovewarden_queue_backend *backend,
 	struct redis_backend *rb = REDIS_BACKEND(backend);
 	struct redis_backend_job *bjob = REDIS_BACKEND_JOB(job);
 
+	bjob->rjob->no_dsync = job->no_dsync;
 	/* sync_done comes through Redis, also to the other instances */
 	dovewarden_redis_queue_finish(rb->rqueue, &bjob->rjob, result,
 				      new_state, error, repaired);

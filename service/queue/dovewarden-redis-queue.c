@@ -117,7 +117,7 @@ struct redis_queue_finish {
 	struct dovewarden_redis_queue *queue;
 	char *username, *state, *error;
 	const char *result;
-	bool repaired;
+	bool repaired, no_dsync;
 };
 
 struct redis_queue_request {
@@ -1021,7 +1021,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 13, &argc);
+	argv = redis_queue_args(queue, 14, &argc);
 	argv[argc++] = finish->username;
 	argv[argc++] = queue->set.owner;
 	argv[argc++] = finish->result;
@@ -1036,6 +1036,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT);
 	argv[argc++] = queue->set.server;
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX);
+	argv[argc++] = finish->no_dsync ? "1" : "0";
 	*argc_r = argc;
 	return argv;
 }
@@ -1082,6 +1083,7 @@ redis_queue_finish_job(struct dovewarden_redis_queue *queue,
 	finish->state = i_strdup(new_state == NULL ? "" : new_state);
 	finish->error = i_strdup(error == NULL ? "" : error);
 	finish->repaired = repaired;
+	finish->no_dsync = job->no_dsync;
 	redis_queue_job_free(queue, job);
 
 	T_BEGIN {

@@ -87,6 +87,9 @@ struct dovewarden_redis_job {
 	/* another server's instance synced the user after the state was
 	   saved (see dovewarden_queue_backend_job_take_state_stale()) */
 	bool state_stale;
+	/* set by the caller before finishing: the sync ran no dsync (it
+	   was held or failed before), so it changed neither side */
+	bool no_dsync;
 	/* the failures in a row before this sync, and the last one's
 	   error ("" when none) */
 	unsigned int consecutive_failures;

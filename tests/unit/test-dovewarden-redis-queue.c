@@ -1829,6 +1829,24 @@ Test(redis_queue, a_state_older_than_another_servers_sync_is_stale)
 	cr_assert_not_null(job);
 	cr_assert(job->state_stale);
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b2");
+	/* a failure without a dsync (held in an outage) changes nothing */
+	client_change(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job);
+	cr_assert(!job->state_stale);
+	job->no_dsync = TRUE;
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL);
+	run_for(3100);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job, "the retry was not due");
+	cr_assert(!job->state_stale);
+	/* one whose dsync ran may have changed both sides */
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL);
+	run_for(5100);
+	job = pop(&b, FALSE, NULL);
+	cr_assert_not_null(job, "the retry was not due");
+	cr_assert(job->state_stale);
+	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b3");
 	instance_deinit(&a);
 	instance_deinit(&b);
 }

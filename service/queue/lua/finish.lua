@@ -4,7 +4,7 @@
 -- [11] retry min, [12] retry max, [13] jitter 0..1, [14] repaired,
 -- [15] CHANGED retry seconds, [16] CHANGED count for a full sync,
 -- [17] the server the sync ran from, [18] repairs in a row after which
--- no settle follows.
+-- no settle follows, [19] '1' when the sync ran no dsync.
 -- Returns 1, or 0 when the claim was lost. The result is recorded (dq, dr
 -- in the user hash; <prefix>gone:<user> for nouser) before it is
 -- published, for done.lua to confirm.
@@ -70,8 +70,8 @@ else
     h.nt = now + secs + math.floor(secs / 4 * tonumber(ARGV[13]))
   end
   -- a sync that did not succeed may still have changed both sides:
-  -- no server's state is newer than it
-  if res ~= 'ok' then h.lss = '-' end
+  -- no server's state is newer than it (unless it ran no dsync)
+  if res ~= 'ok' and ARGV[19] ~= '1' then h.lss = '-' end
   unclaim(user, h)
   place(user, h)
   save(uk, h, o)
