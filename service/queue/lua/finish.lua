@@ -9,6 +9,7 @@
 -- in the user hash; <prefix>gone:<user> for nouser) before it is
 -- published, for done.lua to confirm.
 local user, res = ARGV[6], ARGV[8]
+local no_dsync = ARGV[19] == '1'
 local uk = P..'u:'..user
 local h, o = load(uk, FQ)
 if h.o ~= ARGV[7] then return 0 end
@@ -48,13 +49,13 @@ else
     -- from its end, as the built-in queue's import does
     if h.lcs and h.lcs ~= '' and h.lcs == h.sos then h.lct = now end
   elseif res == 'release' then
-    restore(user, h)
+    restore(user, h, no_dsync)
   elseif res == 'changed' then
-    restore(user, h)
+    restore(user, h, no_dsync)
     h.nt = now + tonumber(ARGV[15]); h.c = num(h.c) + 1
     if h.c >= tonumber(ARGV[16]) then h.ff = 1 end
   else
-    restore(user, h)
+    restore(user, h, no_dsync)
     h.f = num(h.f) + 1; h.e = ARGV[10]; h.c = 0
     redis.call('SADD', FL, user)
     local mn, mx = tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -69,9 +70,6 @@ else
     end
     h.nt = now + secs + math.floor(secs / 4 * tonumber(ARGV[13]))
   end
-  -- a sync that did not succeed may still have changed both sides:
-  -- no server's state is newer than it (unless it ran no dsync)
-  if res ~= 'ok' and ARGV[19] ~= '1' then h.lss = '-' end
   unclaim(user, h)
   place(user, h)
   save(uk, h, o)

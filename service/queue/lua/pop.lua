@@ -18,8 +18,6 @@ for _, user in ipairs(due) do
   elseif owned(h) then
     restore(user, h)
     h.e = 'Claim of '..h.o..' expired'
-    -- its dsync may have run (and may still run)
-    h.lss = '-'
     expired = expired + 1
     unclaim(user, h)
     place(user, h)

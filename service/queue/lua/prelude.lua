@@ -122,7 +122,11 @@ local function place(user, h)
     h.qk = due
   end
 end
-local function restore(user, h)
+-- A claim ended without success: its changes are pending again. Unless
+-- it ran no dsync (no_dsync), its dsync may have changed both sides (and
+-- may still run): no server's state is newer than it.
+local function restore(user, h, no_dsync)
+  if not no_dsync then h.lss = '-' end
   local sp, sk = num(h.sp), num(h.sk)
   if sp == 0 then sp = 1; sk = now - lowboost end
   local sps = num(h.sps)

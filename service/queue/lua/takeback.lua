@@ -12,8 +12,6 @@ for _, user in ipairs(redis.call('ZRANGE', C, 0, -1)) do
     redis.call('ZREM', C, user)
   elseif owned(h) and h.o ~= me and string.sub(h.o, 1, #id) == id then
     restore(user, h)
-    -- its dsync may have run (and may still run)
-    h.lss = '-'
     unclaim(user, h)
     place(user, h)
     save(uk, h, o)
