@@ -457,17 +457,21 @@ builtin_notify(struct dovewarden_queue_backend *backend, const char *username,
 	enum dovewarden_queue_settle_kind kind =
 		dovewarden_queue_notify_settle_kind(flags);
 	struct dovewarden_user *user;
-	bool armed;
+	bool debug, armed;
 
 	if ((flags & DOVEWARDEN_QUEUE_NOTIFY_FLAG_FULL_SYNC) == 0) {
 		builtin_journal_kind(b, BUILTIN_JOURNAL_NOTIFY, username,
 				     priority, kind);
-		user = dovewarden_queue_lookup(b->queue, username);
+		/* the lookup only for the debug log: notifications are the
+		   busiest path */
+		debug = event_want_debug(b->backend.event);
+		user = !debug ? NULL :
+			dovewarden_queue_lookup(b->queue, username);
 		armed = user != NULL && user->settle_first_change != 0;
 		user = dovewarden_queue_notify_kind(b->queue, username,
 						    priority, kind,
 						    ioloop_time);
-		if (!armed && user->settle_first_change != 0)
+		if (debug && !armed && user->settle_first_change != 0)
 			builtin_log_settle_armed(b, user, kind);
 		return;
 	}
