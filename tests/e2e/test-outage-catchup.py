@@ -27,7 +27,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import make_message  # noqa: E402
-from dwtest.common import NUMBERED_USERS, wait_until  # noqa: E402
+from dwtest.common import NUMBERED_USERS  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 from dwtest.tap import diag  # noqa: E402
 
@@ -68,12 +68,8 @@ def _(pair):
         for u in USERS:
             pair.append("A", u, make_message("outage-" + u))
 
-        def at_max():
-            st = pair.dw_users("A", "user*")
-            return all(u in st and int(st[u]["failed"]) >= FAILURES
-                       for u in USERS)
-        wait_until(at_max, RETRY_MAX * 3 + 30,
-                   "every user failed %d times" % FAILURES, interval=0.5)
+        pair.wait_failed("A", USERS, FAILURES, RETRY_MAX * 3 + 30,
+                         "every user failed %d times" % FAILURES)
         outage = time.monotonic() - t_down
         lines = pair.log_since_mark("A")
     finally:

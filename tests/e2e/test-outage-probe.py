@@ -29,7 +29,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import make_message  # noqa: E402
-from dwtest.common import NUMBERED_USERS, wait_until  # noqa: E402
+from dwtest.common import NUMBERED_USERS  # noqa: E402
 from dwtest.pair import side_path  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
 
@@ -75,12 +75,8 @@ def _(pair):
         for u in USERS:
             pair.append("A", u, make_message("outage-" + u))
 
-        def failed_twice():
-            st = pair.dw_users("A", "user*")
-            return all(u in st and int(st[u]["failed"]) >= 2
-                       for u in USERS)
-        wait_until(failed_twice, RETRY_MIN * 3, "every user failed twice",
-                   interval=0.5)
+        pair.wait_failed("A", USERS, 2, RETRY_MIN * 3,
+                         "every user failed twice")
         outage = time.monotonic() - t_down
         for u in USERS:
             locks[u] = hold_dsync_lock(pair, u)

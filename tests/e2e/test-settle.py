@@ -62,12 +62,28 @@ def sync_lines(pair, side, users, kind=""):
             any((" %s: Starting %s" % (u, kind)) in line for u in users)]
 
 
+def add_flag(pair, side, users, seq, flag):
+    """STORE +FLAGS flag on message seq of each user's INBOX on side"""
+    for u in users:
+        m = pair.imap(side, u)
+        try:
+            check_ok(m.select("INBOX"), "SELECT")
+            check_ok(m.store(seq, "+FLAGS", flag), "STORE")
+        finally:
+            m.logout()
+
+
+def settled_quietly(pair, users, what, timeout=BOUND):
+    """Both servers equal for users, both services idle with them"""
+    pair.wait_converged(users, timeout, what)
+    for u in users:
+        pair.wait_service_idle(u, timeout=30)
+
+
 def prepare(pair, users):
     for u in users:
         pair.append("A", u, make_message("seed-" + u))
-    pair.wait_converged(users, 60, "the seeding")
-    for u in users:
-        pair.wait_service_idle(u, timeout=30)
+    settled_quietly(pair, users, "the seeding", 60)
     # the seeding's own settles (first full syncs) are over
     time.sleep(SETTLE_SECS * 2 + 1)
 
@@ -88,9 +104,7 @@ def _(pair):
             check_ok(m.expunge(), "EXPUNGE")
         finally:
             m.logout()
-    pair.wait_converged(ONE_SIDED, BOUND, "the one-sided changes")
-    for u in ONE_SIDED:
-        pair.wait_service_idle(u, timeout=30)
+    settled_quietly(pair, ONE_SIDED, "the one-sided changes")
     time.sleep(SETTLE_SECS * 2 + 2)
     for u in ONE_SIDED:
         pair.wait_service_idle(u, timeout=30)
@@ -154,16 +168,8 @@ def _(pair):
     users = DELIVERED_READ
     prepare(pair, users)
     # B's service syncs each user once, so that it has a dsync state
-    for u in users:
-        m = pair.imap("B", u)
-        try:
-            check_ok(m.select("INBOX"), "SELECT")
-            check_ok(m.store("1", "+FLAGS", "\\Answered"), "STORE")
-        finally:
-            m.logout()
-    pair.wait_converged(users, BOUND, "B's first changes")
-    for u in users:
-        pair.wait_service_idle(u, timeout=30)
+    add_flag(pair, "B", users, "1", "\\Answered")
+    settled_quietly(pair, users, "B's first changes")
     # B's changes are older than the settle delay when the deliveries
     # come: no settle (a full sync would give B a fresh state)
     time.sleep(SETTLE_SECS * 2 + 1)
@@ -172,22 +178,14 @@ def _(pair):
     marks = dict(pair.log_marks)
     for u in users:
         pair.lmtp_deliver("A", u, make_message("delivered-" + u))
-    pair.wait_converged(users, BOUND, "the deliveries on A")
-    for u in users:
-        pair.wait_service_idle(u, timeout=30)
+    settled_quietly(pair, users, "the deliveries on A")
     # the imports into B are older than the settle delay: the flags set
     # on B below are one-sided changes, which the settle rule leaves alone
     time.sleep(SETTLE_SECS * 2 + 1)
     for side in SIDES:
         pair.mark_log(side)
     seen_marks = dict(pair.log_marks)
-    for u in users:
-        m = pair.imap("B", u)
-        try:
-            check_ok(m.select("INBOX"), "SELECT")
-            check_ok(m.store("2", "+FLAGS", "\\Seen"), "STORE")
-        finally:
-            m.logout()
+    add_flag(pair, "B", users, "2", "\\Seen")
     t0 = time.monotonic()
     pair.wait_converged(users, SETTLE_SECS + 8, "the flags set on B")
     took = time.monotonic() - t0

@@ -1805,34 +1805,24 @@ Test(redis_queue, a_state_older_than_another_servers_sync_is_stale)
 
 	two_servers_init(&a, &b, 60);
 	/* B's first sync: no state of B's yet, nothing to follow up */
-	client_change(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&b, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(!job->state_stale);
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b");
 	/* A's state is older than B's sync */
-	client_change(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&a, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert_str_eq(job->state, "state-of-a");
 	cr_assert(job->state_stale);
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a2");
 	/* A synced last: its state is not stale */
-	client_change(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&a, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&a, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(!job->state_stale);
 	finish(&a, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-a3");
 	/* B's state is older than A's syncs */
-	client_change(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&b, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(job->state_stale);
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_OK, "state-of-b2");
 	/* a failure without a dsync (held in an outage) changes nothing */
-	client_change(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
-	job = pop(&b, FALSE, NULL);
-	cr_assert_not_null(job);
+	job = notify_and_claim(&b, "alice", DOVEWARDEN_PRIORITY_HIGH);
 	cr_assert(!job->state_stale);
 	job->no_dsync = TRUE;
 	finish(&b, job, DOVEWARDEN_SYNC_RESULT_TEMPFAIL, NULL);

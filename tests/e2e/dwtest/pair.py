@@ -427,6 +427,15 @@ class Pair(PairClients, PairChecker):
         r = self.dw(side, "status", fmt="json")
         return {d["field"]: int(d["value"]) for d in json.loads(r.stdout)}
 
+    def wait_failed(self, side, users, count, timeout, what):
+        """Poll until side's service has every one of users failed at
+        least count times in a row."""
+        def failed():
+            st = self.dw_users(side, "*")
+            return all(u in st and int(st[u]["failed"]) >= count
+                       for u in users)
+        wait_until(failed, timeout, what, interval=0.5)
+
     def service_idle(self, side, user):
         """True when side's service has nothing pending or running for
         user (or does not know it)."""
