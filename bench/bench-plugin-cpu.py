@@ -42,7 +42,6 @@ About 40 s per round and one minute more with the defaults; it stops everything 
 and unmounts the tmpfs when it ends."""
 
 import argparse
-import collections
 import os
 import socket
 import statistics
@@ -56,9 +55,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 from dwtest.clients import make_message  # noqa: E402
 from dwtest.common import NUMBERED_USERS, Skip, password  # noqa: E402
+from dwtest.cpu import cpu_between, tree_cpu  # noqa: E402
 from dwtest.pair import Pair  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # No debug logging (testenv/pair turns it on for the dovewarden category)
 COMMON_CONF = "log_debug =\n"
@@ -70,58 +68,6 @@ CONFIGS = {
     "dw": (False, COMMON_CONF),
     "notify": (True, COMMON_CONF + NO_SERVICE_CONF),
 }
-
-
-def _stat_fields(pid):
-    with open("/proc/%d/stat" % pid, "rb") as f:
-        data = f.read()
-    # the fields after "(comm)": state is [0], ppid [1], utime [11]
-    return data[data.rindex(b")") + 2:].split()
-
-
-def tree_cpu(master):
-    """master and every process below it: pid -> (process name (comm),
-    its own CPU seconds, those of the children it reaped)."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            ppid = int(_stat_fields(int(d))[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    procs = {}
-    todo = [master]
-    while todo:
-        pid = todo.pop()
-        try:
-            with open("/proc/%d/schedstat" % pid) as f:
-                own = int(f.read().split()[0]) / 1e9
-            with open("/proc/%d/comm" % pid) as f:
-                name = f.read().strip()
-            fields = _stat_fields(pid)
-            reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK
-        except (OSError, ValueError, IndexError):
-            continue
-        procs[pid] = (name, own, reaped)
-        todo += children.get(pid, [])
-    return procs
-
-
-def cpu_between(procs0, procs1):
-    """CPU seconds between two tree_cpu() snapshots by process name, and
-    under "reaped" that of the processes that exited meanwhile (minus
-    what those seen in the first snapshot had used before it)."""
-    by_name = collections.Counter()
-    for pid, (name, own, reaped) in procs1.items():
-        _name0, own0, reaped0 = procs0.get(pid, (name, 0.0, 0.0))
-        by_name[name] += own - own0
-        by_name["reaped"] += reaped - reaped0
-    for pid, (name, own0, reaped0) in procs0.items():
-        if pid not in procs1:
-            by_name["reaped"] -= own0 + reaped0
-    return by_name
 
 
 class Session:
