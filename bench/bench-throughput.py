@@ -7,40 +7,45 @@ Throughput: --users users (default 200, added to both userdbs as
 tp001...), each primed with a message and replicated, each with an IMAP
 session open on A. Then every session APPENDs one message at once:
 
-  floor    both services stopped (SIGSTOP): the changes are synced by
-           this script through A's doveadm-server socket, --parallel at a
-           time (default 10, dovewarden_max_syncs), with the dsync state
-           of a bare sync run just before (so they are incremental syncs,
-           as the service's are). Timed from the first APPEND until every
-           message is visible on B (polled over IMAP as for the service);
-           the services are continued (SIGCONT) and catch up before the
-           next phase.
-  service  the services run: timed from the first APPEND until every
-           message is visible on B over IMAP.
+  floor    Dovecot without dovewarden (the pair restarted without the
+           plugin, the notify plugin or the service): the changes are
+           synced by this script through A's doveadm-server socket,
+           --parallel at a time (default 10, dovewarden_max_syncs), with
+           the dsync state of a bare sync run just before (so they are
+           incremental syncs, as the service's are). Timed from the first
+           APPEND until every message is visible on B (polled over IMAP
+           as for the service).
+  service  the pair restarted with dovewarden; a first burst of the same
+           kind, not timed, lets the services follow up the states that
+           a restart leaves stale. Then timed from the first APPEND until
+           every message is visible on B over IMAP.
 
-users/s of both and their ratio, plus the syncs each server's service
-started for the burst (until it was idle again after the settle delay),
-by kind, from its debug log.
+users/s of both and their ratio; the CPU seconds of every process of
+both Dovecot instances (the services included) from the first APPEND
+until the last message was visible, and their ratio; the syncs each
+server's service started for the burst (until it was idle again after
+the settle delay), by kind, from its debug log.
 
 Burst cost (--big-folders x --big-messages, default 100 x 1,000; 0
 skips): a user with that many folders and messages, replicated, and
 then one new message in one folder:
-  bare     services stopped, one incremental doveadm sync of the change
-           (the median of --big-runs changes)
-  service  the dsync seconds the services spent on one such change,
-           from its APPEND until both were idle after the settle delay
-           (the durations of their "... sync ... finished after" lines)
+  bare     Dovecot without dovewarden, one incremental doveadm sync of
+           the change (the median of --big-runs changes)
+  service  with dovewarden (after one change not counted, as above): the
+           dsync seconds the services spent on one such change, from its
+           APPEND until both were idle after the settle delay (the
+           durations of their "... sync ... finished after" lines)
 
 Run inside the chroot, as root, with the dovewarden build installed:
     DW_DIR=/srv/dt-t DW_PORT_OFFSET=1300 \\
         python3 /src/dovewarden/bench/bench-throughput.py [--users N]
-It starts the pair and stops it again when it ends."""
+It starts the pair, restarts it between the phases and stops it when
+it ends."""
 
 import argparse
 import concurrent.futures
 import os
 import re
-import signal
 import socket
 import statistics
 import sys
@@ -54,6 +59,7 @@ from dwtest.clients import (  # noqa: E402
     check_ok, imap_quote, make_message, message_id)
 from dwtest.common import (  # noqa: E402
     SIDES, Skip, hms_secs, time_secs, wait_until)
+from dwtest.cpu import cpu_between, tree_cpu  # noqa: E402
 from dwtest.load import MANY_SESSIONS_CONF, close_sessions  # noqa: E402
 from dwtest.pair import Pair  # noqa: E402
 
@@ -63,17 +69,28 @@ _FINISHED = re.compile(r"dovewarden: Debug: ([^:]+): (Settle full|Full|"
 _STARTED = re.compile(r"dovewarden: Debug: ([^:]+): Starting (settle full|"
                       r"full|incremental|normal) sync ")
 _VERIFY = re.compile(r"dovewarden: Debug: ([^:]+): (Settle|Verification): ")
+_FOLLOWUP = re.compile(r"dovewarden: Debug: ([^:]+): Follow-up incremental ")
+
+# Dovecot without dovewarden, for the floor (as "none" in
+# bench-plugin-cpu): no plugin, no notify plugin, no service
+PLAIN_CONF = ("service dovewarden {\n  process_min_avail = 0\n}\n"
+              "mail_plugins {\n  notify = no\n}\n")
 
 
 def log(msg):
     print("# " + msg, file=sys.stderr, flush=True)
 
 
-def add_users(pair, users):
-    for s in SIDES:
+def add_users(pair, users, sides=SIDES):
+    """Add users to the userdbs; restart() adds them again"""
+    if not hasattr(pair, "bench_users"):
+        pair.bench_users = []
+    for s in sides:
         with open(os.path.join(pair.dw_dir, s, "users"), "a") as f:
             for u in users:
                 f.write("%s:{PLAIN}pass::::::\n" % u)
+    if sides == SIDES:
+        pair.bench_users += users
 
 
 class Doveadm:
@@ -112,9 +129,26 @@ class Doveadm:
             s.close()
 
 
-def services(pair, sig):
+def restart(pair, plain):
+    """Restart both servers (their mail, state and logs kept), without
+    dovewarden if plain"""
+    pair.no_plugin = plain
+    pair.extra_conf = MANY_SESSIONS_CONF + (PLAIN_CONF if plain else "")
     for s in SIDES:
-        os.kill(pair.service_pid(s), sig)
+        pair.stop_one(s)
+        # a new configuration and userdb: the bench's users again
+        pair.gen_one(s)
+        add_users(pair, pair.bench_users, [s])
+        pair.start_one(s)
+
+
+def pair_cpu(pair):
+    return {s: tree_cpu(pair.master_pid(s)) for s in SIDES}
+
+
+def pair_cpu_secs(before, after):
+    return sum(sum(cpu_between(before[s], after[s]).values())
+               for s in SIDES)
 
 
 def side_idle(pair, side, horizon):
@@ -155,7 +189,7 @@ def log_syncs(pair, only_user=None):
     res = {}
     for s in SIDES:
         r = {"kinds": {}, "secs": 0.0, "verify": 0, "repaired": 0,
-             "users": set()}
+             "followup": 0, "users": set()}
         for line in pair.log_since_mark(s):
             m = _STARTED.search(line)
             if m and (only_user is None or m.group(1) == only_user):
@@ -164,6 +198,9 @@ def log_syncs(pair, only_user=None):
             m = _FINISHED.search(line)
             if m and (only_user is None or m.group(1) == only_user):
                 r["secs"] += float(m.group(3))
+            m = _FOLLOWUP.search(line)
+            if m and (only_user is None or m.group(1) == only_user):
+                r["followup"] += 1
             m = _VERIFY.search(line)
             if m and (only_user is None or m.group(1) == only_user):
                 r["verify"] += 1
@@ -175,8 +212,10 @@ def log_syncs(pair, only_user=None):
 
 def fmt_syncs(r):
     kinds = ", ".join("%s %d" % (k, n) for k, n in sorted(r["kinds"].items()))
-    return "%s; users %d, verification/settle verdicts %d (repaired %d)" % (
-        kinds or "none", len(r["users"]), r["verify"], r["repaired"])
+    return ("%s; follow-up passes %d; users %d, verification/settle "
+            "verdicts %d (repaired %d)" % (
+                kinds or "none", r["followup"], len(r["users"]), r["verify"],
+                r["repaired"]))
 
 
 def append_all(pair, sessions, tag, done=None):
@@ -235,54 +274,76 @@ def visible_on_b(pair, users, msgs, timeout):
     return last[0]
 
 
-def throughput(pair, dadm, users, settle, args):
-    sessions = {}
-    res = {}
+def open_sessions(pair, users):
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        conns = list(ex.map(lambda u: pair.imap("A", u), users))
+    return dict(zip(users, conns))
+
+
+def floor_burst(pair, dadm, users, args, tag):
+    """Dovecot without dovewarden: returns (seconds, CPU seconds) from
+    the first APPEND until every message is on B"""
+    restart(pair, True)
+    sessions = open_sessions(pair, users)
     try:
-        with concurrent.futures.ThreadPoolExecutor(16) as ex:
-            conns = list(ex.map(lambda u: pair.imap("A", u), users))
-        sessions = dict(zip(users, conns))
-
-        for rnd in range(args.rounds):
-            # floor: the services stopped, bare syncs with a fresh state
-            services(pair, signal.SIGSTOP)
-            try:
-                states = {}
-                with concurrent.futures.ThreadPoolExecutor(
-                        args.parallel) as ex:
-                    for u, (_t, st) in zip(users, ex.map(
-                            lambda u: dadm.sync(u), users)):
-                        states[u] = st
-                work = concurrent.futures.ThreadPoolExecutor(args.parallel)
-                futs = []
-                t0 = time.monotonic()
-                msgs = append_all(pair, sessions, "floor%d" % rnd,
-                                  lambda u: futs.append(work.submit(
-                                      dadm.sync, u, states[u])))
-                # the same IMAP polling of B as for the service
-                t_floor = visible_on_b(pair, users, msgs, 600) - t0
-                for f in futs:
-                    f.result()
-                work.shutdown()
-            finally:
-                services(pair, signal.SIGCONT)
-            wait_idle(pair, settle, "after the floor")
-
-            # the service
-            for s in SIDES:
-                pair.mark_log(s)
-            t0 = time.monotonic()
-            msgs = append_all(pair, sessions, "svc%d" % rnd)
-            t_svc = visible_on_b(pair, users, msgs, 600) - t0
-            wait_idle(pair, settle, "after the service's burst")
-            syncs = log_syncs(pair)
-            res.setdefault("floor", []).append(t_floor)
-            res.setdefault("service", []).append(t_svc)
-            res.setdefault("syncs", []).append(syncs)
-            log("round %d: floor %.1f s, service %.1f s" % (
-                rnd + 1, t_floor, t_svc))
+        states = {}
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as ex:
+            for u, (_t, st) in zip(users, ex.map(
+                    lambda u: dadm.sync(u), users)):
+                states[u] = st
+        work = concurrent.futures.ThreadPoolExecutor(args.parallel)
+        futs = []
+        cpu0 = pair_cpu(pair)
+        t0 = time.monotonic()
+        msgs = append_all(pair, sessions, tag,
+                          lambda u: futs.append(work.submit(
+                              dadm.sync, u, states[u])))
+        # the same IMAP polling of B as for the service
+        t = visible_on_b(pair, users, msgs, 600) - t0
+        cpu = pair_cpu_secs(cpu0, pair_cpu(pair))
+        for f in futs:
+            f.result()
+        work.shutdown()
     finally:
         close_sessions(list(sessions.items()))
+    return t, cpu
+
+
+def service_burst(pair, users, settle, tag):
+    """With dovewarden: returns (seconds, CPU seconds, syncs) as above;
+    a first burst, not timed, lets the services follow up the states
+    that the restart left stale"""
+    restart(pair, False)
+    sessions = open_sessions(pair, users)
+    try:
+        msgs = append_all(pair, sessions, tag + "-warm")
+        visible_on_b(pair, users, msgs, 600)
+        wait_idle(pair, settle, "after the warm-up burst")
+        for s in SIDES:
+            pair.mark_log(s)
+        cpu0 = pair_cpu(pair)
+        t0 = time.monotonic()
+        msgs = append_all(pair, sessions, tag)
+        t = visible_on_b(pair, users, msgs, 600) - t0
+        cpu = pair_cpu_secs(cpu0, pair_cpu(pair))
+        wait_idle(pair, settle, "after the service's burst")
+    finally:
+        close_sessions(list(sessions.items()))
+    return t, cpu, log_syncs(pair)
+
+
+def throughput(pair, dadm, users, settle, args):
+    res = {}
+    for rnd in range(args.rounds):
+        t_floor, cpu_floor = floor_burst(pair, dadm, users, args,
+                                         "floor%d" % rnd)
+        t_svc, cpu_svc, syncs = service_burst(pair, users, settle,
+                                              "svc%d" % rnd)
+        res.setdefault("floor", []).append((t_floor, cpu_floor))
+        res.setdefault("service", []).append((t_svc, cpu_svc))
+        res.setdefault("syncs", []).append(syncs)
+        log("round %d: floor %.1f s (CPU %.1f s), service %.1f s "
+            "(CPU %.1f s)" % (rnd + 1, t_floor, cpu_floor, t_svc, cpu_svc))
     return res
 
 
@@ -332,17 +393,17 @@ def burst_cost(pair, dadm, settle, args):
     box = "F%03d" % (args.big_folders // 2 + 1)
 
     bare = []
-    services(pair, signal.SIGSTOP)
-    try:
-        _t, state = dadm.sync(user)
-        for i in range(args.big_runs):
-            pair.append("A", user, make_message("bare-%d" % i), box)
-            secs, state = dadm.sync(user, state)
-            bare.append(secs)
-        full, _st = dadm.sync(user, state, full=True)
-    finally:
-        services(pair, signal.SIGCONT)
-    wait_idle(pair, settle, "after the bare syncs", 600)
+    restart(pair, True)
+    _t, state = dadm.sync(user)
+    for i in range(args.big_runs):
+        pair.append("A", user, make_message("bare-%d" % i), box)
+        secs, state = dadm.sync(user, state)
+        bare.append(secs)
+    full, _st = dadm.sync(user, state, full=True)
+    restart(pair, False)
+    # not counted: the restart left the services' states stale
+    pair.append("A", user, make_message("svc-warm"), box)
+    wait_idle(pair, settle, "after the warm-up change", 600)
 
     svc = []
     kinds = []
@@ -397,14 +458,21 @@ def main():
     n = len(users)
     print("dovewarden throughput: %d users, one new message each over open "
           "sessions, at once; floor = bare doveadm sync, %d at a time, "
-          "services stopped; settle delay %g s (%d cores)" % (
+          "Dovecot without dovewarden; settle delay %g s (%d cores)" % (
               n, args.parallel, settle, os.cpu_count() or 0))
-    print("%-8s %10s %10s %12s %12s %8s" % (
-        "round", "floor s", "floor u/s", "service s", "service u/s",
-        "ratio"))
-    for i, (tf, ts) in enumerate(zip(tp["floor"], tp["service"])):
-        print("%-8d %10.1f %10.1f %12.1f %12.1f %7.2fx" % (
-            i + 1, tf, n / tf, ts, n / ts, tf / ts))
+    print("%-6s %8s %9s %8s %10s %11s %8s %8s %9s" % (
+        "round", "floor s", "floor u/s", "CPU s", "service s",
+        "service u/s", "CPU s", "ratio", "CPU ratio"))
+    for i, ((tf, cf), (ts, cs)) in enumerate(zip(tp["floor"],
+                                                  tp["service"])):
+        print("%-6d %8.1f %9.1f %8.1f %10.1f %11.1f %8.1f %7.2fx %8.2fx" % (
+            i + 1, tf, n / tf, cf, ts, n / ts, cs, tf / ts, cs / cf))
+    ratios = [tf / ts for (tf, _c), (ts, _d) in zip(tp["floor"],
+                                                   tp["service"])]
+    print("throughput ratio: median %.2fx (%.2f-%.2f); CPU ratio median "
+          "%.2fx" % (statistics.median(ratios), min(ratios), max(ratios),
+                     statistics.median(cs / cf for (_t, cf), (_u, cs) in
+                                       zip(tp["floor"], tp["service"]))))
     for i, syncs in enumerate(tp["syncs"]):
         for s in SIDES:
             print("round %d syncs on %s: %s" % (i + 1, s,
