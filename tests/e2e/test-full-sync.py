@@ -189,6 +189,9 @@ def _(pair):
         10, "a sync for the flag change")
     expect(all("-f" not in c for c in cmds), "a flag change made a full "
            "sync: %r" % cmds)
+    # its sync may have a follow-up pass still to send (the other
+    # server synced the user last): not the forced sync's command
+    pair.wait_service_idle(user)
 
     n = len(proxy.sync_commands(user))
     pair.mark_log("A")
