@@ -20,11 +20,13 @@ session open on A. Then every session APPENDs one message at once:
            a restart leaves stale. Then timed from the first APPEND until
            every message is visible on B over IMAP.
 
-users/s of both and their ratio; the CPU seconds of every process of
-both Dovecot instances (the services included) from the first APPEND
-until the last message was visible, and their ratio; the syncs each
-server's service started for the burst (until it was idle again after
-the settle delay), by kind, from its debug log.
+Each round (--rounds, default 4) runs both phases, the floor first in
+odd rounds and the service first in even ones. Printed: users/s of both
+and their ratio; the CPU seconds of every process of both Dovecot
+instances (the services included) from the first APPEND until the last
+message was visible, their ratio and the processes that took it; the
+syncs each server's service started for the burst (until it was idle
+again after the settle delay), by kind, from its debug log.
 
 Burst cost (--big-folders x --big-messages, default 100 x 1,000; 0
 skips): a user with that many folders and messages, replicated, and
@@ -147,8 +149,21 @@ def pair_cpu(pair):
 
 
 def pair_cpu_secs(before, after):
-    return sum(sum(cpu_between(before[s], after[s]).values())
-               for s in SIDES)
+    """CPU seconds of both instances between two pair_cpu() snapshots:
+    (total, {"A imap": secs, ...})"""
+    by_name = {}
+    for s in SIDES:
+        for name, secs in cpu_between(before[s], after[s]).items():
+            by_name["%s %s" % (s, name)] = secs
+    return sum(by_name.values()), by_name
+
+
+def fmt_cpu(by_name):
+    """The processes that took 2% or more, busiest first"""
+    total = sum(by_name.values()) or 1.0
+    return ", ".join("%s %.2f" % (k, v) for k, v in
+                     sorted(by_name.items(), key=lambda kv: -kv[1])
+                     if v >= 0.02 * total)
 
 
 def side_idle(pair, side, horizon):
@@ -300,13 +315,13 @@ def floor_burst(pair, dadm, users, args, tag):
                               dadm.sync, u, states[u])))
         # the same IMAP polling of B as for the service
         t = visible_on_b(pair, users, msgs, 600) - t0
-        cpu = pair_cpu_secs(cpu0, pair_cpu(pair))
+        cpu, by_name = pair_cpu_secs(cpu0, pair_cpu(pair))
         for f in futs:
             f.result()
         work.shutdown()
     finally:
         close_sessions(list(sessions.items()))
-    return t, cpu
+    return t, (cpu, by_name)
 
 
 def service_burst(pair, users, settle, tag):
@@ -335,15 +350,21 @@ def service_burst(pair, users, settle, tag):
 def throughput(pair, dadm, users, settle, args):
     res = {}
     for rnd in range(args.rounds):
+        # the phases alternate which goes first (a warmer cache)
+        if rnd % 2 == 1:
+            t_svc, cpu_svc, syncs = service_burst(pair, users, settle,
+                                                  "svc%d" % rnd)
         t_floor, cpu_floor = floor_burst(pair, dadm, users, args,
                                          "floor%d" % rnd)
-        t_svc, cpu_svc, syncs = service_burst(pair, users, settle,
-                                              "svc%d" % rnd)
+        if rnd % 2 == 0:
+            t_svc, cpu_svc, syncs = service_burst(pair, users, settle,
+                                                  "svc%d" % rnd)
         res.setdefault("floor", []).append((t_floor, cpu_floor))
         res.setdefault("service", []).append((t_svc, cpu_svc))
         res.setdefault("syncs", []).append(syncs)
         log("round %d: floor %.1f s (CPU %.1f s), service %.1f s "
-            "(CPU %.1f s)" % (rnd + 1, t_floor, cpu_floor, t_svc, cpu_svc))
+            "(CPU %.1f s)" % (rnd + 1, t_floor, cpu_floor[0], t_svc,
+                              cpu_svc[0]))
     return res
 
 
@@ -422,7 +443,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--parallel", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--big-folders", type=int, default=100)
     ap.add_argument("--big-messages", type=int, default=1000)
     ap.add_argument("--big-runs", type=int, default=3)
@@ -463,16 +484,21 @@ def main():
     print("%-6s %8s %9s %8s %10s %11s %8s %8s %9s" % (
         "round", "floor s", "floor u/s", "CPU s", "service s",
         "service u/s", "CPU s", "ratio", "CPU ratio"))
-    for i, ((tf, cf), (ts, cs)) in enumerate(zip(tp["floor"],
-                                                  tp["service"])):
+    for i, ((tf, (cf, _b)), (ts, (cs, _c))) in enumerate(zip(tp["floor"],
+                                                             tp["service"])):
         print("%-6d %8.1f %9.1f %8.1f %10.1f %11.1f %8.1f %7.2fx %8.2fx" % (
             i + 1, tf, n / tf, cf, ts, n / ts, cs, tf / ts, cs / cf))
     ratios = [tf / ts for (tf, _c), (ts, _d) in zip(tp["floor"],
                                                    tp["service"])]
     print("throughput ratio: median %.2fx (%.2f-%.2f); CPU ratio median "
           "%.2fx" % (statistics.median(ratios), min(ratios), max(ratios),
-                     statistics.median(cs / cf for (_t, cf), (_u, cs) in
-                                       zip(tp["floor"], tp["service"]))))
+                     statistics.median(
+                         cs / cf for (_t, (cf, _b)), (_u, (cs, _c)) in
+                         zip(tp["floor"], tp["service"]))))
+    for i, ((_t, (_cf, bf)), (_u, (_cs, bs))) in enumerate(
+            zip(tp["floor"], tp["service"])):
+        print("round %d CPU s, floor: %s" % (i + 1, fmt_cpu(bf)))
+        print("round %d CPU s, service: %s" % (i + 1, fmt_cpu(bs)))
     for i, syncs in enumerate(tp["syncs"]):
         for s in SIDES:
             print("round %d syncs on %s: %s" % (i + 1, s,
