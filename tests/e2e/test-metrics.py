@@ -511,7 +511,9 @@ def _(pair):
 @r.case("readyz: 503 while doveadm-server's socket is gone, 200 again")
 def _(pair):
     port = http_port(pair, "A")
-    sock = os.path.join(pair.dw_dir, "A", "run", "doveadm-server")
+    # the one the service syncs through
+    sock = os.path.join(pair.dw_dir, "A", "run", pair.doveconf(
+        "A", "dovewarden_doveadm_socket_path"))
     moved = sock + ".dwtest-moved"
 
     def status_is(code):
