@@ -402,6 +402,9 @@ def big_counts(pair, side, user, folders):
 
 def burst_cost(pair, dadm, settle, args):
     user = "tpbig"
+    if pair.no_plugin:
+        # the last round's floor ran last
+        restart(pair, False)
     add_users(pair, [user])
     t0 = time.monotonic()
     make_big_user(pair, user, args.big_folders, args.big_messages)
@@ -439,6 +442,48 @@ def burst_cost(pair, dadm, settle, args):
     return bare, full, svc, kinds
 
 
+def print_throughput(tp, n, settle, args):
+    print("dovewarden throughput: %d users, one new message each over open "
+          "sessions, at once; floor = bare doveadm sync, %d at a time, "
+          "Dovecot without dovewarden; settle delay %g s (%d cores)" % (
+              n, args.parallel, settle, os.cpu_count() or 0))
+    print("%-6s %8s %9s %8s %10s %11s %8s %8s %9s" % (
+        "round", "floor s", "floor u/s", "CPU s", "service s",
+        "service u/s", "CPU s", "ratio", "CPU ratio"))
+    for i, ((tf, (cf, _b)), (ts, (cs, _c))) in enumerate(zip(tp["floor"],
+                                                             tp["service"])):
+        print("%-6d %8.1f %9.1f %8.1f %10.1f %11.1f %8.1f %7.2fx %8.2fx" % (
+            i + 1, tf, n / tf, cf, ts, n / ts, cs, tf / ts, cs / cf))
+    ratios = [tf / ts for (tf, _c), (ts, _d) in zip(tp["floor"],
+                                                   tp["service"])]
+    print("throughput ratio: median %.2fx (%.2f-%.2f); CPU ratio median "
+          "%.2fx" % (statistics.median(ratios), min(ratios), max(ratios),
+                     statistics.median(
+                         cs / cf for (_t, (cf, _b)), (_u, (cs, _c)) in
+                         zip(tp["floor"], tp["service"]))))
+    for i, ((_t, (_cf, bf)), (_u, (_cs, bs))) in enumerate(
+            zip(tp["floor"], tp["service"])):
+        print("round %d CPU s, floor: %s" % (i + 1, fmt_cpu(bf)))
+        print("round %d CPU s, service: %s" % (i + 1, fmt_cpu(bs)))
+    for i, syncs in enumerate(tp["syncs"]):
+        for s in SIDES:
+            print("round %d syncs on %s: %s" % (i + 1, s,
+                                                fmt_syncs(syncs[s])))
+
+
+def print_burst_cost(big, args):
+    bare, full, svc, kinds = big
+    b = statistics.median(bare)
+    print("burst cost, %d folders x %d messages: bare incremental "
+          "%s s (median %.3f s), bare full %.3f s (%.1fx)" % (
+              args.big_folders, args.big_messages,
+              " ".join("%.3f" % x for x in bare), b, full, full / b))
+    for i, (secs, r) in enumerate(zip(svc, kinds)):
+        print("  change %d: service dsync %.3f s (%.2fx bare); A: %s; "
+              "B: %s" % (i + 1, secs, secs / b, fmt_syncs(r["A"]),
+                         fmt_syncs(r["B"])))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=200)
@@ -470,50 +515,12 @@ def main():
         log("%d users primed in %.0f s" % (len(users),
                                             time.monotonic() - t0))
         tp = throughput(pair, dadm, users, settle, args)
-        big = None
+        # printed before the burst cost, which takes long
+        print_throughput(tp, len(users), settle, args)
         if args.big_folders > 0 and args.big_messages > 0:
-            big = burst_cost(pair, dadm, settle, args)
+            print_burst_cost(burst_cost(pair, dadm, settle, args), args)
     finally:
         pair.stop()
-
-    n = len(users)
-    print("dovewarden throughput: %d users, one new message each over open "
-          "sessions, at once; floor = bare doveadm sync, %d at a time, "
-          "Dovecot without dovewarden; settle delay %g s (%d cores)" % (
-              n, args.parallel, settle, os.cpu_count() or 0))
-    print("%-6s %8s %9s %8s %10s %11s %8s %8s %9s" % (
-        "round", "floor s", "floor u/s", "CPU s", "service s",
-        "service u/s", "CPU s", "ratio", "CPU ratio"))
-    for i, ((tf, (cf, _b)), (ts, (cs, _c))) in enumerate(zip(tp["floor"],
-                                                             tp["service"])):
-        print("%-6d %8.1f %9.1f %8.1f %10.1f %11.1f %8.1f %7.2fx %8.2fx" % (
-            i + 1, tf, n / tf, cf, ts, n / ts, cs, tf / ts, cs / cf))
-    ratios = [tf / ts for (tf, _c), (ts, _d) in zip(tp["floor"],
-                                                   tp["service"])]
-    print("throughput ratio: median %.2fx (%.2f-%.2f); CPU ratio median "
-          "%.2fx" % (statistics.median(ratios), min(ratios), max(ratios),
-                     statistics.median(
-                         cs / cf for (_t, (cf, _b)), (_u, (cs, _c)) in
-                         zip(tp["floor"], tp["service"]))))
-    for i, ((_t, (_cf, bf)), (_u, (_cs, bs))) in enumerate(
-            zip(tp["floor"], tp["service"])):
-        print("round %d CPU s, floor: %s" % (i + 1, fmt_cpu(bf)))
-        print("round %d CPU s, service: %s" % (i + 1, fmt_cpu(bs)))
-    for i, syncs in enumerate(tp["syncs"]):
-        for s in SIDES:
-            print("round %d syncs on %s: %s" % (i + 1, s,
-                                                fmt_syncs(syncs[s])))
-    if big is not None:
-        bare, full, svc, kinds = big
-        b = statistics.median(bare)
-        print("burst cost, %d folders x %d messages: bare incremental "
-              "%s s (median %.3f s), bare full %.3f s (%.1fx)" % (
-                  args.big_folders, args.big_messages,
-                  " ".join("%.3f" % x for x in bare), b, full, full / b))
-        for i, (secs, r) in enumerate(zip(svc, kinds)):
-            print("  change %d: service dsync %.3f s (%.2fx bare); A: %s; "
-                  "B: %s" % (i + 1, secs, secs / b, fmt_syncs(r["A"]),
-                             fmt_syncs(r["B"])))
     return 0
 
 
