@@ -103,8 +103,8 @@ def _(pair):
     full = count_lines(pair, r"Starting (settle full|full) sync \(")
     took_back = count_lines(pair, r"Took back \d+ (expired claims|claims of "
                             r"this instance)")
-    limit = count_lines(pair, r"service\(doveadm\): process_limit \(\d+\) "
-                        r"reached")
+    limit = count_lines(pair, r"service\((dovewarden-)?doveadm\): "
+                        r"process_limit \(\d+\) reached")
     orphans = count_lines(pair, r"dsyncs started by the previous service "
                           r"process may still run")
     summary = ("%d kills, %d ops (%s); %d syncs (%d full); %s; userdb "
