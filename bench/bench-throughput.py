@@ -63,7 +63,7 @@ from dwtest.common import (  # noqa: E402
     SIDES, Skip, hms_secs, time_secs, wait_until)
 from dwtest.cpu import cpu_between, tree_cpu  # noqa: E402
 from dwtest.load import MANY_SESSIONS_CONF, close_sessions  # noqa: E402
-from dwtest.pair import Pair  # noqa: E402
+from dwtest.pair import Pair, conf_by_series  # noqa: E402
 
 _FINISHED = re.compile(r"dovewarden: Debug: ([^:]+): (Settle full|Full|"
                        r"Incremental|Normal) sync \(priority \w+\) "
@@ -75,8 +75,10 @@ _FOLLOWUP = re.compile(r"dovewarden: Debug: ([^:]+): Follow-up incremental ")
 
 # Dovecot without dovewarden, for the floor (as "none" in
 # bench-plugin-cpu): no plugin, no notify plugin, no service
-PLAIN_CONF = ("service dovewarden {\n  process_min_avail = 0\n}\n"
-              "mail_plugins {\n  notify = no\n}\n")
+_NO_SERVICE = "service dovewarden {\n  process_min_avail = 0\n}\n"
+PLAIN_CONF = conf_by_series(
+    _NO_SERVICE + "mail_plugins {\n  notify = no\n}\n",
+    _NO_SERVICE + "mail_plugins =\n")
 
 
 def log(msg):
@@ -88,9 +90,15 @@ def add_users(pair, users, sides=SIDES):
     if not hasattr(pair, "bench_users"):
         pair.bench_users = []
     for s in sides:
-        with open(os.path.join(pair.dw_dir, s, "users"), "a") as f:
-            for u in users:
-                f.write("%s:{PLAIN}pass::::::\n" % u)
+        # a new file in one rename: a passwd-file read while it was being
+        # appended to would be taken as current
+        path = os.path.join(pair.dw_dir, s, "users")
+        with open(path) as f:
+            text = f.read()
+        with open(path + ".tmp", "w") as f:
+            f.write(text + "".join("%s:{PLAIN}pass::::::\n" % u
+                                   for u in users))
+        os.rename(path + ".tmp", path)
     if sides == SIDES:
         pair.bench_users += users
 
