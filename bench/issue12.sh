@@ -17,7 +17,7 @@
 #                      incremental replication
 # Each program starts and stops its own pair (distinct port offsets).
 # Their figures (stdout) are printed here one after the other; their logs
-# (stderr) go to $DW_BENCH_OUT (default /srv/bench-issue12). About 45
+# (stderr) go to $DW_BENCH_OUT (default /srv/bench-issue12). About 26
 # minutes on the 2-core test machine; DW_BENCH_QUICK=1 runs each with
 # small parameters (a few minutes, figures not meant to be compared).
 # Run it inside the chroot after testenv/setup:
