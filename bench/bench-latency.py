@@ -77,17 +77,6 @@ SPACING = 1.1
 LOCK_SECS = 30
 
 
-def add_users(pair, lines):
-    """Append passwd-file lines to the users files of A and B."""
-    for side in ("A", "B"):
-        path = os.path.join(pair.dw_dir, side, "users")
-        with open(path) as f:
-            text = f.read()
-        with open(path + ".tmp", "w") as f:
-            f.write(text + "".join(line + "\n" for line in lines))
-        os.rename(path + ".tmp", path)
-
-
 def tabescape(s):
     return (s.replace("\x01", "\x011").replace("\t", "\x01t")
             .replace("\r", "\x01r").replace("\n", "\x01n"))
@@ -111,9 +100,7 @@ class BareSync:
         with self.lock:
             path = self.paths.get(side)
         if path is None:
-            path = self.pair.doveconf(side, "dovewarden_doveadm_socket_path")
-            if not path.startswith("/"):
-                path = os.path.join(self.pair.dw_dir, side, "run", path)
+            path = self.pair.doveadm_socket_path(side)
             with self.lock:
                 self.paths[side] = path
         return path
@@ -335,7 +322,7 @@ def main():
     bg = None
     try:
         pair.start()
-        add_users(pair, ["bgr%03d:{PLAIN}pass::::::" % i
+        pair.add_userdb_lines(["bgr%03d:{PLAIN}pass::::::" % i
                          for i in range(1, BG_USERS + 1)] +
                   ["bgn%03d:{PLAIN}pass::::::userdb_noreplicate=yes" % i
                    for i in range(1, BG_USERS + 1)])

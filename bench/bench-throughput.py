@@ -85,22 +85,16 @@ def log(msg):
     print("# " + msg, file=sys.stderr, flush=True)
 
 
-def add_users(pair, users, sides=SIDES):
-    """Add users to the userdbs; restart() adds them again"""
+def userdb_lines(users):
+    return ["%s:{PLAIN}pass::::::" % u for u in users]
+
+
+def add_users(pair, users):
+    """Add users to both userdbs; restart() adds them again"""
     if not hasattr(pair, "bench_users"):
         pair.bench_users = []
-    for s in sides:
-        # a new file in one rename: a passwd-file read while it was being
-        # appended to would be taken as current
-        path = os.path.join(pair.dw_dir, s, "users")
-        with open(path) as f:
-            text = f.read()
-        with open(path + ".tmp", "w") as f:
-            f.write(text + "".join("%s:{PLAIN}pass::::::\n" % u
-                                   for u in users))
-        os.rename(path + ".tmp", path)
-    if sides == SIDES:
-        pair.bench_users += users
+    pair.add_userdb_lines(userdb_lines(users))
+    pair.bench_users += users
 
 
 class Doveadm:
@@ -148,7 +142,7 @@ def restart(pair, plain):
         pair.stop_one(s)
         # a new configuration and userdb: the bench's users again
         pair.gen_one(s)
-        add_users(pair, pair.bench_users, [s])
+        pair.add_userdb_lines(userdb_lines(pair.bench_users), [s])
         pair.start_one(s)
 
 

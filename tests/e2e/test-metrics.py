@@ -511,9 +511,7 @@ def _(pair):
 @r.case("readyz: 503 while doveadm-server's socket is gone, 200 again")
 def _(pair):
     port = http_port(pair, "A")
-    # the one the service syncs through
-    sock = os.path.join(pair.dw_dir, "A", "run", pair.doveconf(
-        "A", "dovewarden_doveadm_socket_path"))
+    sock = pair.doveadm_socket_path("A")
     moved = sock + ".dwtest-moved"
 
     def status_is(code):

@@ -496,27 +496,46 @@ class Pair(PairClients, PairChecker):
                    if k.startswith("Queued '") and "full" not in k
                    or k == "Syncs running")
 
-    def set_userdb_fields(self, side, fields):
-        """Give users extra userdb fields in side's passwd-file, as a dict
-        user -> "name=value" (replacing the user's extra fields)."""
+    def _edit_users(self, side, edit):
+        """Replace side's passwd-file by edit(its lines), in one rename:
+        a passwd-file read while it was being written would be taken as
+        current."""
         path = os.path.join(self.dw_dir, side, "users")
         with open(path) as f:
             lines = f.read().splitlines()
-        # passwd-file: user:password:uid:gid:gecos:home:shell:extra
-        out = []
-        for line in lines:
-            f = line.split(":")
-            if f[0] in fields:
-                f = f[:7] + ["userdb_" + fields[f[0]]]
-            out.append(":".join(f))
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write("\n".join(out) + "\n")
+            f.write("\n".join(edit(lines)) + "\n")
         os.chmod(tmp, os.stat(path).st_mode)
         os.rename(tmp, path)
         # passwd-file notices a change by mtime; make sure it differs
         st = os.stat(path)
         os.utime(path, (st.st_atime, st.st_mtime + 2))
+
+    def add_userdb_lines(self, lines, sides=SIDES):
+        """Append passwd-file lines to the users files of sides."""
+        for side in sides:
+            self._edit_users(side, lambda old: old + list(lines))
+
+    def set_userdb_fields(self, side, fields):
+        """Give users extra userdb fields in side's passwd-file, as a dict
+        user -> "name=value" (replacing the user's extra fields)."""
+        def edit(lines):
+            # passwd-file: user:password:uid:gid:gecos:home:shell:extra
+            out = []
+            for line in lines:
+                f = line.split(":")
+                if f[0] in fields:
+                    f = f[:7] + ["userdb_" + fields[f[0]]]
+                out.append(":".join(f))
+            return out
+        self._edit_users(side, edit)
+
+    def doveadm_socket_path(self, side):
+        """The doveadm-server socket side's service syncs through
+        (dovewarden_doveadm_socket_path, relative to base_dir)"""
+        return os.path.join(self.dw_dir, side, "run", self.doveconf(
+            side, "dovewarden_doveadm_socket_path"))
 
     def inbox_dir_exists(self, side, user):
         return os.path.isdir(os.path.join(
