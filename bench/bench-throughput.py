@@ -45,6 +45,7 @@ It starts the pair, restarts it between the phases and stops it when
 it ends."""
 
 import argparse
+import collections
 import concurrent.futures
 import os
 import re
@@ -79,6 +80,11 @@ _NO_SERVICE = "service dovewarden {\n  process_min_avail = 0\n}\n"
 PLAIN_CONF = conf_by_series(
     _NO_SERVICE + "mail_plugins {\n  notify = no\n}\n",
     _NO_SERVICE + "mail_plugins =\n")
+
+
+# One timed burst: seconds until every message was on B, CPU seconds of
+# both instances meanwhile, and those by process ({"A imap": secs, ...})
+Burst = collections.namedtuple("Burst", "secs cpu cpu_by_name")
 
 
 def log(msg):
@@ -150,14 +156,16 @@ def pair_cpu(pair):
     return {s: tree_cpu(pair.master_pid(s)) for s in SIDES}
 
 
-def pair_cpu_secs(before, after):
-    """CPU seconds of both instances between two pair_cpu() snapshots:
-    (total, {"A imap": secs, ...})"""
+def timed_burst(pair, t0, cpu0, users, msgs):
+    """Wait until every message is visible on B: the Burst since t0 and
+    the pair_cpu() snapshot cpu0"""
+    t = visible_on_b(pair, users, msgs, 600) - t0
+    cpu1 = pair_cpu(pair)
     by_name = {}
     for s in SIDES:
-        for name, secs in cpu_between(before[s], after[s]).items():
+        for name, secs in cpu_between(cpu0[s], cpu1[s]).items():
             by_name["%s %s" % (s, name)] = secs
-    return sum(by_name.values()), by_name
+    return Burst(t, sum(by_name.values()), by_name)
 
 
 def fmt_cpu(by_name):
@@ -298,8 +306,7 @@ def open_sessions(pair, users):
 
 
 def floor_burst(pair, dadm, users, args, tag):
-    """Dovecot without dovewarden: returns (seconds, CPU seconds) from
-    the first APPEND until every message is on B"""
+    """Dovecot without dovewarden: the Burst from the first APPEND"""
     restart(pair, True)
     sessions = open_sessions(pair, users)
     try:
@@ -316,20 +323,20 @@ def floor_burst(pair, dadm, users, args, tag):
                           lambda u: futs.append(work.submit(
                               dadm.sync, u, states[u])))
         # the same IMAP polling of B as for the service
-        t = visible_on_b(pair, users, msgs, 600) - t0
-        cpu, by_name = pair_cpu_secs(cpu0, pair_cpu(pair))
+        burst = timed_burst(pair, t0, cpu0, users, msgs)
         for f in futs:
             f.result()
         work.shutdown()
     finally:
         close_sessions(list(sessions.items()))
-    return t, (cpu, by_name)
+    return burst
 
 
 def service_burst(pair, users, settle, tag):
-    """With dovewarden: returns (seconds, CPU seconds, syncs) as above;
-    a first burst, not timed, lets the services follow up the states
-    that the restart left stale"""
+    """With dovewarden: the Burst from the first APPEND, and the syncs
+    the services ran for it (log_syncs()); a first burst, not timed,
+    lets the services follow up the states that the restart left
+    stale"""
     restart(pair, False)
     sessions = open_sessions(pair, users)
     try:
@@ -341,12 +348,11 @@ def service_burst(pair, users, settle, tag):
         cpu0 = pair_cpu(pair)
         t0 = time.monotonic()
         msgs = append_all(pair, sessions, tag)
-        t = visible_on_b(pair, users, msgs, 600) - t0
-        cpu = pair_cpu_secs(cpu0, pair_cpu(pair))
+        burst = timed_burst(pair, t0, cpu0, users, msgs)
         wait_idle(pair, settle, "after the service's burst")
     finally:
         close_sessions(list(sessions.items()))
-    return t, cpu, log_syncs(pair)
+    return burst, log_syncs(pair)
 
 
 def throughput(pair, dadm, users, settle, args):
@@ -354,19 +360,16 @@ def throughput(pair, dadm, users, settle, args):
     for rnd in range(args.rounds):
         # the phases alternate which goes first (a warmer cache)
         if rnd % 2 == 1:
-            t_svc, cpu_svc, syncs = service_burst(pair, users, settle,
-                                                  "svc%d" % rnd)
-        t_floor, cpu_floor = floor_burst(pair, dadm, users, args,
-                                         "floor%d" % rnd)
+            svc, syncs = service_burst(pair, users, settle, "svc%d" % rnd)
+        floor = floor_burst(pair, dadm, users, args, "floor%d" % rnd)
         if rnd % 2 == 0:
-            t_svc, cpu_svc, syncs = service_burst(pair, users, settle,
-                                                  "svc%d" % rnd)
-        res.setdefault("floor", []).append((t_floor, cpu_floor))
-        res.setdefault("service", []).append((t_svc, cpu_svc))
+            svc, syncs = service_burst(pair, users, settle, "svc%d" % rnd)
+        res.setdefault("floor", []).append(floor)
+        res.setdefault("service", []).append(svc)
         res.setdefault("syncs", []).append(syncs)
         log("round %d: floor %.1f s (CPU %.1f s), service %.1f s "
-            "(CPU %.1f s)" % (rnd + 1, t_floor, cpu_floor[0], t_svc,
-                              cpu_svc[0]))
+            "(CPU %.1f s)" % (rnd + 1, floor.secs, floor.cpu, svc.secs,
+                              svc.cpu))
     return res
 
 
@@ -452,21 +455,19 @@ def print_throughput(tp, n, settle, args):
     print("%-6s %8s %9s %8s %10s %11s %8s %8s %9s" % (
         "round", "floor s", "floor u/s", "CPU s", "service s",
         "service u/s", "CPU s", "ratio", "CPU ratio"))
-    for i, ((tf, (cf, _b)), (ts, (cs, _c))) in enumerate(zip(tp["floor"],
-                                                             tp["service"])):
+    rounds = list(zip(tp["floor"], tp["service"]))
+    for i, (f, s) in enumerate(rounds):
         print("%-6d %8.1f %9.1f %8.1f %10.1f %11.1f %8.1f %7.2fx %8.2fx" % (
-            i + 1, tf, n / tf, cf, ts, n / ts, cs, tf / ts, cs / cf))
-    ratios = [tf / ts for (tf, _c), (ts, _d) in zip(tp["floor"],
-                                                   tp["service"])]
+            i + 1, f.secs, n / f.secs, f.cpu, s.secs, n / s.secs, s.cpu,
+            f.secs / s.secs, s.cpu / f.cpu))
+    ratios = [f.secs / s.secs for f, s in rounds]
     print("throughput ratio: median %.2fx (%.2f-%.2f); CPU ratio median "
           "%.2fx" % (statistics.median(ratios), min(ratios), max(ratios),
-                     statistics.median(
-                         cs / cf for (_t, (cf, _b)), (_u, (cs, _c)) in
-                         zip(tp["floor"], tp["service"]))))
-    for i, ((_t, (_cf, bf)), (_u, (_cs, bs))) in enumerate(
-            zip(tp["floor"], tp["service"])):
-        print("round %d CPU s, floor: %s" % (i + 1, fmt_cpu(bf)))
-        print("round %d CPU s, service: %s" % (i + 1, fmt_cpu(bs)))
+                     statistics.median(s.cpu / f.cpu for f, s in rounds)))
+    for i, (f, s) in enumerate(rounds):
+        print("round %d CPU s, floor: %s" % (i + 1, fmt_cpu(f.cpu_by_name)))
+        print("round %d CPU s, service: %s" % (i + 1,
+                                                fmt_cpu(s.cpu_by_name)))
     for i, syncs in enumerate(tp["syncs"]):
         for s in SIDES:
             print("round %d syncs on %s: %s" % (i + 1, s,
