@@ -36,6 +36,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dwtest.clients import make_message  # noqa: E402
 from dwtest.common import SIDES, wait_until  # noqa: E402
+from dwtest.tap import diag  # noqa: E402
 from dwtest.load import MixedLoad  # noqa: E402
 from dwtest.pair import own_pid  # noqa: E402
 from dwtest.runner import Runner, run  # noqa: E402
@@ -44,13 +45,14 @@ USERS = ["user%02d" % i for i in range(1, 11)]
 PREP_TIMEOUT = 60.0
 CONVERGE_TIMEOUT = 60.0
 LOAD_SECS = 8.0
+SETTLE_SECS = 2
 
 os.environ["DW_E2E_REDIS"] = "1"
 r = Runner(
     "test-redis",
     extra_conf="dovewarden_retry_min_interval = 1s\n"
                "dovewarden_retry_max_interval = 3s\n"
-               "dovewarden_settle_delay = 2s\n")
+               "dovewarden_settle_delay = %ds\n" % SETTLE_SECS)
 
 
 def expect(cond, msg):
@@ -81,8 +83,31 @@ def run_load(pair, seed, during):
     return load
 
 
+def dump_queue(pair, users, max_users=3):
+    """what the shared queue holds about each of users (its user hash and
+    where it is queued), for a failure's diagnostics"""
+    for u in sorted(users)[:max_users]:
+        try:
+            h = pair.redis.cmd("HGETALL", "dovewarden:u:" + u) or []
+            where = [z for z in ("wait", "ready", "claims", "pending")
+                     if pair.redis.cmd("ZSCORE", "dovewarden:" + z, u)
+                     is not None]
+        except (OSError, RuntimeError) as e:
+            diag("----- %s in Redis: %s -----" % (u, e))
+            continue
+        fields = ["%s=%r" % (h[i], h[i + 1]) for i in range(0, len(h), 2)
+                  if not h[i].startswith("st:")]
+        diag("----- %s in Redis (in %s) -----\n  %s" % (
+            u, ", ".join(where) or "no queue", " ".join(fields)))
+        diag("\n  ".join(["----- %s: dsync's view -----" % u] +
+                         pair.dsync_reasons(u)))
+
+
 def converge(pair, load, what):
     t, diffs = pair.converge_report(USERS, CONVERGE_TIMEOUT)
+    if t is None:
+        dump_queue(pair, diffs)
+        pair.dump_user_logs(diffs)
     expect(t is not None, "A and B differ %.0f s after the workload (%s):\n"
            "%s" % (CONVERGE_TIMEOUT, what, fmt_diffs(diffs)))
     return "%d ops (%s); converged %.1f s after the load" % (

@@ -406,6 +406,24 @@ class Pair(PairClients, PairChecker):
         dest = "tcp:127.0.0.1:%d" % self.port(peer(side), "doveadm")
         return self.doveadm(side, "sync", "-l", "30", "-u", user, dest)
 
+    def dsync_reasons(self, user, side="A", limit=20):
+        """A forced full doveadm -D sync of user from side, for a
+        failure's diagnostics: its exit code and dsync's own reasons
+        (its "Change during sync", warning and error lines), which
+        doveadm-server does not log"""
+        dest = "tcp:127.0.0.1:%d" % self.port(peer(side), "doveadm")
+        try:
+            r = self.doveadm(side, "-D", "sync", "-f", "-l", "30", "-u",
+                             user, dest, check=False)
+        except subprocess.TimeoutExpired:
+            return ["doveadm sync -f of %s timed out" % user]
+        pat = re.compile(r"Change during sync|Warning:|Error:|Fatal:|"
+                         r"Panic:")
+        lines = [l for l in (r.stdout + r.stderr).splitlines()
+                 if pat.search(l)]
+        return ["doveadm sync -f of %s from %s: exit code %d" % (
+            user, side, r.returncode)] + lines[:limit]
+
     # -- the dovewarden admin commands --
 
     def dw(self, side, *args, fmt=None, check=True, timeout=60):
