@@ -694,17 +694,29 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 		replicator_dsync_start(sync, sync->job->state, TRUE);
 		return;
 	}
+	if (sync->job->full && sync->incremental && sync->job->settle &&
+	    sync->job->priority != DOVEWARDEN_PRIORITY_NONE &&
+	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
+	    !dovewarden_queue_backend_job_removed(sync->job)) {
+		/* a settle that also replicated new changes: they move the
+		   state as a repair does, so a verification pass can't tell
+		   anything. The changes made on both servers at about the
+		   same time that it settled are where one dsync pass may
+		   leave a difference (e.g. a flag, under a busy load):
+		   another settle follows once the user is quiet, as after
+		   a repair, and that one is verified. */
+		e_debug(sync->event, "Settle: it carried new changes too: "
+			"settling again once the user is quiet");
+		replicator_sync_finish(sync, reply->result, reply->state,
+				       reply->error, TRUE);
+		return;
+	}
 	if (sync->job->full && sync->incremental &&
-	    (!sync->job->settle ||
-	     sync->job->priority == DOVEWARDEN_PRIORITY_NONE) &&
 	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    reply->state[0] != '\0' &&
 	    !dovewarden_queue_backend_job_removed(sync->job)) {
 		/* a full sync of a user that was synced before: run the
-		   verification pass (a first sync always changes things).
-		   Not after a settle that also replicated new changes:
-		   they would move the state as a repair does, and the
-		   full sync covered them. */
+		   verification pass (a first sync always changes things) */
 		sync->full_state = i_strdup(reply->state);
 		replicator_dsync_start(sync, sync->full_state, FALSE);
 		return;

@@ -13,7 +13,8 @@ struct dovewarden_admin_dsync_status;
    doveadm-server at once, one per user, a quarter of the slots kept for
    interactive changes. A full sync of a user that was synced before is
    followed by a verification pass that tells whether it repaired a
-   difference. */
+   difference; a settle that also carried new changes, which no pass can
+   verify, by another settle once the user is quiet. */
 
 /* How long userdb lookups may take and how long their results are used */
 #define DOVEWARDEN_REPLICATOR_USERDB_TIMEOUT_MSECS (3 * 1000)
