@@ -82,6 +82,20 @@ unsigned int dovewarden_queue_retry_jitter(unsigned int secs)
 	return i_rand_limit(secs / 4 + 1);
 }
 
+unsigned int
+dovewarden_queue_changed_retry_secs(const struct dovewarden_queue_settings *set,
+				    unsigned int changed)
+{
+	unsigned int secs = DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
+	unsigned int max = I_MAX(set->retry_max_secs, secs);
+	unsigned int i;
+
+	for (i = DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT;
+	     i < changed && secs < max; i++)
+		secs *= 2;
+	return I_MIN(secs, max);
+}
+
 long long
 dovewarden_queue_next_sync_secs(const struct dovewarden_queue_next_sync *next,
 				unsigned int full_sync_interval_secs,

@@ -149,5 +149,15 @@ dovewarden_queue_retry_secs(const struct dovewarden_queue_settings *set,
 			    unsigned int failures, bool config);
 /* The jitter added to a back-off of secs: up to a quarter, at random */
 unsigned int dovewarden_queue_retry_jitter(unsigned int secs);
+/* The wait before the retry of a user whose last changed syncs in a row
+   ended with CHANGED: DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS, doubled for
+   each one past DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT (the full syncs
+   answer CHANGED too: dsync keeps finding a conflict, or the user keeps
+   changing), at most retry_max_secs (or the CHANGED retry if that is
+   longer). A full sync of a big mailbox every few seconds for hours
+   would cost more than the replication it brings. */
+unsigned int
+dovewarden_queue_changed_retry_secs(const struct dovewarden_queue_settings *set,
+				    unsigned int changed);
 
 #endif

@@ -807,8 +807,10 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		break;
 	case DOVEWARDEN_SYNC_RESULT_CHANGED:
 		user_restore_changes(queue, user, now);
-		user->next_try = now + DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
-		if (++user->consecutive_changed >=
+		user->consecutive_changed++;
+		user->next_try = now + dovewarden_queue_changed_retry_secs(
+			&queue->set, user->consecutive_changed);
+		if (user->consecutive_changed >=
 		    DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT)
 			user->force_full_sync = TRUE;
 		break;

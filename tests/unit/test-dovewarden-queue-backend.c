@@ -979,6 +979,42 @@ Test(queue_backend, changed_retries_soon_and_then_fully)
 	backend_stop_all();
 }
 
+Test(queue_backend, a_full_sync_that_keeps_changing_backs_off)
+{
+	struct dovewarden_queue_job *job;
+	long long start;
+	unsigned int i, msecs, wait;
+
+	backend_start();
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, "s1");
+	job = notify_and_claim("alice", DOVEWARDEN_PRIORITY_HIGH);
+	for (i = 1; i <= DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT; i++) {
+		finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
+		job = pop_wait(FALSE, 1000 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS +
+			       1500);
+		cr_assert_not_null(job, "no retry after CHANGED %u", i);
+	}
+	cr_assert(job->full, "no full sync after %u CHANGED",
+		  DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT);
+	/* the full sync answers CHANGED too: the retry waits twice as long,
+	   not a failure */
+	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
+	start = now_msecs();
+	wait = dovewarden_queue_changed_retry_secs(&queue_set,
+		DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT + 1);
+	cr_assert_eq(wait, 2 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
+	job = pop_wait(FALSE, 1000 * wait + 1500);
+	cr_assert_not_null(job, "no retry after the full sync's CHANGED");
+	msecs = now_msecs() - start;
+	cr_assert_geq(msecs, 1000 * (wait - 1), "retried after %u ms, "
+		      "not after %u s", msecs, wait);
+	cr_assert(job->full);
+	cr_assert_eq(job->consecutive_failures, 0);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
+	backend_stop_all();
+}
+
 Test(queue_backend, a_change_is_settled_by_a_full_sync)
 {
 	struct dovewarden_queue_job *job;

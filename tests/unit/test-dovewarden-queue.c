@@ -385,6 +385,70 @@ Test(queue, repeated_changed_makes_the_next_sync_full)
 	cr_assert(!user->syncing_full);
 }
 
+Test(queue, changed_retry_backs_off_past_the_full_sync)
+{
+	struct dovewarden_queue_settings set = { .retry_max_secs = 60 };
+	static const unsigned int expected[] = {
+		/* 1 and 2 retry soon; the second asks for a full sync */
+		0, DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
+		DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
+		/* the full syncs answer CHANGED too */
+		2 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
+		4 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
+		8 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
+		16 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS,
+		60, 60,
+	};
+	unsigned int i;
+
+	for (i = 1; i < N_ELEMENTS(expected); i++) {
+		cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, i),
+			     expected[i], "CHANGED %u in a row: %u, not %u", i,
+			     dovewarden_queue_changed_retry_secs(&set, i),
+			     expected[i]);
+	}
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 1000000), 60);
+	/* never sooner than a single CHANGED's retry */
+	set.retry_max_secs = 1;
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 5),
+		     DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
+}
+
+Test(queue, full_sync_that_keeps_changing_backs_off)
+{
+	const struct dovewarden_queue_settings set = {
+		.retry_min_secs = 1, .retry_max_secs = 60,
+	};
+	struct dovewarden_user *user;
+	time_t now = T0 + 100000;
+	unsigned int i;
+
+	queue_new(0, 1, 60);
+	dovewarden_queue_notify(queue, "alice", HIGH, now);
+	user = pop_name(now, "alice");
+	finish_ok(user, now);
+	dovewarden_queue_notify(queue, "alice", HIGH, now);
+	for (i = 1; i <= 6; i++) {
+		unsigned int wait =
+			dovewarden_queue_changed_retry_secs(&set, i);
+
+		user = pop_name(now, "alice");
+		cr_assert_eq(user->syncing_full,
+			     i > DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT);
+		dovewarden_queue_sync_finished(queue, user,
+			DOVEWARDEN_SYNC_RESULT_CHANGED, NULL, NULL, now);
+		/* not a failure, and not due before its wait */
+		cr_assert_eq(user->consecutive_failures, 0);
+		pop_none(now + wait - 1);
+		now += wait;
+	}
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 6),
+		     16 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
+	user = pop_name(now, "alice");
+	finish_ok(user, now);
+	cr_assert_eq(user->consecutive_changed, 0);
+}
+
 Test(queue, changed_resyncs_soon_without_failure)
 {
 	struct dovewarden_user *user;

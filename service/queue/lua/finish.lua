@@ -52,7 +52,15 @@ else
     restore(user, h, no_dsync)
   elseif res == 'changed' then
     restore(user, h, no_dsync)
-    h.nt = now + tonumber(ARGV[15]); h.c = num(h.c) + 1
+    h.c = num(h.c) + 1
+    -- doubled for each CHANGED past the full sync's, at most retry max
+    local secs = tonumber(ARGV[15])
+    local mx = math.max(tonumber(ARGV[12]), secs)
+    for i = tonumber(ARGV[16]) + 1, h.c do
+      if secs >= mx then break end
+      secs = secs * 2
+    end
+    h.nt = now + math.min(secs, mx)
     if h.c >= tonumber(ARGV[16]) then h.ff = 1 end
   else
     restore(user, h, no_dsync)
