@@ -203,6 +203,7 @@ def load_case(seed):
                         + "\n  ".join(changed))
             if diffs:
                 pair.dump_user_logs(diffs)
+                pair.dump_dsync_reasons(diffs)
             msg += "\n" + repair(pair, users)
             raise AssertionError(msg)
         return "%d ops, %d NO, converged in %.1f s" % (

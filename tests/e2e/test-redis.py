@@ -105,8 +105,6 @@ def dump_queue(pair, users, max_users=3):
                   if not h[i].startswith("st:")]
         diag("----- %s in Redis (in %s) -----\n  %s" % (
             u, ", ".join(where) or "no queue", " ".join(fields)))
-        diag("\n  ".join(["----- %s: dsync's view -----" % u] +
-                         pair.dsync_reasons(u)))
 
 
 def converge(pair, load, what):
@@ -114,6 +112,7 @@ def converge(pair, load, what):
     if t is None:
         dump_queue(pair, diffs)
         pair.dump_user_logs(diffs)
+        pair.dump_dsync_reasons(diffs)
     expect(t is not None, "A and B differ %.0f s after the workload (%s):\n"
            "%s" % (CONVERGE_TIMEOUT, what, fmt_diffs(diffs)))
     return "%d ops (%s); converged %.1f s after the load" % (

@@ -424,6 +424,12 @@ class Pair(PairClients, PairChecker):
         return ["doveadm sync -f of %s from %s: exit code %d" % (
             user, side, r.returncode)] + lines[:limit]
 
+    def dump_dsync_reasons(self, users, max_users=3):
+        """dsync_reasons() of the first max_users users as diagnostics"""
+        for u in sorted(users)[:max_users]:
+            diag("\n  ".join(["----- %s: dsync's view -----" % u] +
+                             self.dsync_reasons(u)))
+
     # -- the dovewarden admin commands --
 
     def dw(self, side, *args, fmt=None, check=True, timeout=60):
