@@ -84,16 +84,20 @@ unsigned int dovewarden_queue_retry_jitter(unsigned int secs)
 
 unsigned int
 dovewarden_queue_changed_retry_secs(const struct dovewarden_queue_settings *set,
-				    unsigned int changed)
+				    unsigned int changed, bool busy)
 {
 	unsigned int secs = DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
-	unsigned int max = I_MAX(set->retry_max_secs, secs);
+	unsigned int max = I_MAX(I_MIN(set->retry_max_secs,
+				       DOVEWARDEN_QUEUE_CHANGED_RETRY_MAX_SECS),
+				 secs);
 	unsigned int i;
 
+	if (busy)
+		return secs;
 	for (i = DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT;
-	     i < changed && secs < max; i++)
+	     i < changed && secs <= max / 2; i++)
 		secs *= 2;
-	return I_MIN(secs, max);
+	return i < changed ? max : secs;
 }
 
 long long

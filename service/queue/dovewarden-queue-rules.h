@@ -20,6 +20,10 @@
    dsync answers CHANGED also when an incremental sync can't work at all
    ("retry with a full sync"), and retrying incrementally would loop */
 #define DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT 2
+/* CHANGED retries back off up to this (see
+   dovewarden_queue_changed_retry_secs()): a full sync a minute costs
+   little, and a new change waits no longer */
+#define DOVEWARDEN_QUEUE_CHANGED_RETRY_MAX_SECS 60
 /* A full sync that repaired a difference is followed by another one
    after the settle delay, at most this many times in a row */
 #define DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX 3
@@ -150,14 +154,17 @@ dovewarden_queue_retry_secs(const struct dovewarden_queue_settings *set,
 /* The jitter added to a back-off of secs: up to a quarter, at random */
 unsigned int dovewarden_queue_retry_jitter(unsigned int secs);
 /* The wait before the retry of a user whose last changed syncs in a row
-   ended with CHANGED: DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS, doubled for
-   each one past DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT (the full syncs
-   answer CHANGED too: dsync keeps finding a conflict, or the user keeps
-   changing), at most retry_max_secs (or the CHANGED retry if that is
-   longer). A full sync of a big mailbox every few seconds for hours
-   would cost more than the replication it brings. */
+   ended with CHANGED: DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS, and when no
+   new change was notified during the sync (busy is FALSE), doubled for
+   each one past DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT, at most
+   DOVEWARDEN_QUEUE_CHANGED_RETRY_MAX_SECS or retry_max_secs, whichever is
+   shorter (but not shorter than the CHANGED retry). Then the full
+   syncs answer CHANGED with nothing changing: dsync keeps finding a
+   conflict of its own, and a full sync of a big mailbox every few
+   seconds for hours would cost more than it brings. A user whose clients
+   keep changing it is retried soon: its syncs carry their changes. */
 unsigned int
 dovewarden_queue_changed_retry_secs(const struct dovewarden_queue_settings *set,
-				    unsigned int changed);
+				    unsigned int changed, bool busy);
 
 #endif

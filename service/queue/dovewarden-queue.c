@@ -775,6 +775,8 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 				    const char *new_state, const char *error,
 				    time_t now)
 {
+	bool busy;
+
 	i_assert(user->syncing);
 	i_assert(!user->queued);
 
@@ -806,10 +808,12 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 		user->next_try = 0;
 		break;
 	case DOVEWARDEN_SYNC_RESULT_CHANGED:
+		/* a change notified during the sync */
+		busy = user->priority != DOVEWARDEN_PRIORITY_NONE;
 		user_restore_changes(queue, user, now);
 		user->consecutive_changed++;
 		user->next_try = now + dovewarden_queue_changed_retry_secs(
-			&queue->set, user->consecutive_changed);
+			&queue->set, user->consecutive_changed, busy);
 		if (user->consecutive_changed >=
 		    DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT)
 			user->force_full_sync = TRUE;
@@ -817,6 +821,8 @@ void dovewarden_queue_sync_finished(struct dovewarden_queue *queue,
 	case DOVEWARDEN_SYNC_RESULT_TEMPFAIL:
 	case DOVEWARDEN_SYNC_RESULT_CONFIG:
 		user_restore_changes(queue, user, now);
+		/* as the Redis queue: a failure ends the CHANGED run */
+		user->consecutive_changed = 0;
 		user_set_failures(queue, user, user->consecutive_failures + 1);
 		user_set_error(user, error);
 		user->next_try = now + queue_backoff(queue,

@@ -1021,7 +1021,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	const char **argv;
 	unsigned int argc;
 
-	argv = redis_queue_args(queue, 14, &argc);
+	argv = redis_queue_args(queue, 15, &argc);
 	argv[argc++] = finish->username;
 	argv[argc++] = queue->set.owner;
 	argv[argc++] = finish->result;
@@ -1037,6 +1037,7 @@ redis_queue_finish_args(struct dovewarden_redis_queue *queue,
 	argv[argc++] = queue->set.server;
 	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_REPAIR_SETTLE_MAX);
 	argv[argc++] = finish->no_dsync ? "1" : "0";
+	argv[argc++] = dec2str(DOVEWARDEN_QUEUE_CHANGED_RETRY_MAX_SECS);
 	*argc_r = argc;
 	return argv;
 }

@@ -1002,7 +1002,7 @@ Test(queue_backend, a_full_sync_that_keeps_changing_backs_off)
 	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
 	start = now_msecs();
 	wait = dovewarden_queue_changed_retry_secs(&queue_set,
-		DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT + 1);
+		DOVEWARDEN_QUEUE_CHANGED_FULL_SYNC_COUNT + 1, FALSE);
 	cr_assert_eq(wait, 2 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
 	job = pop_wait(FALSE, 1000 * wait + 1500);
 	cr_assert_not_null(job, "no retry after the full sync's CHANGED");
@@ -1011,6 +1011,14 @@ Test(queue_backend, a_full_sync_that_keeps_changing_backs_off)
 		      "not after %u s", msecs, wait);
 	cr_assert(job->full);
 	cr_assert_eq(job->consecutive_failures, 0);
+	/* a change notified during the sync: the user is busy, not dsync
+	   stuck, and the retry comes soon again */
+	notify("alice", DOVEWARDEN_PRIORITY_HIGH);
+	finish(&job, DOVEWARDEN_SYNC_RESULT_CHANGED, NULL);
+	job = pop_wait(FALSE, 1000 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS +
+		       1500);
+	cr_assert_not_null(job, "no soon retry after a busy CHANGED");
+	cr_assert(job->full);
 	finish(&job, DOVEWARDEN_SYNC_RESULT_OK, NULL);
 	backend_stop_all();
 }

@@ -402,16 +402,26 @@ Test(queue, changed_retry_backs_off_past_the_full_sync)
 	unsigned int i;
 
 	for (i = 1; i < N_ELEMENTS(expected); i++) {
-		cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, i),
+		cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, i, FALSE),
 			     expected[i], "CHANGED %u in a row: %u, not %u", i,
-			     dovewarden_queue_changed_retry_secs(&set, i),
+			     dovewarden_queue_changed_retry_secs(&set, i, FALSE),
 			     expected[i]);
+		/* a change notified during the sync: its clients keep the
+		   user busy, and the next sync carries their changes */
+		cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, i, TRUE),
+			     DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
 	}
-	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 1000000), 60);
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 1000000,
+							 FALSE), 60);
 	/* never sooner than a single CHANGED's retry */
 	set.retry_max_secs = 1;
-	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 5),
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 5, FALSE),
 		     DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
+	/* a long failure back-off: a new change waits no longer than
+	   DOVEWARDEN_QUEUE_CHANGED_RETRY_MAX_SECS */
+	set.retry_max_secs = UINT_MAX;
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 1000, FALSE),
+		     DOVEWARDEN_QUEUE_CHANGED_RETRY_MAX_SECS);
 }
 
 Test(queue, full_sync_that_keeps_changing_backs_off)
@@ -430,7 +440,7 @@ Test(queue, full_sync_that_keeps_changing_backs_off)
 	dovewarden_queue_notify(queue, "alice", HIGH, now);
 	for (i = 1; i <= 6; i++) {
 		unsigned int wait =
-			dovewarden_queue_changed_retry_secs(&set, i);
+			dovewarden_queue_changed_retry_secs(&set, i, FALSE);
 
 		user = pop_name(now, "alice");
 		cr_assert_eq(user->syncing_full,
@@ -442,9 +452,18 @@ Test(queue, full_sync_that_keeps_changing_backs_off)
 		pop_none(now + wait - 1);
 		now += wait;
 	}
-	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 6),
+	cr_assert_eq(dovewarden_queue_changed_retry_secs(&set, 6, FALSE),
 		     16 * DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS);
+	/* a change during the sync: retried soon, still fully */
 	user = pop_name(now, "alice");
+	cr_assert(user->syncing_full);
+	dovewarden_queue_notify(queue, "alice", LOW, now);
+	dovewarden_queue_sync_finished(queue, user,
+		DOVEWARDEN_SYNC_RESULT_CHANGED, NULL, NULL, now);
+	pop_none(now + DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS - 1);
+	now += DOVEWARDEN_QUEUE_CHANGED_RETRY_SECS;
+	user = pop_name(now, "alice");
+	cr_assert(user->syncing_full);
 	finish_ok(user, now);
 	cr_assert_eq(user->consecutive_changed, 0);
 }

@@ -4,7 +4,8 @@
 -- [11] retry min, [12] retry max, [13] jitter 0..1, [14] repaired,
 -- [15] CHANGED retry seconds, [16] CHANGED count for a full sync,
 -- [17] the server the sync ran from, [18] repairs in a row after which
--- no settle follows, [19] '1' when the sync ran no dsync.
+-- no settle follows, [19] '1' when the sync ran no dsync, [20] the
+-- longest CHANGED retry.
 -- Returns 1, or 0 when the claim was lost. The result is recorded (dq, dr
 -- in the user hash; <prefix>gone:<user> for nouser) before it is
 -- published, for done.lua to confirm.
@@ -51,14 +52,19 @@ else
   elseif res == 'release' then
     restore(user, h, no_dsync)
   elseif res == 'changed' then
+    -- a change notified during the sync: retried soon; else doubled for
+    -- each CHANGED past the full sync's, at most retry max
+    local busy = num(h.p) > 0
     restore(user, h, no_dsync)
     h.c = num(h.c) + 1
-    -- doubled for each CHANGED past the full sync's, at most retry max
     local secs = tonumber(ARGV[15])
-    local mx = math.max(tonumber(ARGV[12]), secs)
-    for i = tonumber(ARGV[16]) + 1, h.c do
-      if secs >= mx then break end
-      secs = secs * 2
+    local mx = math.max(math.min(tonumber(ARGV[12]), tonumber(ARGV[20])),
+                        secs)
+    if not busy then
+      for i = tonumber(ARGV[16]) + 1, h.c do
+        if secs >= mx then break end
+        secs = secs * 2
+      end
     end
     h.nt = now + math.min(secs, mx)
     if h.c >= tonumber(ARGV[16]) then h.ff = 1 end
