@@ -705,8 +705,8 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 		   leave a difference (e.g. a flag, under a busy load):
 		   another settle follows once the user is quiet, as after
 		   a repair, and that one is verified. */
-		e_debug(sync->event, "Settle: it carried new changes too: "
-			"settling again once the user is quiet");
+		e_debug(sync->event, "Settle not verified: it carried new "
+			"changes too: another settle follows");
 		replicator_sync_finish(sync, reply->result, reply->state,
 				       reply->error, TRUE);
 		return;
