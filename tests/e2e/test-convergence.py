@@ -203,6 +203,7 @@ def load_case(seed):
                         + "\n  ".join(changed))
             if diffs:
                 pair.dump_user_logs(diffs)
+                # a forced full sync of the first three, before repair()
                 pair.dump_dsync_reasons(diffs)
             msg += "\n" + repair(pair, users)
             raise AssertionError(msg)

@@ -269,6 +269,10 @@ def _(pair):
         pair.append("A", user, make_message("settle-carried"))
         past = int(pair.redis.cmd("TIME")[0]) - 5
         pair.redis.cmd("HSET", uk, "sf", past, "sl", past)
+        # the settle that carries it never logs a verdict: any verdict
+        # from here on is a later settle's
+        for s in SIDES:
+            pair.mark_log(s)
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
@@ -277,10 +281,6 @@ def _(pair):
         lambda: user_lines(pair, user, r"Starting settle full sync "
                            r"\(priority high\)"), 20,
         "the settle full sync that carries the new change")
-    # what comes after it (the next settle is at least the settle delay
-    # later)
-    for s in SIDES:
-        pair.mark_log(s)
     # dsync may leave a difference in what it settles together with new
     # changes, and a verification pass can't tell (the new changes move
     # the state): another settle follows once the user is quiet

@@ -425,7 +425,8 @@ class Pair(PairClients, PairChecker):
             user, side, r.returncode)] + lines[:limit]
 
     def dump_dsync_reasons(self, users, max_users=3):
-        """dsync_reasons() of the first max_users users as diagnostics"""
+        """dsync_reasons() of the first max_users users as diagnostics
+        (its forced full syncs may make them the same)"""
         for u in sorted(users)[:max_users]:
             diag("\n  ".join(["----- %s: dsync's view -----" % u] +
                              self.dsync_reasons(u)))
