@@ -694,7 +694,7 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 		replicator_dsync_start(sync, sync->job->state, TRUE);
 		return;
 	}
-	if (sync->job->full && sync->incremental && sync->job->settle &&
+	if (sync->job->full && sync->job->settle &&
 	    sync->job->priority != DOVEWARDEN_PRIORITY_NONE &&
 	    reply->result == DOVEWARDEN_SYNC_RESULT_OK &&
 	    !dovewarden_queue_backend_job_removed(sync->job)) {
@@ -704,7 +704,10 @@ replicator_dsync_callback(const struct dovewarden_doveadm_sync_reply *reply,
 		   same time that it settled are where one dsync pass may
 		   leave a difference (e.g. a flag, under a busy load):
 		   another settle follows once the user is quiet, as after
-		   a repair, and that one is verified. */
+		   a repair, and that one is verified. Also when this
+		   server has no dsync state of the user yet: with the Redis
+		   queue the other server's instance may have run all its
+		   syncs before. */
 		e_debug(sync->event, "Settle not verified: it carried new "
 			"changes too: another settle follows");
 		replicator_sync_finish(sync, reply->result, reply->state,

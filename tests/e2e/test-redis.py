@@ -269,6 +269,9 @@ def _(pair):
         pair.append("A", user, make_message("settle-carried"))
         past = int(pair.redis.cmd("TIME")[0]) - 5
         pair.redis.cmd("HSET", uk, "sf", past, "sl", past)
+        # as if B's instance had run every sync of the user so far: A's
+        # has no dsync state of it (the settle is no less a settle)
+        pair.redis.cmd("HDEL", uk, "st:a.test")
         # the settle that carries it never logs a verdict: any verdict
         # from here on is a later settle's
         for s in SIDES:
