@@ -53,7 +53,8 @@ else
     restore(user, h, no_dsync)
   elseif res == 'changed' then
     -- a change notified during the sync: retried soon; else doubled for
-    -- each CHANGED past the full sync's, at most retry max
+    -- each CHANGED past the full sync's, at most the longest CHANGED
+    -- retry or retry max, whichever is shorter
     local busy = num(h.p) > 0
     restore(user, h, no_dsync)
     h.c = num(h.c) + 1
