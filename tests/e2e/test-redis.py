@@ -250,6 +250,7 @@ def _(pair):
     uk = "dovewarden:u:" + user
     pair.append("A", user, make_message("settle-seed"))
     pair.wait_converged(user, 20, "the seeding")
+
     def quiet():
         now = int(pair.redis.cmd("TIME")[0])
         return (all(pair.service_idle(s, user) for s in SIDES) and
